@@ -1,0 +1,381 @@
+//! The real cloud: the AWS SDK for Rust. SDK types stop in this file.
+//!
+//! Credentials come from the standard chain (environment, profile, SSO,
+//! instance role). Each landing zone gets one STS session per run; its
+//! clients are made once per region and reused. Endpoints follow the SDK's
+//! own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` handling, or the
+//! config's `aws.endpoint_url`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_ec2 as ec2;
+use aws_sdk_ssm as ssm;
+use aws_sdk_sts as sts;
+use chrono::{DateTime, Utc};
+use ec2::error::{ProvideErrorMetadata, SdkError};
+use ec2::operation::RequestId;
+
+use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Scope};
+use crate::config::LandingZone;
+use crate::model::{
+    AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, SsmInfo, SsmPing, StatusChecks, Tags,
+    Target,
+};
+
+/// `DescribeInstances`, `DescribeInstanceStatus`: the API's page maximum.
+const EC2_PAGE: i32 = 1000;
+/// `DescribeImages` page maximum.
+const IMAGES_PAGE: i32 = 1000;
+/// `DescribeInstanceInformation` page maximum.
+const SSM_PAGE: i32 = 50;
+
+/// Settings for reaching AWS.
+#[derive(Clone, Debug, Default)]
+pub struct AwsOptions {
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub session_duration: Duration,
+}
+
+pub struct AwsCloud {
+    base: SdkConfig,
+    session_duration: Duration,
+    sessions: Mutex<HashMap<String, ec2::config::Credentials>>,
+    clients: Mutex<HashMap<Target, (ec2::Client, ssm::Client)>>,
+    calls: ApiCalls,
+}
+
+impl AwsCloud {
+    /// Loads the shared SDK configuration (credential chain, profile,
+    /// endpoints). Makes no call yet.
+    pub async fn connect(options: AwsOptions) -> AwsCloud {
+        // Fail fast on an unreachable endpoint; the SDK's standard retry
+        // (3 attempts, backoff) covers transient errors and throttles
+        // before `limit::Paced` sees them.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .operation_timeout(Duration::from_secs(180))
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(timeouts);
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        AwsCloud {
+            base: loader.load().await,
+            session_duration: options.session_duration,
+            sessions: Mutex::default(),
+            clients: Mutex::default(),
+            calls: ApiCalls::default(),
+        }
+    }
+
+    fn clients(&self, t: &Target) -> Result<(ec2::Client, ssm::Client), CloudError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(t) {
+            return Ok(c.clone());
+        }
+        let creds = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t.landing_zone)
+            .cloned()
+            .ok_or_else(|| {
+                CloudError::new(Api::AssumeRole, ErrorKind::Denied, "NoSession", "the landing zone's role was not assumed")
+            })?;
+        let region = ec2::config::Region::new(t.region.as_str().to_owned());
+        let ec2 = ec2::Client::from_conf(
+            ec2::config::Builder::from(&self.base).region(region.clone()).credentials_provider(creds.clone()).build(),
+        );
+        let ssm = ssm::Client::from_conf(
+            ssm::config::Builder::from(&self.base).region(region).credentials_provider(creds).build(),
+        );
+        clients.insert(t.clone(), (ec2.clone(), ssm.clone()));
+        Ok((ec2, ssm))
+    }
+
+    fn ec2(&self, t: &Target) -> Result<ec2::Client, CloudError> {
+        self.clients(t).map(|c| c.0)
+    }
+}
+
+/// Converts any SDK error: AWS's code and message, the request id, and
+/// whether it was a throttle, a refusal or no answer at all.
+fn api_error<E, R>(api: Api, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+    SdkError<E, R>: RequestId,
+{
+    let request_id = err.request_id().map(str::to_owned);
+    let (kind, code, message) = match &err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
+            ErrorKind::Unreachable,
+            "Unreachable".to_owned(),
+            format!("no answer from AWS: {}", ec2::error::DisplayErrorContext(&err)),
+        ),
+        _ => match err.code() {
+            Some(code) => (
+                CloudError::kind_of(code),
+                code.to_owned(),
+                err.message().unwrap_or("(no message)").to_owned(),
+            ),
+            None => (
+                ErrorKind::Api,
+                "Unhandled".to_owned(),
+                one_line(&ec2::error::DisplayErrorContext(&err).to_string()),
+            ),
+        },
+    };
+    CloudError { api, kind, code, message, request_id }
+}
+
+/// Error chains can carry an HTML body: keep the first line, bounded.
+fn one_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    line.chars().take(300).collect()
+}
+
+fn time(t: Option<&aws_smithy_types_dt::DateTime>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+/// The SDK's DateTime, by a short name.
+mod aws_smithy_types_dt {
+    pub(super) use aws_sdk_ec2::primitives::DateTime;
+}
+
+fn tags_of(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+        .collect()
+}
+
+fn sdk_tags(tags: &Tags) -> Vec<ec2::types::Tag> {
+    tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect()
+}
+
+fn to_instance(i: &ec2::types::Instance) -> Option<Instance> {
+    let id = i.instance_id()?;
+    let windows = i.platform() == Some(&ec2::types::PlatformValues::Windows)
+        || i.platform_details().is_some_and(|d| d.to_ascii_lowercase().contains("windows"));
+    Some(Instance {
+        id: InstanceId::new(id),
+        state: i.state().and_then(|s| s.name()).map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
+        platform: if windows { Platform::Windows } else { Platform::Linux },
+        instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+        private_ip: i.private_ip_address().map(str::to_owned),
+        launch_time: time(i.launch_time()),
+        tags: tags_of(i.tags()),
+    })
+}
+
+fn to_image(i: &ec2::types::Image) -> Option<Image> {
+    Some(Image {
+        id: AmiId::new(i.image_id()?),
+        name: i.name().unwrap_or_default().to_owned(),
+        state: i.state().map_or(ImageState::Unusable, |s| ImageState::parse(s.as_str())),
+        state_reason: i.state_reason().and_then(|r| r.message()).map(str::to_owned),
+        tags: tags_of(i.tags()),
+        snapshot_ids: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn filter(name: &str, values: &[&str]) -> ec2::types::Filter {
+    ec2::types::Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
+}
+
+/// Drains a paginator, counting every page as a call.
+macro_rules! all_pages {
+    ($self:ident, $api:expr, $stream:expr, |$page:ident| $body:expr) => {{
+        let mut stream = $stream;
+        let mut pages = 0u64;
+        let mut out = Vec::new();
+        loop {
+            match stream.next().await {
+                None => break,
+                Some(Ok($page)) => {
+                    pages += 1;
+                    out.extend($body);
+                }
+                Some(Err(e)) => {
+                    let e = api_error($api, e);
+                    $self.calls.record_n($api, pages + 1, Some(&e));
+                    return Err(e);
+                }
+            }
+        }
+        $self.calls.record_n($api, pages.max(1), None);
+        out
+    }};
+}
+
+#[async_trait]
+impl Cloud for AwsCloud {
+    async fn assume_role(&self, lz: &LandingZone, session_name: &str) -> Result<String, CloudError> {
+        let region = lz.regions.first().map(|r| r.as_str().to_owned());
+        let mut conf = sts::config::Builder::from(&self.base);
+        if let Some(region) = region {
+            conf = conf.region(sts::config::Region::new(region));
+        }
+        let client = sts::Client::from_conf(conf.build());
+        let result = client
+            .assume_role()
+            .role_arn(&lz.role_arn)
+            .role_session_name(session_name)
+            .duration_seconds(self.session_duration.as_secs().try_into().unwrap_or(3600))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::AssumeRole, e));
+        self.calls.record(Api::AssumeRole, &result);
+        let out = result?;
+        let Some(c) = out.credentials() else {
+            return Err(CloudError::new(Api::AssumeRole, ErrorKind::Api, "NoCredentials", "STS returned no credentials"));
+        };
+        let expiry = SystemTime::try_from(*c.expiration()).ok();
+        let creds = ec2::config::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            expiry,
+            "prepatch-assume-role",
+        );
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(lz.name.clone(), creds);
+        Ok(out.assumed_role_user().map_or_else(|| lz.role_arn.clone(), |u| u.arn().to_owned()))
+    }
+
+    async fn describe_instances(&self, t: &Target, scope: Scope) -> Result<Vec<Instance>, CloudError> {
+        let mut req = self.ec2(t)?.describe_instances().max_results(EC2_PAGE);
+        if scope == Scope::Active {
+            req = req.filters(filter("instance-state-name", &["pending", "running", "stopping", "stopped"]));
+        }
+        Ok(all_pages!(self, Api::DescribeInstances, req.into_paginator().send(), |page| page
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(to_instance)
+            .collect::<Vec<_>>()))
+    }
+
+    async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        let (_, ssm) = self.clients(t)?;
+        let stream = ssm.describe_instance_information().max_results(SSM_PAGE).into_paginator().send();
+        let info = all_pages!(self, Api::DescribeInstanceInformation, stream, |page| page
+            .instance_information_list()
+            .iter()
+            .filter_map(|i| {
+                let ping = i.ping_status().map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
+                Some((
+                    InstanceId::new(i.instance_id()?),
+                    SsmInfo { ping, agent_version: i.agent_version().map(str::to_owned) },
+                ))
+            })
+            .collect::<Vec<_>>());
+        Ok(info.into_iter().collect())
+    }
+
+    async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
+        let spec = ec2::types::TagSpecification::builder()
+            .resource_type(ec2::types::ResourceType::Image)
+            .set_tags(Some(sdk_tags(&req.tags)))
+            .build();
+        let result = self
+            .ec2(t)?
+            .create_image()
+            .instance_id(req.instance.as_str())
+            .name(&req.name)
+            .description(&req.description)
+            .no_reboot(req.no_reboot)
+            .tag_specifications(spec)
+            .send()
+            .await
+            .map_err(|e| api_error(Api::CreateImage, e));
+        self.calls.record(Api::CreateImage, &result);
+        let out = result?;
+        out.image_id()
+            .map(AmiId::new)
+            .ok_or_else(|| CloudError::new(Api::CreateImage, ErrorKind::Api, "NoImageId", "CreateImage returned no image id"))
+    }
+
+    async fn describe_images(&self, t: &Target, f: &ImageFilter) -> Result<Vec<Image>, CloudError> {
+        let f = match f {
+            ImageFilter::Tag(key, value) => filter(&format!("tag:{key}"), &[value]),
+            ImageFilter::Name(name) => filter("name", &[name]),
+        };
+        let req = self.ec2(t)?.describe_images().owners("self").filters(f).max_results(IMAGES_PAGE);
+        Ok(all_pages!(self, Api::DescribeImages, req.into_paginator().send(), |page| page
+            .images()
+            .iter()
+            .filter_map(to_image)
+            .collect::<Vec<_>>()))
+    }
+
+    async fn create_tags(&self, t: &Target, resources: &[String], tags: &Tags) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .create_tags()
+            .set_resources(Some(resources.to_vec()))
+            .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::CreateTags, e));
+        self.calls.record(Api::CreateTags, &result);
+        result.map(|_| ())
+    }
+
+    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .start_instances()
+            .set_instance_ids(Some(ids.iter().map(|i| i.as_str().to_owned()).collect()))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::StartInstances, e));
+        self.calls.record(Api::StartInstances, &result);
+        result.map(|_| ())
+    }
+
+    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+        let req = self.ec2(t)?.describe_instance_status().include_all_instances(true).max_results(EC2_PAGE);
+        Ok(all_pages!(self, Api::DescribeInstanceStatus, req.into_paginator().send(), |page| page
+            .instance_statuses()
+            .iter()
+            .filter_map(|s| {
+                let status = |summary: Option<&ec2::types::InstanceStatusSummary>| {
+                    summary.and_then(|s| s.status()).map_or("unknown".to_owned(), |s| s.as_str().to_owned())
+                };
+                Some(StatusChecks {
+                    id: InstanceId::new(s.instance_id()?),
+                    state: s
+                        .instance_state()
+                        .and_then(|s| s.name())
+                        .map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
+                    instance_status: status(s.instance_status()),
+                    system_status: status(s.system_status()),
+                })
+            })
+            .collect::<Vec<_>>()))
+    }
+
+    fn api_calls(&self) -> &ApiCalls {
+        &self.calls
+    }
+}

@@ -1,0 +1,222 @@
+//! The cloud prepatch works on, behind one trait.
+//!
+//! [`Cloud`] is what the workflow calls. Two implementations:
+//! - [`aws::AwsCloud`]: the AWS SDK for Rust. SDK types stop there.
+//! - [`sim::SimCloud`]: an in-memory fleet on tokio time, for `demo`, fault
+//!   tests and benchmarks.
+//!
+//! [`limit::Paced`] wraps either one with EC2's request buckets, so prepatch
+//! spends its rate limit evenly instead of being throttled, and retries the
+//! throttles that still happen.
+
+pub mod aws;
+pub mod limit;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::LandingZone;
+use crate::model::{AmiId, Image, Instance, InstanceId, SsmInfo, StatusChecks, Tags, Target};
+
+/// Every AWS API action prepatch calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Api {
+    AssumeRole,
+    DescribeInstances,
+    DescribeInstanceInformation,
+    CreateImage,
+    DescribeImages,
+    CreateTags,
+    StartInstances,
+    DescribeInstanceStatus,
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::AssumeRole => "AssumeRole",
+            Api::DescribeInstances => "DescribeInstances",
+            Api::DescribeInstanceInformation => "DescribeInstanceInformation",
+            Api::CreateImage => "CreateImage",
+            Api::DescribeImages => "DescribeImages",
+            Api::CreateTags => "CreateTags",
+            Api::StartInstances => "StartInstances",
+            Api::DescribeInstanceStatus => "DescribeInstanceStatus",
+        }
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What went wrong with a call, as far as the workflow needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// `RequestLimitExceeded` / `Throttling`: wait and retry.
+    Throttled,
+    /// Credentials, role or permission refused.
+    Denied,
+    /// The endpoint could not be reached or did not answer in time.
+    Unreachable,
+    /// Any other answer from AWS.
+    Api,
+}
+
+/// A failed AWS call: the action, AWS's error code and message, and the
+/// request id when AWS gave one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{api}: {code}: {message}")]
+pub struct CloudError {
+    pub api: Api,
+    pub kind: ErrorKind,
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+impl CloudError {
+    pub fn new(api: Api, kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
+        CloudError { api, kind, code: code.into(), message: message.into(), request_id: None }
+    }
+
+    pub fn is_throttle(&self) -> bool {
+        self.kind == ErrorKind::Throttled
+    }
+
+    /// Classifies an AWS error code.
+    pub fn kind_of(code: &str) -> ErrorKind {
+        match code {
+            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
+                ErrorKind::Throttled
+            }
+            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "AuthFailure"
+            | "InvalidClientTokenId" | "ExpiredToken" | "ExpiredTokenException" | "SignatureDoesNotMatch" => {
+                ErrorKind::Denied
+            }
+            _ => ErrorKind::Api,
+        }
+    }
+}
+
+/// How much of a target's fleet `describe_instances` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Without terminated and shutting-down instances (the scan).
+    Active,
+    /// Every instance, so that a poll sees one terminated under it.
+    All,
+}
+
+/// Which AMIs `describe_images` returns (always owned by the account).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageFilter {
+    /// AMIs carrying this tag with this value.
+    Tag(String, String),
+    /// AMIs with this exact name.
+    Name(String),
+}
+
+/// One `CreateImage` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRequest {
+    pub instance: InstanceId,
+    pub name: String,
+    pub description: String,
+    pub no_reboot: bool,
+    /// Applied to the image in the same call.
+    pub tags: Tags,
+}
+
+/// The AWS API, as prepatch uses it. Every method is one paginated
+/// conversation with AWS for one account-region ([`Target`]); none is
+/// called per instance except `create_image`, which AWS offers only so.
+#[async_trait]
+pub trait Cloud: Send + Sync {
+    /// Assumes the landing zone's role (STS) and keeps the session for the
+    /// calls to its targets. Returns the assumed role's ARN (the actor).
+    async fn assume_role(&self, lz: &LandingZone, session_name: &str) -> Result<String, CloudError>;
+
+    /// `DescribeInstances`, every page at the API's maximum page size.
+    async fn describe_instances(&self, t: &Target, scope: Scope) -> Result<Vec<Instance>, CloudError>;
+
+    /// SSM `DescribeInstanceInformation`, every page, keyed by instance id.
+    /// Instances absent from the map are not registered with SSM.
+    async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError>;
+
+    /// `CreateImage` with the image's tags.
+    async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError>;
+
+    /// `DescribeImages` owned by the account, every page.
+    async fn describe_images(&self, t: &Target, filter: &ImageFilter) -> Result<Vec<Image>, CloudError>;
+
+    /// `CreateTags` on many resources at once.
+    async fn create_tags(&self, t: &Target, resources: &[String], tags: &Tags) -> Result<(), CloudError>;
+
+    /// `StartInstances` for many instances at once. An error fails the call
+    /// for all of them; the workflow isolates the culprit.
+    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError>;
+
+    /// `DescribeInstanceStatus` with `IncludeAllInstances`, every page.
+    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError>;
+
+    /// The calls made so far, by action.
+    fn api_calls(&self) -> &ApiCalls;
+
+    /// True for the in-memory simulator: every output says so.
+    fn is_simulated(&self) -> bool {
+        false
+    }
+}
+
+/// Counts of one action's calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CallCount {
+    /// Requests sent, whatever their outcome.
+    pub calls: u64,
+    /// Of those, answered with a throttling error.
+    pub throttled: u64,
+    /// Of those, answered with any other error.
+    pub errors: u64,
+}
+
+/// The tool counts its own calls: one entry per action, counted where the
+/// request is sent, so throttled and failed calls count too.
+#[derive(Debug, Default)]
+pub struct ApiCalls {
+    counts: Mutex<BTreeMap<Api, CallCount>>,
+}
+
+impl ApiCalls {
+    pub fn record<T>(&self, api: Api, result: &Result<T, CloudError>) {
+        self.record_n(api, 1, result.as_ref().err());
+    }
+
+    /// Records `pages` requests of which the last may have failed.
+    pub fn record_n(&self, api: Api, pages: u64, error: Option<&CloudError>) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let c = counts.entry(api).or_default();
+        c.calls += pages;
+        match error {
+            Some(e) if e.is_throttle() => c.throttled += 1,
+            Some(_) => c.errors += 1,
+            None => {}
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<Api, CallCount> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().map(|c| c.calls).sum()
+    }
+}

@@ -1,0 +1,644 @@
+//! The YAML configuration: parsed into `Raw*` types (serde), then checked
+//! once into [`Config`]. Nothing after this module re-checks the config.
+//!
+//! Errors name the file, the field path and the bad value, and say what is
+//! allowed: `landing_zones[1].account_id: "12345" is not a 12-digit account id`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{AccountId, Environment, InstanceId, Region};
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "config file {path} not found: copy config/prepatch_config.example.yml there, or pass --config PATH"
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: malformed YAML: {message}")]
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: String, message: String },
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from (for messages and the report's digest).
+    pub source: PathBuf,
+    pub aws: Aws,
+    pub landing_zones: Vec<LandingZone>,
+    pub phases: Phases,
+    pub filters: Filters,
+}
+
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub regions: Vec<Region>,
+    pub role_name: String,
+    pub session_duration: Duration,
+    pub endpoint_url: Option<String>,
+    /// How many account-regions are worked on at once.
+    pub max_concurrency: usize,
+}
+
+/// One AWS account that prepatch works in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LandingZone {
+    pub name: String,
+    pub account_id: AccountId,
+    pub environment: Environment,
+    pub regions: Vec<Region>,
+    /// The role to assume in the account.
+    pub role_arn: String,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Phases {
+    pub scanner: Scanner,
+    pub ami_backup: AmiBackup,
+    pub server_start: ServerStart,
+    pub validation: Validation,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scanner {
+    pub enabled: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct AmiBackup {
+    pub enabled: bool,
+    pub retention_days: u32,
+    pub timeout: Duration,
+    /// Create images without rebooting the instance (the default): a backup
+    /// must never reboot a production server as a side effect. With `false`
+    /// EC2 reboots each running instance for a file-system-consistent image.
+    pub no_reboot: bool,
+    /// Wait until every AMI is available before moving on.
+    pub wait: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerStart {
+    pub enabled: bool,
+    pub wait_timeout: Duration,
+    /// Start an instance only once its AMI exists (the default).
+    pub require_backup: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Validation {
+    pub enabled: bool,
+    pub health_checks: bool,
+    pub ssm_ping: bool,
+    /// How long to wait for agents and status checks to settle after starts.
+    pub timeout: Duration,
+}
+
+/// Which instances are in scope.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    /// An instance must carry one of the listed values for every key here.
+    pub include_tags: BTreeMap<String, BTreeSet<String>>,
+    /// An instance carrying any listed value for a key here is left out.
+    pub exclude_tags: BTreeMap<String, BTreeSet<String>>,
+    pub include_instance_ids: BTreeSet<InstanceId>,
+    pub exclude_instance_ids: BTreeSet<InstanceId>,
+}
+
+impl Filters {
+    /// True if an instance with these id and tags is in scope.
+    pub fn admits(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> bool {
+        if self.exclude_instance_ids.contains(id) {
+            return false;
+        }
+        if !self.include_instance_ids.is_empty() && !self.include_instance_ids.contains(id) {
+            return false;
+        }
+        let has = |key: &String, values: &BTreeSet<String>| {
+            tags.get(key).is_some_and(|v| values.is_empty() || values.contains(v))
+        };
+        self.include_tags.iter().all(|(k, v)| has(k, v))
+            && !self.exclude_tags.iter().any(|(k, v)| has(k, v))
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing { path: path.to_owned() }
+            } else {
+                ConfigError::Read { path: path.to_owned(), source }
+            }
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks YAML text; `path` is used only in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text, path)?;
+        check(raw, path)
+    }
+
+    /// The landing zone with this name.
+    pub fn landing_zone(&self, name: &str) -> Option<&LandingZone> {
+        self.landing_zones.iter().find(|lz| lz.name == name)
+    }
+}
+
+fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        let message = did_you_mean(&inner.to_string());
+        match inner.location() {
+            // A syntax error has no field path to speak of.
+            Some(loc) if field == "." || field.is_empty() => ConfigError::Syntax {
+                path: path.to_owned(),
+                line: loc.line(),
+                column: loc.column(),
+                message: strip_location(&message),
+            },
+            loc => ConfigError::Invalid {
+                path: path.to_owned(),
+                field: match loc {
+                    Some(loc) => format!("{field} (line {})", loc.line()),
+                    None => field,
+                },
+                message: strip_location(&message),
+            },
+        }
+    })
+}
+
+/// serde_yaml appends " at line L column C"; we print the location ourselves.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Turns serde's "unknown field `regoins`, expected one of `regions`, ..."
+/// into "unknown field `regoins` (did you mean `regions`?); allowed: ...".
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field ") else {
+        return message.to_owned();
+    };
+    let names: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let Some((unknown, allowed)) = names.split_first() else {
+        return message.to_owned();
+    };
+    let best = allowed
+        .iter()
+        .map(|c| (strsim::jaro_winkler(unknown, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let allowed = allowed.join(", ");
+    match best {
+        Some((_, c)) => format!("unknown key `{unknown}` (did you mean `{c}`?); allowed: {allowed}"),
+        None => format!("unknown key `{unknown}`; allowed: {allowed}"),
+    }
+}
+
+// ---- raw shapes, exactly as written in YAML ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    aws: RawAws,
+    #[serde(default)]
+    landing_zones: Vec<RawLandingZone>,
+    #[serde(default)]
+    workflow: RawWorkflow,
+    #[serde(default)]
+    filters: RawFilters,
+    /// Read by the reports; accepted here so one file configures everything.
+    #[serde(default)]
+    #[allow(dead_code)]
+    reports: Option<serde_yaml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    regions: Option<Vec<String>>,
+    role_name: Option<String>,
+    session_duration: Option<u64>,
+    endpoint_url: Option<String>,
+    max_concurrency: Option<usize>,
+}
+
+/// Account ids may be written quoted or bare; bare ones lose leading zeros,
+/// which the check then reports.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAccountId {
+    Text(String),
+    Number(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLandingZone {
+    name: String,
+    account_id: RawAccountId,
+    environment: String,
+    regions: Option<Vec<String>>,
+    role_name: Option<String>,
+    role_arn: Option<String>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    #[serde(default)]
+    phases: RawPhases,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPhases {
+    #[serde(default)]
+    scanner: RawScanner,
+    #[serde(default)]
+    ami_backup: RawAmiBackup,
+    #[serde(default)]
+    server_start: RawServerStart,
+    #[serde(default)]
+    validation: RawValidation,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScanner {
+    enabled: Option<bool>,
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAmiBackup {
+    enabled: Option<bool>,
+    retention_days: Option<u32>,
+    timeout: Option<u64>,
+    no_reboot: Option<bool>,
+    wait: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServerStart {
+    enabled: Option<bool>,
+    wait_timeout: Option<u64>,
+    require_backup: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    enabled: Option<bool>,
+    health_checks: Option<bool>,
+    ssm_ping: Option<bool>,
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFilters {
+    #[serde(default)]
+    include_tags: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    exclude_tags: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    include_instance_ids: Vec<String>,
+    #[serde(default)]
+    exclude_instance_ids: Vec<String>,
+}
+
+/// `PatchGroup: web` or `PatchGroup: [web, db]`; `~` (null) means any value.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+    Any(()),
+}
+
+// ---- checks ----
+
+pub const DEFAULT_ROLE_NAME: &str = "PrePatchRole";
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn regions(&self, field: &str, raw: Vec<String>) -> Result<Vec<Region>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(field, "is empty: list at least one region, e.g. [us-east-1]"));
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let region: Region = r.parse().map_err(|()| {
+                self.err(
+                    format!("{field}[{i}]"),
+                    format!("{r:?} is not an AWS region name (like us-east-1 or eu-west-2)"),
+                )
+            })?;
+            if seen.insert(region.clone()) {
+                out.push(region);
+            }
+        }
+        Ok(out)
+    }
+
+    fn seconds(&self, field: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+        match value.unwrap_or(default) {
+            0 => Err(self.err(field, "0 is not a timeout: give seconds, at least 1")),
+            s if s > 7 * 24 * 3600 => Err(self.err(field, format!("{s} s is more than a week: give seconds"))),
+            s => Ok(Duration::from_secs(s)),
+        }
+    }
+}
+
+fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let c = Checker { path };
+
+    let regions = match raw.aws.regions {
+        Some(r) => c.regions("aws.regions", r)?,
+        None => vec![Region::from_trusted("us-east-1")],
+    };
+    let role_name = raw.aws.role_name.unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
+    check_role_name(&c, "aws.role_name", &role_name)?;
+    let session_duration = raw.aws.session_duration.unwrap_or(3600);
+    if !(900..=43_200).contains(&session_duration) {
+        return Err(c.err(
+            "aws.session_duration",
+            format!("{session_duration} is outside what STS allows: 900 to 43200 seconds"),
+        ));
+    }
+    let max_concurrency = raw.aws.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if !(1..=256).contains(&max_concurrency) {
+        return Err(c.err("aws.max_concurrency", format!("{max_concurrency} must be between 1 and 256")));
+    }
+    if let Some(url) = &raw.aws.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(c.err("aws.endpoint_url", format!("{url:?} is not an http:// or https:// URL")));
+        }
+    }
+    let aws = Aws {
+        regions,
+        role_name,
+        session_duration: Duration::from_secs(session_duration),
+        endpoint_url: raw.aws.endpoint_url,
+        max_concurrency,
+    };
+
+    let mut landing_zones = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, lz) in raw.landing_zones.into_iter().enumerate() {
+        let at = |f: &str| format!("landing_zones[{i}].{f}");
+        if !valid_lz_name(&lz.name) {
+            return Err(c.err(
+                at("name"),
+                format!("{:?} is not a landing zone name: use letters, digits, '-' and '_' (at most 64)", lz.name),
+            ));
+        }
+        if !names.insert(lz.name.clone()) {
+            return Err(c.err(at("name"), format!("{:?} is listed twice: landing zone names must be unique", lz.name)));
+        }
+        let account_text = match lz.account_id {
+            RawAccountId::Text(s) => format!("{s:?}"),
+            RawAccountId::Number(n) => n.to_string(),
+        };
+        let account_id: AccountId = account_text.trim_matches('"').parse().map_err(|()| {
+            c.err(
+                at("account_id"),
+                format!(
+                    "{account_text} is not a 12-digit account id (quote it in YAML so leading zeros survive: \"012345678901\")"
+                ),
+            )
+        })?;
+        let environment: Environment = lz.environment.parse().map_err(|()| {
+            c.err(at("environment"), format!("{:?} is not an environment: use nonprod or prod", lz.environment))
+        })?;
+        let regions = match lz.regions {
+            Some(r) => c.regions(&at("regions"), r)?,
+            None => aws.regions.clone(),
+        };
+        let role_arn = match (lz.role_name, lz.role_arn) {
+            (Some(_), Some(_)) => {
+                return Err(c.err(at("role_arn"), "give role_name or role_arn, not both"));
+            }
+            (_, Some(arn)) => {
+                if !arn.starts_with("arn:aws") || !arn.contains(":role/") {
+                    return Err(c.err(
+                        at("role_arn"),
+                        format!("{arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+                    ));
+                }
+                arn
+            }
+            (Some(name), None) => {
+                check_role_name(&c, &at("role_name"), &name)?;
+                format!("arn:aws:iam::{account_id}:role/{name}")
+            }
+            (None, None) => format!("arn:aws:iam::{account_id}:role/{}", aws.role_name),
+        };
+        landing_zones.push(LandingZone {
+            name: lz.name,
+            account_id,
+            environment,
+            regions,
+            role_arn,
+            enabled: lz.enabled.unwrap_or(true),
+        });
+    }
+
+    let p = raw.workflow.phases;
+    let retention_days = p.ami_backup.retention_days.unwrap_or(7);
+    if !(1..=3650).contains(&retention_days) {
+        return Err(c.err(
+            "workflow.phases.ami_backup.retention_days",
+            format!("{retention_days} must be between 1 and 3650 days"),
+        ));
+    }
+    let phases = Phases {
+        scanner: Scanner {
+            enabled: p.scanner.enabled.unwrap_or(true),
+            timeout: c.seconds("workflow.phases.scanner.timeout", p.scanner.timeout, 300)?,
+        },
+        ami_backup: AmiBackup {
+            enabled: p.ami_backup.enabled.unwrap_or(true),
+            retention_days,
+            timeout: c.seconds("workflow.phases.ami_backup.timeout", p.ami_backup.timeout, 1800)?,
+            no_reboot: p.ami_backup.no_reboot.unwrap_or(true),
+            wait: p.ami_backup.wait.unwrap_or(true),
+        },
+        server_start: ServerStart {
+            enabled: p.server_start.enabled.unwrap_or(true),
+            wait_timeout: c.seconds("workflow.phases.server_start.wait_timeout", p.server_start.wait_timeout, 600)?,
+            require_backup: p.server_start.require_backup.unwrap_or(true),
+        },
+        validation: Validation {
+            enabled: p.validation.enabled.unwrap_or(true),
+            health_checks: p.validation.health_checks.unwrap_or(true),
+            ssm_ping: p.validation.ssm_ping.unwrap_or(true),
+            timeout: c.seconds("workflow.phases.validation.timeout", p.validation.timeout, 600)?,
+        },
+    };
+
+    let tag_sets = |field: &str, raw: BTreeMap<String, OneOrMany>| {
+        raw.into_iter()
+            .map(|(k, v)| {
+                if k.is_empty() {
+                    return Err(c.err(field, "a tag key is empty"));
+                }
+                let values = match v {
+                    OneOrMany::One(s) => BTreeSet::from([s]),
+                    OneOrMany::Many(v) => v.into_iter().collect(),
+                    OneOrMany::Any(()) => BTreeSet::new(),
+                };
+                Ok((k, values))
+            })
+            .collect::<Result<BTreeMap<_, _>, ConfigError>>()
+    };
+    let ids = |field: &str, raw: Vec<String>| {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                if id.starts_with("i-") && id.len() > 2 && id[2..].bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(InstanceId::new(id))
+                } else {
+                    Err(c.err(format!("{field}[{i}]"), format!("{id:?} is not an instance id (i-0123456789abcdef0)")))
+                }
+            })
+            .collect::<Result<BTreeSet<_>, ConfigError>>()
+    };
+    let filters = Filters {
+        include_tags: tag_sets("filters.include_tags", raw.filters.include_tags)?,
+        exclude_tags: tag_sets("filters.exclude_tags", raw.filters.exclude_tags)?,
+        include_instance_ids: ids("filters.include_instance_ids", raw.filters.include_instance_ids)?,
+        exclude_instance_ids: ids("filters.exclude_instance_ids", raw.filters.exclude_instance_ids)?,
+    };
+
+    Ok(Config { source: path.to_owned(), aws, landing_zones, phases, filters })
+}
+
+fn check_role_name(c: &Checker<'_>, field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(c.err(field, format!("{name:?} is not an IAM role name (letters, digits and +=,.@_- only)")))
+    }
+}
+
+/// Landing zone names appear in tags, file names and reports: keep them plain.
+pub fn valid_lz_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl fmt::Display for LandingZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {})", self.name, self.account_id, self.environment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("c.yml")).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "
+landing_zones:
+  - name: lz250nonprod
+    account_id: \"111111111111\"
+    environment: nonprod
+";
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        let lz = &c.landing_zones[0];
+        assert_eq!(lz.role_arn, "arn:aws:iam::111111111111:role/PrePatchRole");
+        assert_eq!(lz.regions, vec![Region::from_trusted("us-east-1")]);
+        assert!(c.phases.ami_backup.no_reboot);
+        assert_eq!(c.phases.ami_backup.retention_days, 7);
+    }
+
+    #[test]
+    fn bad_account_id_names_field_and_value() {
+        let err = parse(&MINIMAL.replace("111111111111", "12345")).unwrap_err();
+        assert_eq!(
+            err,
+            "c.yml: landing_zones[0].account_id: \"12345\" is not a 12-digit account id \
+             (quote it in YAML so leading zeros survive: \"012345678901\")"
+        );
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_right_one() {
+        let err = parse(&format!("{MINIMAL}aws:\n  regoins: [us-east-1]\n")).unwrap_err();
+        assert!(err.starts_with("c.yml: aws"), "{err}");
+        assert!(err.contains("unknown key `regoins` (did you mean `regions`?)"), "{err}");
+    }
+
+    #[test]
+    fn malformed_yaml_gives_line_and_column() {
+        let err = parse("landing_zones:\n  - name: [unclosed\n").unwrap_err();
+        assert!(err.starts_with("c.yml:3:"), "{err}");
+        assert!(err.contains("malformed YAML"), "{err}");
+    }
+
+    #[test]
+    fn filters_admit_by_tag_and_id() {
+        let c = parse(&format!(
+            "{MINIMAL}filters:\n  include_tags:\n    PatchGroup: [web, db]\n  exclude_instance_ids: [i-0bad]\n"
+        ))
+        .unwrap();
+        let tags = |v: &str| BTreeMap::from([("PatchGroup".to_owned(), v.to_owned())]);
+        assert!(c.filters.admits(&InstanceId::new("i-01"), &tags("web")));
+        assert!(!c.filters.admits(&InstanceId::new("i-01"), &tags("batch")));
+        assert!(!c.filters.admits(&InstanceId::new("i-0bad"), &tags("web")));
+        assert!(!c.filters.admits(&InstanceId::new("i-02"), &BTreeMap::new()));
+    }
+
+    #[test]
+    fn role_name_and_arn_together_is_an_error() {
+        let err = parse(&format!("{MINIMAL}    role_name: a\n    role_arn: arn:aws:iam::111111111111:role/b\n"))
+            .unwrap_err();
+        assert!(err.contains("landing_zones[0].role_arn: give role_name or role_arn, not both"), "{err}");
+    }
+}

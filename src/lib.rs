@@ -1,0 +1,389 @@
+//! prepatch gets fleets of AWS EC2 instances ready for OS patching, across
+//! many AWS accounts ("landing zones") and regions, in four phases: scan,
+//! AMI backup, start stopped instances, validate.
+//!
+//! # Layout
+//!
+//! - [`cli`]: flags (clap). [`config`]: YAML, checked once into [`config::Config`].
+//! - [`model`]: ids, instances, per-instance results; no SDK types.
+//! - [`cloud`]: the [`cloud::Cloud`] trait; `aws` (the AWS SDK, and only
+//!   there), `sim` (in-memory, for `demo`), `limit` (EC2's rate limits).
+//! - [`workflow`]: the four phases and their order.
+//! - [`report`]: the CSV and the summary, from the run.
+//! - [`error`]: the top-level error and exit codes.
+
+pub mod cli;
+pub mod cloud;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod report;
+pub mod workflow;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cli::{Cli, Command, DemoArgs, EnvironmentArg, PhaseArg, PhaseArgs};
+use cloud::Cloud;
+use cloud::limit::Paced;
+use config::{Config, LandingZone};
+pub use error::Error;
+use model::{AccountId, Environment, Region, RunId};
+use workflow::{Clock, Confirmation, Options, Phase, Plan, Run, Shutdown, Workflow};
+
+/// How a run ended, for the exit code.
+#[derive(Debug)]
+pub struct Outcome {
+    pub failures: bool,
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(if self.interrupted {
+            error::EXIT_INTERRUPTED
+        } else if self.failures {
+            error::EXIT_FAILURES
+        } else {
+            error::EXIT_OK
+        })
+    }
+}
+
+/// Logs go to stderr. On a terminal the progress bars tell the story and
+/// only warnings are logged; elsewhere each step is a log line.
+pub fn init_logging(cli: &Cli) {
+    let level = if cli.output.quiet {
+        "error"
+    } else if cli.output.verbose {
+        "debug"
+    } else if std::io::stderr().is_terminal() {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREPATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("prepatch={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The demo runs on a paused clock, so simulated hours pass in moments;
+/// real runs get the multi-threaded runtime.
+pub fn runtime_for(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    match cli.command {
+        Some(Command::Demo(_)) => tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+}
+
+/// Runs what the command line asks for.
+pub async fn run(cli: Cli) -> Result<Outcome, Error> {
+    match &cli.command {
+        Some(Command::Demo(demo)) => run_demo(&cli, demo).await,
+        None => run_aws(&cli).await,
+    }
+}
+
+async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
+    let args = &cli.run;
+    let config = Config::load(&args.config)?;
+    let landing_zones = select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
+    let options = options(&config, &args.phases, cli)?;
+    let cloud = Paced::new(
+        cloud::aws::AwsCloud::connect(cloud::aws::AwsOptions {
+            profile: args.profile.clone(),
+            endpoint_url: config.aws.endpoint_url.clone(),
+            session_duration: config.aws.session_duration,
+        })
+        .await,
+    );
+    execute(&cloud, &config, &landing_zones, &options, &cli.output.output_dir).await
+}
+
+/// The built-in demo fleet: two nonprod landing zones and one prod, each in
+/// two regions.
+pub fn demo_config() -> Config {
+    let text = "\
+aws:
+  regions: [us-east-1, eu-west-1]
+  max_concurrency: 16
+landing_zones:
+  - {name: demo-app-nonprod, account_id: \"111111111111\", environment: nonprod}
+  - {name: demo-data-nonprod, account_id: \"222222222222\", environment: nonprod}
+  - {name: demo-core-prod, account_id: \"333333333333\", environment: prod}
+";
+    // A constant that the unit tests parse: it cannot fail at run time.
+    Config::parse(text, Path::new("(built-in demo config)")).unwrap_or_else(|e| unreachable!("demo config: {e}"))
+}
+
+async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
+    let config = match &demo.config {
+        Some(path) => Config::load(path)?,
+        None => demo_config(),
+    };
+    let faults = cloud::sim::FaultKind::parse_list(&demo.faults).map_err(|e| Error::Usage(format!("--faults: {e}")))?;
+    let landing_zones: Vec<LandingZone> = config.landing_zones.iter().filter(|lz| lz.enabled).cloned().collect();
+    if landing_zones.is_empty() {
+        return Err(Error::Usage("the demo config has no enabled landing zone".into()));
+    }
+    let spec = cloud::sim::FleetSpec {
+        landing_zones: landing_zones.clone(),
+        instances: demo.instances as usize,
+        seed: demo.seed,
+        stopped_share: 0.2,
+    };
+    let sim = cloud::sim::SimCloud::generate(&spec);
+    let injected = sim.inject(&faults, &landing_zones, demo.seed);
+    let mut phases = demo.phases.clone();
+    // Nothing real is touched: the prod guard has nothing to guard.
+    phases.yes = true;
+    let options = options(&config, &phases, cli)?;
+    if !cli.output.quiet {
+        eprintln!(
+            "prepatch demo: SIMULATED fleet of {} instances in {} landing zones (seed {}); no AWS account is used and nothing real is touched.",
+            demo.instances,
+            landing_zones.len(),
+            demo.seed
+        );
+        for f in &injected {
+            eprintln!("  injected fault: {f}");
+        }
+    }
+    let cloud = Paced::new(sim);
+    execute(&cloud, &config, &landing_zones, &options, &cli.output.output_dir).await
+}
+
+/// Picks the landing zones a run works on: named ones (each must exist and
+/// match `--environment`), or every enabled one of an environment.
+pub fn select_landing_zones<'c>(
+    config: &'c Config,
+    names: &[String],
+    environment: Option<EnvironmentArg>,
+    regions: &[String],
+) -> Result<Vec<LandingZone>, Error> {
+    let env = environment.map(|e| match e {
+        EnvironmentArg::Nonprod => Environment::Nonprod,
+        EnvironmentArg::Prod => Environment::Prod,
+    });
+    let known = || config.landing_zones.iter().map(|lz| lz.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut selected: Vec<LandingZone> = Vec::new();
+    if names.is_empty() {
+        let Some(env) = env else {
+            return Err(Error::Usage(format!(
+                "name the landing zones to work on with --landing-zones (known: {}), or a whole environment with --environment nonprod|prod",
+                known()
+            )));
+        };
+        selected.extend(config.landing_zones.iter().filter(|lz| lz.enabled && lz.environment == env).cloned());
+        if selected.is_empty() {
+            return Err(Error::Usage(format!(
+                "no enabled landing zone has environment {env} in {}",
+                config.source.display()
+            )));
+        }
+    } else {
+        for name in names {
+            let name = name.trim();
+            if !config::valid_lz_name(name) {
+                return Err(Error::Usage(format!(
+                    "{name:?} is not a landing zone name (letters, digits, '-', '_'); known: {}",
+                    known()
+                )));
+            }
+            let Some(lz) = config.landing_zone(name) else {
+                return Err(Error::Usage(format!(
+                    "unknown landing zone {name:?}; known in {}: {}",
+                    config.source.display(),
+                    known()
+                )));
+            };
+            if !lz.enabled {
+                return Err(Error::Usage(format!(
+                    "landing zone {name} is disabled in {} (enabled: false)",
+                    config.source.display()
+                )));
+            }
+            if let Some(env) = env {
+                if lz.environment != env {
+                    return Err(Error::Usage(format!(
+                        "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",
+                        lz.environment
+                    )));
+                }
+            }
+            if !selected.iter().any(|s| s.name == lz.name) {
+                selected.push(lz.clone());
+            }
+        }
+    }
+    if !regions.is_empty() {
+        let regions: Vec<Region> = regions
+            .iter()
+            .map(|r| {
+                r.trim()
+                    .parse()
+                    .map_err(|()| Error::Usage(format!("--region: {r:?} is not an AWS region name (like us-east-1)")))
+            })
+            .collect::<Result<_, _>>()?;
+        for lz in &mut selected {
+            lz.regions = regions.clone();
+        }
+    }
+    Ok(selected)
+}
+
+/// Reconciles the flags with the config's `workflow.phases`.
+fn options(config: &Config, args: &PhaseArgs, cli: &Cli) -> Result<Options, Error> {
+    let p = &config.phases;
+    let mut plans = BTreeMap::new();
+    let configured = [
+        (Phase::AmiBackup, p.ami_backup.enabled, args.skip_backup, "--skip-backup", PhaseArg::AmiBackup),
+        (Phase::ServerStart, p.server_start.enabled, args.skip_start, "--skip-start", PhaseArg::ServerStart),
+        (Phase::Validation, p.validation.enabled, args.skip_validation, "--skip-validation", PhaseArg::Validation),
+    ];
+    for (phase, enabled, skipped, flag, arg) in configured {
+        let plan = if args.scanner_only {
+            Plan::Skip("--scanner-only".into())
+        } else if args.phase.is_some_and(|only| only != arg) {
+            Plan::Skip(format!("--phase {}", args.phase.map(phase_name).unwrap_or_default()))
+        } else if skipped {
+            Plan::Skip(flag.into())
+        } else if !enabled {
+            Plan::Skip(format!("disabled in config (workflow.phases.{}.enabled)", phase.name().replace('-', "_")))
+        } else {
+            Plan::Run
+        };
+        plans.insert(phase, plan);
+    }
+    let run_id = match &args.run_id {
+        Some(id) => id.parse::<RunId>().map_err(|e| Error::Usage(format!("--run-id: {e}")))?,
+        None => RunId::generate(chrono::Utc::now()),
+    };
+    Ok(Options {
+        run_id,
+        plans,
+        dry_run: args.dry_run,
+        assume_yes: args.yes,
+        wait_backup: p.ami_backup.wait && !args.no_wait_backup,
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        show_progress: !cli.output.quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+fn phase_name(p: PhaseArg) -> &'static str {
+    match p {
+        PhaseArg::AmiBackup => "ami-backup",
+        PhaseArg::ServerStart => "server-start",
+        PhaseArg::Validation => "validation",
+    }
+}
+
+/// Runs the workflow on a cloud and writes the reports.
+pub async fn execute<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    output_dir: &Path,
+) -> Result<Outcome, Error> {
+    let dir = output_dir.join(options.run_id.as_str());
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write { path: dir.display().to_string(), source })?;
+    let csv_path = dir.join("inventory.csv");
+
+    let (stop, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)");
+            let _ = stop.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(error::EXIT_INTERRUPTED));
+            }
+        }
+    });
+
+    let wf = Workflow {
+        events: Default::default(),
+        cloud,
+        config,
+        options,
+        clock: Clock::start(chrono::Utc::now()),
+        shutdown,
+        progress: workflow::progress::Progress::new(options.show_progress),
+    };
+    let mut write_error: Option<Error> = None;
+    let mut checkpoint = |run: &Run| {
+        if let Err(e) = write_csv(run, &csv_path) {
+            tracing::error!(error = %e, "cannot write the inventory");
+            write_error.get_or_insert(e);
+        }
+    };
+    let interactive = options.interactive;
+    let mut confirm = |what: &str| -> Confirmation {
+        if !interactive {
+            return Confirmation::No(format!("{what}; pass --yes to confirm (no terminal to ask on)"));
+        }
+        eprint!("{what}.\nType 'yes' to go ahead: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        match std::io::stdin().read_line(&mut answer) {
+            Ok(_) if answer.trim() == "yes" => Confirmation::Yes,
+            _ => Confirmation::No("not confirmed".into()),
+        }
+    };
+    let selected: Vec<&LandingZone> = landing_zones.iter().collect();
+    let run = wf.run(&selected, &mut checkpoint, &mut confirm).await?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    write_csv(&run, &csv_path)?;
+
+    let mut out = std::io::stdout().lock();
+    if run.dry_run {
+        print_plan(&run, options, &mut out).map_err(|source| Error::Write { path: "stdout".into(), source })?;
+    }
+    report::summary::write(&run, &cloud.api_calls().snapshot(), &mut out)
+        .map_err(|source| Error::Write { path: "stdout".into(), source })?;
+    let _ = writeln!(out, "\nreports: {}", dir.display());
+    Ok(Outcome { failures: run.has_failures(), interrupted: run.interrupted })
+}
+
+fn write_csv(run: &Run, path: &PathBuf) -> Result<(), Error> {
+    report::write_atomically(path, |w| report::csv::write(run, w).map_err(std::io::Error::other))
+        .map_err(|source| Error::Write { path: path.display().to_string(), source })
+}
+
+/// What a dry run would have done, per landing zone.
+fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Result<()> {
+    let backup = options.plans.get(&Phase::AmiBackup) == Some(&Plan::Run);
+    let start = options.plans.get(&Phase::ServerStart) == Some(&Plan::Run);
+    writeln!(out, "\ndry run: nothing was changed. The plan:")?;
+    let mut per_lz: BTreeMap<(&str, &AccountId), (usize, usize)> = BTreeMap::new();
+    for r in run.records() {
+        let e = per_lz.entry((r.landing_zone.as_str(), &r.account)).or_default();
+        if backup {
+            e.0 += 1;
+        }
+        if start && workflow::start::wants_start(r.instance.state) {
+            e.1 += 1;
+        }
+    }
+    for ((lz, account), (amis, starts)) in per_lz {
+        writeln!(out, "  {lz} ({account}): would create {amis} AMIs and start {starts} stopped instances")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demo_config_parses() {
+        let c = super::demo_config();
+        assert_eq!(c.landing_zones.len(), 3);
+    }
+}

@@ -1,0 +1,23 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use prepatch::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    prepatch::init_logging(&cli);
+    let runtime = match prepatch::runtime_for(&cli) {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(prepatch::error::EXIT_FAILURES);
+        }
+    };
+    match runtime.block_on(prepatch::run(cli)) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code()
+        }
+    }
+}

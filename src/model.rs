@@ -1,0 +1,509 @@
+//! The vocabulary shared by the cloud, the workflow and the reports.
+//!
+//! Nothing here knows the AWS SDK: `cloud::aws` converts SDK shapes into
+//! these types at the edge, and `report` reads only these types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A string newtype with `Display`, `AsRef<str>` and ordering.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A 12-digit AWS account id, checked on construction.
+    AccountId
+);
+string_id!(
+    /// An EC2 instance id as AWS returned it (`i-0123456789abcdef0`).
+    InstanceId
+);
+string_id!(
+    /// An AMI id (`ami-...`).
+    AmiId
+);
+string_id!(
+    /// An AWS region name (`eu-west-1`), checked for shape on construction.
+    Region
+);
+
+impl FromStr for AccountId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(AccountId(s.to_owned()))
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl FromStr for Region {
+    type Err = ();
+    /// Shape only (`xx-name-N`, `xx-gov-name-N`): the list of regions grows,
+    /// and AWS itself is the authority on which exist.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let shaped = parts.len() >= 3
+            && parts.iter().all(|p| !p.is_empty())
+            && parts[0].len() == 2
+            && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+            && parts[1..parts.len() - 1]
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
+        if shaped { Ok(Region(s.to_owned())) } else { Err(()) }
+    }
+}
+
+impl InstanceId {
+    pub fn new(id: impl Into<String>) -> Self {
+        InstanceId(id.into())
+    }
+}
+
+impl AmiId {
+    pub fn new(id: impl Into<String>) -> Self {
+        AmiId(id.into())
+    }
+}
+
+impl Region {
+    pub(crate) fn from_trusted(s: impl Into<String>) -> Self {
+        Region(s.into())
+    }
+}
+
+/// Which kind of landing zone: production changes need confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Nonprod,
+    Prod,
+}
+
+impl Environment {
+    pub const ALL: [&'static str; 2] = ["nonprod", "prod"];
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Environment::Nonprod => "nonprod",
+            Environment::Prod => "prod",
+        })
+    }
+}
+
+impl FromStr for Environment {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "nonprod" => Ok(Environment::Nonprod),
+            "prod" => Ok(Environment::Prod),
+            _ => Err(()),
+        }
+    }
+}
+
+/// EC2's instance lifecycle states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+    Unknown,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "stopping" => InstanceState::Stopping,
+            "stopped" => InstanceState::Stopped,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            _ => InstanceState::Unknown,
+        }
+    }
+
+    /// Gone for good: nothing to back up, start or validate.
+    pub fn is_gone(self) -> bool {
+        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Linux,
+    Windows,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Platform::Linux => "linux",
+            Platform::Windows => "windows",
+        })
+    }
+}
+
+/// The SSM agent's ping status, as `DescribeInstanceInformation` reports it,
+/// plus `NotRegistered` (absent from the answer) and `Unknown` (the call failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum SsmPing {
+    Online,
+    ConnectionLost,
+    Inactive,
+    NotRegistered,
+    Unknown,
+}
+
+impl SsmPing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SsmPing::Online => "Online",
+            SsmPing::ConnectionLost => "ConnectionLost",
+            SsmPing::Inactive => "Inactive",
+            SsmPing::NotRegistered => "NotRegistered",
+            SsmPing::Unknown => "Unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Online" => SsmPing::Online,
+            "ConnectionLost" => SsmPing::ConnectionLost,
+            "Inactive" => SsmPing::Inactive,
+            _ => SsmPing::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for SsmPing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One instance as EC2 describes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub state: InstanceState,
+    pub platform: Platform,
+    pub instance_type: String,
+    pub private_ip: Option<String>,
+    pub launch_time: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.tag("Name")
+    }
+}
+
+/// One answer of SSM `DescribeInstanceInformation`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SsmInfo {
+    pub ping: SsmPing,
+    pub agent_version: Option<String>,
+}
+
+impl SsmInfo {
+    pub fn unregistered() -> Self {
+        SsmInfo { ping: SsmPing::NotRegistered, agent_version: None }
+    }
+
+    pub fn unknown() -> Self {
+        SsmInfo { ping: SsmPing::Unknown, agent_version: None }
+    }
+}
+
+/// The state of an AMI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    Pending,
+    Available,
+    Failed,
+    /// Invalid, deregistered, error, ...: final and not usable.
+    Unusable,
+}
+
+impl ImageState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => ImageState::Pending,
+            "available" => ImageState::Available,
+            "failed" => ImageState::Failed,
+            _ => ImageState::Unusable,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Pending => "pending",
+            ImageState::Available => "available",
+            ImageState::Failed => "failed",
+            ImageState::Unusable => "unusable",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self != ImageState::Pending
+    }
+}
+
+impl fmt::Display for ImageState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One AMI as `DescribeImages` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub id: AmiId,
+    pub name: String,
+    pub state: ImageState,
+    pub state_reason: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Read from the block device mappings; empty while AWS is still making them.
+    pub snapshot_ids: Vec<String>,
+}
+
+/// `DescribeInstanceStatus` for one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChecks {
+    pub id: InstanceId,
+    pub state: InstanceState,
+    /// `ok`, `impaired`, `initializing`, `insufficient-data`, `not-applicable`.
+    pub instance_status: String,
+    pub system_status: String,
+}
+
+/// A key-value tag.
+pub type Tags = Vec<(String, String)>;
+
+/// The tags prepatch writes. They are how it finds its own work again and
+/// how it knows never to touch anything else.
+pub mod tag {
+    pub const RUN_ID: &str = "prepatch:run-id";
+    pub const INSTANCE_ID: &str = "prepatch:instance-id";
+    pub const LANDING_ZONE: &str = "prepatch:landing-zone";
+    pub const CREATED_BY: &str = "prepatch:created-by";
+    pub const CREATED_BY_VALUE: &str = "prepatch";
+    pub const EXPIRES_AT: &str = "prepatch:expires-at";
+    pub const STARTED_BY: &str = "prepatch:started-by";
+    pub const PATCH_GROUP: &str = "Patch Group";
+    pub const ENVIRONMENT: &str = "Environment";
+}
+
+/// Where calls go: one landing zone's account in one region.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Target {
+    pub landing_zone: String,
+    pub account: AccountId,
+    pub region: Region,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.landing_zone, self.region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_twelve_digits() {
+        assert!("123456789012".parse::<AccountId>().is_ok());
+        assert!("12345".parse::<AccountId>().is_err());
+        assert!("12345678901a".parse::<AccountId>().is_err());
+    }
+
+    #[test]
+    fn regions_have_aws_shape() {
+        for ok in ["us-east-1", "eu-west-2", "us-gov-west-1", "ap-southeast-4"] {
+            assert!(ok.parse::<Region>().is_ok(), "{ok}");
+        }
+        for bad in ["useast1", "US-EAST-1", "us-east", "us--1", "us-east-x", ""] {
+            assert!(bad.parse::<Region>().is_err(), "{bad}");
+        }
+    }
+}
+
+/// A run's id: a UTC timestamp (sortable) and a random suffix (unique).
+/// It names the report folder, the AMIs and the tags of everything the run did.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn generate(now: DateTime<Utc>) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        RunId(format!("{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), random & 0xffff))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RunId {
+    type Err = String;
+    /// A given run id (`--run-id`, to continue a run) goes into AMI names,
+    /// tags and paths: letters, digits, `-`, `_` and `.` only.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with('.')
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(RunId(s.to_owned()))
+        } else {
+            Err(format!("{s:?} is not a run id: use at most 64 letters, digits, '-', '_' or '.'"))
+        }
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Phase 2's result for one instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Backup {
+    pub ami: Option<AmiId>,
+    /// `pending`, `available`, `failed`, `unusable`; `None` if no AMI exists.
+    pub state: Option<ImageState>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub snapshot_ids: Vec<String>,
+    /// Found from an earlier attempt of the same run, not created now.
+    pub reused: bool,
+    pub error: Option<String>,
+}
+
+impl Backup {
+    /// Seconds from creation to completion.
+    pub fn duration_secs(&self) -> Option<i64> {
+        Some((self.completed_at? - self.created_at?).num_seconds())
+    }
+
+    /// The AMI exists (pending or available): the instance may be touched.
+    pub fn exists(&self) -> bool {
+        matches!(self.state, Some(ImageState::Pending | ImageState::Available))
+    }
+}
+
+/// Phase 3's result for one instance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Start {
+    pub initial_state: InstanceState,
+    pub final_state: InstanceState,
+    /// This run started it (and tagged it `prepatch:started-by`).
+    pub started_by_run: bool,
+    pub started_at: Option<DateTime<Utc>>,
+    pub running_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// Phase 4's result for one instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub ready: bool,
+    /// Every reason it is not ready, e.g. `ssm: ConnectionLost`.
+    pub reasons: Vec<String>,
+}
+
+impl Verdict {
+    pub fn label(&self) -> &'static str {
+        if self.ready { "READY" } else { "NOT READY" }
+    }
+}
+
+/// Everything known about one instance in a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    pub landing_zone: String,
+    pub account: AccountId,
+    pub region: Region,
+    pub environment: Environment,
+    pub instance: Instance,
+    pub ssm: SsmInfo,
+    pub backup: Option<Backup>,
+    pub start: Option<Start>,
+    pub verdict: Option<Verdict>,
+}
+
+impl Record {
+    /// The state now: after a start, its final state; else as scanned.
+    pub fn current_state(&self) -> InstanceState {
+        self.start.as_ref().map_or(self.instance.state, |s| s.final_state)
+    }
+}

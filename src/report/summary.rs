@@ -1,0 +1,142 @@
+//! The table printed at the end of a run: instances per landing zone by
+//! state, SSM status and verdict; each phase's counts, time and API calls;
+//! failures with their reasons, first.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use crate::cloud::{Api, CallCount};
+use crate::model::{InstanceState, SsmPing};
+use crate::workflow::{Phase, Plan, Run};
+
+/// How many failed instances are listed before "... and N more".
+const SHOWN_FAILURES: usize = 25;
+
+#[derive(Default)]
+struct Row {
+    instances: usize,
+    running: usize,
+    stopped: usize,
+    other: usize,
+    online: usize,
+    not_online: usize,
+    amis: usize,
+    started: usize,
+    ready: usize,
+    not_ready: usize,
+}
+
+pub fn write(run: &Run, total_calls: &BTreeMap<Api, CallCount>, out: &mut dyn Write) -> io::Result<()> {
+    let sim = if run.simulated { " [SIMULATED: no AWS account was touched]" } else { "" };
+    let dry = if run.dry_run { " [DRY RUN: no changes made]" } else { "" };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "prepatch run {}{sim}{dry}: {} landing zone(s), {} account-region(s), {} instance(s)",
+        run.id,
+        run.landing_zones.len(),
+        run.targets.len(),
+        run.instance_count()
+    )?;
+
+    let mut rows: BTreeMap<&str, Row> = run.landing_zones.iter().map(|lz| (lz.as_str(), Row::default())).collect();
+    for r in run.records() {
+        let row = rows.entry(r.landing_zone.as_str()).or_default();
+        row.instances += 1;
+        match r.current_state() {
+            InstanceState::Running => row.running += 1,
+            InstanceState::Stopped => row.stopped += 1,
+            _ => row.other += 1,
+        }
+        if r.ssm.ping == SsmPing::Online {
+            row.online += 1;
+        } else {
+            row.not_online += 1;
+        }
+        if r.backup.as_ref().is_some_and(|b| b.exists()) {
+            row.amis += 1;
+        }
+        if r.start.as_ref().is_some_and(|s| s.started_by_run) {
+            row.started += 1;
+        }
+        match &r.verdict {
+            Some(v) if v.ready => row.ready += 1,
+            Some(_) => row.not_ready += 1,
+            None => {}
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>10}",
+        "landing zone", "instances", "running", "stopped", "other", "ssm ok", "ssm not ok", "AMIs", "started", "READY",
+        "NOT READY"
+    )?;
+    for (lz, r) in &rows {
+        writeln!(
+            out,
+            "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>10}",
+            lz, r.instances, r.running, r.stopped, r.other, r.online, r.not_online, r.amis, r.started, r.ready,
+            r.not_ready
+        )?;
+    }
+
+    writeln!(out)?;
+    writeln!(out, "{:<13} {:>6} {:>6} {:>7} {:>9}  api calls", "phase", "done", "failed", "skipped", "time")?;
+    for phase in Phase::ALL {
+        let Some(p) = run.phases.iter().find(|p| p.phase == phase) else {
+            writeln!(out, "{:<13} not run", phase.name())?;
+            continue;
+        };
+        match &p.plan {
+            Plan::Skip(why) => writeln!(out, "{:<13} skipped: {why}", phase.name())?,
+            Plan::Run => writeln!(
+                out,
+                "{:<13} {:>6} {:>6} {:>7} {:>8.1}s  {}",
+                phase.name(),
+                p.done,
+                p.failed,
+                p.skipped,
+                p.seconds,
+                calls_line(&p.api_calls)
+            )?,
+        }
+    }
+
+    let failures: Vec<String> = run
+        .landing_zone_failures
+        .iter()
+        .map(|f| format!("{} ({}): {}", f.landing_zone, f.account, f.error))
+        .chain(run.targets.iter().filter_map(|t| Some(format!("{}: {}", t.target, t.error.as_ref()?))))
+        .chain(run.records().filter_map(|r| {
+            let v = r.verdict.as_ref().filter(|v| !v.ready)?;
+            Some(format!("{} {}: {}", r.landing_zone, r.instance.id, v.reasons.join("; ")))
+        }))
+        .collect();
+    if !failures.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "failures ({}):", failures.len())?;
+        for f in failures.iter().take(SHOWN_FAILURES) {
+            writeln!(out, "  {f}")?;
+        }
+        if failures.len() > SHOWN_FAILURES {
+            writeln!(out, "  ... and {} more (see inventory.csv)", failures.len() - SHOWN_FAILURES)?;
+        }
+    }
+    if run.interrupted {
+        writeln!(out, "\ninterrupted: rerun with --run-id {} to continue without duplicates", run.id)?;
+    }
+
+    let total: u64 = total_calls.values().map(|c| c.calls).sum();
+    let throttled: u64 = total_calls.values().map(|c| c.throttled).sum();
+    writeln!(out)?;
+    writeln!(out, "AWS API calls: {total} ({throttled} throttled): {}", calls_line(total_calls))?;
+    Ok(())
+}
+
+fn calls_line(calls: &BTreeMap<Api, CallCount>) -> String {
+    if calls.is_empty() {
+        return "none".into();
+    }
+    calls.iter().map(|(api, c)| format!("{api} {}", c.calls)).collect::<Vec<_>>().join(", ")
+}

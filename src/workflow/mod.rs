@@ -1,0 +1,428 @@
+//! The four phases and the order they run in.
+//!
+//! 1. [`scan`]: assume each landing zone's role, list instances and their
+//!    SSM status per account-region.
+//! 2. [`backup`]: one AMI per instance, found again by its tags on a rerun.
+//! 3. [`start`]: start what was stopped, only once its AMI exists.
+//! 4. [`validate`]: one verdict per instance.
+//!
+//! Every account-region ([`Target`]) is worked on at once, within
+//! `aws.max_concurrency`; inside one, calls are batched. A failure belongs
+//! to its instance, target or landing zone and never stops the others.
+
+pub mod backup;
+pub mod progress;
+pub mod scan;
+pub mod start;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cloud::{Api, CallCount, Cloud};
+use crate::config::{Config, LandingZone};
+use crate::model::{Environment, Record, RunId, Target};
+use progress::Progress;
+
+/// The phases, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Scanner,
+    AmiBackup,
+    ServerStart,
+    Validation,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [Phase::Scanner, Phase::AmiBackup, Phase::ServerStart, Phase::Validation];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Scanner => "scanner",
+            Phase::AmiBackup => "ami-backup",
+            Phase::ServerStart => "server-start",
+            Phase::Validation => "validation",
+        }
+    }
+
+    /// Changes the fleet (needs confirmation in prod, nothing in dry-run).
+    pub fn mutates(self) -> bool {
+        matches!(self, Phase::AmiBackup | Phase::ServerStart)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a phase runs, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "reason")]
+pub enum Plan {
+    Run,
+    Skip(String),
+}
+
+/// What the operator asked for, after the CLI and config were reconciled.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub run_id: RunId,
+    pub plans: BTreeMap<Phase, Plan>,
+    pub dry_run: bool,
+    /// `--yes`: prod changes are confirmed.
+    pub assume_yes: bool,
+    /// Wait for AMIs in the backup phase (else validation waits).
+    pub wait_backup: bool,
+    /// May ask on the terminal.
+    pub interactive: bool,
+    pub show_progress: bool,
+}
+
+/// Wall time that follows tokio's clock: under a paused (simulated) clock
+/// the timestamps in the reports advance with the simulation.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall: DateTime<Utc>,
+    at: Instant,
+}
+
+impl Clock {
+    pub fn start(wall: DateTime<Utc>) -> Self {
+        Clock { wall, at: Instant::now() }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default();
+        self.wall + elapsed
+    }
+}
+
+/// Ctrl-C: start nothing new, finish writing what is known.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown that is triggered by the returned sender.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub fn never() -> Shutdown {
+        let (tx, rx) = watch::channel(false);
+        // Leak-free: the receiver keeps the channel alive without a sender.
+        drop(tx);
+        Shutdown(rx)
+    }
+
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Sleeps for `d`; false if interrupted by a shutdown.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        let mut rx = self.0.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.requested(),
+            _ = rx.wait_for(|v| *v) => false,
+        }
+    }
+}
+
+/// One account-region and the instances found there.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetRun {
+    pub target: Target,
+    pub environment: Environment,
+    /// The assumed role's ARN: who made the changes.
+    pub identity: String,
+    pub records: Vec<Record>,
+    /// Why the target could not be scanned, if it could not.
+    pub error: Option<String>,
+}
+
+/// A landing zone that could not be worked on at all.
+#[derive(Clone, Debug, Serialize)]
+pub struct LandingZoneFailure {
+    pub landing_zone: String,
+    pub account: String,
+    pub error: String,
+}
+
+/// A timestamped line of the execution log.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub phase: Phase,
+    pub scope: String,
+    pub message: String,
+}
+
+/// How a phase went.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseSummary {
+    pub phase: Phase,
+    pub plan: Plan,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+    pub api_calls: BTreeMap<Api, CallCount>,
+}
+
+/// Everything a run did and found; the reports are made from this.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub id: RunId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub dry_run: bool,
+    pub simulated: bool,
+    pub interrupted: bool,
+    pub landing_zones: Vec<String>,
+    pub targets: Vec<TargetRun>,
+    pub landing_zone_failures: Vec<LandingZoneFailure>,
+    pub phases: Vec<PhaseSummary>,
+    pub events: Vec<Event>,
+}
+
+impl Run {
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.targets.iter().flat_map(|t| t.records.iter())
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.targets.iter().map(|t| t.records.len()).sum()
+    }
+
+    /// Anything failed or is not ready: the exit code is 1.
+    pub fn has_failures(&self) -> bool {
+        !self.landing_zone_failures.is_empty()
+            || self.interrupted
+            || self.targets.iter().any(|t| t.error.is_some())
+            || self.phases.iter().any(|p| p.failed > 0)
+            || self.records().any(|r| r.verdict.as_ref().is_some_and(|v| !v.ready))
+    }
+}
+
+/// What phases share: the cloud, the checked config, the options, time.
+pub struct Workflow<'a> {
+    pub events: std::sync::Mutex<Vec<Event>>,
+    pub cloud: &'a dyn Cloud,
+    pub config: &'a Config,
+    pub options: &'a Options,
+    pub clock: Clock,
+    pub shutdown: Shutdown,
+    pub progress: Progress,
+}
+
+/// Runs a phase's work on every target at once, at most `max_concurrency`
+/// at a time. Results come back in target order.
+pub async fn for_each_target<'t, F, Fut, T>(targets: &'t mut [TargetRun], limit: usize, f: F) -> Vec<T>
+where
+    F: Fn(&'t mut TargetRun) -> Fut,
+    Fut: Future<Output = T> + 't,
+{
+    let mut out: Vec<(usize, T)> = futures::stream::iter(targets.iter_mut().enumerate())
+        .map(|(i, t)| {
+            let fut = f(t);
+            async move { (i, fut.await) }
+        })
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Counts of a phase over all targets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tally {
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Tally) {
+        self.done += o.done;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+    }
+}
+
+/// Calls made between two snapshots.
+pub fn calls_since(before: &BTreeMap<Api, CallCount>, after: &BTreeMap<Api, CallCount>) -> BTreeMap<Api, CallCount> {
+    after
+        .iter()
+        .filter_map(|(api, a)| {
+            let b = before.get(api).copied().unwrap_or_default();
+            let d = CallCount { calls: a.calls - b.calls, throttled: a.throttled - b.throttled, errors: a.errors - b.errors };
+            (d.calls > 0).then_some((*api, d))
+        })
+        .collect()
+}
+
+/// Where the run stands after a phase, for the caller to write reports.
+pub trait Checkpoint {
+    fn phase_done(&mut self, run: &Run);
+}
+
+impl<F: FnMut(&Run)> Checkpoint for F {
+    fn phase_done(&mut self, run: &Run) {
+        self(run)
+    }
+}
+
+/// The answer to the production guard.
+pub enum Confirmation {
+    Yes,
+    No(String),
+}
+
+impl Workflow<'_> {
+    /// Runs the planned phases over `landing_zones`. `checkpoint` is called
+    /// after each phase (the caller rewrites the CSV there), and `confirm`
+    /// is asked before changes in a prod landing zone.
+    pub async fn run(
+        &self,
+        landing_zones: &[&LandingZone],
+        checkpoint: &mut dyn Checkpoint,
+        confirm: &mut dyn FnMut(&str) -> Confirmation,
+    ) -> Result<Run, crate::Error> {
+        let mut run = Run {
+            id: self.options.run_id.clone(),
+            started_at: self.clock.now(),
+            finished_at: None,
+            dry_run: self.options.dry_run,
+            simulated: self.cloud.is_simulated(),
+            interrupted: false,
+            landing_zones: landing_zones.iter().map(|lz| lz.name.clone()).collect(),
+            targets: Vec::new(),
+            landing_zone_failures: Vec::new(),
+            phases: Vec::new(),
+            events: Vec::new(),
+        };
+
+        self.phase(&mut run, Phase::Scanner, landing_zones, checkpoint).await;
+
+        let mutating: Vec<Phase> = [Phase::AmiBackup, Phase::ServerStart]
+            .into_iter()
+            .filter(|p| self.plan(*p) == Plan::Run)
+            .collect();
+        if self.options.dry_run {
+            for p in &mutating {
+                let plan = Plan::Skip("dry run: see the plan above".into());
+                self.skip(&mut run, *p, plan);
+            }
+        } else if !mutating.is_empty() {
+            if let Confirmation::No(why) = self.guard_prod(&run, &mutating, confirm) {
+                return Err(crate::Error::Refused(why));
+            }
+        }
+
+        for phase in [Phase::AmiBackup, Phase::ServerStart, Phase::Validation] {
+            if run.phases.iter().any(|p| p.phase == phase) {
+                continue;
+            }
+            let plan = if self.shutdown.requested() {
+                Plan::Skip("interrupted".into())
+            } else {
+                self.plan(phase)
+            };
+            if plan != Plan::Run {
+                self.skip(&mut run, phase, plan);
+                continue;
+            }
+            self.phase(&mut run, phase, landing_zones, checkpoint).await;
+        }
+
+        run.interrupted = self.shutdown.requested();
+        run.events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        run.finished_at = Some(self.clock.now());
+        Ok(run)
+    }
+
+    fn plan(&self, phase: Phase) -> Plan {
+        self.options.plans.get(&phase).cloned().unwrap_or(Plan::Run)
+    }
+
+    fn skip(&self, run: &mut Run, phase: Phase, plan: Plan) {
+        run.phases.push(PhaseSummary {
+            phase,
+            plan,
+            done: 0,
+            failed: 0,
+            skipped: 0,
+            seconds: 0.0,
+            api_calls: BTreeMap::new(),
+        });
+    }
+
+    async fn phase(
+        &self,
+        run: &mut Run,
+        phase: Phase,
+        landing_zones: &[&LandingZone],
+        checkpoint: &mut dyn Checkpoint,
+    ) {
+        let before = self.cloud.api_calls().snapshot();
+        let started = Instant::now();
+        tracing::info!(phase = phase.name(), "phase started");
+        let tally = match phase {
+            Phase::Scanner => scan::run(self, run, landing_zones).await,
+            Phase::AmiBackup => backup::run(self, run).await,
+            Phase::ServerStart => start::run(self, run).await,
+            Phase::Validation => validate::run(self, run).await,
+        };
+        tracing::info!(phase = phase.name(), done = tally.done, failed = tally.failed, "phase finished");
+        run.phases.push(PhaseSummary {
+            phase,
+            plan: Plan::Run,
+            done: tally.done,
+            failed: tally.failed,
+            skipped: tally.skipped,
+            seconds: started.elapsed().as_secs_f64(),
+            api_calls: calls_since(&before, &self.cloud.api_calls().snapshot()),
+        });
+        checkpoint.phase_done(run);
+    }
+
+    /// Records a line of the execution log.
+    pub fn event(&self, phase: Phase, scope: impl fmt::Display, message: impl Into<String>) {
+        let event = Event { at: self.clock.now(), phase, scope: scope.to_string(), message: message.into() };
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
+    /// Asks for confirmation when a change would touch a prod landing zone.
+    fn guard_prod(&self, run: &Run, mutating: &[Phase], confirm: &mut dyn FnMut(&str) -> Confirmation) -> Confirmation {
+        let prod: Vec<&TargetRun> = run.targets.iter().filter(|t| t.environment == Environment::Prod).collect();
+        if prod.is_empty() || self.options.assume_yes {
+            return Confirmation::Yes;
+        }
+        let records = || prod.iter().flat_map(|t| t.records.iter());
+        let amis = if mutating.contains(&Phase::AmiBackup) { records().count() } else { 0 };
+        let starts = if mutating.contains(&Phase::ServerStart) {
+            records().filter(|r| start::wants_start(r.instance.state)).count()
+        } else {
+            0
+        };
+        let mut names: Vec<&str> = prod.iter().map(|t| t.target.landing_zone.as_str()).collect();
+        names.dedup();
+        confirm(&format!(
+            "this run changes production landing zone(s) {}: it creates up to {amis} AMIs and starts {starts} stopped instances",
+            names.join(", ")
+        ))
+    }
+}

@@ -1,0 +1,135 @@
+//! Phase 1: who is there. One STS session per landing zone, then per
+//! account-region one paginated `DescribeInstances` and one paginated SSM
+//! `DescribeInstanceInformation`, side by side, joined on instance id.
+//! Read-only: it is safe to run anywhere, any time.
+
+use futures::StreamExt;
+
+use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
+use crate::cloud::Scope;
+use crate::config::LandingZone;
+use crate::model::{Record, SsmInfo, Target};
+
+/// STS session names: at most 64 characters of `[\w+=,.@-]`.
+pub fn session_name(run_id: &str) -> String {
+    format!("prepatch-{run_id}").chars().take(64).collect()
+}
+
+pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&LandingZone]) -> Tally {
+    let session = session_name(run.id.as_str());
+    let mut sessions: Vec<(usize, &LandingZone, _)> = futures::stream::iter(landing_zones.iter().enumerate())
+        .map(|(i, lz)| {
+            let session = &session;
+            async move { (i, *lz, wf.cloud.assume_role(lz, session).await) }
+        })
+        .buffer_unordered(wf.config.aws.max_concurrency)
+        .collect()
+        .await;
+    sessions.sort_by_key(|(i, _, _)| *i);
+
+    for (_, lz, result) in sessions {
+        match result {
+            Ok(identity) => {
+                wf.event(Phase::Scanner, &lz.name, format!("assumed {identity}"));
+                for region in &lz.regions {
+                    run.targets.push(TargetRun {
+                        target: Target {
+                            landing_zone: lz.name.clone(),
+                            account: lz.account_id.clone(),
+                            region: region.clone(),
+                        },
+                        environment: lz.environment,
+                        identity: identity.clone(),
+                        records: Vec::new(),
+                        error: None,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(landing_zone = %lz.name, error = %e, "cannot assume role; landing zone skipped");
+                wf.event(Phase::Scanner, &lz.name, format!("cannot assume {}: {e}", lz.role_arn));
+                run.landing_zone_failures.push(super::LandingZoneFailure {
+                    landing_zone: lz.name.clone(),
+                    account: lz.account_id.to_string(),
+                    error: format!("cannot assume {}: {e}", lz.role_arn),
+                });
+            }
+        }
+    }
+
+    let tallies = for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| scan_target(wf, t)).await;
+    let mut total = Tally::default();
+    for t in tallies {
+        total += t;
+    }
+    total.failed += run.landing_zone_failures.len();
+    total
+}
+
+async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
+    if wf.shutdown.requested() {
+        t.error = Some("interrupted before the scan".into());
+        return Tally { skipped: 1, ..Tally::default() };
+    }
+    let bar = wf.progress.bar(Phase::Scanner, &t.target, 0);
+    let timeout = wf.config.phases.scanner.timeout;
+    let target = &t.target;
+    let scan = async { tokio::join!(wf.cloud.describe_instances(target, Scope::Active), wf.cloud.ssm_info(target)) };
+    let (instances, ssm) = match tokio::time::timeout(timeout, scan).await {
+        Ok(answers) => answers,
+        Err(_) => {
+            let msg = format!("scan timed out after {}s (workflow.phases.scanner.timeout)", timeout.as_secs());
+            return fail(wf, t, &bar, msg);
+        }
+    };
+    let instances = match instances {
+        Ok(i) => i,
+        Err(e) => return fail(wf, t, &bar, e.to_string()),
+    };
+    // The run goes on without SSM status: each instance says Unknown.
+    let ssm = ssm
+        .inspect_err(|e| {
+            tracing::warn!(target_ = %t.target, error = %e, "SSM status unknown");
+            wf.event(Phase::Scanner, &t.target, format!("SSM status unknown: {e}"));
+        })
+        .ok();
+    let filters = &wf.config.filters;
+    let mut records: Vec<Record> = instances
+        .into_iter()
+        .filter(|i| !i.state.is_gone() && filters.admits(&i.id, &i.tags))
+        .map(|instance| {
+            let ssm = match &ssm {
+                Some(known) => known.get(&instance.id).cloned().unwrap_or_else(SsmInfo::unregistered),
+                None => SsmInfo::unknown(),
+            };
+            Record {
+                landing_zone: t.target.landing_zone.clone(),
+                account: t.target.account.clone(),
+                region: t.target.region.clone(),
+                environment: t.environment,
+                instance,
+                ssm,
+                backup: None,
+                start: None,
+                verdict: None,
+            }
+        })
+        .collect();
+    records.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
+    let n = records.len();
+    bar.set_length(n as u64);
+    bar.inc(n as u64);
+    bar.finish(format!("{n} instances"));
+    tracing::info!(target_ = %t.target, instances = n, "scanned");
+    wf.event(Phase::Scanner, &t.target, format!("{n} instances"));
+    t.records = records;
+    Tally { done: n, ..Tally::default() }
+}
+
+fn fail(wf: &Workflow<'_>, t: &mut TargetRun, bar: &super::progress::Bar, msg: String) -> Tally {
+    tracing::error!(target_ = %t.target, error = %msg, "scan failed");
+    wf.event(Phase::Scanner, &t.target, format!("scan failed: {msg}"));
+    bar.finish("failed");
+    t.error = Some(msg);
+    Tally { failed: 1, ..Tally::default() }
+}

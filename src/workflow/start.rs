@@ -1,0 +1,249 @@
+//! Phase 3: start what was stopped, so patching can reach it.
+//!
+//! Only instances whose AMI exists are started (when the backup phase ran):
+//! nothing is touched before its backup. `StartInstances` takes up to
+//! [`START_BATCH`] ids per call; when a call fails, the instances it names
+//! fail alone and the rest are retried, and an error that names none is
+//! narrowed down by halving the batch. Started instances are tagged
+//! `prepatch:started-by=<run-id>` after the start succeeds, so `restore`
+//! can stop exactly these and nothing else (a lost tag leaves an instance
+//! running, which is the safe side). Waiting is one paginated
+//! `DescribeInstances` per account-region per poll.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
+use crate::cloud::{CloudError, Scope};
+use crate::model::{InstanceId, InstanceState, Start, tag};
+
+/// Instance ids per `StartInstances` call.
+pub const START_BATCH: usize = 100;
+const POLL_FIRST: Duration = Duration::from_secs(5);
+const POLL_MAX: Duration = Duration::from_secs(20);
+
+/// States that the start phase acts on.
+pub fn wants_start(state: InstanceState) -> bool {
+    matches!(state, InstanceState::Stopped | InstanceState::Stopping)
+}
+
+pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
+    let backup_ran = run.phases.iter().any(|p| p.phase == Phase::AmiBackup && p.plan == super::Plan::Run);
+    let mut total = Tally::default();
+    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| start_target(wf, t, backup_ran)).await
+    {
+        total += t;
+    }
+    total
+}
+
+async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Tally {
+    let run_id = wf.options.run_id.as_str();
+    let require_backup = backup_ran && wf.config.phases.server_start.require_backup;
+    let mut tally = Tally::default();
+    let mut wanted: Vec<usize> = Vec::new();
+    for (i, r) in t.records.iter_mut().enumerate() {
+        let state = r.instance.state;
+        let mine = r.instance.tag(tag::STARTED_BY) == Some(run_id);
+        if !wants_start(state) {
+            // Running already; if an earlier attempt of this run started it, say so.
+            if mine {
+                r.start = Some(Start {
+                    initial_state: InstanceState::Stopped,
+                    final_state: state,
+                    started_by_run: true,
+                    started_at: None,
+                    running_at: None,
+                    error: None,
+                });
+            }
+            continue;
+        }
+        if require_backup && !r.backup.as_ref().is_some_and(|b| b.exists()) {
+            r.start = Some(not_started(state, "not started: it has no AMI from this run"));
+            tally.skipped += 1;
+            continue;
+        }
+        wanted.push(i);
+    }
+    if wanted.is_empty() {
+        return tally;
+    }
+    let bar = wf.progress.bar(Phase::ServerStart, &t.target, wanted.len() as u64);
+    let deadline = tokio::time::Instant::now() + wf.config.phases.server_start.wait_timeout;
+
+    // `stopping` instances must reach `stopped` before they can be started.
+    let mut states: Observed =
+        wanted.iter().map(|&i| (t.records[i].instance.id.clone(), (t.records[i].instance.state, None))).collect();
+    if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
+        poll_states(wf, t, &mut states, deadline, |s| s != InstanceState::Stopping).await;
+    }
+
+    let mut errors: BTreeMap<InstanceId, String> = BTreeMap::new();
+    let startable: Vec<InstanceId> = states
+        .iter()
+        .filter(|(id, (s, _))| {
+            if *s == InstanceState::Stopped {
+                return true;
+            }
+            errors.insert((*id).clone(), format!("not started: it is {s}, not stopped"));
+            false
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+
+    let started_at = wf.clock.now();
+    let mut started: Vec<InstanceId> = Vec::new();
+    for batch in startable.chunks(START_BATCH) {
+        if wf.shutdown.requested() {
+            for id in batch {
+                errors.insert(id.clone(), "interrupted before StartInstances".into());
+            }
+            continue;
+        }
+        let (ok, failed) = start_isolating(wf, t, batch.to_vec()).await;
+        if !ok.is_empty() {
+            let ids: Vec<String> = ok.iter().map(|i| i.as_str().to_owned()).collect();
+            let tags = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
+            if let Err(e) = wf.cloud.create_tags(&t.target, &ids, &tags).await {
+                wf.event(Phase::ServerStart, &t.target, format!("tagging started instances failed: {e}"));
+            }
+            wf.event(Phase::ServerStart, &t.target, format!("started {} instances", ok.len()));
+        }
+        for (id, e) in failed {
+            wf.event(Phase::ServerStart, &id, format!("start failed: {e}"));
+            errors.insert(id, e.to_string());
+        }
+        started.extend(ok);
+    }
+
+    // Wait for `running`, watching only what was started.
+    let started_set: BTreeSet<&InstanceId> = started.iter().collect();
+    let mut running: Observed = started.iter().map(|id| (id.clone(), (InstanceState::Pending, None))).collect();
+    if !running.is_empty() {
+        poll_states(wf, t, &mut running, deadline, |s| s != InstanceState::Pending && s != InstanceState::Stopped)
+            .await;
+    }
+    states.extend(running);
+
+    for &i in &wanted {
+        let r = &mut t.records[i];
+        let id = r.instance.id.clone();
+        let (final_state, running_at) = states.get(&id).copied().unwrap_or((r.instance.state, None));
+        let was_started = started_set.contains(&id);
+        let mut error = errors.remove(&id);
+        if was_started && final_state != InstanceState::Running && error.is_none() {
+            error = Some(format!(
+                "started, but {final_state} after {}s",
+                wf.config.phases.server_start.wait_timeout.as_secs()
+            ));
+        }
+        if error.is_none() {
+            tally.done += 1;
+        } else {
+            tally.failed += 1;
+        }
+        r.start = Some(Start {
+            initial_state: r.instance.state,
+            final_state,
+            started_by_run: was_started,
+            started_at: was_started.then_some(started_at),
+            running_at,
+            error,
+        });
+        bar.inc(1);
+    }
+    bar.finish(format!("{} started, {} failed", tally.done, tally.failed));
+    tally
+}
+
+fn not_started(state: InstanceState, why: &str) -> Start {
+    Start {
+        initial_state: state,
+        final_state: state,
+        started_by_run: false,
+        started_at: None,
+        running_at: None,
+        error: Some(why.to_owned()),
+    }
+}
+
+/// Starts `ids`; when a call fails, the instances the error names fail
+/// alone and the rest are retried; an error naming none is narrowed down
+/// by halving. Returns the started ids and the failures.
+async fn start_isolating(
+    wf: &Workflow<'_>,
+    t: &TargetRun,
+    ids: Vec<InstanceId>,
+) -> (Vec<InstanceId>, Vec<(InstanceId, CloudError)>) {
+    let mut started = Vec::new();
+    let mut failed = Vec::new();
+    let mut queue = vec![ids];
+    while let Some(batch) = queue.pop() {
+        if batch.is_empty() {
+            continue;
+        }
+        match wf.cloud.start_instances(&t.target, &batch).await {
+            Ok(()) => started.extend(batch),
+            Err(e) if batch.len() == 1 || e.is_throttle() || e.kind == crate::cloud::ErrorKind::Unreachable => {
+                failed.extend(batch.into_iter().map(|id| (id, e.clone())));
+            }
+            Err(e) => {
+                let (named, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|id| e.message.contains(id.as_str()));
+                if named.is_empty() {
+                    let half = rest.len() / 2;
+                    let (a, b) = rest.split_at(half);
+                    queue.push(a.to_vec());
+                    queue.push(b.to_vec());
+                } else {
+                    failed.extend(named.into_iter().map(|id| (id, e.clone())));
+                    queue.push(rest);
+                }
+            }
+        }
+    }
+    (started, failed)
+}
+
+/// The latest state of watched instances, and when each was first seen running.
+type Observed = BTreeMap<InstanceId, (InstanceState, Option<DateTime<Utc>>)>;
+
+/// One `DescribeInstances` (all pages) per poll, backing off, until every
+/// watched instance satisfies `done` or is gone, or the deadline passes.
+async fn poll_states(
+    wf: &Workflow<'_>,
+    t: &TargetRun,
+    seen: &mut Observed,
+    deadline: tokio::time::Instant,
+    done: impl Fn(InstanceState) -> bool,
+) {
+    let mut interval = POLL_FIRST;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline || !wf.shutdown.sleep(interval.min(deadline - now)).await {
+            return;
+        }
+        interval = interval.mul_f64(1.5).min(POLL_MAX);
+        let answer = match wf.cloud.describe_instances(&t.target, Scope::All).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(target_ = %t.target, error = %e, "DescribeInstances failed; will poll again");
+                continue;
+            }
+        };
+        let states: BTreeMap<&InstanceId, InstanceState> = answer.iter().map(|i| (&i.id, i.state)).collect();
+        let at = wf.clock.now();
+        for (id, (state, running_at)) in seen.iter_mut() {
+            // An instance missing from the answer is gone.
+            *state = states.get(id).copied().unwrap_or(InstanceState::Terminated);
+            if *state == InstanceState::Running && running_at.is_none() {
+                *running_at = Some(at);
+            }
+        }
+        if seen.values().all(|(s, _)| done(*s) || s.is_gone()) {
+            return;
+        }
+    }
+}
