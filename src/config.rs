@@ -159,11 +159,22 @@ impl Config {
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    // Syntax first, on its own: serde reads lazily and would report a
+    // broken document as a type error somewhere inside it.
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        let loc = e.location();
+        return Err(ConfigError::Syntax {
+            path: path.to_owned(),
+            line: loc.as_ref().map_or(0, |l| l.line()),
+            column: loc.as_ref().map_or(0, |l| l.column()),
+            message: strip_location(&e.to_string()),
+        });
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let field = err.path().to_string();
         let inner = err.into_inner();
-        let message = did_you_mean(&inner.to_string());
+        let message = did_you_mean(&strip_path(&strip_location(&inner.to_string())));
         match inner.location() {
             // A syntax error has no field path to speak of.
             Some(loc) if field == "." || field.is_empty() => ConfigError::Syntax {
@@ -182,6 +193,15 @@ fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
             },
         }
     })
+}
+
+/// serde_yaml starts some messages with its own path (`aws: ...`); we
+/// print the path ourselves.
+fn strip_path(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => rest.to_owned(),
+        _ => message.to_owned(),
+    }
 }
 
 /// serde_yaml appends " at line L column C"; we print the location ourselves.
