@@ -49,7 +49,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Reports are written to <DIR>/<run-id>/.
-    #[arg(short, long, value_name = "DIR", default_value = "reports", global = true)]
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = "reports",
+        global = true
+    )]
     pub output_dir: PathBuf,
 
     /// Say more (debug logs, error details).
@@ -104,7 +110,12 @@ pub struct PhaseArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The YAML config.
-    #[arg(short, long, value_name = "PATH", default_value = "config/prepatch_config.yml")]
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "config/prepatch_config.yml"
+    )]
     pub config: PathBuf,
 
     /// Landing zones to work on, comma-separated (names from the config).
@@ -179,12 +190,29 @@ mod tests {
 
     #[test]
     fn seed_commands_parse() {
-        let cli = Cli::parse_from(["prepatch", "--landing-zones", "lz250nonprod,cmsnonprod", "--environment", "nonprod"]);
+        let cli = Cli::parse_from([
+            "prepatch",
+            "--landing-zones",
+            "lz250nonprod,cmsnonprod",
+            "--environment",
+            "nonprod",
+        ]);
         assert_eq!(cli.run.landing_zones, ["lz250nonprod", "cmsnonprod"]);
         assert_eq!(cli.run.environment, Some(EnvironmentArg::Nonprod));
-        let cli = Cli::parse_from(["prepatch", "--scanner-only", "--landing-zones", "lz250nonprod"]);
+        let cli = Cli::parse_from([
+            "prepatch",
+            "--scanner-only",
+            "--landing-zones",
+            "lz250nonprod",
+        ]);
         assert!(cli.run.phases.scanner_only);
-        let cli = Cli::parse_from(["prepatch", "--landing-zones", "lz250nonprod", "--output-dir", "custom_reports/"]);
+        let cli = Cli::parse_from([
+            "prepatch",
+            "--landing-zones",
+            "lz250nonprod",
+            "--output-dir",
+            "custom_reports/",
+        ]);
         assert_eq!(cli.output.output_dir, PathBuf::from("custom_reports/"));
     }
 }

@@ -21,11 +21,23 @@ pub enum ConfigError {
     )]
     Missing { path: PathBuf },
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: malformed YAML: {message}")]
-    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: PathBuf, field: String, message: String },
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 }
 
 /// A checked configuration.
@@ -126,7 +138,8 @@ impl Filters {
             return false;
         }
         let has = |key: &String, values: &BTreeSet<String>| {
-            tags.get(key).is_some_and(|v| values.is_empty() || values.contains(v))
+            tags.get(key)
+                .is_some_and(|v| values.is_empty() || values.contains(v))
         };
         self.include_tags.iter().all(|(k, v)| has(k, v))
             && !self.exclude_tags.iter().any(|(k, v)| has(k, v))
@@ -138,9 +151,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                ConfigError::Missing { path: path.to_owned() }
+                ConfigError::Missing {
+                    path: path.to_owned(),
+                }
             } else {
-                ConfigError::Read { path: path.to_owned(), source }
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
             }
         })?;
         Config::parse(&text, path)
@@ -229,7 +247,9 @@ fn did_you_mean(message: &str) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let allowed = allowed.join(", ");
     match best {
-        Some((_, c)) => format!("unknown key `{unknown}` (did you mean `{c}`?); allowed: {allowed}"),
+        Some((_, c)) => {
+            format!("unknown key `{unknown}` (did you mean `{c}`?); allowed: {allowed}")
+        }
         None => format!("unknown key `{unknown}`; allowed: {allowed}"),
     }
 }
@@ -380,7 +400,10 @@ impl Checker<'_> {
 
     fn regions(&self, field: &str, raw: Vec<String>) -> Result<Vec<Region>, ConfigError> {
         if raw.is_empty() {
-            return Err(self.err(field, "is empty: list at least one region, e.g. [us-east-1]"));
+            return Err(self.err(
+                field,
+                "is empty: list at least one region, e.g. [us-east-1]",
+            ));
         }
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
@@ -398,10 +421,17 @@ impl Checker<'_> {
         Ok(out)
     }
 
-    fn seconds(&self, field: &str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    fn seconds(
+        &self,
+        field: &str,
+        value: Option<u64>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
         match value.unwrap_or(default) {
             0 => Err(self.err(field, "0 is not a timeout: give seconds, at least 1")),
-            s if s > 7 * 24 * 3600 => Err(self.err(field, format!("{s} s is more than a week: give seconds"))),
+            s if s > 7 * 24 * 3600 => {
+                Err(self.err(field, format!("{s} s is more than a week: give seconds")))
+            }
             s => Ok(Duration::from_secs(s)),
         }
     }
@@ -414,7 +444,10 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         Some(r) => c.regions("aws.regions", r)?,
         None => vec![Region::from_trusted("us-east-1")],
     };
-    let role_name = raw.aws.role_name.unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
+    let role_name = raw
+        .aws
+        .role_name
+        .unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
     check_role_name(&c, "aws.role_name", &role_name)?;
     let session_duration = raw.aws.session_duration.unwrap_or(3600);
     if !(900..=43_200).contains(&session_duration) {
@@ -425,11 +458,17 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     }
     let max_concurrency = raw.aws.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
     if !(1..=256).contains(&max_concurrency) {
-        return Err(c.err("aws.max_concurrency", format!("{max_concurrency} must be between 1 and 256")));
+        return Err(c.err(
+            "aws.max_concurrency",
+            format!("{max_concurrency} must be between 1 and 256"),
+        ));
     }
     if let Some(url) = &raw.aws.endpoint_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(c.err("aws.endpoint_url", format!("{url:?} is not an http:// or https:// URL")));
+            return Err(c.err(
+                "aws.endpoint_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
         }
     }
     let aws = Aws {
@@ -451,7 +490,13 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
         if !names.insert(lz.name.clone()) {
-            return Err(c.err(at("name"), format!("{:?} is listed twice: landing zone names must be unique", lz.name)));
+            return Err(c.err(
+                at("name"),
+                format!(
+                    "{:?} is listed twice: landing zone names must be unique",
+                    lz.name
+                ),
+            ));
         }
         let account_text = match lz.account_id {
             RawAccountId::Text(s) => format!("{s:?}"),
@@ -466,7 +511,13 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             )
         })?;
         let environment: Environment = lz.environment.parse().map_err(|()| {
-            c.err(at("environment"), format!("{:?} is not an environment: use nonprod or prod", lz.environment))
+            c.err(
+                at("environment"),
+                format!(
+                    "{:?} is not an environment: use nonprod or prod",
+                    lz.environment
+                ),
+            )
         })?;
         let regions = match lz.regions {
             Some(r) => c.regions(&at("regions"), r)?,
@@ -517,20 +568,32 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         ami_backup: AmiBackup {
             enabled: p.ami_backup.enabled.unwrap_or(true),
             retention_days,
-            timeout: c.seconds("workflow.phases.ami_backup.timeout", p.ami_backup.timeout, 1800)?,
+            timeout: c.seconds(
+                "workflow.phases.ami_backup.timeout",
+                p.ami_backup.timeout,
+                1800,
+            )?,
             no_reboot: p.ami_backup.no_reboot.unwrap_or(true),
             wait: p.ami_backup.wait.unwrap_or(true),
         },
         server_start: ServerStart {
             enabled: p.server_start.enabled.unwrap_or(true),
-            wait_timeout: c.seconds("workflow.phases.server_start.wait_timeout", p.server_start.wait_timeout, 600)?,
+            wait_timeout: c.seconds(
+                "workflow.phases.server_start.wait_timeout",
+                p.server_start.wait_timeout,
+                600,
+            )?,
             require_backup: p.server_start.require_backup.unwrap_or(true),
         },
         validation: Validation {
             enabled: p.validation.enabled.unwrap_or(true),
             health_checks: p.validation.health_checks.unwrap_or(true),
             ssm_ping: p.validation.ssm_ping.unwrap_or(true),
-            timeout: c.seconds("workflow.phases.validation.timeout", p.validation.timeout, 600)?,
+            timeout: c.seconds(
+                "workflow.phases.validation.timeout",
+                p.validation.timeout,
+                600,
+            )?,
         },
     };
 
@@ -553,10 +616,16 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         raw.into_iter()
             .enumerate()
             .map(|(i, id)| {
-                if id.starts_with("i-") && id.len() > 2 && id[2..].bytes().all(|b| b.is_ascii_hexdigit()) {
+                if id.starts_with("i-")
+                    && id.len() > 2
+                    && id[2..].bytes().all(|b| b.is_ascii_hexdigit())
+                {
                     Ok(InstanceId::new(id))
                 } else {
-                    Err(c.err(format!("{field}[{i}]"), format!("{id:?} is not an instance id (i-0123456789abcdef0)")))
+                    Err(c.err(
+                        format!("{field}[{i}]"),
+                        format!("{id:?} is not an instance id (i-0123456789abcdef0)"),
+                    ))
                 }
             })
             .collect::<Result<BTreeSet<_>, ConfigError>>()
@@ -564,32 +633,57 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let filters = Filters {
         include_tags: tag_sets("filters.include_tags", raw.filters.include_tags)?,
         exclude_tags: tag_sets("filters.exclude_tags", raw.filters.exclude_tags)?,
-        include_instance_ids: ids("filters.include_instance_ids", raw.filters.include_instance_ids)?,
-        exclude_instance_ids: ids("filters.exclude_instance_ids", raw.filters.exclude_instance_ids)?,
+        include_instance_ids: ids(
+            "filters.include_instance_ids",
+            raw.filters.include_instance_ids,
+        )?,
+        exclude_instance_ids: ids(
+            "filters.exclude_instance_ids",
+            raw.filters.exclude_instance_ids,
+        )?,
     };
 
-    Ok(Config { source: path.to_owned(), aws, landing_zones, phases, filters })
+    Ok(Config {
+        source: path.to_owned(),
+        aws,
+        landing_zones,
+        phases,
+        filters,
+    })
 }
 
 fn check_role_name(c: &Checker<'_>, field: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(c.err(field, format!("{name:?} is not an IAM role name (letters, digits and +=,.@_- only)")))
+        Err(c.err(
+            field,
+            format!("{name:?} is not an IAM role name (letters, digits and +=,.@_-/ only)"),
+        ))
     }
 }
 
 /// Landing zone names appear in tags, file names and reports: keep them plain.
 pub fn valid_lz_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl fmt::Display for LandingZone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}, {})", self.name, self.account_id, self.environment)
+        write!(
+            f,
+            "{} ({}, {})",
+            self.name, self.account_id, self.environment
+        )
     }
 }
 
@@ -632,7 +726,10 @@ landing_zones:
     fn unknown_key_suggests_the_right_one() {
         let err = parse(&format!("{MINIMAL}aws:\n  regoins: [us-east-1]\n")).unwrap_err();
         assert!(err.starts_with("c.yml: aws"), "{err}");
-        assert!(err.contains("unknown key `regoins` (did you mean `regions`?)"), "{err}");
+        assert!(
+            err.contains("unknown key `regoins` (did you mean `regions`?)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -657,8 +754,13 @@ landing_zones:
 
     #[test]
     fn role_name_and_arn_together_is_an_error() {
-        let err = parse(&format!("{MINIMAL}    role_name: a\n    role_arn: arn:aws:iam::111111111111:role/b\n"))
-            .unwrap_err();
-        assert!(err.contains("landing_zones[0].role_arn: give role_name or role_arn, not both"), "{err}");
+        let err = parse(&format!(
+            "{MINIMAL}    role_name: a\n    role_arn: arn:aws:iam::111111111111:role/b\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("landing_zones[0].role_arn: give role_name or role_arn, not both"),
+            "{err}"
+        );
     }
 }

@@ -28,7 +28,10 @@ pub enum Error {
     Refused(String),
     /// Reports could not be written.
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -22,7 +22,7 @@ pub mod workflow;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use cli::{Cli, Command, DemoArgs, EnvironmentArg, PhaseArg, PhaseArgs};
@@ -77,8 +77,13 @@ pub fn init_logging(cli: &Cli) {
 /// real runs get the multi-threaded runtime.
 pub fn runtime_for(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
     match cli.command {
-        Some(Command::Demo(_)) => tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build(),
-        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        Some(Command::Demo(_)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
     }
 }
 
@@ -93,7 +98,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
 async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
     let args = &cli.run;
     let config = Config::load(&args.config)?;
-    let landing_zones = select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
+    let landing_zones =
+        select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
     let options = options(&config, &args.phases, cli)?;
     let cloud = Paced::new(
         cloud::aws::AwsCloud::connect(cloud::aws::AwsOptions {
@@ -103,7 +109,14 @@ async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
         })
         .await,
     );
-    execute(&cloud, &config, &landing_zones, &options, &cli.output.output_dir).await
+    execute(
+        &cloud,
+        &config,
+        &landing_zones,
+        &options,
+        &cli.output.output_dir,
+    )
+    .await
 }
 
 /// The built-in demo fleet: two nonprod landing zones and one prod, each in
@@ -119,7 +132,8 @@ landing_zones:
   - {name: demo-core-prod, account_id: \"333333333333\", environment: prod}
 ";
     // A constant that the unit tests parse: it cannot fail at run time.
-    Config::parse(text, Path::new("(built-in demo config)")).unwrap_or_else(|e| unreachable!("demo config: {e}"))
+    Config::parse(text, Path::new("(built-in demo config)"))
+        .unwrap_or_else(|e| unreachable!("demo config: {e}"))
 }
 
 async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
@@ -127,10 +141,18 @@ async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
         Some(path) => Config::load(path)?,
         None => demo_config(),
     };
-    let faults = cloud::sim::FaultKind::parse_list(&demo.faults).map_err(|e| Error::Usage(format!("--faults: {e}")))?;
-    let landing_zones: Vec<LandingZone> = config.landing_zones.iter().filter(|lz| lz.enabled).cloned().collect();
+    let faults = cloud::sim::FaultKind::parse_list(&demo.faults)
+        .map_err(|e| Error::Usage(format!("--faults: {e}")))?;
+    let landing_zones: Vec<LandingZone> = config
+        .landing_zones
+        .iter()
+        .filter(|lz| lz.enabled)
+        .cloned()
+        .collect();
     if landing_zones.is_empty() {
-        return Err(Error::Usage("the demo config has no enabled landing zone".into()));
+        return Err(Error::Usage(
+            "the demo config has no enabled landing zone".into(),
+        ));
     }
     let spec = cloud::sim::FleetSpec {
         landing_zones: landing_zones.clone(),
@@ -156,13 +178,20 @@ async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
         }
     }
     let cloud = Paced::new(sim);
-    execute(&cloud, &config, &landing_zones, &options, &cli.output.output_dir).await
+    execute(
+        &cloud,
+        &config,
+        &landing_zones,
+        &options,
+        &cli.output.output_dir,
+    )
+    .await
 }
 
 /// Picks the landing zones a run works on: named ones (each must exist and
 /// match `--environment`), or every enabled one of an environment.
-pub fn select_landing_zones<'c>(
-    config: &'c Config,
+pub fn select_landing_zones(
+    config: &Config,
     names: &[String],
     environment: Option<EnvironmentArg>,
     regions: &[String],
@@ -171,7 +200,14 @@ pub fn select_landing_zones<'c>(
         EnvironmentArg::Nonprod => Environment::Nonprod,
         EnvironmentArg::Prod => Environment::Prod,
     });
-    let known = || config.landing_zones.iter().map(|lz| lz.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = || {
+        config
+            .landing_zones
+            .iter()
+            .map(|lz| lz.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut selected: Vec<LandingZone> = Vec::new();
     if names.is_empty() {
         let Some(env) = env else {
@@ -180,7 +216,13 @@ pub fn select_landing_zones<'c>(
                 known()
             )));
         };
-        selected.extend(config.landing_zones.iter().filter(|lz| lz.enabled && lz.environment == env).cloned());
+        selected.extend(
+            config
+                .landing_zones
+                .iter()
+                .filter(|lz| lz.enabled && lz.environment == env)
+                .cloned(),
+        );
         if selected.is_empty() {
             return Err(Error::Usage(format!(
                 "no enabled landing zone has environment {env} in {}",
@@ -226,9 +268,11 @@ pub fn select_landing_zones<'c>(
         let regions: Vec<Region> = regions
             .iter()
             .map(|r| {
-                r.trim()
-                    .parse()
-                    .map_err(|()| Error::Usage(format!("--region: {r:?} is not an AWS region name (like us-east-1)")))
+                r.trim().parse().map_err(|()| {
+                    Error::Usage(format!(
+                        "--region: {r:?} is not an AWS region name (like us-east-1)"
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?;
         for lz in &mut selected {
@@ -243,26 +287,52 @@ fn options(config: &Config, args: &PhaseArgs, cli: &Cli) -> Result<Options, Erro
     let p = &config.phases;
     let mut plans = BTreeMap::new();
     let configured = [
-        (Phase::AmiBackup, p.ami_backup.enabled, args.skip_backup, "--skip-backup", PhaseArg::AmiBackup),
-        (Phase::ServerStart, p.server_start.enabled, args.skip_start, "--skip-start", PhaseArg::ServerStart),
-        (Phase::Validation, p.validation.enabled, args.skip_validation, "--skip-validation", PhaseArg::Validation),
+        (
+            Phase::AmiBackup,
+            p.ami_backup.enabled,
+            args.skip_backup,
+            "--skip-backup",
+            PhaseArg::AmiBackup,
+        ),
+        (
+            Phase::ServerStart,
+            p.server_start.enabled,
+            args.skip_start,
+            "--skip-start",
+            PhaseArg::ServerStart,
+        ),
+        (
+            Phase::Validation,
+            p.validation.enabled,
+            args.skip_validation,
+            "--skip-validation",
+            PhaseArg::Validation,
+        ),
     ];
     for (phase, enabled, skipped, flag, arg) in configured {
         let plan = if args.scanner_only {
             Plan::Skip("--scanner-only".into())
         } else if args.phase.is_some_and(|only| only != arg) {
-            Plan::Skip(format!("--phase {}", args.phase.map(phase_name).unwrap_or_default()))
+            Plan::Skip(format!(
+                "--phase {}",
+                args.phase.map(phase_name).unwrap_or_default()
+            ))
         } else if skipped {
             Plan::Skip(flag.into())
         } else if !enabled {
-            Plan::Skip(format!("disabled in config (workflow.phases.{}.enabled)", phase.name().replace('-', "_")))
+            Plan::Skip(format!(
+                "disabled in config (workflow.phases.{}.enabled)",
+                phase.name().replace('-', "_")
+            ))
         } else {
             Plan::Run
         };
         plans.insert(phase, plan);
     }
     let run_id = match &args.run_id {
-        Some(id) => id.parse::<RunId>().map_err(|e| Error::Usage(format!("--run-id: {e}")))?,
+        Some(id) => id
+            .parse::<RunId>()
+            .map_err(|e| Error::Usage(format!("--run-id: {e}")))?,
         None => RunId::generate(chrono::Utc::now()),
     };
     Ok(Options {
@@ -293,13 +363,18 @@ pub async fn execute<C: Cloud>(
     output_dir: &Path,
 ) -> Result<Outcome, Error> {
     let dir = output_dir.join(options.run_id.as_str());
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Write { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let csv_path = dir.join("inventory.csv");
 
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)");
+            eprintln!(
+                "interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)"
+            );
             let _ = stop.send(true);
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(i32::from(error::EXIT_INTERRUPTED));
@@ -326,7 +401,9 @@ pub async fn execute<C: Cloud>(
     let interactive = options.interactive;
     let mut confirm = |what: &str| -> Confirmation {
         if !interactive {
-            return Confirmation::No(format!("{what}; pass --yes to confirm (no terminal to ask on)"));
+            return Confirmation::No(format!(
+                "{what}; pass --yes to confirm (no terminal to ask on)"
+            ));
         }
         eprint!("{what}.\nType 'yes' to go ahead: ");
         let _ = std::io::stderr().flush();
@@ -345,17 +422,32 @@ pub async fn execute<C: Cloud>(
 
     let mut out = std::io::stdout().lock();
     if run.dry_run {
-        print_plan(&run, options, &mut out).map_err(|source| Error::Write { path: "stdout".into(), source })?;
+        print_plan(&run, options, &mut out).map_err(|source| Error::Write {
+            path: "stdout".into(),
+            source,
+        })?;
     }
-    report::summary::write(&run, &cloud.api_calls().snapshot(), &mut out)
-        .map_err(|source| Error::Write { path: "stdout".into(), source })?;
+    report::summary::write(&run, &cloud.api_calls().snapshot(), &mut out).map_err(|source| {
+        Error::Write {
+            path: "stdout".into(),
+            source,
+        }
+    })?;
     let _ = writeln!(out, "\nreports: {}", dir.display());
-    Ok(Outcome { failures: run.has_failures(), interrupted: run.interrupted })
+    Ok(Outcome {
+        failures: run.has_failures(),
+        interrupted: run.interrupted,
+    })
 }
 
-fn write_csv(run: &Run, path: &PathBuf) -> Result<(), Error> {
-    report::write_atomically(path, |w| report::csv::write(run, w).map_err(std::io::Error::other))
-        .map_err(|source| Error::Write { path: path.display().to_string(), source })
+fn write_csv(run: &Run, path: &Path) -> Result<(), Error> {
+    report::write_atomically(path, |w| {
+        report::csv::write(run, w).map_err(std::io::Error::other)
+    })
+    .map_err(|source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// What a dry run would have done, per landing zone.
@@ -365,7 +457,9 @@ fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Res
     writeln!(out, "\ndry run: nothing was changed. The plan:")?;
     let mut per_lz: BTreeMap<(&str, &AccountId), (usize, usize)> = BTreeMap::new();
     for r in run.records() {
-        let e = per_lz.entry((r.landing_zone.as_str(), &r.account)).or_default();
+        let e = per_lz
+            .entry((r.landing_zone.as_str(), &r.account))
+            .or_default();
         if backup {
             e.0 += 1;
         }
@@ -374,7 +468,10 @@ fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Res
         }
     }
     for ((lz, account), (amis, starts)) in per_lz {
-        writeln!(out, "  {lz} ({account}): would create {amis} AMIs and start {starts} stopped instances")?;
+        writeln!(
+            out,
+            "  {lz} ({account}): would create {amis} AMIs and start {starts} stopped instances"
+        )?;
     }
     Ok(())
 }

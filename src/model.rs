@@ -80,7 +80,11 @@ impl FromStr for Region {
                 .iter()
                 .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
             && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
-        if shaped { Ok(Region(s.to_owned())) } else { Err(()) }
+        if shaped {
+            Ok(Region(s.to_owned()))
+        } else {
+            Err(())
+        }
     }
 }
 
@@ -174,7 +178,10 @@ impl InstanceState {
 
     /// Gone for good: nothing to back up, start or validate.
     pub fn is_gone(self) -> bool {
-        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
     }
 }
 
@@ -269,11 +276,17 @@ pub struct SsmInfo {
 
 impl SsmInfo {
     pub fn unregistered() -> Self {
-        SsmInfo { ping: SsmPing::NotRegistered, agent_version: None }
+        SsmInfo {
+            ping: SsmPing::NotRegistered,
+            agent_version: None,
+        }
     }
 
     pub fn unknown() -> Self {
-        SsmInfo { ping: SsmPing::Unknown, agent_version: None }
+        SsmInfo {
+            ping: SsmPing::Unknown,
+            agent_version: None,
+        }
     }
 }
 
@@ -402,8 +415,14 @@ pub struct RunId(String);
 impl RunId {
     pub fn generate(now: DateTime<Utc>) -> Self {
         use std::hash::{BuildHasher, Hasher};
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        RunId(format!("{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), random & 0xffff))
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        RunId(format!(
+            "{}-{:04x}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            random & 0xffff
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -419,11 +438,14 @@ impl FromStr for RunId {
         let ok = !s.is_empty()
             && s.len() <= 64
             && !s.starts_with('.')
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if ok {
             Ok(RunId(s.to_owned()))
         } else {
-            Err(format!("{s:?} is not a run id: use at most 64 letters, digits, '-', '_' or '.'"))
+            Err(format!(
+                "{s:?} is not a run id: use at most 64 letters, digits, '-', '_' or '.'"
+            ))
         }
     }
 }
@@ -457,7 +479,10 @@ impl Backup {
 
     /// The AMI exists (pending or available): the instance may be touched.
     pub fn exists(&self) -> bool {
-        matches!(self.state, Some(ImageState::Pending | ImageState::Available))
+        matches!(
+            self.state,
+            Some(ImageState::Pending | ImageState::Available)
+        )
     }
 }
 
@@ -504,6 +529,8 @@ pub struct Record {
 impl Record {
     /// The state now: after a start, its final state; else as scanned.
     pub fn current_state(&self) -> InstanceState {
-        self.start.as_ref().map_or(self.instance.state, |s| s.final_state)
+        self.start
+            .as_ref()
+            .map_or(self.instance.state, |s| s.final_state)
     }
 }

@@ -13,7 +13,10 @@ const GOOD: &str = "landing_zones:
 /// Runs with `config` and `args`; returns (exit code, stderr).
 fn fails(config: &str, args: &[&str]) -> (i32, String) {
     let s = Scratch::new(config);
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
     let mut all = vec!["-c", c.as_str(), "-o", o.as_str()];
     all.extend_from_slice(args);
     let out = prepatch(None, None, &all);
@@ -26,7 +29,11 @@ fn fails(config: &str, args: &[&str]) -> (i32, String) {
 fn unknown_landing_zone_lists_the_known_ones() {
     let (code, err) = fails(GOOD, &["-l", "lz999"]);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown landing zone \"lz999\"") && err.contains("lz250nonprod, cmsnonprod, lz250prod"), "{err}");
+    assert!(
+        err.contains("unknown landing zone \"lz999\"")
+            && err.contains("lz250nonprod, cmsnonprod, lz250prod"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -40,7 +47,10 @@ fn hostile_landing_zone_name_is_refused() {
 fn malformed_yaml_gives_line_and_column() {
     let (code, err) = fails("landing_zones:\n  - name: [oops\n", &["-l", "x"]);
     assert_eq!(code, 2);
-    assert!(err.contains("config.yml:3:") && err.contains("malformed YAML"), "{err}");
+    assert!(
+        err.contains("config.yml:3:") && err.contains("malformed YAML"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -48,35 +58,58 @@ fn missing_config_names_the_path_and_the_example() {
     let out = prepatch(None, None, &["-c", "/nonexistent/prepatch.yml", "-l", "x"]);
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("/nonexistent/prepatch.yml not found") && err.contains("prepatch_config.example.yml"), "{err}");
+    assert!(
+        err.contains("/nonexistent/prepatch.yml not found")
+            && err.contains("prepatch_config.example.yml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn invalid_account_id_names_field_and_value() {
-    let (code, err) = fails(&GOOD.replace("222222222222", "12345"), &["-l", "cmsnonprod"]);
+    let (code, err) = fails(
+        &GOOD.replace("222222222222", "12345"),
+        &["-l", "cmsnonprod"],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("landing_zones[1].account_id: \"12345\" is not a 12-digit account id"), "{err}");
+    assert!(
+        err.contains("landing_zones[1].account_id: \"12345\" is not a 12-digit account id"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_key_suggests_the_right_one() {
-    let (code, err) = fails(&format!("{GOOD}workflow:\n  phases:\n    ami_backup:\n      retention_dayz: 3\n"), &["-l", "cmsnonprod"]);
+    let (code, err) = fails(
+        &format!("{GOOD}workflow:\n  phases:\n    ami_backup:\n      retention_dayz: 3\n"),
+        &["-l", "cmsnonprod"],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("workflow.phases.ami_backup") && err.contains("did you mean `retention_days`?"), "{err}");
+    assert!(
+        err.contains("workflow.phases.ami_backup")
+            && err.contains("did you mean `retention_days`?"),
+        "{err}"
+    );
 }
 
 #[test]
 fn environment_mismatch_is_an_error() {
     let (code, err) = fails(GOOD, &["-l", "lz250prod", "-e", "nonprod"]);
     assert_eq!(code, 2);
-    assert!(err.contains("landing zone lz250prod is prod, not nonprod"), "{err}");
+    assert!(
+        err.contains("landing zone lz250prod is prod, not nonprod"),
+        "{err}"
+    );
 }
 
 #[test]
 fn no_selection_says_how_to_select() {
     let (code, err) = fails(GOOD, &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("--landing-zones") && err.contains("--environment"), "{err}");
+    assert!(
+        err.contains("--landing-zones") && err.contains("--environment"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,7 +117,16 @@ fn bad_run_id_and_bad_flags_are_usage_errors() {
     let (code, err) = fails(GOOD, &["-l", "cmsnonprod", "--run-id", "a/b"]);
     assert_eq!(code, 2);
     assert!(err.contains("--run-id"), "{err}");
-    let (code, err) = fails(GOOD, &["--scanner-only", "--phase", "validation", "-l", "cmsnonprod"]);
+    let (code, err) = fails(
+        GOOD,
+        &[
+            "--scanner-only",
+            "--phase",
+            "validation",
+            "-l",
+            "cmsnonprod",
+        ],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("cannot be used with"), "{err}");
     let (code, _) = fails(GOOD, &["--no-such-flag"]);
@@ -96,7 +138,10 @@ fn help_and_version_work() {
     let out = prepatch(None, None, &["--help"]);
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout.contains("--landing-zones") && stdout.contains("Exit codes"), "{stdout}");
+    assert!(
+        stdout.contains("--landing-zones") && stdout.contains("Exit codes"),
+        "{stdout}"
+    );
     let out = prepatch(None, None, &["--version"]);
     assert!(text(&out).0.starts_with("prepatch "));
 }
@@ -109,13 +154,25 @@ fn demo_runs_the_whole_workflow_and_says_it_is_simulated() {
     let (stdout, stderr) = text(&out);
     // The default demo injects faults, so some instances are NOT READY.
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("SIMULATED") && stderr.contains("nothing real is touched"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("SIMULATED") && stderr.contains("nothing real is touched"),
+        "{stdout}\n{stderr}"
+    );
     for phase in ["scanner", "ami-backup", "server-start", "validation"] {
-        assert!(stdout.lines().any(|l| l.starts_with(phase) && !l.contains("skipped")), "{phase}: {stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(phase) && !l.contains("skipped")),
+            "{phase}: {stdout}"
+        );
     }
     let rows = s.inventory();
     assert_eq!(rows.len(), 60);
     assert!(rows.iter().all(|r| r["simulated"] == "true"));
-    let out = prepatch(None, None, &["demo", "--faults", "none", "--instances", "30", "-o", &o]);
+    let out = prepatch(
+        None,
+        None,
+        &["demo", "--faults", "none", "--instances", "30", "-o", &o],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).0);
 }

@@ -39,7 +39,16 @@ async fn seed(moto: &Moto, ssm: &SsmStub) -> (Seeded, BTreeSet<String>) {
         for region in ["us-east-1", "eu-west-1"] {
             let ec2 = ec2_in(moto, account, region).await;
             let web = launch(&ec2, 6, false, &[("Name", "web"), ("Patch Group", "web")]).await;
-            let win = launch(&ec2, 4, true, &[("Name", "=HYPERLINK(\"http://x\")"), ("Environment", "nonprod")]).await;
+            let win = launch(
+                &ec2,
+                4,
+                true,
+                &[
+                    ("Name", "=HYPERLINK(\"http://x\")"),
+                    ("Environment", "nonprod"),
+                ],
+            )
+            .await;
             let stopped = launch(&ec2, 4, false, &[("Name", "batch, \"nightly\"")]).await;
             stop(&ec2, &stopped).await;
             let gone = launch(&ec2, 2, false, &[("Name", "gone")]).await;
@@ -69,7 +78,10 @@ async fn scanner_finds_every_instance_in_its_account_and_region_via_assume_role(
     let (seeded, hidden) = seed(&moto, &ssm).await;
     assert_eq!(seeded.len(), 56);
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
 
     let out = prepatch(
         Some(&moto),
@@ -91,13 +103,23 @@ async fn scanner_finds_every_instance_in_its_account_and_region_via_assume_role(
     let found: BTreeMap<String, &BTreeMap<String, String>> =
         rows.iter().map(|r| (r["instance_id"].clone(), r)).collect();
     assert_eq!(rows.len(), found.len(), "an instance appears twice");
-    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), seeded.keys().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        found.keys().cloned().collect::<BTreeSet<_>>(),
+        seeded.keys().cloned().collect::<BTreeSet<_>>()
+    );
     for id in &hidden {
-        assert!(!found.contains_key(id), "{id} is terminated or filtered out but was listed");
+        assert!(
+            !found.contains_key(id),
+            "{id} is terminated or filtered out but was listed"
+        );
     }
     for (id, (lz, account, region, state)) in &seeded {
         let r = found[id];
-        assert_eq!((r["landing_zone"].as_str(), r["account_id"].as_str()), (*lz, *account), "{id}");
+        assert_eq!(
+            (r["landing_zone"].as_str(), r["account_id"].as_str()),
+            (*lz, *account),
+            "{id}"
+        );
         assert_eq!(r["region"], *region, "{id}");
         assert_eq!(r["state"], *state, "{id}");
         assert_eq!(r["environment"], "nonprod");
@@ -105,18 +127,33 @@ async fn scanner_finds_every_instance_in_its_account_and_region_via_assume_role(
     // Platform from EC2's platform field, SSM status joined by instance id.
     let by_name = |name: &'static str| rows.iter().filter(move |r| r["name"] == name);
     // moto knows its stock Windows AMI in us-east-1 only.
-    assert!(by_name("'=HYPERLINK(\"http://x\")")
-        .all(|r| (r["platform"] == "windows") == (r["region"] == "us-east-1")
-        && r["ssm_ping_status"] == "ConnectionLost"
-        && r["environment_tag"] == "nonprod"));
-    assert_eq!(by_name("'=HYPERLINK(\"http://x\")").count(), 16, "the formula was not neutralised");
+    assert!(
+        by_name("'=HYPERLINK(\"http://x\")").all(|r| (r["platform"] == "windows")
+            == (r["region"] == "us-east-1")
+            && r["ssm_ping_status"] == "ConnectionLost"
+            && r["environment_tag"] == "nonprod")
+    );
+    assert_eq!(
+        by_name("'=HYPERLINK(\"http://x\")").count(),
+        16,
+        "the formula was not neutralised"
+    );
     assert!(by_name("web").all(|r| r["platform"] == "linux"
         && r["ssm_ping_status"] == "Online"
         && r["ssm_agent_version"] == "3.3.987.0"
         && r["patch_group"] == "web"));
     assert!(by_name("batch, \"nightly\"").all(|r| r["ssm_ping_status"] == "NotRegistered"));
     // Sorted by landing zone, region, instance id.
-    let keys: Vec<_> = rows.iter().map(|r| (r["landing_zone"].clone(), r["region"].clone(), r["instance_id"].clone())).collect();
+    let keys: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["landing_zone"].clone(),
+                r["region"].clone(),
+                r["instance_id"].clone(),
+            )
+        })
+        .collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted);
@@ -124,11 +161,19 @@ async fn scanner_finds_every_instance_in_its_account_and_region_via_assume_role(
     // One page per account-region: 4 DescribeInstances for 56 instances, not 56.
     assert_eq!(calls(&stdout, "DescribeInstances"), 4, "{stdout}");
     assert_eq!(calls(&stdout, "AssumeRole"), 2, "{stdout}");
-    assert_eq!(calls(&stdout, "CreateImage"), 0, "the scanner changed something: {stdout}");
+    assert_eq!(
+        calls(&stdout, "CreateImage"),
+        0,
+        "the scanner changed something: {stdout}"
+    );
     // SSM pages at its maximum of 50: 32 registered ids -> 1 page per target.
     let st = ssm.state.lock().unwrap();
     assert_eq!(st.requests, 4);
-    assert!(st.page_sizes.iter().all(|n| *n == 50), "{:?}", st.page_sizes);
+    assert!(
+        st.page_sizes.iter().all(|n| *n == 50),
+        "{:?}",
+        st.page_sizes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,17 +184,33 @@ async fn ssm_stub_answering_500_gives_unknown_and_the_scan_goes_on() {
     let ids = launch(&ec2, 3, false, &[("Name", "x")]).await;
     ssm.state.lock().unwrap().fail = true;
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
     let out = prepatch(
         Some(&moto),
         Some(&ssm),
-        &["--scanner-only", "-l", "lz250nonprod", "--region", "us-east-1", "-c", &c, "-o", &o],
+        &[
+            "--scanner-only",
+            "-l",
+            "lz250nonprod",
+            "--region",
+            "us-east-1",
+            "-c",
+            &c,
+            "-o",
+            &o,
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let rows = s.inventory();
     assert_eq!(rows.len(), ids.len());
-    assert!(rows.iter().all(|r| r["ssm_ping_status"] == "Unknown"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["ssm_ping_status"] == "Unknown"),
+        "{rows:?}"
+    );
     assert!(stderr.contains("SSM status unknown"), "{stderr}");
 }
 
@@ -163,11 +224,24 @@ async fn ssm_pages_through_many_registered_instances() {
         ssm.set(id, "Online");
     }
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
     let out = prepatch(
         Some(&moto),
         Some(&ssm),
-        &["--scanner-only", "-l", "lz250nonprod", "--region", "us-east-1", "-c", &c, "-o", &o],
+        &[
+            "--scanner-only",
+            "-l",
+            "lz250nonprod",
+            "--region",
+            "us-east-1",
+            "-c",
+            &c,
+            "-o",
+            &o,
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -195,11 +269,17 @@ async fn full_workflow_backs_up_each_instance_once_and_starts_exactly_the_stoppe
                 ssm.set(id, "Online");
             }
             stopped_ids.extend(stopped.iter().cloned());
-            all_ids.insert((account, region), running.into_iter().chain(stopped).collect());
+            all_ids.insert(
+                (account, region),
+                running.into_iter().chain(stopped).collect(),
+            );
         }
     }
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
     let args = [
         "-l",
         "lz250nonprod,cmsnonprod",
@@ -216,17 +296,30 @@ async fn full_workflow_backs_up_each_instance_once_and_starts_exactly_the_stoppe
     // --dry-run first: nothing changes.
     let mut before = BTreeMap::new();
     for (account, region) in all_ids.keys() {
-        before.insert((*account, *region), instances(&ec2_in(&moto, account, region).await).await);
+        before.insert(
+            (*account, *region),
+            instances(&ec2_in(&moto, account, region).await).await,
+        );
     }
     let mut dry = args.to_vec();
     dry.push("--dry-run");
     let out = prepatch(Some(&moto), Some(&ssm), &dry);
     let (stdout, stderr) = text(&out);
-    assert!(stdout.contains("would create 10 AMIs and start 4 stopped instances"), "{stdout}\n{stderr}");
-    assert_eq!(calls(&stdout, "CreateImage") + calls(&stdout, "StartInstances"), 0);
+    assert!(
+        stdout.contains("would create 10 AMIs and start 4 stopped instances"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        calls(&stdout, "CreateImage") + calls(&stdout, "StartInstances"),
+        0
+    );
     for (account, region) in all_ids.keys() {
         let ec2 = ec2_in(&moto, account, region).await;
-        assert_eq!(instances(&ec2).await, before[&(*account, *region)], "dry run changed {account}/{region}");
+        assert_eq!(
+            instances(&ec2).await,
+            before[&(*account, *region)],
+            "dry run changed {account}/{region}"
+        );
         assert!(images(&ec2).await.is_empty());
     }
 
@@ -237,27 +330,58 @@ async fn full_workflow_backs_up_each_instance_once_and_starts_exactly_the_stoppe
     assert_eq!(calls(&stdout, "CreateImage"), 20, "{stdout}");
     let rows = s.inventory();
     assert_eq!(rows.len(), 20);
-    assert!(rows.iter().all(|r| r["verdict"] == "READY" && r["backup_state"] == "available"), "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["verdict"] == "READY" && r["backup_state"] == "available"),
+        "{rows:#?}"
+    );
 
     for ((account, region), ids) in &all_ids {
         let ec2 = ec2_in(&moto, account, region).await;
         let amis = images(&ec2).await;
-        let mut backed_up: Vec<String> =
-            amis.iter().map(|i| tag_map(i.tags()).get("prepatch:instance-id").cloned().unwrap_or_default()).collect();
+        let mut backed_up: Vec<String> = amis
+            .iter()
+            .map(|i| {
+                tag_map(i.tags())
+                    .get("prepatch:instance-id")
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
         backed_up.sort();
         let mut want = ids.clone();
         want.sort();
-        assert_eq!(backed_up, want, "one AMI per instance in {account}/{region}");
+        assert_eq!(
+            backed_up, want,
+            "one AMI per instance in {account}/{region}"
+        );
         for image in &amis {
             let tags = tag_map(image.tags());
             assert_eq!(tags["prepatch:run-id"], "itest-run-1");
             assert_eq!(tags["prepatch:created-by"], "prepatch");
-            assert!(tags["prepatch:expires-at"].parse::<chrono::DateTime<chrono::Utc>>().is_ok());
+            assert!(
+                tags["prepatch:expires-at"]
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .is_ok()
+            );
             assert!(tags["Name"].starts_with("prepatch-i-"));
-            for snap in image.block_device_mappings().iter().filter_map(|m| m.ebs()?.snapshot_id()) {
-                let snaps = ec2.describe_snapshots().snapshot_ids(snap).send().await.expect("describe snapshots");
+            for snap in image
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.ebs()?.snapshot_id())
+            {
+                let snaps = ec2
+                    .describe_snapshots()
+                    .snapshot_ids(snap)
+                    .send()
+                    .await
+                    .expect("describe snapshots");
                 let stags = tag_map(snaps.snapshots()[0].tags());
-                assert_eq!(stags.get("prepatch:run-id").map(String::as_str), Some("itest-run-1"), "snapshot {snap} untagged");
+                assert_eq!(
+                    stags.get("prepatch:run-id").map(String::as_str),
+                    Some("itest-run-1"),
+                    "snapshot {snap} untagged"
+                );
             }
         }
         let now = instances(&ec2).await;
@@ -266,9 +390,16 @@ async fn full_workflow_backs_up_each_instance_once_and_starts_exactly_the_stoppe
             assert_eq!(state, "running", "{id}");
             let started = tags.get("prepatch:started-by").map(String::as_str);
             if stopped_ids.contains(id) {
-                assert_eq!(started, Some("itest-run-1"), "{id} was started but not tagged");
+                assert_eq!(
+                    started,
+                    Some("itest-run-1"),
+                    "{id} was started but not tagged"
+                );
             } else {
-                assert_eq!(started, None, "{id} was running and must not be tagged as started");
+                assert_eq!(
+                    started, None,
+                    "{id} was running and must not be tagged as started"
+                );
             }
         }
     }
@@ -285,7 +416,12 @@ async fn full_workflow_backs_up_each_instance_once_and_starts_exactly_the_stoppe
     // Reused backups still read as available and the started ones as ours.
     let rows = s.inventory();
     assert!(rows.iter().all(|r| r["backup_state"] == "available"));
-    assert_eq!(rows.iter().filter(|r| r["started_by_run"] == "true").count(), 8);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["started_by_run"] == "true")
+            .count(),
+        8
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,21 +432,71 @@ async fn skipping_phases_does_what_it_says() {
     let stopped = launch(&ec2, 2, false, &[("Name", "s")]).await;
     stop(&ec2, &stopped).await;
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
-    let base = ["-l", "lz250nonprod", "--region", "us-east-1", "-c", &c, "-o", &o];
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
+    let base = [
+        "-l",
+        "lz250nonprod",
+        "--region",
+        "us-east-1",
+        "-c",
+        &c,
+        "-o",
+        &o,
+    ];
 
-    let out = prepatch(Some(&moto), Some(&ssm), &[&base[..], &["--skip-start", "--skip-validation"]].concat());
+    let run_id = ["--run-id", "itest-phases"];
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &[&base[..], &run_id, &["--skip-start", "--skip-validation"]].concat(),
+    );
     let (stdout, _) = text(&out);
     assert_eq!(calls(&stdout, "CreateImage"), 2, "{stdout}");
     assert_eq!(calls(&stdout, "StartInstances"), 0, "{stdout}");
-    assert!(stdout.contains("server-start  skipped: --skip-start"), "{stdout}");
-    assert!(instances(&ec2).await.values().all(|(state, _)| state == "stopped"));
+    assert!(
+        stdout.contains("server-start  skipped: --skip-start"),
+        "{stdout}"
+    );
+    assert!(
+        instances(&ec2)
+            .await
+            .values()
+            .all(|(state, _)| state == "stopped")
+    );
 
-    let out = prepatch(Some(&moto), Some(&ssm), &[&base[..], &["--phase", "server-start"]].concat());
+    // Alone, with another run id: no AMI of that run, so nothing starts.
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &[&base[..], &["--phase", "server-start"]].concat(),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(calls(&stdout, "StartInstances"), 0, "{stdout}\n{stderr}");
+    assert!(
+        instances(&ec2)
+            .await
+            .values()
+            .all(|(state, _)| state == "stopped")
+    );
+
+    // Alone, continuing the run that made the backups: starts.
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &[&base[..], &run_id, &["--phase", "server-start"]].concat(),
+    );
     let (stdout, stderr) = text(&out);
     assert_eq!(calls(&stdout, "CreateImage"), 0, "{stdout}");
     assert_eq!(calls(&stdout, "StartInstances"), 1, "{stdout}\n{stderr}");
-    assert!(instances(&ec2).await.values().all(|(state, _)| state == "running"));
+    assert!(
+        instances(&ec2)
+            .await
+            .values()
+            .all(|(state, _)| state == "running")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,23 +505,42 @@ async fn prod_changes_without_yes_are_refused_when_no_terminal() {
     let ec2 = ec2_in(&moto, "333333333333", "us-east-1").await;
     launch(&ec2, 2, false, &[("Name", "p")]).await;
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
-    let out = prepatch(Some(&moto), None, &["-l", "lz250prod", "-e", "prod", "-c", &c, "-o", &o]);
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
+    let out = prepatch(
+        Some(&moto),
+        None,
+        &["-l", "lz250prod", "-e", "prod", "-c", &c, "-o", &o],
+    );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
-    assert!(stderr.contains("production landing zone(s) lz250prod") && stderr.contains("pass --yes"), "{stderr}");
-    assert!(images(&ec2).await.is_empty(), "an AMI was made in prod without confirmation");
+    assert!(
+        stderr.contains("production landing zone(s) lz250prod") && stderr.contains("pass --yes"),
+        "{stderr}"
+    );
+    assert!(
+        images(&ec2).await.is_empty(),
+        "an AMI was made in prod without confirmation"
+    );
 }
 
 #[test]
 fn unreachable_endpoint_fails_fast_with_a_clear_message() {
     let s = Scratch::new(&config(""));
-    let (c, o) = (s.config().display().to_string(), s.reports().display().to_string());
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
     let started = std::time::Instant::now();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_prepatch"));
     let out = cmd
         .args(["--scanner-only", "-l", "lz250nonprod", "-c", &c, "-o", &o])
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", free_port()))
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -343,7 +548,14 @@ fn unreachable_endpoint_fails_fast_with_a_clear_message() {
         .expect("run");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("lz250nonprod (111111111111): cannot assume"), "{stdout}");
+    assert!(
+        stdout.contains("lz250nonprod (111111111111): cannot assume"),
+        "{stdout}"
+    );
     assert!(stdout.contains("no answer from AWS"), "{stdout}");
-    assert!(started.elapsed().as_secs() < 60, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
 }

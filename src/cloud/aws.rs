@@ -24,8 +24,8 @@ use ec2::operation::RequestId;
 use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Scope};
 use crate::config::LandingZone;
 use crate::model::{
-    AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, SsmInfo, SsmPing, StatusChecks, Tags,
-    Target,
+    AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, SsmInfo, SsmPing,
+    StatusChecks, Tags, Target,
 };
 
 /// `DescribeInstances`, `DescribeInstanceStatus`: the API's page maximum.
@@ -93,14 +93,25 @@ impl AwsCloud {
             .get(&t.landing_zone)
             .cloned()
             .ok_or_else(|| {
-                CloudError::new(Api::AssumeRole, ErrorKind::Denied, "NoSession", "the landing zone's role was not assumed")
+                CloudError::new(
+                    Api::AssumeRole,
+                    ErrorKind::Denied,
+                    "NoSession",
+                    "the landing zone's role was not assumed",
+                )
             })?;
         let region = ec2::config::Region::new(t.region.as_str().to_owned());
         let ec2 = ec2::Client::from_conf(
-            ec2::config::Builder::from(&self.base).region(region.clone()).credentials_provider(creds.clone()).build(),
+            ec2::config::Builder::from(&self.base)
+                .region(region.clone())
+                .credentials_provider(creds.clone())
+                .build(),
         );
         let ssm = ssm::Client::from_conf(
-            ssm::config::Builder::from(&self.base).region(region).credentials_provider(creds).build(),
+            ssm::config::Builder::from(&self.base)
+                .region(region)
+                .credentials_provider(creds)
+                .build(),
         );
         clients.insert(t.clone(), (ec2.clone(), ssm.clone()));
         Ok((ec2, ssm))
@@ -124,7 +135,10 @@ where
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
             ErrorKind::Unreachable,
             "Unreachable".to_owned(),
-            format!("no answer from AWS: {}", ec2::error::DisplayErrorContext(&err)),
+            format!(
+                "no answer from AWS: {}",
+                ec2::error::DisplayErrorContext(&err)
+            ),
         ),
         _ => match err.code() {
             Some(code) => (
@@ -139,7 +153,13 @@ where
             ),
         },
     };
-    CloudError { api, kind, code, message, request_id }
+    CloudError {
+        api,
+        kind,
+        code,
+        message,
+        request_id,
+    }
 }
 
 /// Error chains can carry an HTML body: keep the first line, bounded.
@@ -160,23 +180,41 @@ mod aws_smithy_types_dt {
 
 fn tags_of(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
     tags.iter()
-        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
         .collect()
 }
 
 fn sdk_tags(tags: &Tags) -> Vec<ec2::types::Tag> {
-    tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build()).collect()
+    tags.iter()
+        .map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 fn to_instance(i: &ec2::types::Instance) -> Option<Instance> {
     let id = i.instance_id()?;
     let windows = i.platform() == Some(&ec2::types::PlatformValues::Windows)
-        || i.platform_details().is_some_and(|d| d.to_ascii_lowercase().contains("windows"));
+        || i.platform_details()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("windows"));
     Some(Instance {
         id: InstanceId::new(id),
-        state: i.state().and_then(|s| s.name()).map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
-        platform: if windows { Platform::Windows } else { Platform::Linux },
-        instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
+        platform: if windows {
+            Platform::Windows
+        } else {
+            Platform::Linux
+        },
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
         private_ip: i.private_ip_address().map(str::to_owned),
         launch_time: time(i.launch_time()),
         tags: tags_of(i.tags()),
@@ -187,8 +225,13 @@ fn to_image(i: &ec2::types::Image) -> Option<Image> {
     Some(Image {
         id: AmiId::new(i.image_id()?),
         name: i.name().unwrap_or_default().to_owned(),
-        state: i.state().map_or(ImageState::Unusable, |s| ImageState::parse(s.as_str())),
-        state_reason: i.state_reason().and_then(|r| r.message()).map(str::to_owned),
+        state: i
+            .state()
+            .map_or(ImageState::Unusable, |s| ImageState::parse(s.as_str())),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(str::to_owned),
         tags: tags_of(i.tags()),
         snapshot_ids: i
             .block_device_mappings()
@@ -200,7 +243,10 @@ fn to_image(i: &ec2::types::Image) -> Option<Image> {
 }
 
 fn filter(name: &str, values: &[&str]) -> ec2::types::Filter {
-    ec2::types::Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
+    ec2::types::Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
 }
 
 /// Drains a paginator, counting every page as a call.
@@ -230,7 +276,11 @@ macro_rules! all_pages {
 
 #[async_trait]
 impl Cloud for AwsCloud {
-    async fn assume_role(&self, lz: &LandingZone, session_name: &str) -> Result<String, CloudError> {
+    async fn assume_role(
+        &self,
+        lz: &LandingZone,
+        session_name: &str,
+    ) -> Result<String, CloudError> {
         let region = lz.regions.first().map(|r| r.as_str().to_owned());
         let mut conf = sts::config::Builder::from(&self.base);
         if let Some(region) = region {
@@ -248,7 +298,12 @@ impl Cloud for AwsCloud {
         self.calls.record(Api::AssumeRole, &result);
         let out = result?;
         let Some(c) = out.credentials() else {
-            return Err(CloudError::new(Api::AssumeRole, ErrorKind::Api, "NoCredentials", "STS returned no credentials"));
+            return Err(CloudError::new(
+                Api::AssumeRole,
+                ErrorKind::Api,
+                "NoCredentials",
+                "STS returned no credentials",
+            ));
         };
         let expiry = SystemTime::try_from(*c.expiration()).ok();
         let creds = ec2::config::Credentials::new(
@@ -258,34 +313,60 @@ impl Cloud for AwsCloud {
             expiry,
             "prepatch-assume-role",
         );
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(lz.name.clone(), creds);
-        Ok(out.assumed_role_user().map_or_else(|| lz.role_arn.clone(), |u| u.arn().to_owned()))
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(lz.name.clone(), creds);
+        Ok(out
+            .assumed_role_user()
+            .map_or_else(|| lz.role_arn.clone(), |u| u.arn().to_owned()))
     }
 
-    async fn describe_instances(&self, t: &Target, scope: Scope) -> Result<Vec<Instance>, CloudError> {
+    async fn describe_instances(
+        &self,
+        t: &Target,
+        scope: Scope,
+    ) -> Result<Vec<Instance>, CloudError> {
         let mut req = self.ec2(t)?.describe_instances().max_results(EC2_PAGE);
         if scope == Scope::Active {
-            req = req.filters(filter("instance-state-name", &["pending", "running", "stopping", "stopped"]));
+            req = req.filters(filter(
+                "instance-state-name",
+                &["pending", "running", "stopping", "stopped"],
+            ));
         }
-        Ok(all_pages!(self, Api::DescribeInstances, req.into_paginator().send(), |page| page
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(to_instance)
-            .collect::<Vec<_>>()))
+        Ok(all_pages!(
+            self,
+            Api::DescribeInstances,
+            req.into_paginator().send(),
+            |page| page
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(to_instance)
+                .collect::<Vec<_>>()
+        ))
     }
 
     async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
         let (_, ssm) = self.clients(t)?;
-        let stream = ssm.describe_instance_information().max_results(SSM_PAGE).into_paginator().send();
+        let stream = ssm
+            .describe_instance_information()
+            .max_results(SSM_PAGE)
+            .into_paginator()
+            .send();
         let info = all_pages!(self, Api::DescribeInstanceInformation, stream, |page| page
             .instance_information_list()
             .iter()
             .filter_map(|i| {
-                let ping = i.ping_status().map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
+                let ping = i
+                    .ping_status()
+                    .map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
                 Some((
                     InstanceId::new(i.instance_id()?),
-                    SsmInfo { ping, agent_version: i.agent_version().map(str::to_owned) },
+                    SsmInfo {
+                        ping,
+                        agent_version: i.agent_version().map(str::to_owned),
+                    },
                 ))
             })
             .collect::<Vec<_>>());
@@ -310,9 +391,14 @@ impl Cloud for AwsCloud {
             .map_err(|e| api_error(Api::CreateImage, e));
         self.calls.record(Api::CreateImage, &result);
         let out = result?;
-        out.image_id()
-            .map(AmiId::new)
-            .ok_or_else(|| CloudError::new(Api::CreateImage, ErrorKind::Api, "NoImageId", "CreateImage returned no image id"))
+        out.image_id().map(AmiId::new).ok_or_else(|| {
+            CloudError::new(
+                Api::CreateImage,
+                ErrorKind::Api,
+                "NoImageId",
+                "CreateImage returned no image id",
+            )
+        })
     }
 
     async fn describe_images(&self, t: &Target, f: &ImageFilter) -> Result<Vec<Image>, CloudError> {
@@ -320,15 +406,30 @@ impl Cloud for AwsCloud {
             ImageFilter::Tag(key, value) => filter(&format!("tag:{key}"), &[value]),
             ImageFilter::Name(name) => filter("name", &[name]),
         };
-        let req = self.ec2(t)?.describe_images().owners("self").filters(f).max_results(IMAGES_PAGE);
-        Ok(all_pages!(self, Api::DescribeImages, req.into_paginator().send(), |page| page
-            .images()
-            .iter()
-            .filter_map(to_image)
-            .collect::<Vec<_>>()))
+        let req = self
+            .ec2(t)?
+            .describe_images()
+            .owners("self")
+            .filters(f)
+            .max_results(IMAGES_PAGE);
+        Ok(all_pages!(
+            self,
+            Api::DescribeImages,
+            req.into_paginator().send(),
+            |page| page
+                .images()
+                .iter()
+                .filter_map(to_image)
+                .collect::<Vec<_>>()
+        ))
     }
 
-    async fn create_tags(&self, t: &Target, resources: &[String], tags: &Tags) -> Result<(), CloudError> {
+    async fn create_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
         let result = self
             .ec2(t)?
             .create_tags()
@@ -354,25 +455,36 @@ impl Cloud for AwsCloud {
     }
 
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
-        let req = self.ec2(t)?.describe_instance_status().include_all_instances(true).max_results(EC2_PAGE);
-        Ok(all_pages!(self, Api::DescribeInstanceStatus, req.into_paginator().send(), |page| page
-            .instance_statuses()
-            .iter()
-            .filter_map(|s| {
-                let status = |summary: Option<&ec2::types::InstanceStatusSummary>| {
-                    summary.and_then(|s| s.status()).map_or("unknown".to_owned(), |s| s.as_str().to_owned())
-                };
-                Some(StatusChecks {
-                    id: InstanceId::new(s.instance_id()?),
-                    state: s
-                        .instance_state()
-                        .and_then(|s| s.name())
-                        .map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
-                    instance_status: status(s.instance_status()),
-                    system_status: status(s.system_status()),
+        let req = self
+            .ec2(t)?
+            .describe_instance_status()
+            .include_all_instances(true)
+            .max_results(EC2_PAGE);
+        Ok(all_pages!(
+            self,
+            Api::DescribeInstanceStatus,
+            req.into_paginator().send(),
+            |page| page
+                .instance_statuses()
+                .iter()
+                .filter_map(|s| {
+                    let status = |summary: Option<&ec2::types::InstanceStatusSummary>| {
+                        summary
+                            .and_then(|s| s.status())
+                            .map_or("unknown".to_owned(), |s| s.as_str().to_owned())
+                    };
+                    Some(StatusChecks {
+                        id: InstanceId::new(s.instance_id()?),
+                        state: s
+                            .instance_state()
+                            .and_then(|s| s.name())
+                            .map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str())),
+                        instance_status: status(s.instance_status()),
+                        system_status: status(s.system_status()),
+                    })
                 })
-            })
-            .collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        ))
     }
 
     fn api_calls(&self) -> &ApiCalls {

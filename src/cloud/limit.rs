@@ -18,7 +18,9 @@ use tokio::time::Instant;
 
 use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Scope};
 use crate::config::LandingZone;
-use crate::model::{AccountId, AmiId, Image, Instance, InstanceId, Region, SsmInfo, StatusChecks, Tags, Target};
+use crate::model::{
+    AccountId, AmiId, Image, Instance, InstanceId, Region, SsmInfo, StatusChecks, Tags, Target,
+};
 
 /// The size and refill rate of one bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,7 +63,10 @@ impl Bucket {
             Bucket::StartInstancesResources => (1000.0, 2.0),
             Bucket::StopInstancesResources => (1000.0, 20.0),
         };
-        Rate { capacity, refill_per_sec }
+        Rate {
+            capacity,
+            refill_per_sec,
+        }
     }
 
     /// The EC2 buckets a call draws from, with how many tokens each.
@@ -94,7 +99,11 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn full(rate: Rate) -> Self {
-        TokenBucket { rate, tokens: rate.capacity, at: Instant::now() }
+        TokenBucket {
+            rate,
+            tokens: rate.capacity,
+            at: Instant::now(),
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -144,7 +153,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { attempts: 8, first: Duration::from_millis(500), max: Duration::from_secs(20) }
+        Backoff {
+            attempts: 8,
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(20),
+        }
     }
 }
 
@@ -159,7 +172,12 @@ pub struct Paced<C> {
 
 impl<C: Cloud> Paced<C> {
     pub fn new(inner: C) -> Self {
-        Paced { inner, buckets: Mutex::default(), backoff: Backoff::default(), retries: Mutex::default() }
+        Paced {
+            inner,
+            buckets: Mutex::default(),
+            backoff: Backoff::default(),
+            retries: Mutex::default(),
+        }
     }
 
     pub fn inner(&self) -> &C {
@@ -168,7 +186,10 @@ impl<C: Cloud> Paced<C> {
 
     /// Throttled calls that were retried, by action.
     pub fn retries(&self) -> BTreeMap<Api, u64> {
-        self.retries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn pace(&self, t: &Target, api: Api, instances: usize) {
@@ -191,7 +212,13 @@ impl<C: Cloud> Paced<C> {
     }
 
     /// Paces, calls, and retries throttles with jittered exponential backoff.
-    async fn call<T, F, Fut>(&self, t: &Target, api: Api, instances: usize, f: F) -> Result<T, CloudError>
+    async fn call<T, F, Fut>(
+        &self,
+        t: &Target,
+        api: Api,
+        instances: usize,
+        f: F,
+    ) -> Result<T, CloudError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, CloudError>>,
@@ -202,7 +229,12 @@ impl<C: Cloud> Paced<C> {
             self.pace(t, api, instances).await;
             match f().await {
                 Err(e) if e.is_throttle() && attempt < self.backoff.attempts => {
-                    *self.retries.lock().unwrap_or_else(|e| e.into_inner()).entry(api).or_default() += 1;
+                    *self
+                        .retries
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(api)
+                        .or_default() += 1;
                     tracing::debug!(target_ = %t, %api, attempt, "throttled, backing off");
                     tokio::time::sleep(jitter(delay, attempt)).await;
                     delay = (delay * 2).min(self.backoff.max);
@@ -223,36 +255,72 @@ fn jitter(delay: Duration, attempt: u32) -> Duration {
 
 #[async_trait]
 impl<C: Cloud> Cloud for Paced<C> {
-    async fn assume_role(&self, lz: &LandingZone, session_name: &str) -> Result<String, CloudError> {
+    async fn assume_role(
+        &self,
+        lz: &LandingZone,
+        session_name: &str,
+    ) -> Result<String, CloudError> {
         self.inner.assume_role(lz, session_name).await
     }
 
-    async fn describe_instances(&self, t: &Target, scope: Scope) -> Result<Vec<Instance>, CloudError> {
-        self.call(t, Api::DescribeInstances, 0, || self.inner.describe_instances(t, scope)).await
+    async fn describe_instances(
+        &self,
+        t: &Target,
+        scope: Scope,
+    ) -> Result<Vec<Instance>, CloudError> {
+        self.call(t, Api::DescribeInstances, 0, || {
+            self.inner.describe_instances(t, scope)
+        })
+        .await
     }
 
     async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
-        self.call(t, Api::DescribeInstanceInformation, 0, || self.inner.ssm_info(t)).await
+        self.call(t, Api::DescribeInstanceInformation, 0, || {
+            self.inner.ssm_info(t)
+        })
+        .await
     }
 
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
-        self.call(t, Api::CreateImage, 0, || self.inner.create_image(t, req)).await
+        self.call(t, Api::CreateImage, 0, || self.inner.create_image(t, req))
+            .await
     }
 
-    async fn describe_images(&self, t: &Target, filter: &ImageFilter) -> Result<Vec<Image>, CloudError> {
-        self.call(t, Api::DescribeImages, 0, || self.inner.describe_images(t, filter)).await
+    async fn describe_images(
+        &self,
+        t: &Target,
+        filter: &ImageFilter,
+    ) -> Result<Vec<Image>, CloudError> {
+        self.call(t, Api::DescribeImages, 0, || {
+            self.inner.describe_images(t, filter)
+        })
+        .await
     }
 
-    async fn create_tags(&self, t: &Target, resources: &[String], tags: &Tags) -> Result<(), CloudError> {
-        self.call(t, Api::CreateTags, 0, || self.inner.create_tags(t, resources, tags)).await
+    async fn create_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        self.call(t, Api::CreateTags, 0, || {
+            self.inner.create_tags(t, resources, tags)
+        })
+        .await
     }
 
     async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
-        self.call(t, Api::StartInstances, ids.len(), || self.inner.start_instances(t, ids)).await
+        self.call(t, Api::StartInstances, ids.len(), || {
+            self.inner.start_instances(t, ids)
+        })
+        .await
     }
 
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
-        self.call(t, Api::DescribeInstanceStatus, 0, || self.inner.instance_status(t)).await
+        self.call(t, Api::DescribeInstanceStatus, 0, || {
+            self.inner.instance_status(t)
+        })
+        .await
     }
 
     fn api_calls(&self) -> &ApiCalls {
@@ -263,7 +331,6 @@ impl<C: Cloud> Cloud for Paced<C> {
         self.inner.is_simulated()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -280,7 +347,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn server_bucket_refuses_when_empty_and_refills() {
-        let mut b = TokenBucket::full(Rate { capacity: 2.0, refill_per_sec: 1.0 });
+        let mut b = TokenBucket::full(Rate {
+            capacity: 2.0,
+            refill_per_sec: 1.0,
+        });
         assert!(b.try_take(1.0) && b.try_take(1.0));
         assert!(!b.try_take(1.0));
         tokio::time::advance(Duration::from_secs(1)).await;

@@ -84,8 +84,19 @@ pub struct CloudError {
 }
 
 impl CloudError {
-    pub fn new(api: Api, kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
-        CloudError { api, kind, code: code.into(), message: message.into(), request_id: None }
+    pub fn new(
+        api: Api,
+        kind: ErrorKind,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        CloudError {
+            api,
+            kind,
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+        }
     }
 
     pub fn is_throttle(&self) -> bool {
@@ -95,13 +106,18 @@ impl CloudError {
     /// Classifies an AWS error code.
     pub fn kind_of(code: &str) -> ErrorKind {
         match code {
-            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
-                ErrorKind::Throttled
-            }
-            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "AuthFailure"
-            | "InvalidClientTokenId" | "ExpiredToken" | "ExpiredTokenException" | "SignatureDoesNotMatch" => {
-                ErrorKind::Denied
-            }
+            "RequestLimitExceeded"
+            | "Throttling"
+            | "ThrottlingException"
+            | "TooManyRequestsException" => ErrorKind::Throttled,
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "UnauthorizedOperation"
+            | "AuthFailure"
+            | "InvalidClientTokenId"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "SignatureDoesNotMatch" => ErrorKind::Denied,
             _ => ErrorKind::Api,
         }
     }
@@ -143,10 +159,15 @@ pub struct ImageRequest {
 pub trait Cloud: Send + Sync {
     /// Assumes the landing zone's role (STS) and keeps the session for the
     /// calls to its targets. Returns the assumed role's ARN (the actor).
-    async fn assume_role(&self, lz: &LandingZone, session_name: &str) -> Result<String, CloudError>;
+    async fn assume_role(&self, lz: &LandingZone, session_name: &str)
+    -> Result<String, CloudError>;
 
     /// `DescribeInstances`, every page at the API's maximum page size.
-    async fn describe_instances(&self, t: &Target, scope: Scope) -> Result<Vec<Instance>, CloudError>;
+    async fn describe_instances(
+        &self,
+        t: &Target,
+        scope: Scope,
+    ) -> Result<Vec<Instance>, CloudError>;
 
     /// SSM `DescribeInstanceInformation`, every page, keyed by instance id.
     /// Instances absent from the map are not registered with SSM.
@@ -156,10 +177,19 @@ pub trait Cloud: Send + Sync {
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError>;
 
     /// `DescribeImages` owned by the account, every page.
-    async fn describe_images(&self, t: &Target, filter: &ImageFilter) -> Result<Vec<Image>, CloudError>;
+    async fn describe_images(
+        &self,
+        t: &Target,
+        filter: &ImageFilter,
+    ) -> Result<Vec<Image>, CloudError>;
 
     /// `CreateTags` on many resources at once.
-    async fn create_tags(&self, t: &Target, resources: &[String], tags: &Tags) -> Result<(), CloudError>;
+    async fn create_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError>;
 
     /// `StartInstances` for many instances at once. An error fails the call
     /// for all of them; the workflow isolates the culprit.
@@ -213,7 +243,10 @@ impl ApiCalls {
     }
 
     pub fn snapshot(&self) -> BTreeMap<Api, CallCount> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn total(&self) -> u64 {

@@ -23,8 +23,8 @@ use super::limit::{Bucket, TokenBucket};
 use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Scope};
 use crate::config::LandingZone;
 use crate::model::{
-    AccountId, AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, Region, SsmInfo, SsmPing,
-    StatusChecks, Tags, Target, tag,
+    AccountId, AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, Region,
+    SsmInfo, SsmPing, StatusChecks, Tags, Target, tag,
 };
 
 /// Page sizes of the real APIs, for counting calls as AWS would.
@@ -59,8 +59,12 @@ impl FaultKind {
     ];
 
     /// The demo's default: a few instance faults, no landing zone lost.
-    pub const DEMO: [FaultKind; 4] =
-        [FaultKind::AmiFailed, FaultKind::InsufficientCapacity, FaultKind::SsmNeverOnline, FaultKind::Impaired];
+    pub const DEMO: [FaultKind; 4] = [
+        FaultKind::AmiFailed,
+        FaultKind::InsufficientCapacity,
+        FaultKind::SsmNeverOnline,
+        FaultKind::Impaired,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -97,18 +101,29 @@ impl fmt::Display for FaultKind {
 impl FromStr for FaultKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        FaultKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown fault {s:?}: use none, all, default, or some of {}", names.join(", "))
-        })
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown fault {s:?}: use none, all, default, or some of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
 /// An injected fault and where it strikes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    AssumeRoleDenied { landing_zone: String },
-    RegionUnreachable { landing_zone: String, region: Region },
+    AssumeRoleDenied {
+        landing_zone: String,
+    },
+    RegionUnreachable {
+        landing_zone: String,
+        region: Region,
+    },
     CreateImageError(InstanceId),
     AmiFailed(InstanceId),
     AmiStuck(InstanceId),
@@ -151,11 +166,21 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fault::AssumeRoleDenied { landing_zone } => write!(f, "{} in {landing_zone}", self.kind()),
-            Fault::RegionUnreachable { landing_zone, region } => {
+            Fault::AssumeRoleDenied { landing_zone } => {
+                write!(f, "{} in {landing_zone}", self.kind())
+            }
+            Fault::RegionUnreachable {
+                landing_zone,
+                region,
+            } => {
                 write!(f, "{} in {landing_zone}/{region}", self.kind())
             }
-            _ => write!(f, "{} on {}", self.kind(), self.instance().map(|i| i.as_str()).unwrap_or_default()),
+            _ => write!(
+                f,
+                "{} on {}",
+                self.kind(),
+                self.instance().map(|i| i.as_str()).unwrap_or_default()
+            ),
         }
     }
 }
@@ -238,7 +263,9 @@ impl SimInstance {
             Agent::Missing => return None,
             Agent::Lost => SsmPing::ConnectionLost,
             Agent::Healthy => match (self.instance.state, self.running_since) {
-                (InstanceState::Running, Some(since)) if now >= since + self.ssm_delay && !never_online => {
+                (InstanceState::Running, Some(since))
+                    if now >= since + self.ssm_delay && !never_online =>
+                {
                     SsmPing::Online
                 }
                 (InstanceState::Running, _) if never_online => SsmPing::ConnectionLost,
@@ -246,7 +273,10 @@ impl SimInstance {
                 _ => SsmPing::ConnectionLost,
             },
         };
-        Some(SsmInfo { ping, agent_version: version })
+        Some(SsmInfo {
+            ping,
+            agent_version: version,
+        })
     }
 }
 
@@ -273,10 +303,14 @@ impl World {
             i.tick(now);
         }
         for img in self.images.values_mut() {
-            if img.image.state == ImageState::Pending && now >= img.available_at && img.fate != ImageState::Pending {
+            if img.image.state == ImageState::Pending
+                && now >= img.available_at
+                && img.fate != ImageState::Pending
+            {
                 img.image.state = img.fate;
                 if img.fate == ImageState::Failed {
-                    img.image.state_reason = Some("Client.InternalError: snapshot creation failed".into());
+                    img.image.state_reason =
+                        Some("Client.InternalError: snapshot creation failed".into());
                 }
             }
         }
@@ -307,7 +341,14 @@ pub struct SimCloud {
     log: Mutex<Vec<(Api, String)>>,
 }
 
-const TYPES: [&str; 6] = ["t3.medium", "m5.large", "m5.xlarge", "c5.2xlarge", "r5.large", "t3.small"];
+const TYPES: [&str; 6] = [
+    "t3.medium",
+    "m5.large",
+    "m5.xlarge",
+    "c5.2xlarge",
+    "r5.large",
+    "t3.small",
+];
 const ROLES: [&str; 6] = ["web", "app", "db", "batch", "cache", "proxy"];
 
 impl SimCloud {
@@ -328,17 +369,34 @@ impl SimCloud {
     pub fn generate(spec: &FleetSpec) -> Self {
         let sim = SimCloud::empty();
         let mut rng = Rng::new(spec.seed);
-        let targets: Vec<(&LandingZone, &Region)> =
-            spec.landing_zones.iter().flat_map(|lz| lz.regions.iter().map(move |r| (lz, r))).collect();
+        let targets: Vec<(&LandingZone, &Region)> = spec
+            .landing_zones
+            .iter()
+            .flat_map(|lz| lz.regions.iter().map(move |r| (lz, r)))
+            .collect();
         for n in 0..spec.instances {
             let (lz, region) = targets[n % targets.len().max(1)];
             let role = *rng.pick(&ROLES);
-            let state = if rng.chance(spec.stopped_share) { InstanceState::Stopped } else { InstanceState::Running };
-            let platform = if rng.chance(0.3) { Platform::Windows } else { Platform::Linux };
+            let state = if rng.chance(spec.stopped_share) {
+                InstanceState::Stopped
+            } else {
+                InstanceState::Running
+            };
+            let platform = if rng.chance(0.3) {
+                Platform::Windows
+            } else {
+                Platform::Linux
+            };
             let mut tags = BTreeMap::from([
-                ("Name".to_owned(), format!("{}-{role}-{:03}", lz.name, n / targets.len().max(1) + 1)),
+                (
+                    "Name".to_owned(),
+                    format!("{}-{role}-{:03}", lz.name, n / targets.len().max(1) + 1),
+                ),
                 (tag::ENVIRONMENT.to_owned(), lz.environment.to_string()),
-                (tag::PATCH_GROUP.to_owned(), format!("{role}-{}", lz.environment)),
+                (
+                    tag::PATCH_GROUP.to_owned(),
+                    format!("{role}-{}", lz.environment),
+                ),
             ]);
             if rng.chance(0.5) {
                 tags.insert("Owner".into(), format!("team-{}", rng.below(8)));
@@ -354,13 +412,28 @@ impl SimCloud {
                 state,
                 platform,
                 instance_type: (*rng.pick(&TYPES)).to_owned(),
-                private_ip: Some(format!("10.{}.{}.{}", rng.below(256), rng.below(256), 1 + rng.below(254))),
-                launch_time: chrono::DateTime::from_timestamp(1_700_000_000 + rng.below(40_000_000) as i64, 0),
+                private_ip: Some(format!(
+                    "10.{}.{}.{}",
+                    rng.below(256),
+                    rng.below(256),
+                    1 + rng.below(254)
+                )),
+                launch_time: chrono::DateTime::from_timestamp(
+                    1_700_000_000 + rng.below(40_000_000) as i64,
+                    0,
+                ),
                 tags,
             };
             let volume_gb = [8, 30, 50, 100, 200, 500][rng.below(6) as usize];
             let ssm_delay = Duration::from_secs(20 + rng.below(60));
-            sim.add(&lz.account_id, region, instance, volume_gb, agent, ssm_delay);
+            sim.add(
+                &lz.account_id,
+                region,
+                instance,
+                volume_gb,
+                agent,
+                ssm_delay,
+            );
         }
         sim
     }
@@ -372,11 +445,32 @@ impl SimCloud {
     }
 
     /// Adds one instance.
-    pub fn add_instance(&self, account: &AccountId, region: &Region, instance: Instance, agent: Agent) {
-        self.add(account, region, instance, 30, agent, Duration::from_secs(30));
+    pub fn add_instance(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        instance: Instance,
+        agent: Agent,
+    ) {
+        self.add(
+            account,
+            region,
+            instance,
+            30,
+            agent,
+            Duration::from_secs(30),
+        );
     }
 
-    fn add(&self, account: &AccountId, region: &Region, instance: Instance, volume_gb: u32, agent: Agent, ssm_delay: Duration) {
+    fn add(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        instance: Instance,
+        volume_gb: u32,
+        agent: Agent,
+        ssm_delay: Duration,
+    ) {
         let now = Instant::now();
         let running = instance.state == InstanceState::Running;
         let sim = SimInstance {
@@ -385,7 +479,8 @@ impl SimCloud {
             agent,
             settles_at: now,
             // Long-running instances are past their boot.
-            running_since: running.then(|| now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)),
+            running_since: running
+                .then(|| now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)),
             ssm_delay,
         };
         let mut worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
@@ -395,13 +490,21 @@ impl SimCloud {
 
     /// Injects a fault.
     pub fn fault(&self, fault: Fault) {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).push(fault);
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fault);
     }
 
     /// Injects one fault of each kind, each on a victim chosen from the
     /// seed: landing zone faults on the last nonprod landing zone, start
     /// faults on stopped instances. Returns what was injected.
-    pub fn inject(&self, kinds: &[FaultKind], landing_zones: &[LandingZone], seed: u64) -> Vec<Fault> {
+    pub fn inject(
+        &self,
+        kinds: &[FaultKind],
+        landing_zones: &[LandingZone],
+        seed: u64,
+    ) -> Vec<Fault> {
         let mut rng = Rng::new(seed ^ 0xFA17);
         let victim_lz = landing_zones
             .iter()
@@ -410,10 +513,14 @@ impl SimCloud {
             .or(landing_zones.last());
         let (running, stopped): (Vec<InstanceId>, Vec<InstanceId>) = {
             let worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
-            let mut all: Vec<&SimInstance> = worlds.values().flat_map(|w| w.instances.values()).collect();
+            let mut all: Vec<&SimInstance> =
+                worlds.values().flat_map(|w| w.instances.values()).collect();
             all.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
             let ids = |s: InstanceState| {
-                all.iter().filter(|i| i.instance.state == s).map(|i| i.instance.id.clone()).collect::<Vec<_>>()
+                all.iter()
+                    .filter(|i| i.instance.state == s)
+                    .map(|i| i.instance.id.clone())
+                    .collect::<Vec<_>>()
             };
             (ids(InstanceState::Running), ids(InstanceState::Stopped))
         };
@@ -427,17 +534,26 @@ impl SimCloud {
         let mut out = Vec::new();
         for kind in kinds {
             let fault = match kind {
-                FaultKind::AssumeRoleDenied => {
-                    victim_lz.map(|lz| Fault::AssumeRoleDenied { landing_zone: lz.name.clone() })
-                }
-                FaultKind::RegionUnreachable => victim_lz.and_then(|lz| {
-                    Some(Fault::RegionUnreachable { landing_zone: lz.name.clone(), region: lz.regions.last()?.clone() })
+                FaultKind::AssumeRoleDenied => victim_lz.map(|lz| Fault::AssumeRoleDenied {
+                    landing_zone: lz.name.clone(),
                 }),
-                FaultKind::CreateImageError => pick(&running, &mut rng).map(Fault::CreateImageError),
+                FaultKind::RegionUnreachable => victim_lz.and_then(|lz| {
+                    Some(Fault::RegionUnreachable {
+                        landing_zone: lz.name.clone(),
+                        region: lz.regions.last()?.clone(),
+                    })
+                }),
+                FaultKind::CreateImageError => {
+                    pick(&running, &mut rng).map(Fault::CreateImageError)
+                }
                 FaultKind::AmiFailed => pick(&running, &mut rng).map(Fault::AmiFailed),
                 FaultKind::AmiStuck => pick(&running, &mut rng).map(Fault::AmiStuck),
-                FaultKind::InsufficientCapacity => pick(&stopped, &mut rng).map(Fault::InsufficientCapacity),
-                FaultKind::TerminatedBeforeStart => pick(&stopped, &mut rng).map(Fault::TerminatedBeforeStart),
+                FaultKind::InsufficientCapacity => {
+                    pick(&stopped, &mut rng).map(Fault::InsufficientCapacity)
+                }
+                FaultKind::TerminatedBeforeStart => {
+                    pick(&stopped, &mut rng).map(Fault::TerminatedBeforeStart)
+                }
                 FaultKind::SsmNeverOnline => pick(&stopped, &mut rng).map(Fault::SsmNeverOnline),
                 FaultKind::Impaired => pick(&running, &mut rng).map(Fault::Impaired),
             };
@@ -450,7 +566,11 @@ impl SimCloud {
     }
 
     fn has_fault(&self, f: impl Fn(&Fault) -> bool) -> bool {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).iter().any(f)
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(f)
     }
 
     fn instance_fault(&self, kind: FaultKind, id: &InstanceId) -> bool {
@@ -459,17 +579,28 @@ impl SimCloud {
 
     /// Every AMI in a target, as EC2 would describe it now.
     pub fn images(&self, account: &AccountId, region: &Region) -> Vec<Image> {
-        self.with_world_at(account, region, |w| w.images.values().map(|i| i.image.clone()).collect())
+        self.with_world_at(account, region, |w| {
+            w.images.values().map(|i| i.image.clone()).collect()
+        })
     }
 
     /// The tags of a snapshot.
-    pub fn snapshot_tags(&self, account: &AccountId, region: &Region, snapshot: &str) -> BTreeMap<String, String> {
-        self.with_world_at(account, region, |w| w.snapshot_tags.get(snapshot).cloned().unwrap_or_default())
+    pub fn snapshot_tags(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        snapshot: &str,
+    ) -> BTreeMap<String, String> {
+        self.with_world_at(account, region, |w| {
+            w.snapshot_tags.get(snapshot).cloned().unwrap_or_default()
+        })
     }
 
     /// Every instance in a target, now.
     pub fn instances(&self, account: &AccountId, region: &Region) -> Vec<Instance> {
-        self.with_world_at(account, region, |w| w.instances.values().map(|i| i.instance.clone()).collect())
+        self.with_world_at(account, region, |w| {
+            w.instances.values().map(|i| i.instance.clone()).collect()
+        })
     }
 
     /// Mutating calls in the order they were made: (action, instance id).
@@ -479,10 +610,18 @@ impl SimCloud {
 
     /// Calls refused by a rate limit, by action.
     pub fn throttled(&self) -> BTreeMap<Api, u64> {
-        self.throttled.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.throttled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    fn with_world_at<T>(&self, account: &AccountId, region: &Region, f: impl FnOnce(&mut World) -> T) -> T {
+    fn with_world_at<T>(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        f: impl FnOnce(&mut World) -> T,
+    ) -> T {
         let mut worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
         let world = worlds.entry((account.clone(), region.clone())).or_default();
         world.tick(Instant::now());
@@ -511,21 +650,34 @@ impl SimCloud {
             return Err(e);
         }
         let mut worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
-        let world = worlds.entry((t.account.clone(), t.region.clone())).or_default();
+        let world = worlds
+            .entry((t.account.clone(), t.region.clone()))
+            .or_default();
         let now = Instant::now();
         world.tick(now);
         let pages = pages(world).max(1);
         // Each page is a request and draws its own token.
         for page in 0..pages {
             if self.throttling && !take_tokens(world, api, instances) {
-                let e = CloudError::new(api, ErrorKind::Throttled, "RequestLimitExceeded", "Request limit exceeded.");
-                *self.throttled.lock().unwrap_or_else(|e| e.into_inner()).entry(api).or_default() += 1;
+                let e = CloudError::new(
+                    api,
+                    ErrorKind::Throttled,
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.",
+                );
+                *self
+                    .throttled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(api)
+                    .or_default() += 1;
                 self.calls.record_n(api, page as u64 + 1, Some(&e));
                 return Err(e);
             }
         }
         let result = f(world, now);
-        self.calls.record_n(api, pages as u64, result.as_ref().err());
+        self.calls
+            .record_n(api, pages as u64, result.as_ref().err());
         result
     }
 
@@ -540,7 +692,10 @@ fn take_tokens(world: &mut World, api: Api, instances: usize) -> bool {
     let needs = Bucket::for_call(api, instances);
     let mut taken = Vec::new();
     for (bucket, n) in needs {
-        let b = world.buckets.entry(bucket).or_insert_with(|| TokenBucket::full(bucket.rate()));
+        let b = world
+            .buckets
+            .entry(bucket)
+            .or_insert_with(|| TokenBucket::full(bucket.rate()));
         if b.try_take(n) {
             taken.push((bucket, n));
         } else {
@@ -556,42 +711,75 @@ fn take_tokens(world: &mut World, api: Api, instances: usize) -> bool {
 }
 
 fn not_found(api: Api, id: &str) -> CloudError {
-    CloudError::new(api, ErrorKind::Api, "InvalidInstanceID.NotFound", format!("The instance ID '{id}' does not exist"))
+    CloudError::new(
+        api,
+        ErrorKind::Api,
+        "InvalidInstanceID.NotFound",
+        format!("The instance ID '{id}' does not exist"),
+    )
 }
 
 #[async_trait]
 impl Cloud for SimCloud {
     async fn assume_role(&self, lz: &LandingZone, _session: &str) -> Result<String, CloudError> {
-        let denied = self.has_fault(|f| matches!(f, Fault::AssumeRoleDenied { landing_zone } if *landing_zone == lz.name));
+        let denied = self.has_fault(
+            |f| matches!(f, Fault::AssumeRoleDenied { landing_zone } if *landing_zone == lz.name),
+        );
         let result = if denied {
             Err(CloudError::new(
                 Api::AssumeRole,
                 ErrorKind::Denied,
                 "AccessDenied",
-                format!("User: arn:aws:iam::123456789012:user/operator is not authorized to perform: sts:AssumeRole on resource: {}", lz.role_arn),
+                format!(
+                    "User: arn:aws:iam::123456789012:user/operator is not authorized to perform: sts:AssumeRole on resource: {}",
+                    lz.role_arn
+                ),
             ))
         } else {
-            Ok(lz.role_arn.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/") + "/prepatch")
+            Ok(lz
+                .role_arn
+                .replace(":iam::", ":sts::")
+                .replace(":role/", ":assumed-role/")
+                + "/prepatch")
         };
         self.calls.record(Api::AssumeRole, &result);
         result
     }
 
-    async fn describe_instances(&self, t: &Target, scope: Scope) -> Result<Vec<Instance>, CloudError> {
+    async fn describe_instances(
+        &self,
+        t: &Target,
+        scope: Scope,
+    ) -> Result<Vec<Instance>, CloudError> {
         let wanted = move |i: &&SimInstance| scope == Scope::All || !i.instance.state.is_gone();
         self.request(
             t,
             Api::DescribeInstances,
-            |w| w.instances.values().filter(wanted).count().div_ceil(EC2_PAGE),
+            |w| {
+                w.instances
+                    .values()
+                    .filter(wanted)
+                    .count()
+                    .div_ceil(EC2_PAGE)
+            },
             0,
-            |w, _| Ok(w.instances.values().filter(wanted).map(|i| i.instance.clone()).collect()),
+            |w, _| {
+                Ok(w.instances
+                    .values()
+                    .filter(wanted)
+                    .map(|i| i.instance.clone())
+                    .collect())
+            },
         )
     }
 
     async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
         let never = |id: &InstanceId| self.instance_fault(FaultKind::SsmNeverOnline, id);
         let registered = |w: &World, now: Instant| -> Vec<(InstanceId, SsmInfo)> {
-            w.instances.values().filter_map(|i| Some((i.instance.id.clone(), i.ssm(now, never(&i.instance.id))?))).collect()
+            w.instances
+                .values()
+                .filter_map(|i| Some((i.instance.id.clone(), i.ssm(now, never(&i.instance.id))?)))
+                .collect()
         };
         let now = Instant::now();
         self.request(
@@ -609,53 +797,80 @@ impl Cloud for SimCloud {
         let stuck = self.instance_fault(FaultKind::AmiStuck, &req.instance);
         let ami = AmiId::new(self.next("ami"));
         let snaps: Vec<String> = vec![self.next("snap")];
-        let result = self.request(t, Api::CreateImage, |_| 1, 0, |w, now| {
-            let Some(i) = w.instances.get(&req.instance).filter(|i| !i.instance.state.is_gone()) else {
-                return Err(not_found(Api::CreateImage, req.instance.as_str()));
-            };
-            if error {
-                return Err(CloudError::new(
-                    Api::CreateImage,
-                    ErrorKind::Api,
-                    "InvalidParameterValue",
-                    format!("Instance '{}' has an unsupported root device for imaging", req.instance),
-                ));
-            }
-            if w.images.values().any(|img| img.image.name == req.name) {
-                return Err(CloudError::new(
-                    Api::CreateImage,
-                    ErrorKind::Api,
-                    "InvalidAMIName.Duplicate",
-                    format!("AMI name {} is already in use by an AMI", req.name),
-                ));
-            }
-            // Roughly what EBS snapshots take: a base plus time per GB.
-            let takes = Duration::from_secs(90 + u64::from(i.volume_gb) * 2);
-            let image = Image {
-                id: ami.clone(),
-                name: req.name.clone(),
-                state: ImageState::Pending,
-                state_reason: None,
-                tags: req.tags.iter().cloned().collect(),
-                snapshot_ids: snaps,
-            };
-            let fate = if stuck {
-                ImageState::Pending
-            } else if failed {
-                ImageState::Failed
-            } else {
-                ImageState::Available
-            };
-            w.images.insert(ami.clone(), SimImage { image, available_at: now + takes, fate });
-            Ok(ami.clone())
-        });
+        let result = self.request(
+            t,
+            Api::CreateImage,
+            |_| 1,
+            0,
+            |w, now| {
+                let Some(i) = w
+                    .instances
+                    .get(&req.instance)
+                    .filter(|i| !i.instance.state.is_gone())
+                else {
+                    return Err(not_found(Api::CreateImage, req.instance.as_str()));
+                };
+                if error {
+                    return Err(CloudError::new(
+                        Api::CreateImage,
+                        ErrorKind::Api,
+                        "InvalidParameterValue",
+                        format!(
+                            "Instance '{}' has an unsupported root device for imaging",
+                            req.instance
+                        ),
+                    ));
+                }
+                if w.images.values().any(|img| img.image.name == req.name) {
+                    return Err(CloudError::new(
+                        Api::CreateImage,
+                        ErrorKind::Api,
+                        "InvalidAMIName.Duplicate",
+                        format!("AMI name {} is already in use by an AMI", req.name),
+                    ));
+                }
+                // Roughly what EBS snapshots take: a base plus time per GB.
+                let takes = Duration::from_secs(90 + u64::from(i.volume_gb) * 2);
+                let image = Image {
+                    id: ami.clone(),
+                    name: req.name.clone(),
+                    state: ImageState::Pending,
+                    state_reason: None,
+                    tags: req.tags.iter().cloned().collect(),
+                    snapshot_ids: snaps,
+                };
+                let fate = if stuck {
+                    ImageState::Pending
+                } else if failed {
+                    ImageState::Failed
+                } else {
+                    ImageState::Available
+                };
+                w.images.insert(
+                    ami.clone(),
+                    SimImage {
+                        image,
+                        available_at: now + takes,
+                        fate,
+                    },
+                );
+                Ok(ami.clone())
+            },
+        );
         if result.is_ok() {
-            self.log.lock().unwrap_or_else(|e| e.into_inner()).push((Api::CreateImage, req.instance.to_string()));
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((Api::CreateImage, req.instance.to_string()));
         }
         result
     }
 
-    async fn describe_images(&self, t: &Target, filter: &ImageFilter) -> Result<Vec<Image>, CloudError> {
+    async fn describe_images(
+        &self,
+        t: &Target,
+        filter: &ImageFilter,
+    ) -> Result<Vec<Image>, CloudError> {
         let matches = move |i: &&SimImage| match filter {
             ImageFilter::Tag(k, v) => i.image.tags.get(k) == Some(v),
             ImageFilter::Name(n) => i.image.name == *n,
@@ -665,36 +880,60 @@ impl Cloud for SimCloud {
             Api::DescribeImages,
             |w| w.images.values().filter(matches).count().div_ceil(EC2_PAGE),
             0,
-            |w, _| Ok(w.images.values().filter(matches).map(|i| i.image.clone()).collect()),
+            |w, _| {
+                Ok(w.images
+                    .values()
+                    .filter(matches)
+                    .map(|i| i.image.clone())
+                    .collect())
+            },
         )
     }
 
-    async fn create_tags(&self, t: &Target, resources: &[String], tags: &Tags) -> Result<(), CloudError> {
-        self.request(t, Api::CreateTags, |_| 1, 0, |w, _| {
-            for r in resources {
-                if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
-                    i.instance.tags.extend(tags.iter().cloned());
-                } else if let Some(img) = w.images.get_mut(&AmiId::new(r.clone())) {
-                    img.image.tags.extend(tags.iter().cloned());
-                } else if r.starts_with("snap-") {
-                    w.snapshot_tags.entry(r.clone()).or_default().extend(tags.iter().cloned());
-                } else {
-                    return Err(CloudError::new(
-                        Api::CreateTags,
-                        ErrorKind::Api,
-                        "InvalidID",
-                        format!("The ID '{r}' is not valid"),
-                    ));
+    async fn create_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        self.request(
+            t,
+            Api::CreateTags,
+            |_| 1,
+            0,
+            |w, _| {
+                for r in resources {
+                    if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
+                        i.instance.tags.extend(tags.iter().cloned());
+                    } else if let Some(img) = w.images.get_mut(&AmiId::new(r.clone())) {
+                        img.image.tags.extend(tags.iter().cloned());
+                    } else if r.starts_with("snap-") {
+                        w.snapshot_tags
+                            .entry(r.clone())
+                            .or_default()
+                            .extend(tags.iter().cloned());
+                    } else {
+                        return Err(CloudError::new(
+                            Api::CreateTags,
+                            ErrorKind::Api,
+                            "InvalidID",
+                            format!("The ID '{r}' is not valid"),
+                        ));
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
-        let capacity = ids.iter().any(|id| self.instance_fault(FaultKind::InsufficientCapacity, id));
-        let doomed: Vec<&InstanceId> =
-            ids.iter().filter(|id| self.instance_fault(FaultKind::TerminatedBeforeStart, id)).collect();
+        let capacity = ids
+            .iter()
+            .any(|id| self.instance_fault(FaultKind::InsufficientCapacity, id));
+        let doomed: Vec<&InstanceId> = ids
+            .iter()
+            .filter(|id| self.instance_fault(FaultKind::TerminatedBeforeStart, id))
+            .collect();
         let result = self.request(t, Api::StartInstances, |_| 1, ids.len(), |w, now| {
             // Terminated under us, between the scan and this call.
             for id in &doomed {
@@ -753,7 +992,11 @@ impl Cloud for SimCloud {
                     .map(|i| {
                         let status = match (i.instance.state, i.running_since) {
                             (InstanceState::Running, _) if impaired(&i.instance.id) => "impaired",
-                            (InstanceState::Running, Some(since)) if now >= since + Duration::from_secs(120) => "ok",
+                            (InstanceState::Running, Some(since))
+                                if now >= since + Duration::from_secs(120) =>
+                            {
+                                "ok"
+                            }
                             (InstanceState::Running, _) => "initializing",
                             _ => "not-applicable",
                         };
@@ -761,7 +1004,11 @@ impl Cloud for SimCloud {
                             id: i.instance.id.clone(),
                             state: i.instance.state,
                             instance_status: status.to_owned(),
-                            system_status: if status == "impaired" { "ok".into() } else { status.to_owned() },
+                            system_status: if status == "impaired" {
+                                "ok".into()
+                            } else {
+                                status.to_owned()
+                            },
                         }
                     })
                     .collect())

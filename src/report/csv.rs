@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::model::{Record, tag};
 use crate::workflow::Run;
 
-pub const COLUMNS: [&str; 30] = [
+pub const COLUMNS: [&str; 29] = [
     "landing_zone",
     "account_id",
     "region",
@@ -35,7 +35,6 @@ pub const COLUMNS: [&str; 30] = [
     "backup_expires_at",
     "backup_error",
     "initial_state",
-    "final_state",
     "started_by_run",
     "start_error",
     "verdict",
@@ -53,7 +52,8 @@ pub fn neutralise(cell: &str) -> String {
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).unwrap_or_default()
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 fn row(r: &Record, simulated: bool) -> Vec<String> {
@@ -79,15 +79,20 @@ fn row(r: &Record, simulated: bool) -> Vec<String> {
         i.tag(tag::ENVIRONMENT).unwrap_or_default().to_owned(),
         r.ssm.ping.to_string(),
         r.ssm.agent_version.clone().unwrap_or_default(),
-        b.and_then(|b| b.ami.as_ref()).map(ToString::to_string).unwrap_or_default(),
-        b.and_then(|b| b.state).map(|s| s.to_string()).unwrap_or_default(),
+        b.and_then(|b| b.ami.as_ref())
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        b.and_then(|b| b.state)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         time(b.and_then(|b| b.created_at)),
         time(b.and_then(|b| b.completed_at)),
-        b.and_then(|b| b.duration_secs()).map(|d| d.to_string()).unwrap_or_default(),
+        b.and_then(|b| b.duration_secs())
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
         time(b.and_then(|b| b.expires_at)),
         b.and_then(|b| b.error.clone()).unwrap_or_default(),
         i.state.to_string(),
-        s.map(|s| s.final_state.to_string()).unwrap_or_else(|| r.current_state().to_string()),
         s.is_some_and(|s| s.started_by_run).to_string(),
         s.and_then(|s| s.error.clone()).unwrap_or_default(),
         v.map(|v| v.label().to_owned()).unwrap_or_default(),
@@ -103,7 +108,11 @@ pub fn write(run: &Run, out: impl Write) -> csv::Result<()> {
     w.write_record(COLUMNS)?;
     let mut records: Vec<&Record> = run.records().collect();
     records.sort_by(|a, b| {
-        (&a.landing_zone, &a.region, &a.instance.id).cmp(&(&b.landing_zone, &b.region, &b.instance.id))
+        (&a.landing_zone, &a.region, &a.instance.id).cmp(&(
+            &b.landing_zone,
+            &b.region,
+            &b.instance.id,
+        ))
     });
     for r in records {
         w.write_record(row(r, run.simulated).iter().map(|c| neutralise(c)))?;

@@ -11,7 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes a file whole or not at all: into a temporary sibling, then renamed.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp: PathBuf = path.with_extension("tmp");
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);

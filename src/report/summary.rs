@@ -26,9 +26,21 @@ struct Row {
     not_ready: usize,
 }
 
-pub fn write(run: &Run, total_calls: &BTreeMap<Api, CallCount>, out: &mut dyn Write) -> io::Result<()> {
-    let sim = if run.simulated { " [SIMULATED: no AWS account was touched]" } else { "" };
-    let dry = if run.dry_run { " [DRY RUN: no changes made]" } else { "" };
+pub fn write(
+    run: &Run,
+    total_calls: &BTreeMap<Api, CallCount>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let sim = if run.simulated {
+        " [SIMULATED: no AWS account was touched]"
+    } else {
+        ""
+    };
+    let dry = if run.dry_run {
+        " [DRY RUN: no changes made]"
+    } else {
+        ""
+    };
     writeln!(out)?;
     writeln!(
         out,
@@ -39,7 +51,11 @@ pub fn write(run: &Run, total_calls: &BTreeMap<Api, CallCount>, out: &mut dyn Wr
         run.instance_count()
     )?;
 
-    let mut rows: BTreeMap<&str, Row> = run.landing_zones.iter().map(|lz| (lz.as_str(), Row::default())).collect();
+    let mut rows: BTreeMap<&str, Row> = run
+        .landing_zones
+        .iter()
+        .map(|lz| (lz.as_str(), Row::default()))
+        .collect();
     for r in run.records() {
         let row = rows.entry(r.landing_zone.as_str()).or_default();
         row.instances += 1;
@@ -69,20 +85,42 @@ pub fn write(run: &Run, total_calls: &BTreeMap<Api, CallCount>, out: &mut dyn Wr
     writeln!(
         out,
         "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>10}",
-        "landing zone", "instances", "running", "stopped", "other", "ssm ok", "ssm not ok", "AMIs", "started", "READY",
+        "landing zone",
+        "instances",
+        "running",
+        "stopped",
+        "other",
+        "ssm ok",
+        "ssm not ok",
+        "AMIs",
+        "started",
+        "READY",
         "NOT READY"
     )?;
     for (lz, r) in &rows {
         writeln!(
             out,
             "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>10}",
-            lz, r.instances, r.running, r.stopped, r.other, r.online, r.not_online, r.amis, r.started, r.ready,
+            lz,
+            r.instances,
+            r.running,
+            r.stopped,
+            r.other,
+            r.online,
+            r.not_online,
+            r.amis,
+            r.started,
+            r.ready,
             r.not_ready
         )?;
     }
 
     writeln!(out)?;
-    writeln!(out, "{:<13} {:>6} {:>6} {:>7} {:>9}  api calls", "phase", "done", "failed", "skipped", "time")?;
+    writeln!(
+        out,
+        "{:<13} {:>6} {:>6} {:>7} {:>9}  api calls",
+        "phase", "done", "failed", "skipped", "time"
+    )?;
     for phase in Phase::ALL {
         let Some(p) = run.phases.iter().find(|p| p.phase == phase) else {
             writeln!(out, "{:<13} not run", phase.name())?;
@@ -107,10 +145,19 @@ pub fn write(run: &Run, total_calls: &BTreeMap<Api, CallCount>, out: &mut dyn Wr
         .landing_zone_failures
         .iter()
         .map(|f| format!("{} ({}): {}", f.landing_zone, f.account, f.error))
-        .chain(run.targets.iter().filter_map(|t| Some(format!("{}: {}", t.target, t.error.as_ref()?))))
+        .chain(
+            run.targets
+                .iter()
+                .filter_map(|t| Some(format!("{}: {}", t.target, t.error.as_ref()?))),
+        )
         .chain(run.records().filter_map(|r| {
             let v = r.verdict.as_ref().filter(|v| !v.ready)?;
-            Some(format!("{} {}: {}", r.landing_zone, r.instance.id, v.reasons.join("; ")))
+            Some(format!(
+                "{} {}: {}",
+                r.landing_zone,
+                r.instance.id,
+                v.reasons.join("; ")
+            ))
         }))
         .collect();
     if !failures.is_empty() {
@@ -120,17 +167,29 @@ pub fn write(run: &Run, total_calls: &BTreeMap<Api, CallCount>, out: &mut dyn Wr
             writeln!(out, "  {f}")?;
         }
         if failures.len() > SHOWN_FAILURES {
-            writeln!(out, "  ... and {} more (see inventory.csv)", failures.len() - SHOWN_FAILURES)?;
+            writeln!(
+                out,
+                "  ... and {} more (see inventory.csv)",
+                failures.len() - SHOWN_FAILURES
+            )?;
         }
     }
     if run.interrupted {
-        writeln!(out, "\ninterrupted: rerun with --run-id {} to continue without duplicates", run.id)?;
+        writeln!(
+            out,
+            "\ninterrupted: rerun with --run-id {} to continue without duplicates",
+            run.id
+        )?;
     }
 
     let total: u64 = total_calls.values().map(|c| c.calls).sum();
     let throttled: u64 = total_calls.values().map(|c| c.throttled).sum();
     writeln!(out)?;
-    writeln!(out, "AWS API calls: {total} ({throttled} throttled): {}", calls_line(total_calls))?;
+    writeln!(
+        out,
+        "AWS API calls: {total} ({throttled} throttled): {}",
+        calls_line(total_calls)
+    )?;
     Ok(())
 }
 
@@ -138,5 +197,9 @@ fn calls_line(calls: &BTreeMap<Api, CallCount>) -> String {
     if calls.is_empty() {
         return "none".into();
     }
-    calls.iter().map(|(api, c)| format!("{api} {}", c.calls)).collect::<Vec<_>>().join(", ")
+    calls
+        .iter()
+        .map(|(api, c)| format!("{api} {}", c.calls))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

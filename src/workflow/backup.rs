@@ -32,7 +32,10 @@ pub const POLL_MAX: Duration = Duration::from_secs(60);
 /// The AMI name: unique per instance and run, in AMI name characters.
 pub fn ami_name(instance: &str, run_id: &str) -> String {
     let name = format!("prepatch-{instance}-{run_id}");
-    name.chars().filter(|c| c.is_ascii_alphanumeric() || "()[]./-'@_ ".contains(*c)).take(128).collect()
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "()[]./-'@_ ".contains(*c))
+        .take(128)
+        .collect()
 }
 
 /// Tags shared by everything a run creates.
@@ -41,13 +44,20 @@ fn run_tags(run_id: &str, landing_zone: &str, expires_at: DateTime<Utc>) -> Tags
         (tag::RUN_ID.into(), run_id.into()),
         (tag::LANDING_ZONE.into(), landing_zone.into()),
         (tag::CREATED_BY.into(), tag::CREATED_BY_VALUE.into()),
-        (tag::EXPIRES_AT.into(), expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        (
+            tag::EXPIRES_AT.into(),
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
     ]
 }
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
     let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| backup_target(wf, t)).await {
+    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
+        backup_target(wf, t)
+    })
+    .await
+    {
         total += t;
     }
     total
@@ -59,8 +69,11 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     }
     let cloud = wf.cloud;
     let run_id = wf.options.run_id.as_str().to_owned();
-    let bar = wf.progress.bar(Phase::AmiBackup, &t.target, t.records.len() as u64);
-    let expires_at = wf.clock.now() + chrono::Duration::days(wf.config.phases.ami_backup.retention_days.into());
+    let bar = wf
+        .progress
+        .bar(Phase::AmiBackup, &t.target, t.records.len() as u64);
+    let expires_at =
+        wf.clock.now() + chrono::Duration::days(wf.config.phases.ami_backup.retention_days.into());
 
     // This run's AMIs from an earlier attempt, by instance.
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.clone());
@@ -74,10 +87,16 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             let msg = format!("cannot look up this run's AMIs, nothing backed up here: {e}");
             wf.event(Phase::AmiBackup, &t.target, &msg);
             for r in &mut t.records {
-                r.backup = Some(Backup { error: Some(msg.clone()), ..Backup::default() });
+                r.backup = Some(Backup {
+                    error: Some(msg.clone()),
+                    ..Backup::default()
+                });
             }
             bar.finish("failed");
-            return Tally { failed: t.records.len(), ..Tally::default() };
+            return Tally {
+                failed: t.records.len(),
+                ..Tally::default()
+            };
         }
     };
 
@@ -97,7 +116,10 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             continue;
         }
         if wf.shutdown.requested() {
-            r.backup = Some(Backup { error: Some("interrupted before CreateImage".into()), ..Backup::default() });
+            r.backup = Some(Backup {
+                error: Some("interrupted before CreateImage".into()),
+                ..Backup::default()
+            });
             continue;
         }
         requests.push((i, image_request(wf, r, &run_id, expires_at)));
@@ -105,25 +127,33 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
 
     let target = &t.target;
     let bar = &bar;
-    let created: Vec<(usize, Result<AmiId, String>, DateTime<Utc>)> = futures::stream::iter(requests)
-        .map(|(i, req)| async move {
-            let result = match cloud.create_image(target, &req).await {
-                Ok(ami) => Ok(ami),
-                // AWS refuses a second AMI of the same name: it is ours, adopt it.
-                Err(e) if e.code == "InvalidAMIName.Duplicate" => {
-                    match cloud.describe_images(target, &ImageFilter::Name(req.name.clone())).await {
-                        Ok(found) => found.into_iter().next().map(|i| i.id).ok_or_else(|| e.to_string()),
-                        Err(e2) => Err(format!("{e}; looking it up: {e2}")),
+    let created: Vec<(usize, Result<AmiId, String>, DateTime<Utc>)> =
+        futures::stream::iter(requests)
+            .map(|(i, req)| async move {
+                let result = match cloud.create_image(target, &req).await {
+                    Ok(ami) => Ok(ami),
+                    // AWS refuses a second AMI of the same name: it is ours, adopt it.
+                    Err(e) if e.code == "InvalidAMIName.Duplicate" => {
+                        match cloud
+                            .describe_images(target, &ImageFilter::Name(req.name.clone()))
+                            .await
+                        {
+                            Ok(found) => found
+                                .into_iter()
+                                .next()
+                                .map(|i| i.id)
+                                .ok_or_else(|| e.to_string()),
+                            Err(e2) => Err(format!("{e}; looking it up: {e2}")),
+                        }
                     }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            bar.inc(1);
-            (i, result, wf.clock.now())
-        })
-        .buffer_unordered(CREATES_IN_FLIGHT)
-        .collect()
-        .await;
+                    Err(e) => Err(e.to_string()),
+                };
+                bar.inc(1);
+                (i, result, wf.clock.now())
+            })
+            .buffer_unordered(CREATES_IN_FLIGHT)
+            .collect()
+            .await;
 
     let mut tally = Tally::default();
     for (i, result, at) in created {
@@ -138,8 +168,15 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             },
             Err(e) => {
                 tracing::warn!(instance = %r.instance.id, error = %e, "CreateImage failed");
-                wf.event(Phase::AmiBackup, &r.instance.id, format!("CreateImage failed: {e}"));
-                Backup { error: Some(e), ..Backup::default() }
+                wf.event(
+                    Phase::AmiBackup,
+                    &r.instance.id,
+                    format!("CreateImage failed: {e}"),
+                );
+                Backup {
+                    error: Some(e),
+                    ..Backup::default()
+                }
             }
         });
     }
@@ -151,7 +188,10 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
 
     for r in &t.records {
         match &r.backup {
-            Some(b) if b.error.is_some() || matches!(b.state, Some(ImageState::Failed | ImageState::Unusable)) => {
+            Some(b)
+                if b.error.is_some()
+                    || matches!(b.state, Some(ImageState::Failed | ImageState::Unusable)) =>
+            {
                 tally.failed += 1
             }
             Some(_) => tally.done += 1,
@@ -162,10 +202,19 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     tally
 }
 
-fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, expires_at: DateTime<Utc>) -> ImageRequest {
+fn image_request(
+    wf: &Workflow<'_>,
+    r: &Record,
+    run_id: &str,
+    expires_at: DateTime<Utc>,
+) -> ImageRequest {
     let id = r.instance.id.as_str();
     let name = ami_name(id, run_id);
-    let label = r.instance.name().map(|n| format!(" ({})", n.chars().take(100).collect::<String>())).unwrap_or_default();
+    let label = r
+        .instance
+        .name()
+        .map(|n| format!(" ({})", n.chars().take(100).collect::<String>()))
+        .unwrap_or_default();
     let mut tags = run_tags(run_id, &r.landing_zone, expires_at);
     tags.push((tag::INSTANCE_ID.into(), id.into()));
     tags.push(("Name".into(), name.clone()));
@@ -173,7 +222,10 @@ fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, expires_at: DateTi
         instance: r.instance.id.clone(),
         name,
         // AMI descriptions are at most 255 characters.
-        description: format!("prepatch backup of {id}{label}, run {run_id}").chars().take(255).collect(),
+        description: format!("prepatch backup of {id}{label}, run {run_id}")
+            .chars()
+            .take(255)
+            .collect(),
         no_reboot: wf.config.phases.ami_backup.no_reboot,
         tags,
     }
@@ -189,8 +241,12 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
     let mut interval = POLL_FIRST;
     let mut tagged: BTreeSet<String> = BTreeSet::new();
     loop {
-        let pending = t.records.iter().filter(|r| r.backup.as_ref().is_some_and(|b| b.state == Some(ImageState::Pending)));
-        if pending.count() == 0 && t.records.iter().all(|r| snapshots_known(r)) {
+        let pending = t.records.iter().filter(|r| {
+            r.backup
+                .as_ref()
+                .is_some_and(|b| b.state == Some(ImageState::Pending))
+        });
+        if pending.count() == 0 && t.records.iter().all(snapshots_known) {
             break;
         }
         match wf.cloud.describe_images(&t.target, &mine).await {
@@ -200,18 +256,33 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
                 let mut new_snapshots = Vec::new();
                 for r in &mut t.records {
                     let Some(b) = r.backup.as_mut() else { continue };
-                    let Some(image) = b.ami.as_ref().and_then(|a| by_id.get(a)) else { continue };
+                    let Some(image) = b.ami.as_ref().and_then(|a| by_id.get(a)) else {
+                        continue;
+                    };
                     if b.state == Some(ImageState::Pending) && image.state.is_final() {
                         b.completed_at = Some(now);
                         if image.state != ImageState::Available {
-                            let reason = image.state_reason.clone().unwrap_or_else(|| "no reason given".into());
+                            let reason = image
+                                .state_reason
+                                .clone()
+                                .unwrap_or_else(|| "no reason given".into());
                             b.error = Some(format!("AMI {}: {reason}", image.state));
-                            wf.event(Phase::AmiBackup, &r.instance.id, format!("AMI {} {}: {reason}", image.id, image.state));
+                            wf.event(
+                                Phase::AmiBackup,
+                                &r.instance.id,
+                                format!("AMI {} {}: {reason}", image.id, image.state),
+                            );
                         }
                     }
                     b.state = Some(image.state);
                     b.snapshot_ids = image.snapshot_ids.clone();
-                    new_snapshots.extend(image.snapshot_ids.iter().filter(|s| !tagged.contains(*s)).cloned());
+                    new_snapshots.extend(
+                        image
+                            .snapshot_ids
+                            .iter()
+                            .filter(|s| !tagged.contains(*s))
+                            .cloned(),
+                    );
                 }
                 if !new_snapshots.is_empty() {
                     tag_snapshots(wf, t, &new_snapshots).await;
@@ -222,14 +293,22 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
                 tracing::warn!(target_ = %t.target, error = %e, "DescribeImages failed; will poll again");
             }
         }
-        let still_pending = t.records.iter().any(|r| r.backup.as_ref().is_some_and(|b| b.state == Some(ImageState::Pending)));
+        let still_pending = t.records.iter().any(|r| {
+            r.backup
+                .as_ref()
+                .is_some_and(|b| b.state == Some(ImageState::Pending))
+        });
         if !still_pending {
             break;
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
             for r in &mut t.records {
-                if let Some(b) = r.backup.as_mut().filter(|b| b.state == Some(ImageState::Pending)) {
+                if let Some(b) = r
+                    .backup
+                    .as_mut()
+                    .filter(|b| b.state == Some(ImageState::Pending))
+                {
                     b.error = Some(format!("pending after {}s", timeout.as_secs()));
                 }
             }
@@ -244,7 +323,9 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
 
 /// An AMI whose snapshots have not been read yet (pending ones may list none).
 fn snapshots_known(r: &Record) -> bool {
-    r.backup.as_ref().is_none_or(|b| b.ami.is_none() || !b.snapshot_ids.is_empty())
+    r.backup
+        .as_ref()
+        .is_none_or(|b| b.ami.is_none() || !b.snapshot_ids.is_empty())
 }
 
 /// One `CreateTags` per 1000 snapshots, with the run's tags.
@@ -254,11 +335,19 @@ async fn tag_snapshots(wf: &Workflow<'_>, t: &TargetRun, snapshots: &[String]) {
         .iter()
         .find_map(|r| r.backup.as_ref()?.expires_at)
         .unwrap_or_else(|| wf.clock.now());
-    let tags = run_tags(wf.options.run_id.as_str(), &t.target.landing_zone, expires_at);
+    let tags = run_tags(
+        wf.options.run_id.as_str(),
+        &t.target.landing_zone,
+        expires_at,
+    );
     for chunk in snapshots.chunks(1000) {
         if let Err(e) = wf.cloud.create_tags(&t.target, chunk, &tags).await {
             tracing::warn!(target_ = %t.target, error = %e, "tagging snapshots failed");
-            wf.event(Phase::AmiBackup, &t.target, format!("tagging {} snapshots failed: {e}", chunk.len()));
+            wf.event(
+                Phase::AmiBackup,
+                &t.target,
+                format!("tagging {} snapshots failed: {e}", chunk.len()),
+            );
         }
     }
 }
@@ -269,7 +358,10 @@ mod tests {
 
     #[test]
     fn ami_names_keep_to_ami_characters() {
-        assert_eq!(ami_name("i-0abc", "20261130T041500Z-1a2b"), "prepatch-i-0abc-20261130T041500Z-1a2b");
+        assert_eq!(
+            ami_name("i-0abc", "20261130T041500Z-1a2b"),
+            "prepatch-i-0abc-20261130T041500Z-1a2b"
+        );
         assert!(ami_name("i-1", &"x".repeat(200)).len() <= 128);
         assert_eq!(ami_name("i-1", "a:b"), "prepatch-i-1-ab");
     }

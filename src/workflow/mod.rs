@@ -43,7 +43,12 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [Phase::Scanner, Phase::AmiBackup, Phase::ServerStart, Phase::Validation];
+    pub const ALL: [Phase; 4] = [
+        Phase::Scanner,
+        Phase::AmiBackup,
+        Phase::ServerStart,
+        Phase::Validation,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -99,7 +104,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn start(wall: DateTime<Utc>) -> Self {
-        Clock { wall, at: Instant::now() }
+        Clock {
+            wall,
+            at: Instant::now(),
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -110,32 +118,39 @@ impl Clock {
 
 /// Ctrl-C: start nothing new, finish writing what is known.
 #[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+    /// Keeps a never-triggered channel open.
+    _never: Option<std::sync::Arc<watch::Sender<bool>>>,
+}
 
 impl Shutdown {
     /// A shutdown that is triggered by the returned sender.
     pub fn new() -> (watch::Sender<bool>, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
+        (tx, Shutdown { rx, _never: None })
     }
 
+    /// A shutdown that never comes (tests, benchmarks).
     pub fn never() -> Shutdown {
         let (tx, rx) = watch::channel(false);
-        // Leak-free: the receiver keeps the channel alive without a sender.
-        drop(tx);
-        Shutdown(rx)
+        Shutdown {
+            rx,
+            _never: Some(std::sync::Arc::new(tx)),
+        }
     }
 
     pub fn requested(&self) -> bool {
-        *self.0.borrow()
+        *self.rx.borrow()
     }
 
     /// Sleeps for `d`; false if interrupted by a shutdown.
     pub async fn sleep(&self, d: Duration) -> bool {
-        let mut rx = self.0.clone();
+        let mut rx = self.rx.clone();
         tokio::select! {
             _ = tokio::time::sleep(d) => !self.requested(),
-            _ = rx.wait_for(|v| *v) => false,
+            // A closed channel (sender gone) is no shutdown: sleep on.
+            Ok(_) = rx.wait_for(|v| *v) => false,
         }
     }
 }
@@ -212,7 +227,9 @@ impl Run {
             || self.interrupted
             || self.targets.iter().any(|t| t.error.is_some())
             || self.phases.iter().any(|p| p.failed > 0)
-            || self.records().any(|r| r.verdict.as_ref().is_some_and(|v| !v.ready))
+            || self
+                .records()
+                .any(|r| r.verdict.as_ref().is_some_and(|v| !v.ready))
     }
 }
 
@@ -229,7 +246,11 @@ pub struct Workflow<'a> {
 
 /// Runs a phase's work on every target at once, at most `max_concurrency`
 /// at a time. Results come back in target order.
-pub async fn for_each_target<'t, F, Fut, T>(targets: &'t mut [TargetRun], limit: usize, f: F) -> Vec<T>
+pub async fn for_each_target<'t, F, Fut, T>(
+    targets: &'t mut [TargetRun],
+    limit: usize,
+    f: F,
+) -> Vec<T>
 where
     F: Fn(&'t mut TargetRun) -> Fut,
     Fut: Future<Output = T> + 't,
@@ -263,12 +284,19 @@ impl std::ops::AddAssign for Tally {
 }
 
 /// Calls made between two snapshots.
-pub fn calls_since(before: &BTreeMap<Api, CallCount>, after: &BTreeMap<Api, CallCount>) -> BTreeMap<Api, CallCount> {
+pub fn calls_since(
+    before: &BTreeMap<Api, CallCount>,
+    after: &BTreeMap<Api, CallCount>,
+) -> BTreeMap<Api, CallCount> {
     after
         .iter()
         .filter_map(|(api, a)| {
             let b = before.get(api).copied().unwrap_or_default();
-            let d = CallCount { calls: a.calls - b.calls, throttled: a.throttled - b.throttled, errors: a.errors - b.errors };
+            let d = CallCount {
+                calls: a.calls - b.calls,
+                throttled: a.throttled - b.throttled,
+                errors: a.errors - b.errors,
+            };
             (d.calls > 0).then_some((*api, d))
         })
         .collect()
@@ -315,16 +343,17 @@ impl Workflow<'_> {
             events: Vec::new(),
         };
 
-        self.phase(&mut run, Phase::Scanner, landing_zones, checkpoint).await;
+        self.phase(&mut run, Phase::Scanner, landing_zones, checkpoint)
+            .await;
 
         let mutating: Vec<Phase> = [Phase::AmiBackup, Phase::ServerStart]
             .into_iter()
             .filter(|p| self.plan(*p) == Plan::Run)
             .collect();
         if self.options.dry_run {
-            for p in &mutating {
-                let plan = Plan::Skip("dry run: see the plan above".into());
-                self.skip(&mut run, *p, plan);
+            // Validation would judge a fleet the run did not prepare.
+            for p in [Phase::AmiBackup, Phase::ServerStart, Phase::Validation] {
+                self.skip(&mut run, p, Plan::Skip("dry run".into()));
             }
         } else if !mutating.is_empty() {
             if let Confirmation::No(why) = self.guard_prod(&run, &mutating, confirm) {
@@ -386,7 +415,12 @@ impl Workflow<'_> {
             Phase::ServerStart => start::run(self, run).await,
             Phase::Validation => validate::run(self, run).await,
         };
-        tracing::info!(phase = phase.name(), done = tally.done, failed = tally.failed, "phase finished");
+        tracing::info!(
+            phase = phase.name(),
+            done = tally.done,
+            failed = tally.failed,
+            "phase finished"
+        );
         run.phases.push(PhaseSummary {
             phase,
             plan: Plan::Run,
@@ -401,24 +435,50 @@ impl Workflow<'_> {
 
     /// Records a line of the execution log.
     pub fn event(&self, phase: Phase, scope: impl fmt::Display, message: impl Into<String>) {
-        let event = Event { at: self.clock.now(), phase, scope: scope.to_string(), message: message.into() };
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        let event = Event {
+            at: self.clock.now(),
+            phase,
+            scope: scope.to_string(),
+            message: message.into(),
+        };
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
     }
 
     /// Asks for confirmation when a change would touch a prod landing zone.
-    fn guard_prod(&self, run: &Run, mutating: &[Phase], confirm: &mut dyn FnMut(&str) -> Confirmation) -> Confirmation {
-        let prod: Vec<&TargetRun> = run.targets.iter().filter(|t| t.environment == Environment::Prod).collect();
+    fn guard_prod(
+        &self,
+        run: &Run,
+        mutating: &[Phase],
+        confirm: &mut dyn FnMut(&str) -> Confirmation,
+    ) -> Confirmation {
+        let prod: Vec<&TargetRun> = run
+            .targets
+            .iter()
+            .filter(|t| t.environment == Environment::Prod)
+            .collect();
         if prod.is_empty() || self.options.assume_yes {
             return Confirmation::Yes;
         }
         let records = || prod.iter().flat_map(|t| t.records.iter());
-        let amis = if mutating.contains(&Phase::AmiBackup) { records().count() } else { 0 };
-        let starts = if mutating.contains(&Phase::ServerStart) {
-            records().filter(|r| start::wants_start(r.instance.state)).count()
+        let amis = if mutating.contains(&Phase::AmiBackup) {
+            records().count()
         } else {
             0
         };
-        let mut names: Vec<&str> = prod.iter().map(|t| t.target.landing_zone.as_str()).collect();
+        let starts = if mutating.contains(&Phase::ServerStart) {
+            records()
+                .filter(|r| start::wants_start(r.instance.state))
+                .count()
+        } else {
+            0
+        };
+        let mut names: Vec<&str> = prod
+            .iter()
+            .map(|t| t.target.landing_zone.as_str())
+            .collect();
         names.dedup();
         confirm(&format!(
             "this run changes production landing zone(s) {}: it creates up to {amis} AMIs and starts {starts} stopped instances",

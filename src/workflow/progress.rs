@@ -14,7 +14,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(enabled: bool) -> Self {
-        Progress { multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
+        Progress {
+            multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+        }
     }
 
     pub fn hidden() -> Self {
@@ -23,10 +25,13 @@ impl Progress {
 
     /// A bar counting `len` instances of a target through a phase.
     pub fn bar(&self, phase: Phase, target: &Target, len: u64) -> Bar {
-        let Some(multi) = &self.multi else { return Bar(None) };
-        let style = ProgressStyle::with_template("{prefix:>32} {bar:30.cyan/blue} {pos:>5}/{len:5} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let Some(multi) = &self.multi else {
+            return Bar(None);
+        };
+        let style =
+            ProgressStyle::with_template("{prefix:>32} {bar:30.cyan/blue} {pos:>5}/{len:5} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
         let bar = multi.add(ProgressBar::new(len).with_style(style));
         bar.set_prefix(format!("{:<12} {}", phase.name(), target));
         Bar(Some(bar))

@@ -17,14 +17,15 @@ pub fn session_name(run_id: &str) -> String {
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&LandingZone]) -> Tally {
     let session = session_name(run.id.as_str());
-    let mut sessions: Vec<(usize, &LandingZone, _)> = futures::stream::iter(landing_zones.iter().enumerate())
-        .map(|(i, lz)| {
-            let session = &session;
-            async move { (i, *lz, wf.cloud.assume_role(lz, session).await) }
-        })
-        .buffer_unordered(wf.config.aws.max_concurrency)
-        .collect()
-        .await;
+    let mut sessions: Vec<(usize, &LandingZone, _)> =
+        futures::stream::iter(landing_zones.iter().enumerate())
+            .map(|(i, lz)| {
+                let session = &session;
+                async move { (i, *lz, wf.cloud.assume_role(lz, session).await) }
+            })
+            .buffer_unordered(wf.config.aws.max_concurrency)
+            .collect()
+            .await;
     sessions.sort_by_key(|(i, _, _)| *i);
 
     for (_, lz, result) in sessions {
@@ -47,7 +48,11 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
             }
             Err(e) => {
                 tracing::error!(landing_zone = %lz.name, error = %e, "cannot assume role; landing zone skipped");
-                wf.event(Phase::Scanner, &lz.name, format!("cannot assume {}: {e}", lz.role_arn));
+                wf.event(
+                    Phase::Scanner,
+                    &lz.name,
+                    format!("cannot assume {}: {e}", lz.role_arn),
+                );
                 run.landing_zone_failures.push(super::LandingZoneFailure {
                     landing_zone: lz.name.clone(),
                     account: lz.account_id.to_string(),
@@ -57,7 +62,10 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
         }
     }
 
-    let tallies = for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| scan_target(wf, t)).await;
+    let tallies = for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
+        scan_target(wf, t)
+    })
+    .await;
     let mut total = Tally::default();
     for t in tallies {
         total += t;
@@ -69,16 +77,27 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
 async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     if wf.shutdown.requested() {
         t.error = Some("interrupted before the scan".into());
-        return Tally { skipped: 1, ..Tally::default() };
+        return Tally {
+            skipped: 1,
+            ..Tally::default()
+        };
     }
     let bar = wf.progress.bar(Phase::Scanner, &t.target, 0);
     let timeout = wf.config.phases.scanner.timeout;
     let target = &t.target;
-    let scan = async { tokio::join!(wf.cloud.describe_instances(target, Scope::Active), wf.cloud.ssm_info(target)) };
+    let scan = async {
+        tokio::join!(
+            wf.cloud.describe_instances(target, Scope::Active),
+            wf.cloud.ssm_info(target)
+        )
+    };
     let (instances, ssm) = match tokio::time::timeout(timeout, scan).await {
         Ok(answers) => answers,
         Err(_) => {
-            let msg = format!("scan timed out after {}s (workflow.phases.scanner.timeout)", timeout.as_secs());
+            let msg = format!(
+                "scan timed out after {}s (workflow.phases.scanner.timeout)",
+                timeout.as_secs()
+            );
             return fail(wf, t, &bar, msg);
         }
     };
@@ -90,7 +109,11 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     let ssm = ssm
         .inspect_err(|e| {
             tracing::warn!(target_ = %t.target, error = %e, "SSM status unknown");
-            wf.event(Phase::Scanner, &t.target, format!("SSM status unknown: {e}"));
+            wf.event(
+                Phase::Scanner,
+                &t.target,
+                format!("SSM status unknown: {e}"),
+            );
         })
         .ok();
     let filters = &wf.config.filters;
@@ -99,7 +122,10 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         .filter(|i| !i.state.is_gone() && filters.admits(&i.id, &i.tags))
         .map(|instance| {
             let ssm = match &ssm {
-                Some(known) => known.get(&instance.id).cloned().unwrap_or_else(SsmInfo::unregistered),
+                Some(known) => known
+                    .get(&instance.id)
+                    .cloned()
+                    .unwrap_or_else(SsmInfo::unregistered),
                 None => SsmInfo::unknown(),
             };
             Record {
@@ -123,7 +149,10 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     tracing::info!(target_ = %t.target, instances = n, "scanned");
     wf.event(Phase::Scanner, &t.target, format!("{n} instances"));
     t.records = records;
-    Tally { done: n, ..Tally::default() }
+    Tally {
+        done: n,
+        ..Tally::default()
+    }
 }
 
 fn fail(wf: &Workflow<'_>, t: &mut TargetRun, bar: &super::progress::Bar, msg: String) -> Tally {
@@ -131,5 +160,8 @@ fn fail(wf: &Workflow<'_>, t: &mut TargetRun, bar: &super::progress::Bar, msg: S
     wf.event(Phase::Scanner, &t.target, format!("scan failed: {msg}"));
     bar.finish("failed");
     t.error = Some(msg);
-    Tally { failed: 1, ..Tally::default() }
+    Tally {
+        failed: 1,
+        ..Tally::default()
+    }
 }

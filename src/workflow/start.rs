@@ -1,12 +1,14 @@
 //! Phase 3: start what was stopped, so patching can reach it.
 //!
-//! Only instances whose AMI exists are started (when the backup phase ran):
-//! nothing is touched before its backup. `StartInstances` takes up to
+//! Only instances whose AMI from this run exists are started
+//! (`server_start.require_backup`, on by default): nothing is touched
+//! before its backup. When the backup phase did not run in this process
+//! (`--phase server-start`, a rerun), the run's AMIs are looked up by tag. `StartInstances` takes up to
 //! [`START_BATCH`] ids per call; when a call fails, the instances it names
 //! fail alone and the rest are retried, and an error that names none is
 //! narrowed down by halving the batch. Started instances are tagged
-//! `prepatch:started-by=<run-id>` after the start succeeds, so `restore`
-//! can stop exactly these and nothing else (a lost tag leaves an instance
+//! `prepatch:started-by=<run-id>` after the start succeeds, so a later
+//! restore (not built yet) can stop exactly these and nothing else (a lost tag leaves an instance
 //! running, which is the safe side). Waiting is one paginated
 //! `DescribeInstances` per account-region per poll.
 
@@ -30,9 +32,15 @@ pub fn wants_start(state: InstanceState) -> bool {
 }
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
-    let backup_ran = run.phases.iter().any(|p| p.phase == Phase::AmiBackup && p.plan == super::Plan::Run);
+    let backup_ran = run
+        .phases
+        .iter()
+        .any(|p| p.phase == Phase::AmiBackup && p.plan == super::Plan::Run);
     let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| start_target(wf, t, backup_ran)).await
+    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
+        start_target(wf, t, backup_ran)
+    })
+    .await
     {
         total += t;
     }
@@ -41,8 +49,37 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
 
 async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Tally {
     let run_id = wf.options.run_id.as_str();
-    let require_backup = backup_ran && wf.config.phases.server_start.require_backup;
+    let require_backup = wf.config.phases.server_start.require_backup;
     let mut tally = Tally::default();
+    let wants_any = t.records.iter().any(|r| wants_start(r.instance.state));
+    if require_backup && !backup_ran && wants_any {
+        // One DescribeImages finds this run's AMIs from an earlier attempt.
+        let mine = crate::cloud::ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
+        match wf.cloud.describe_images(&t.target, &mine).await {
+            Ok(images) => {
+                for r in &mut t.records {
+                    let found = images.iter().find(|i| {
+                        i.tags.get(tag::INSTANCE_ID).map(String::as_str)
+                            == Some(r.instance.id.as_str())
+                    });
+                    if let Some(image) = found {
+                        r.backup = Some(crate::model::Backup {
+                            ami: Some(image.id.clone()),
+                            state: Some(image.state),
+                            snapshot_ids: image.snapshot_ids.clone(),
+                            reused: true,
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            Err(e) => wf.event(
+                Phase::ServerStart,
+                &t.target,
+                format!("cannot look up this run's AMIs: {e}"),
+            ),
+        }
+    }
     let mut wanted: Vec<usize> = Vec::new();
     for (i, r) in t.records.iter_mut().enumerate() {
         let state = r.instance.state;
@@ -62,7 +99,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             continue;
         }
         if require_backup && !r.backup.as_ref().is_some_and(|b| b.exists()) {
-            r.start = Some(not_started(state, "not started: it has no AMI from this run"));
+            r.start = Some(not_started(
+                state,
+                "not started: it has no AMI from this run (back it up first, or set workflow.phases.server_start.require_backup: false)",
+            ));
             tally.skipped += 1;
             continue;
         }
@@ -71,14 +111,26 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
     if wanted.is_empty() {
         return tally;
     }
-    let bar = wf.progress.bar(Phase::ServerStart, &t.target, wanted.len() as u64);
+    let bar = wf
+        .progress
+        .bar(Phase::ServerStart, &t.target, wanted.len() as u64);
     let deadline = tokio::time::Instant::now() + wf.config.phases.server_start.wait_timeout;
 
     // `stopping` instances must reach `stopped` before they can be started.
-    let mut states: Observed =
-        wanted.iter().map(|&i| (t.records[i].instance.id.clone(), (t.records[i].instance.state, None))).collect();
+    let mut states: Observed = wanted
+        .iter()
+        .map(|&i| {
+            (
+                t.records[i].instance.id.clone(),
+                (t.records[i].instance.state, None),
+            )
+        })
+        .collect();
     if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
-        poll_states(wf, t, &mut states, deadline, |s| s != InstanceState::Stopping).await;
+        poll_states(wf, t, &mut states, deadline, |s| {
+            s != InstanceState::Stopping
+        })
+        .await;
     }
 
     let mut errors: BTreeMap<InstanceId, String> = BTreeMap::new();
@@ -88,7 +140,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             if *s == InstanceState::Stopped {
                 return true;
             }
-            errors.insert((*id).clone(), format!("not started: it is {s}, not stopped"));
+            errors.insert(
+                (*id).clone(),
+                format!("not started: it is {s}, not stopped"),
+            );
             false
         })
         .map(|(id, _)| id.clone())
@@ -108,9 +163,17 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             let ids: Vec<String> = ok.iter().map(|i| i.as_str().to_owned()).collect();
             let tags = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
             if let Err(e) = wf.cloud.create_tags(&t.target, &ids, &tags).await {
-                wf.event(Phase::ServerStart, &t.target, format!("tagging started instances failed: {e}"));
+                wf.event(
+                    Phase::ServerStart,
+                    &t.target,
+                    format!("tagging started instances failed: {e}"),
+                );
             }
-            wf.event(Phase::ServerStart, &t.target, format!("started {} instances", ok.len()));
+            wf.event(
+                Phase::ServerStart,
+                &t.target,
+                format!("started {} instances", ok.len()),
+            );
         }
         for (id, e) in failed {
             wf.event(Phase::ServerStart, &id, format!("start failed: {e}"));
@@ -121,17 +184,23 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
 
     // Wait for `running`, watching only what was started.
     let started_set: BTreeSet<&InstanceId> = started.iter().collect();
-    let mut running: Observed = started.iter().map(|id| (id.clone(), (InstanceState::Pending, None))).collect();
+    let mut running: Observed = started
+        .iter()
+        .map(|id| (id.clone(), (InstanceState::Pending, None)))
+        .collect();
     if !running.is_empty() {
-        poll_states(wf, t, &mut running, deadline, |s| s != InstanceState::Pending && s != InstanceState::Stopped)
-            .await;
+        poll_states(wf, t, &mut running, deadline, |s| {
+            s != InstanceState::Pending && s != InstanceState::Stopped
+        })
+        .await;
     }
     states.extend(running);
 
     for &i in &wanted {
         let r = &mut t.records[i];
         let id = r.instance.id.clone();
-        let (final_state, running_at) = states.get(&id).copied().unwrap_or((r.instance.state, None));
+        let (final_state, running_at) =
+            states.get(&id).copied().unwrap_or((r.instance.state, None));
         let was_started = started_set.contains(&id);
         let mut error = errors.remove(&id);
         if was_started && final_state != InstanceState::Running && error.is_none() {
@@ -187,11 +256,17 @@ async fn start_isolating(
         }
         match wf.cloud.start_instances(&t.target, &batch).await {
             Ok(()) => started.extend(batch),
-            Err(e) if batch.len() == 1 || e.is_throttle() || e.kind == crate::cloud::ErrorKind::Unreachable => {
+            Err(e)
+                if batch.len() == 1
+                    || e.is_throttle()
+                    || e.kind == crate::cloud::ErrorKind::Unreachable =>
+            {
                 failed.extend(batch.into_iter().map(|id| (id, e.clone())));
             }
             Err(e) => {
-                let (named, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|id| e.message.contains(id.as_str()));
+                let (named, rest): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|id| e.message.contains(id.as_str()));
                 if named.is_empty() {
                     let half = rest.len() / 2;
                     let (a, b) = rest.split_at(half);
@@ -233,7 +308,8 @@ async fn poll_states(
                 continue;
             }
         };
-        let states: BTreeMap<&InstanceId, InstanceState> = answer.iter().map(|i| (&i.id, i.state)).collect();
+        let states: BTreeMap<&InstanceId, InstanceState> =
+            answer.iter().map(|i| (&i.id, i.state)).collect();
         let at = wf.clock.now();
         for (id, (state, running_at)) in seen.iter_mut() {
             // An instance missing from the answer is gone.

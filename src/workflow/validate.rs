@@ -18,9 +18,16 @@ const POLL_FIRST: Duration = Duration::from_secs(10);
 const POLL_MAX: Duration = Duration::from_secs(30);
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
-    let backup_ran = run.phases.iter().any(|p| p.phase == Phase::AmiBackup && p.plan == Plan::Run);
+    let backup_ran = run
+        .phases
+        .iter()
+        .any(|p| p.phase == Phase::AmiBackup && p.plan == Plan::Run)
+        || run.records().any(|r| r.backup.is_some());
     let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| validate_target(wf, t, backup_ran)).await
+    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
+        validate_target(wf, t, backup_ran)
+    })
+    .await
     {
         total += t;
     }
@@ -37,9 +44,15 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
     if t.records.is_empty() {
         return Tally::default();
     }
-    let bar = wf.progress.bar(Phase::Validation, &t.target, t.records.len() as u64);
+    let bar = wf
+        .progress
+        .bar(Phase::Validation, &t.target, t.records.len() as u64);
     let v = &wf.config.phases.validation;
-    if t.records.iter().any(|r| r.backup.as_ref().is_some_and(|b| b.state == Some(ImageState::Pending))) {
+    if t.records.iter().any(|r| {
+        r.backup
+            .as_ref()
+            .is_some_and(|b| b.state == Some(ImageState::Pending))
+    }) {
         bar.message("waiting for AMIs");
         backup::wait_for_images(wf, t, wf.config.phases.ami_backup.timeout).await;
     }
@@ -51,30 +64,49 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
         let (states, ssm, status) = tokio::join!(
             wf.cloud.describe_instances(&t.target, Scope::All),
             async {
-                if v.ssm_ping { Some(wf.cloud.ssm_info(&t.target).await) } else { None }
+                if v.ssm_ping {
+                    Some(wf.cloud.ssm_info(&t.target).await)
+                } else {
+                    None
+                }
             },
             async {
-                if v.health_checks { Some(wf.cloud.instance_status(&t.target).await) } else { None }
+                if v.health_checks {
+                    Some(wf.cloud.instance_status(&t.target).await)
+                } else {
+                    None
+                }
             },
         );
         let states: Option<BTreeMap<_, _>> = states
-            .inspect_err(|e| tracing::warn!(target_ = %t.target, error = %e, "DescribeInstances failed"))
+            .inspect_err(
+                |e| tracing::warn!(target_ = %t.target, error = %e, "DescribeInstances failed"),
+            )
             .ok()
             .map(|all| all.into_iter().map(|i| (i.id, i.state)).collect());
         let ssm = ssm.map(|answer| answer.map_err(|e| e.to_string()));
-        let status: Option<Result<BTreeMap<_, StatusChecks>, String>> =
-            status.map(|answer| answer.map(|all| all.into_iter().map(|s| (s.id.clone(), s)).collect()).map_err(|e| e.to_string()));
+        let status: Option<Result<BTreeMap<_, StatusChecks>, String>> = status.map(|answer| {
+            answer
+                .map(|all| all.into_iter().map(|s| (s.id.clone(), s)).collect())
+                .map_err(|e| e.to_string())
+        });
 
         findings = t
             .records
             .iter_mut()
             .map(|r| {
                 let state = match &states {
-                    Some(states) => states.get(&r.instance.id).copied().unwrap_or(InstanceState::Terminated),
+                    Some(states) => states
+                        .get(&r.instance.id)
+                        .copied()
+                        .unwrap_or(InstanceState::Terminated),
                     None => InstanceState::Unknown,
                 };
                 if let Some(Ok(ssm)) = &ssm {
-                    r.ssm = ssm.get(&r.instance.id).cloned().unwrap_or_else(SsmInfo::unregistered);
+                    r.ssm = ssm
+                        .get(&r.instance.id)
+                        .cloned()
+                        .unwrap_or_else(SsmInfo::unregistered);
                 } else if let Some(Err(_)) = &ssm {
                     r.ssm = SsmInfo::unknown();
                 }
@@ -99,14 +131,27 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
     for (r, found) in t.records.iter_mut().zip(findings) {
         let reasons: Vec<String> = found
             .into_iter()
-            .map(|f| if f.transient { format!("{} after {}s", f.reason, v.timeout.as_secs()) } else { f.reason })
+            .map(|f| {
+                if f.transient {
+                    format!("{} after {}s", f.reason, v.timeout.as_secs())
+                } else {
+                    f.reason
+                }
+            })
             .collect();
-        let verdict = Verdict { ready: reasons.is_empty(), reasons };
+        let verdict = Verdict {
+            ready: reasons.is_empty(),
+            reasons,
+        };
         if verdict.ready {
             tally.done += 1;
         } else {
             tally.failed += 1;
-            wf.event(Phase::Validation, &r.instance.id, format!("NOT READY: {}", verdict.reasons.join("; ")));
+            wf.event(
+                Phase::Validation,
+                &r.instance.id,
+                format!("NOT READY: {}", verdict.reasons.join("; ")),
+            );
         }
         r.verdict = Some(verdict);
         bar.inc(1);
@@ -129,7 +174,10 @@ fn check(
     match state {
         InstanceState::Running => {}
         InstanceState::Unknown => add("state: unknown (DescribeInstances failed)".into(), true),
-        s => add(format!("state: {s} (expected running)"), s == InstanceState::Pending),
+        s => add(
+            format!("state: {s} (expected running)"),
+            s == InstanceState::Pending,
+        ),
     }
     if let Some(start) = &r.start {
         if let Some(e) = &start.error {
@@ -152,7 +200,10 @@ fn check(
             Err(e) => add(format!("ssm: Unknown ({e})"), true),
             Ok(_) if r.ssm.ping == SsmPing::Online => {}
             // An agent registers some time after its instance starts.
-            Ok(_) => add(format!("ssm: {}", r.ssm.ping), started && state == InstanceState::Running),
+            Ok(_) => add(
+                format!("ssm: {}", r.ssm.ping),
+                started && state == InstanceState::Running,
+            ),
         }
     }
     if let Some(status) = status {
@@ -162,10 +213,15 @@ fn check(
                 Ok(all) => match all.get(&r.instance.id) {
                     None => add("status-check: no data".into(), true),
                     Some(s) => {
-                        for (what, value) in [("instance", &s.instance_status), ("system", &s.system_status)] {
+                        for (what, value) in [
+                            ("instance", &s.instance_status),
+                            ("system", &s.system_status),
+                        ] {
                             match value.as_str() {
                                 "ok" | "not-applicable" => {}
-                                "initializing" | "insufficient-data" => add(format!("status-check: {what} {value}"), true),
+                                "initializing" | "insufficient-data" => {
+                                    add(format!("status-check: {what} {value}"), true)
+                                }
                                 _ => add(format!("status-check: {what} {value}"), false),
                             }
                         }

@@ -25,7 +25,9 @@ impl Moto {
     pub fn start() -> Moto {
         let bin = std::env::var("PREPATCH_MOTO_SERVER")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
+            .unwrap_or_else(|_| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
+            });
         assert!(
             bin.exists(),
             "moto_server not found at {}: run ./test.sh (it installs moto into .venv/) or set PREPATCH_MOTO_SERVER",
@@ -38,10 +40,16 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(port, "/moto-api/").is_none() {
-            assert!(Instant::now() < deadline, "moto_server did not answer on port {port} within 60s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on port {port} within 60s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
@@ -56,7 +64,10 @@ impl Drop for Moto {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -104,7 +115,11 @@ impl SsmStub {
     }
 
     pub fn set(&self, id: &str, ping: &str) {
-        self.state.lock().unwrap().pings.insert(id.to_owned(), ping.to_owned());
+        self.state
+            .lock()
+            .unwrap()
+            .pings
+            .insert(id.to_owned(), ping.to_owned());
     }
 }
 
@@ -128,7 +143,8 @@ fn serve(mut conn: TcpStream, state: &Mutex<SsmState>) {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
             })
             .unwrap_or(0);
         while buf.len() < header_end + length {
@@ -138,10 +154,12 @@ fn serve(mut conn: TcpStream, state: &Mutex<SsmState>) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        let body: serde_json::Value =
-            serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(serde_json::json!({}));
+        let body: serde_json::Value = serde_json::from_slice(&buf[header_end..header_end + length])
+            .unwrap_or(serde_json::json!({}));
         buf.drain(..header_end + length);
-        let target_ok = head.to_ascii_lowercase().contains("x-amz-target: amazonssm.describeinstanceinformation");
+        let target_ok = head
+            .to_ascii_lowercase()
+            .contains("x-amz-target: amazonssm.describeinstanceinformation");
         let (status, reply) = answer(state, &body, target_ok);
         let response = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: stub-{}\r\nContent-Length: {}\r\n\r\n{reply}",
@@ -154,25 +172,44 @@ fn serve(mut conn: TcpStream, state: &Mutex<SsmState>) {
     }
 }
 
-fn answer(state: &Mutex<SsmState>, body: &serde_json::Value, target_ok: bool) -> (&'static str, String) {
+fn answer(
+    state: &Mutex<SsmState>,
+    body: &serde_json::Value,
+    target_ok: bool,
+) -> (&'static str, String) {
     let mut s = state.lock().unwrap();
     s.requests += 1;
     if s.fail {
-        return ("500 Internal Server Error", "{\"__type\":\"InternalServerError\",\"message\":\"stub failure\"}".into());
+        return (
+            "500 Internal Server Error",
+            "{\"__type\":\"InternalServerError\",\"message\":\"stub failure\"}".into(),
+        );
     }
     if !target_ok {
-        return ("400 Bad Request", "{\"__type\":\"UnknownOperationException\"}".into());
+        return (
+            "400 Bad Request",
+            "{\"__type\":\"UnknownOperationException\"}".into(),
+        );
     }
-    let max = body.get("MaxResults").and_then(|v| v.as_i64()).unwrap_or(10);
+    let max = body
+        .get("MaxResults")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(10);
     s.page_sizes.push(max);
     // AWS allows 5..=50.
     if !(5..=50).contains(&max) {
         return (
             "400 Bad Request",
-            format!("{{\"__type\":\"ValidationException\",\"message\":\"MaxResults {max} is out of range\"}}"),
+            format!(
+                "{{\"__type\":\"ValidationException\",\"message\":\"MaxResults {max} is out of range\"}}"
+            ),
         );
     }
-    let start: usize = body.get("NextToken").and_then(|v| v.as_str()).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let start: usize = body
+        .get("NextToken")
+        .and_then(|v| v.as_str())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let all: Vec<(&String, &String)> = s.pings.iter().collect();
     let page: Vec<serde_json::Value> = all
         .iter()
@@ -199,7 +236,9 @@ pub async fn ec2_in(moto: &Moto, account: &str, region: &str) -> ec2::Client {
     let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&moto.url)
         .region(aws_config::Region::new(region.to_owned()))
-        .credentials_provider(ec2::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(ec2::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await;
     let sts = aws_sdk_sts::Client::new(&base);
@@ -218,17 +257,30 @@ pub async fn ec2_in(moto: &Moto, account: &str, region: &str) -> ec2::Client {
         None,
         "seed",
     );
-    ec2::Client::from_conf(ec2::config::Builder::from(&base).credentials_provider(creds).build())
+    ec2::Client::from_conf(
+        ec2::config::Builder::from(&base)
+            .credentials_provider(creds)
+            .build(),
+    )
 }
 
 pub const LINUX_AMI: &str = "ami-1e749f67";
 pub const WINDOWS_AMI: &str = "ami-03cf127a";
 
 /// Launches `n` instances with these tags; returns their ids.
-pub async fn launch(ec2: &ec2::Client, n: i32, windows: bool, tags: &[(&str, &str)]) -> Vec<String> {
+pub async fn launch(
+    ec2: &ec2::Client,
+    n: i32,
+    windows: bool,
+    tags: &[(&str, &str)],
+) -> Vec<String> {
     let spec = ec2::types::TagSpecification::builder()
         .resource_type(ec2::types::ResourceType::Instance)
-        .set_tags(Some(tags.iter().map(|(k, v)| ec2::types::Tag::builder().key(*k).value(*v).build()).collect()))
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| ec2::types::Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
         .build();
     let out = ec2
         .run_instances()
@@ -240,40 +292,79 @@ pub async fn launch(ec2: &ec2::Client, n: i32, windows: bool, tags: &[(&str, &st
         .send()
         .await
         .expect("run instances on moto");
-    out.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()
+    out.instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect()
 }
 
 pub async fn stop(ec2: &ec2::Client, ids: &[String]) {
-    ec2.stop_instances().set_instance_ids(Some(ids.to_vec())).send().await.expect("stop");
+    ec2.stop_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("stop");
 }
 
 pub async fn terminate(ec2: &ec2::Client, ids: &[String]) {
-    ec2.terminate_instances().set_instance_ids(Some(ids.to_vec())).send().await.expect("terminate");
+    ec2.terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("terminate");
 }
 
 /// AMIs owned by the account, with their tags.
 pub async fn images(ec2: &ec2::Client) -> Vec<ec2::types::Image> {
-    ec2.describe_images().owners("self").send().await.expect("describe images").images().to_vec()
+    ec2.describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect("describe images")
+        .images()
+        .to_vec()
 }
 
 /// Instance id -> (state, tags) of every instance.
 pub async fn instances(ec2: &ec2::Client) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
-    let out = ec2.describe_instances().send().await.expect("describe instances");
+    let out = ec2
+        .describe_instances()
+        .send()
+        .await
+        .expect("describe instances");
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
         .map(|i| {
-            let tags = i.tags().iter().map(|t| (t.key().unwrap_or_default().into(), t.value().unwrap_or_default().into()));
+            let tags = i.tags().iter().map(|t| {
+                (
+                    t.key().unwrap_or_default().into(),
+                    t.value().unwrap_or_default().into(),
+                )
+            });
             (
                 i.instance_id().unwrap_or_default().to_owned(),
-                (i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(), tags.collect()),
+                (
+                    i.state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_owned())
+                        .unwrap_or_default(),
+                    tags.collect(),
+                ),
             )
         })
         .collect()
 }
 
 pub fn tag_map(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
-    tags.iter().map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned())).collect()
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// A scratch directory with a config file in it.
@@ -298,12 +389,21 @@ impl Scratch {
 
     /// The one run folder's inventory, parsed: one map per row.
     pub fn inventory(&self) -> Vec<BTreeMap<String, String>> {
-        let runs: Vec<_> = std::fs::read_dir(self.reports()).expect("reports dir").flatten().collect();
+        let runs: Vec<_> = std::fs::read_dir(self.reports())
+            .expect("reports dir")
+            .flatten()
+            .collect();
         let newest = runs.iter().map(|e| e.path()).max().expect("a run folder");
         let mut rd = csv::Reader::from_path(newest.join("inventory.csv")).expect("inventory.csv");
         let headers = rd.headers().expect("headers").clone();
         rd.records()
-            .map(|r| headers.iter().zip(r.expect("row").iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect())
+            .map(|r| {
+                headers
+                    .iter()
+                    .zip(r.expect("row").iter())
+                    .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                    .collect()
+            })
             .collect()
     }
 }
@@ -319,7 +419,10 @@ pub fn prepatch(moto: Option<&Moto>, ssm: Option<&SsmStub>, args: &[&str]) -> Ou
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
         .stdin(Stdio::null());
     if let Some(m) = moto {
         cmd.env("AWS_ENDPOINT_URL", &m.url);
@@ -331,11 +434,19 @@ pub fn prepatch(moto: Option<&Moto>, ssm: Option<&SsmStub>, args: &[&str]) -> Ou
 }
 
 pub fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// "DescribeInstances 4" from the summary's API call line.
 pub fn calls(stdout: &str, action: &str) -> u64 {
-    let line = stdout.lines().find(|l| l.starts_with("AWS API calls:")).expect("API call line");
-    line.split([':', ',']).find_map(|part| part.trim().strip_prefix(action)?.trim().parse().ok()).unwrap_or(0)
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("AWS API calls:"))
+        .expect("API call line");
+    line.split([':', ','])
+        .find_map(|part| part.trim().strip_prefix(action)?.trim().parse().ok())
+        .unwrap_or(0)
 }
