@@ -491,3 +491,25 @@ impl Cloud for AwsCloud {
         &self.calls
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_comes_from_either_platform_field() {
+        let base = || ec2::types::Instance::builder().instance_id("i-0123");
+        let windows = base().platform(ec2::types::PlatformValues::Windows).build();
+        assert_eq!(to_instance(&windows).unwrap().platform, Platform::Windows);
+        let details = base()
+            .platform_details("Windows with SQL Server Standard")
+            .build();
+        assert_eq!(to_instance(&details).unwrap().platform, Platform::Windows);
+        let linux = base().platform_details("Linux/UNIX").build();
+        assert_eq!(to_instance(&linux).unwrap().platform, Platform::Linux);
+        assert!(
+            to_instance(&ec2::types::Instance::builder().build()).is_none(),
+            "no id, no instance"
+        );
+    }
+}
