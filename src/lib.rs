@@ -159,6 +159,8 @@ async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
         instances: demo.instances as usize,
         seed: demo.seed,
         stopped_share: 0.2,
+        // With faults off, a clean fleet: every instance can be READY.
+        agent_problems: if faults.is_empty() { 0.0 } else { 0.02 },
     };
     let sim = cloud::sim::SimCloud::generate(&spec);
     let injected = sim.inject(&faults, &landing_zones, demo.seed);

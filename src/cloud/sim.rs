@@ -326,6 +326,8 @@ pub struct FleetSpec {
     pub seed: u64,
     /// Share of instances stopped at the start.
     pub stopped_share: f64,
+    /// Share of SSM agents missing or disconnected, as in a real fleet.
+    pub agent_problems: f64,
 }
 
 /// The simulated cloud.
@@ -401,10 +403,12 @@ impl SimCloud {
             if rng.chance(0.5) {
                 tags.insert("Owner".into(), format!("team-{}", rng.below(8)));
             }
-            let agent = match rng.below(100) {
-                0 => Agent::Missing,
-                1 => Agent::Lost,
-                _ => Agent::Healthy,
+            let agent = if !rng.chance(spec.agent_problems) {
+                Agent::Healthy
+            } else if rng.chance(0.5) {
+                Agent::Missing
+            } else {
+                Agent::Lost
             };
             let id = InstanceId::new(format!("i-0{:016x}", rng.next_u64()));
             let instance = Instance {
