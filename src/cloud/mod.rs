@@ -248,8 +248,4 @@ impl ApiCalls {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-
-    pub fn total(&self) -> u64 {
-        self.snapshot().values().map(|c| c.calls).sum()
-    }
 }

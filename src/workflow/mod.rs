@@ -58,11 +58,6 @@ impl Phase {
             Phase::Validation => "validation",
         }
     }
-
-    /// Changes the fleet (needs confirmation in prod, nothing in dry-run).
-    pub fn mutates(self) -> bool {
-        matches!(self, Phase::AmiBackup | Phase::ServerStart)
-    }
 }
 
 impl fmt::Display for Phase {
