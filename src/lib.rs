@@ -69,6 +69,7 @@ pub fn init_logging(cli: &Cli) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -374,7 +375,9 @@ pub async fn execute<C: Cloud>(
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+            // Not eprintln!: a closed stderr must not turn Ctrl-C into a panic.
+            let _ = writeln!(
+                std::io::stderr(),
                 "interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)"
             );
             let _ = stop.send(true);
@@ -474,6 +477,41 @@ fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Res
             out,
             "  {lz} ({account}): would create {amis} AMIs and start {starts} stopped instances"
         )?;
+    }
+    if run.permission_checks.is_empty() {
+        return Ok(());
+    }
+    let denied: Vec<_> = run
+        .permission_checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .collect();
+    let targets: std::collections::BTreeSet<_> =
+        run.permission_checks.iter().map(|c| &c.target).collect();
+    if denied.is_empty() {
+        writeln!(
+            out,
+            "permissions (EC2 DryRun): {} checks over {} account-regions, all allowed",
+            run.permission_checks.len(),
+            targets.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "permissions (EC2 DryRun): {} of {} checks refused; fix the role before a real run:",
+            denied.len(),
+            run.permission_checks.len()
+        )?;
+        for c in denied {
+            writeln!(
+                out,
+                "  {} ({}): ec2:{}: {}",
+                c.target,
+                c.target.account,
+                c.action,
+                c.error.as_deref().unwrap_or("refused")
+            )?;
+        }
     }
     Ok(())
 }

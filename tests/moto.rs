@@ -310,10 +310,15 @@ async fn full_workflow_backs_up_each_instance_once_and_starts_exactly_the_stoppe
         stdout.contains("would create 10 AMIs and start 4 stopped instances"),
         "{stdout}\n{stderr}"
     );
-    assert_eq!(
-        calls(&stdout, "CreateImage") + calls(&stdout, "StartInstances"),
-        0
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // EC2's DryRun answers for CreateImage, StartInstances and CreateTags
+    // in each of the 4 account-regions: the only mutating calls made.
+    assert!(
+        stdout.contains("permissions (EC2 DryRun): 12 checks over 4 account-regions, all allowed"),
+        "{stdout}\n{stderr}"
     );
+    assert_eq!(calls(&stdout, "CreateImage"), 4);
+    assert_eq!(calls(&stdout, "StartInstances"), 4);
     for (account, region) in all_ids.keys() {
         let ec2 = ec2_in(&moto, account, region).await;
         assert_eq!(
@@ -559,4 +564,97 @@ fn unreachable_endpoint_fails_fast_with_a_clear_message() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Ctrl-C during validation (SIGINT): the run stops waiting, writes the CSV
+/// with what it knows and exits 130; a rerun with the same run id
+/// continues without a second AMI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_130_with_the_csv_written_and_a_rerun_continues() {
+    use std::io::BufRead;
+
+    let moto = Moto::start();
+    let ssm = SsmStub::start();
+    let ec2 = ec2_in(&moto, A, "us-east-1").await;
+    let ids = launch(&ec2, 3, false, &[("Name", "app")]).await;
+    // One agent never answers: validation polls until its timeout (1 h).
+    ssm.set(&ids[0], "Online");
+    ssm.set(&ids[1], "Online");
+    ssm.set(&ids[2], "ConnectionLost");
+    let s = Scratch::new(&config("workflow: {phases: {validation: {timeout: 3600}}}"));
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
+    let args = [
+        "-l",
+        "lz250nonprod",
+        "--region",
+        "us-east-1",
+        "--run-id",
+        "itest-sigint",
+        "-c",
+        &c,
+        "-o",
+        &o,
+    ];
+    let mut child = prepatch_command(Some(&moto), Some(&ssm), &args)
+        .env("PREPATCH_LOG", "prepatch=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn prepatch");
+    // Read stderr on a thread (to its end, so the pipe stays open) and
+    // say when validation has started.
+    let stderr = child.stderr.take().expect("stderr");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("phase started") && line.contains("validation") {
+                let _ = started_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let waited = started.recv_timeout(std::time::Duration::from_secs(60));
+    if waited.is_err() {
+        let _ = child.kill();
+        panic!(
+            "validation never started:\n{}",
+            reader.join().unwrap_or_default()
+        );
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let log = reader.join().expect("stderr reader");
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{log}");
+    assert!(stdout.contains("interrupted"), "{stdout}");
+
+    // The CSV has every instance with its AMI: the backups are on record.
+    let rows = s.inventory();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter().all(|r| r["ami_id"].starts_with("ami-")),
+        "{rows:?}"
+    );
+    assert_eq!(images(&ec2).await.len(), 3);
+
+    // The rerun: the agent is back; nothing is created twice.
+    ssm.set(&ids[2], "Online");
+    let out = prepatch(Some(&moto), Some(&ssm), &args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(calls(&stdout, "CreateImage"), 0, "{stdout}");
+    assert_eq!(images(&ec2).await.len(), 3);
 }

@@ -233,6 +233,50 @@ async fn assume_role_denied_fails_that_landing_zone_alone_sim() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn dry_run_reports_a_refused_permission_and_changes_nothing_sim() {
+    let config = config();
+    let sim = SimCloud::empty();
+    fleet(&sim, &config, 5, 2);
+    sim.fault(Fault::StartDenied {
+        landing_zone: "data-nonprod".into(),
+    });
+    let cloud = Paced::new(sim);
+    let mut opts = options("dry-1");
+    opts.dry_run = true;
+    let run = run(&cloud, &config, &opts).await;
+
+    // CreateImage, StartInstances and CreateTags in each of 4 targets.
+    assert_eq!(run.permission_checks.len(), 12);
+    let refused: Vec<_> = run
+        .permission_checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .map(|c| (c.target.to_string(), c.action.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("data-nonprod/us-east-1".to_owned(), "StartInstances"),
+            ("data-nonprod/eu-west-1".to_owned(), "StartInstances"),
+        ]
+    );
+    assert!(
+        run.permission_checks
+            .iter()
+            .filter_map(|c| c.error.as_deref())
+            .all(|e| e.starts_with("denied: UnauthorizedOperation"))
+    );
+    assert!(run.has_failures(), "a refused permission fails the dry run");
+    let sim = cloud.inner();
+    assert!(sim.mutation_log().is_empty(), "a dry run changes nothing");
+    for lz in &config.landing_zones {
+        for region in &lz.regions {
+            assert!(sim.images(&lz.account_id, region).is_empty());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn unreachable_region_fails_that_target_alone_sim() {
     let config = config();
     let sim = SimCloud::empty();

@@ -1,19 +1,21 @@
 //! The real cloud: the AWS SDK for Rust. SDK types stop in this file.
 //!
 //! Credentials come from the standard chain (environment, profile, SSO,
-//! instance role). Each landing zone gets one STS session per run; its
-//! clients are made once per region and reused. Endpoints follow the SDK's
+//! instance role). Each landing zone gets one STS session per run, renewed
+//! before it expires ([`RoleSession`]); its clients are made once per region
+//! and reused. Endpoints follow the SDK's
 //! own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` handling, or the
 //! config's `aws.endpoint_url`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::{self as creds, ProvideCredentials};
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ssm as ssm;
 use aws_sdk_sts as sts;
@@ -21,7 +23,7 @@ use chrono::{DateTime, Utc};
 use ec2::error::{ProvideErrorMetadata, SdkError};
 use ec2::operation::RequestId;
 
-use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Scope};
+use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
     AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, SsmInfo, SsmPing,
@@ -46,9 +48,100 @@ pub struct AwsOptions {
 pub struct AwsCloud {
     base: SdkConfig,
     session_duration: Duration,
-    sessions: Mutex<HashMap<String, ec2::config::Credentials>>,
+    sessions: Mutex<HashMap<String, creds::SharedCredentialsProvider>>,
     clients: Mutex<HashMap<Target, (ec2::Client, ssm::Client)>>,
-    calls: ApiCalls,
+    calls: Arc<ApiCalls>,
+}
+
+/// Renew a session when less than this is left of it.
+const RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+/// A landing zone's STS session, handed to its clients as their credentials
+/// provider. The SDK's identity cache asks again shortly before the
+/// credentials expire, and the session then assumes the role again: a run
+/// longer than `aws.session_duration` (a long AMI wait) keeps working.
+#[derive(Debug)]
+struct RoleSession {
+    sts: sts::Client,
+    role_arn: String,
+    session_name: String,
+    duration: Duration,
+    calls: Arc<ApiCalls>,
+    current: tokio::sync::Mutex<ec2::config::Credentials>,
+}
+
+impl RoleSession {
+    /// `AssumeRole`: the credentials and the assumed role's ARN.
+    async fn assume(
+        sts: &sts::Client,
+        role_arn: &str,
+        session_name: &str,
+        duration: Duration,
+        calls: &ApiCalls,
+    ) -> Result<(ec2::config::Credentials, Option<String>), CloudError> {
+        let result = sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session_name)
+            .duration_seconds(duration.as_secs().try_into().unwrap_or(3600))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::AssumeRole, e));
+        calls.record(Api::AssumeRole, &result);
+        let out = result?;
+        let Some(c) = out.credentials() else {
+            return Err(CloudError::new(
+                Api::AssumeRole,
+                ErrorKind::Api,
+                "NoCredentials",
+                "STS returned no credentials",
+            ));
+        };
+        let credentials = ec2::config::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            SystemTime::try_from(*c.expiration()).ok(),
+            "prepatch-assume-role",
+        );
+        let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
+        Ok((credentials, arn))
+    }
+
+    /// The current credentials, renewed first if they expire soon.
+    async fn credentials(&self) -> Result<ec2::config::Credentials, CloudError> {
+        let mut current = self.current.lock().await;
+        if expires_soon(current.expiry(), SystemTime::now()) {
+            let (fresh, _) = Self::assume(
+                &self.sts,
+                &self.role_arn,
+                &self.session_name,
+                self.duration,
+                &self.calls,
+            )
+            .await?;
+            tracing::info!(role = %self.role_arn, "STS session renewed");
+            *current = fresh;
+        }
+        Ok(current.clone())
+    }
+}
+
+fn expires_soon(expiry: Option<SystemTime>, now: SystemTime) -> bool {
+    expiry.is_some_and(|e| e <= now + RENEW_BEFORE)
+}
+
+impl ProvideCredentials for RoleSession {
+    fn provide_credentials<'a>(&'a self) -> creds::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        creds::future::ProvideCredentials::new(async move {
+            self.credentials()
+                .await
+                .map_err(creds::error::CredentialsError::provider_error)
+        })
+    }
 }
 
 impl AwsCloud {
@@ -77,7 +170,7 @@ impl AwsCloud {
             session_duration: options.session_duration,
             sessions: Mutex::default(),
             clients: Mutex::default(),
-            calls: ApiCalls::default(),
+            calls: Arc::default(),
         }
     }
 
@@ -286,40 +379,31 @@ impl Cloud for AwsCloud {
         if let Some(region) = region {
             conf = conf.region(sts::config::Region::new(region));
         }
-        let client = sts::Client::from_conf(conf.build());
-        let result = client
-            .assume_role()
-            .role_arn(&lz.role_arn)
-            .role_session_name(session_name)
-            .duration_seconds(self.session_duration.as_secs().try_into().unwrap_or(3600))
-            .send()
-            .await
-            .map_err(|e| api_error(Api::AssumeRole, e));
-        self.calls.record(Api::AssumeRole, &result);
-        let out = result?;
-        let Some(c) = out.credentials() else {
-            return Err(CloudError::new(
-                Api::AssumeRole,
-                ErrorKind::Api,
-                "NoCredentials",
-                "STS returned no credentials",
-            ));
+        let sts = sts::Client::from_conf(conf.build());
+        let (credentials, arn) = RoleSession::assume(
+            &sts,
+            &lz.role_arn,
+            session_name,
+            self.session_duration,
+            &self.calls,
+        )
+        .await?;
+        let session = RoleSession {
+            sts,
+            role_arn: lz.role_arn.clone(),
+            session_name: session_name.to_owned(),
+            duration: self.session_duration,
+            calls: Arc::clone(&self.calls),
+            current: tokio::sync::Mutex::new(credentials),
         };
-        let expiry = SystemTime::try_from(*c.expiration()).ok();
-        let creds = ec2::config::Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_owned()),
-            expiry,
-            "prepatch-assume-role",
-        );
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(lz.name.clone(), creds);
-        Ok(out
-            .assumed_role_user()
-            .map_or_else(|| lz.role_arn.clone(), |u| u.arn().to_owned()))
+            .insert(
+                lz.name.clone(),
+                creds::SharedCredentialsProvider::new(session),
+            );
+        Ok(arn.unwrap_or_else(|| lz.role_arn.clone()))
     }
 
     async fn describe_instances(
@@ -487,6 +571,58 @@ impl Cloud for AwsCloud {
         ))
     }
 
+    async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
+        let ec2 = self.ec2(t)?;
+        let ids = |ids: &[InstanceId]| ids.iter().map(|i| i.as_str().to_owned()).collect();
+        let result = match probe {
+            Probe::CreateImage(id) => ec2
+                .create_image()
+                .instance_id(id.as_str())
+                .name("prepatch-permission-check")
+                .no_reboot(true)
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api_error(Api::CreateImage, e)),
+            Probe::CreateTags(id) => ec2
+                .create_tags()
+                .resources(id.as_str())
+                .tags(
+                    ec2::types::Tag::builder()
+                        .key(crate::model::tag::CREATED_BY)
+                        .value(crate::model::tag::CREATED_BY_VALUE)
+                        .build(),
+                )
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api_error(Api::CreateTags, e)),
+            Probe::StartInstances(list) => ec2
+                .start_instances()
+                .set_instance_ids(Some(ids(list)))
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api_error(Api::StartInstances, e)),
+        };
+        let result = match result {
+            // "Request would have succeeded, but DryRun flag is set."
+            Err(e) if e.code == "DryRunOperation" => Ok(()),
+            Ok(()) => Err(CloudError::new(
+                probe.api(),
+                ErrorKind::Api,
+                "DryRunIgnored",
+                "the endpoint ignored DryRun and may have made the change",
+            )),
+            other => other,
+        };
+        self.calls.record(probe.api(), &result);
+        result
+    }
+
     fn api_calls(&self) -> &ApiCalls {
         &self.calls
     }
@@ -495,6 +631,58 @@ impl Cloud for AwsCloud {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(expires_in: Duration) -> RoleSession {
+        // Nothing listens on port 9: a call to STS fails at once.
+        let sts = sts::Client::from_conf(
+            sts::Config::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(sts::config::Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9")
+                .credentials_provider(ec2::config::Credentials::new("a", "b", None, None, "t"))
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
+        let expiry = SystemTime::now() + expires_in;
+        RoleSession {
+            sts,
+            role_arn: "arn:aws:iam::111111111111:role/R".into(),
+            session_name: "prepatch-test".into(),
+            duration: Duration::from_secs(3600),
+            calls: Arc::default(),
+            current: tokio::sync::Mutex::new(ec2::config::Credentials::new(
+                "AKID",
+                "secret",
+                Some("token".into()),
+                Some(expiry),
+                "t",
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_session_is_used_as_is() {
+        let s = session(Duration::from_secs(3000));
+        let c = s.credentials().await.expect("no call needed");
+        assert_eq!(c.access_key_id(), "AKID");
+        assert!(s.calls.snapshot().is_empty(), "no AssumeRole");
+    }
+
+    #[tokio::test]
+    async fn a_session_about_to_expire_is_renewed_with_assume_role() {
+        let s = session(Duration::from_secs(60));
+        let e = s.credentials().await.expect_err("STS is unreachable here");
+        assert_eq!(e.api, Api::AssumeRole);
+        assert_eq!(s.calls.snapshot()[&Api::AssumeRole].calls, 1);
+        assert!(expires_soon(
+            Some(SystemTime::now()),
+            SystemTime::now() - Duration::from_secs(1)
+        ));
+        assert!(
+            !expires_soon(None, SystemTime::now()),
+            "static keys never expire"
+        );
+    }
 
     #[test]
     fn platform_comes_from_either_platform_field() {

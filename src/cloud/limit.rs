@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Scope};
+use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
     AccountId, AmiId, Image, Instance, InstanceId, Region, SsmInfo, StatusChecks, Tags, Target,
@@ -321,6 +321,11 @@ impl<C: Cloud> Cloud for Paced<C> {
             self.inner.instance_status(t)
         })
         .await
+    }
+
+    async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
+        self.call(t, probe.api(), 0, || self.inner.permitted(t, probe))
+            .await
     }
 
     fn api_calls(&self) -> &ApiCalls {

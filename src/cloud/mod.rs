@@ -152,6 +152,25 @@ pub struct ImageRequest {
     pub tags: Tags,
 }
 
+/// A change asked of EC2 with its `DryRun` parameter: AWS checks the
+/// caller's permission for it and changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    CreateImage(InstanceId),
+    CreateTags(InstanceId),
+    StartInstances(Vec<InstanceId>),
+}
+
+impl Probe {
+    pub fn api(&self) -> Api {
+        match self {
+            Probe::CreateImage(_) => Api::CreateImage,
+            Probe::CreateTags(_) => Api::CreateTags,
+            Probe::StartInstances(_) => Api::StartInstances,
+        }
+    }
+}
+
 /// The AWS API, as prepatch uses it. Every method is one paginated
 /// conversation with AWS for one account-region ([`Target`]); none is
 /// called per instance except `create_image`, which AWS offers only so.
@@ -197,6 +216,11 @@ pub trait Cloud: Send + Sync {
 
     /// `DescribeInstanceStatus` with `IncludeAllInstances`, every page.
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError>;
+
+    /// Sends `probe` with `DryRun=true`: `Ok` when AWS answers that the
+    /// request would have succeeded (`DryRunOperation`), the refusal
+    /// otherwise (`UnauthorizedOperation` is [`ErrorKind::Denied`]).
+    async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError>;
 
     /// The calls made so far, by action.
     fn api_calls(&self) -> &ApiCalls;

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::limit::{Bucket, TokenBucket};
-use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Scope};
+use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
     AccountId, AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, Region,
@@ -43,10 +43,11 @@ pub enum FaultKind {
     TerminatedBeforeStart,
     SsmNeverOnline,
     Impaired,
+    StartDenied,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::AssumeRoleDenied,
         FaultKind::RegionUnreachable,
         FaultKind::CreateImageError,
@@ -56,6 +57,7 @@ impl FaultKind {
         FaultKind::TerminatedBeforeStart,
         FaultKind::SsmNeverOnline,
         FaultKind::Impaired,
+        FaultKind::StartDenied,
     ];
 
     /// The demo's default: a few instance faults, no landing zone lost.
@@ -77,6 +79,7 @@ impl FaultKind {
             FaultKind::TerminatedBeforeStart => "terminated-before-start",
             FaultKind::SsmNeverOnline => "ssm-never-online",
             FaultKind::Impaired => "impaired",
+            FaultKind::StartDenied => "start-denied",
         }
     }
 
@@ -131,6 +134,10 @@ pub enum Fault {
     TerminatedBeforeStart(InstanceId),
     SsmNeverOnline(InstanceId),
     Impaired(InstanceId),
+    /// The landing zone's role lacks `ec2:StartInstances`.
+    StartDenied {
+        landing_zone: String,
+    },
 }
 
 impl Fault {
@@ -145,13 +152,16 @@ impl Fault {
             Fault::TerminatedBeforeStart(_) => FaultKind::TerminatedBeforeStart,
             Fault::SsmNeverOnline(_) => FaultKind::SsmNeverOnline,
             Fault::Impaired(_) => FaultKind::Impaired,
+            Fault::StartDenied { .. } => FaultKind::StartDenied,
         }
     }
 
     /// The instance it strikes, if it strikes one.
     pub fn instance(&self) -> Option<&InstanceId> {
         match self {
-            Fault::AssumeRoleDenied { .. } | Fault::RegionUnreachable { .. } => None,
+            Fault::AssumeRoleDenied { .. }
+            | Fault::RegionUnreachable { .. }
+            | Fault::StartDenied { .. } => None,
             Fault::CreateImageError(i)
             | Fault::AmiFailed(i)
             | Fault::AmiStuck(i)
@@ -166,7 +176,7 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fault::AssumeRoleDenied { landing_zone } => {
+            Fault::AssumeRoleDenied { landing_zone } | Fault::StartDenied { landing_zone } => {
                 write!(f, "{} in {landing_zone}", self.kind())
             }
             Fault::RegionUnreachable {
@@ -560,6 +570,9 @@ impl SimCloud {
                 }
                 FaultKind::SsmNeverOnline => pick(&stopped, &mut rng).map(Fault::SsmNeverOnline),
                 FaultKind::Impaired => pick(&running, &mut rng).map(Fault::Impaired),
+                FaultKind::StartDenied => victim_lz.map(|lz| Fault::StartDenied {
+                    landing_zone: lz.name.clone(),
+                }),
             };
             if let Some(f) = fault {
                 self.fault(f.clone());
@@ -575,6 +588,22 @@ impl SimCloud {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(f)
+    }
+
+    /// The refusal of an action the landing zone's role may not call.
+    fn denied(&self, t: &Target, api: Api) -> Option<CloudError> {
+        let denied = api == Api::StartInstances
+            && self.has_fault(
+                |f| matches!(f, Fault::StartDenied { landing_zone } if *landing_zone == t.landing_zone),
+            );
+        denied.then(|| {
+            CloudError::new(
+                api,
+                ErrorKind::Denied,
+                "UnauthorizedOperation",
+                format!("You are not authorized to perform this operation. User: arn:aws:sts::{}:assumed-role/PrepatchRole/prepatch is not authorized to perform: ec2:{api}", t.account),
+            )
+        })
     }
 
     fn instance_fault(&self, kind: FaultKind, id: &InstanceId) -> bool {
@@ -931,6 +960,10 @@ impl Cloud for SimCloud {
     }
 
     async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        if let Some(e) = self.denied(t, Api::StartInstances) {
+            self.calls.record_n(Api::StartInstances, 1, Some(&e));
+            return Err(e);
+        }
         let capacity = ids
             .iter()
             .any(|id| self.instance_fault(FaultKind::InsufficientCapacity, id));
@@ -1018,6 +1051,16 @@ impl Cloud for SimCloud {
                     .collect())
             },
         )
+    }
+
+    async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
+        let api = probe.api();
+        if let Some(e) = self.denied(t, api) {
+            self.calls.record_n(api, 1, Some(&e));
+            return Err(e);
+        }
+        // The request is checked and counted like any other, changing nothing.
+        self.request(t, api, |_| 1, 0, |_, _| Ok(()))
     }
 
     fn api_calls(&self) -> &ApiCalls {

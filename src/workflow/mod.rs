@@ -11,6 +11,7 @@
 //! to its instance, target or landing zone and never stops the others.
 
 pub mod backup;
+pub mod permissions;
 pub mod progress;
 pub mod scan;
 pub mod start;
@@ -205,6 +206,8 @@ pub struct Run {
     pub landing_zone_failures: Vec<LandingZoneFailure>,
     pub phases: Vec<PhaseSummary>,
     pub events: Vec<Event>,
+    /// A dry run's answers to EC2's `DryRun` permission checks.
+    pub permission_checks: Vec<permissions::PermissionCheck>,
 }
 
 impl Run {
@@ -222,6 +225,7 @@ impl Run {
             || self.interrupted
             || self.targets.iter().any(|t| t.error.is_some())
             || self.phases.iter().any(|p| p.failed > 0)
+            || self.permission_checks.iter().any(|c| !c.allowed)
             || self
                 .records()
                 .any(|r| r.verdict.as_ref().is_some_and(|v| !v.ready))
@@ -336,6 +340,7 @@ impl Workflow<'_> {
             landing_zone_failures: Vec::new(),
             phases: Vec::new(),
             events: Vec::new(),
+            permission_checks: Vec::new(),
         };
 
         self.phase(&mut run, Phase::Scanner, landing_zones, checkpoint)
@@ -346,6 +351,13 @@ impl Workflow<'_> {
             .filter(|p| self.plan(*p) == Plan::Run)
             .collect();
         if self.options.dry_run {
+            permissions::check(
+                self,
+                &mut run,
+                mutating.contains(&Phase::AmiBackup),
+                mutating.contains(&Phase::ServerStart),
+            )
+            .await;
             // Validation would judge a fleet the run did not prepare.
             for p in [Phase::AmiBackup, Phase::ServerStart, Phase::Validation] {
                 self.skip(&mut run, p, Plan::Skip("dry run".into()));

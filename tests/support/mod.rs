@@ -410,6 +410,13 @@ impl Scratch {
 
 /// Runs the binary with AWS pointed at moto (and SSM at the stub).
 pub fn prepatch(moto: Option<&Moto>, ssm: Option<&SsmStub>, args: &[&str]) -> Output {
+    prepatch_command(moto, ssm, args)
+        .output()
+        .expect("run prepatch")
+}
+
+/// The binary with a clean environment that reaches only moto and the stub.
+pub fn prepatch_command(moto: Option<&Moto>, ssm: Option<&SsmStub>, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_prepatch"));
     cmd.args(args)
         .env_clear()
@@ -430,7 +437,7 @@ pub fn prepatch(moto: Option<&Moto>, ssm: Option<&SsmStub>, args: &[&str]) -> Ou
     if let Some(s) = ssm {
         cmd.env("AWS_ENDPOINT_URL_SSM", &s.url);
     }
-    cmd.output().expect("run prepatch")
+    cmd
 }
 
 pub fn text(out: &Output) -> (String, String) {

@@ -1,0 +1,81 @@
+//! The dry run's permission check: EC2's `DryRun` parameter asks AWS
+//! whether the role may make each change the run would make, per
+//! account-region, and changes nothing. A refusal is reported before any
+//! real run would meet it halfway through.
+
+use serde::Serialize;
+
+use super::{Phase, Run, TargetRun, Workflow, for_each_target, start};
+use crate::cloud::{ErrorKind, Probe};
+use crate::model::Target;
+
+/// The answer for one action in one account-region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PermissionCheck {
+    pub target: Target,
+    /// The EC2 action, e.g. `CreateImage`.
+    pub action: String,
+    pub allowed: bool,
+    /// AWS's refusal, or why the check could not be made.
+    pub error: Option<String>,
+}
+
+/// Checks every change the planned phases would make, on every target.
+pub(super) async fn check(wf: &Workflow<'_>, run: &mut Run, backup: bool, starts: bool) {
+    let checks = for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
+        check_target(wf, t, backup, starts)
+    })
+    .await;
+    run.permission_checks = checks.into_iter().flatten().collect();
+}
+
+async fn check_target(
+    wf: &Workflow<'_>,
+    t: &mut TargetRun,
+    backup: bool,
+    starts: bool,
+) -> Vec<PermissionCheck> {
+    let Some(first) = t.records.first().map(|r| r.instance.id.clone()) else {
+        return Vec::new();
+    };
+    let stopped: Vec<_> = t
+        .records
+        .iter()
+        .filter(|r| start::wants_start(r.instance.state))
+        .map(|r| r.instance.id.clone())
+        .take(start::START_BATCH)
+        .collect();
+    let mut probes = Vec::new();
+    if backup {
+        probes.push(Probe::CreateImage(first.clone()));
+    }
+    if starts && !stopped.is_empty() {
+        probes.push(Probe::StartInstances(stopped));
+    }
+    if !probes.is_empty() {
+        // AMI snapshots and started instances are tagged.
+        probes.push(Probe::CreateTags(first));
+    }
+    let mut out = Vec::new();
+    for probe in probes {
+        let result = wf.cloud.permitted(&t.target, &probe).await;
+        let check = PermissionCheck {
+            target: t.target.clone(),
+            action: probe.api().to_string(),
+            allowed: result.is_ok(),
+            error: result.as_ref().err().map(|e| match e.kind {
+                ErrorKind::Denied => format!("denied: {}: {}", e.code, e.message),
+                _ => format!("could not check: {e}"),
+            }),
+        };
+        if let Some(error) = &check.error {
+            wf.event(
+                Phase::Scanner,
+                &t.target,
+                format!("ec2:{}: {error}", check.action),
+            );
+        }
+        out.push(check);
+    }
+    out
+}
