@@ -9,7 +9,7 @@
 //! when overdrawn. Under a paused tokio clock an hour passes in
 //! milliseconds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -303,26 +303,54 @@ struct SimImage {
 struct World {
     instances: BTreeMap<InstanceId, SimInstance>,
     images: BTreeMap<AmiId, SimImage>,
+    /// AMI names in use: EC2 refuses a second AMI of the same name.
+    image_names: HashSet<String>,
     snapshot_tags: BTreeMap<String, BTreeMap<String, String>>,
     buckets: HashMap<Bucket, TokenBucket>,
+    /// No transition is due before this; `None`: look at everything.
+    /// Saves a pass over the whole world on each of a run's many calls.
+    quiet_until: Option<Instant>,
 }
 
 impl World {
+    /// Applies the transitions that are due.
     fn tick(&mut self, now: Instant) {
+        if self.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        let mut due = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
         for i in self.instances.values_mut() {
             i.tick(now);
+            if matches!(
+                i.instance.state,
+                InstanceState::Pending | InstanceState::Stopping | InstanceState::ShuttingDown
+            ) {
+                due(i.settles_at);
+            }
         }
         for img in self.images.values_mut() {
-            if img.image.state == ImageState::Pending
-                && now >= img.available_at
-                && img.fate != ImageState::Pending
-            {
+            if img.image.state != ImageState::Pending || img.fate == ImageState::Pending {
+                continue;
+            }
+            if now >= img.available_at {
                 img.image.state = img.fate;
                 if img.fate == ImageState::Failed {
                     img.image.state_reason =
                         Some("Client.InternalError: snapshot creation failed".into());
                 }
+            } else {
+                due(img.available_at);
             }
+        }
+        // Nothing pending: quiet until something is changed.
+        self.quiet_until = Some(next.unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)));
+    }
+
+    /// Something will change at `at`.
+    fn wake(&mut self, at: Instant) {
+        if let Some(q) = self.quiet_until {
+            self.quiet_until = Some(q.min(at));
         }
     }
 }
@@ -500,6 +528,7 @@ impl SimCloud {
         let mut worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
         let world = worlds.entry((account.clone(), region.clone())).or_default();
         world.instances.insert(sim.instance.id.clone(), sim);
+        world.quiet_until = None;
     }
 
     /// Injects a fault.
@@ -604,6 +633,17 @@ impl SimCloud {
                 format!("You are not authorized to perform this operation. User: arn:aws:sts::{}:assumed-role/PrepatchRole/prepatch is not authorized to perform: ec2:{api}", t.account),
             )
         })
+    }
+
+    /// The instances struck by faults of `kind`.
+    fn fault_ids(&self, kind: FaultKind) -> HashSet<InstanceId> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|f| f.kind() == kind)
+            .filter_map(|f| f.instance().cloned())
+            .collect()
     }
 
     fn instance_fault(&self, kind: FaultKind, id: &InstanceId) -> bool {
@@ -807,7 +847,8 @@ impl Cloud for SimCloud {
     }
 
     async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
-        let never = |id: &InstanceId| self.instance_fault(FaultKind::SsmNeverOnline, id);
+        let never_online = self.fault_ids(FaultKind::SsmNeverOnline);
+        let never = |id: &InstanceId| never_online.contains(id);
         let registered = |w: &World, now: Instant| -> Vec<(InstanceId, SsmInfo)> {
             w.instances
                 .values()
@@ -854,7 +895,7 @@ impl Cloud for SimCloud {
                         ),
                     ));
                 }
-                if w.images.values().any(|img| img.image.name == req.name) {
+                if w.image_names.contains(&req.name) {
                     return Err(CloudError::new(
                         Api::CreateImage,
                         ErrorKind::Api,
@@ -879,6 +920,7 @@ impl Cloud for SimCloud {
                 } else {
                     ImageState::Available
                 };
+                w.image_names.insert(req.name.clone());
                 w.images.insert(
                     ami.clone(),
                     SimImage {
@@ -887,6 +929,7 @@ impl Cloud for SimCloud {
                         fate,
                     },
                 );
+                w.wake(now + takes);
                 Ok(ami.clone())
             },
         );
@@ -1004,6 +1047,8 @@ impl Cloud for SimCloud {
                     if i.instance.state == InstanceState::Stopped {
                         i.instance.state = InstanceState::Pending;
                         i.settles_at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
+                        let at = i.settles_at;
+                        w.wake(at);
                     }
                 }
             }
@@ -1017,7 +1062,8 @@ impl Cloud for SimCloud {
     }
 
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
-        let impaired = |id: &InstanceId| self.instance_fault(FaultKind::Impaired, id);
+        let impaired_ids = self.fault_ids(FaultKind::Impaired);
+        let impaired = |id: &InstanceId| impaired_ids.contains(id);
         self.request(
             t,
             Api::DescribeInstanceStatus,
