@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test. Sets up what the tests need when it is missing:
-# a Python venv with the moto server (an AWS API emulator) under .venv/.
+# a Python venv with the moto server (an AWS API emulator) and jsonschema
+# under .venv/; xmllint, chromium and chromedriver from Debian.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,6 +12,32 @@ if [ "$(.venv/bin/python -c 'import moto; print(moto.__version__)' 2>/dev/null)"
     .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 export PREPATCH_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
+# The report tests validate every report.json with jsonschema (moto brings
+# it; make sure) and find the venv through PREPATCH_VENV.
+if ! .venv/bin/python -c 'import jsonschema' 2>/dev/null; then
+    echo "test.sh: installing jsonschema into .venv/" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "jsonschema>=4.18,<5"
+fi
+export PREPATCH_VENV="$PWD/.venv"
+
+# ... validate every report.xml with xmllint, and open the dashboard in
+# headless Chromium through chromedriver: Debian's packages. A machine that
+# has them pays nothing here.
+missing=0
+for tool in xmllint chromium chromedriver; do
+    command -v "$tool" >/dev/null 2>&1 || missing=1
+done
+if [ "$missing" = 1 ]; then
+    echo "test.sh: installing libxml2-utils chromium chromium-driver (Debian)" >&2
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    packages="libxml2-utils chromium chromium-driver"
+    # shellcheck disable=SC2086
+    $sudo apt-get install -y --no-install-recommends $packages \
+        || { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends $packages; }
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -65,6 +65,17 @@ pub struct OutputArgs {
     /// Say less: no progress bars, errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Report files to write, comma-separated: csv, json, html, xml.
+    /// Overrides the config's reports.formats (default: all four).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMATS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub format: Vec<crate::report::Format>,
 }
 
 /// Which phases run and how.
@@ -214,5 +225,16 @@ mod tests {
             "custom_reports/",
         ]);
         assert_eq!(cli.output.output_dir, PathBuf::from("custom_reports/"));
+    }
+
+    #[test]
+    fn format_is_a_global_list() {
+        use crate::report::Format;
+        let cli = Cli::parse_from(["prepatch", "demo", "--format", "json,html"]);
+        assert_eq!(cli.output.format, [Format::Json, Format::Html]);
+        let cli = Cli::parse_from(["prepatch", "--format", "xml", "--landing-zones", "a"]);
+        assert_eq!(cli.output.format, [Format::Xml]);
+        let err = Cli::try_parse_from(["prepatch", "demo", "--format", "jsn"]).unwrap_err();
+        assert!(err.to_string().contains("json"), "{err}");
     }
 }

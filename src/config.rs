@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::{AccountId, Environment, InstanceId, Region};
+use crate::report::Format;
 
 /// A configuration problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,17 @@ pub struct Config {
     pub landing_zones: Vec<LandingZone>,
     pub phases: Phases,
     pub filters: Filters,
+    pub reports: Reports,
+    /// SHA-256 of the exact text that was parsed, lowercase hex, for the
+    /// reports: which config a run used.
+    pub sha256: String,
+}
+
+/// Which report files a run writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reports {
+    /// In the order given, without repeats. Default: all of them.
+    pub formats: Vec<Format>,
 }
 
 #[derive(Clone, Debug)]
@@ -167,7 +179,9 @@ impl Config {
     /// Checks YAML text; `path` is used only in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw = parse_raw(text, path)?;
-        check(raw, path)
+        let mut config = check(raw, path)?;
+        config.sha256 = sha256_hex(text.as_bytes());
+        Ok(config)
     }
 
     /// The landing zone with this name.
@@ -267,10 +281,14 @@ struct RawConfig {
     workflow: RawWorkflow,
     #[serde(default)]
     filters: RawFilters,
-    /// Read by the reports; accepted here so one file configures everything.
     #[serde(default)]
-    #[allow(dead_code)]
-    reports: Option<serde_yaml::Value>,
+    reports: RawReports,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    formats: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -643,13 +661,62 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         )?,
     };
 
+    let reports = Reports {
+        formats: match raw.reports.formats {
+            None => Format::ALL.to_vec(),
+            Some(names) => formats(&c, "reports.formats", &names)?,
+        },
+    };
+
     Ok(Config {
         source: path.to_owned(),
         aws,
         landing_zones,
         phases,
         filters,
+        reports,
+        sha256: String::new(),
     })
+}
+
+/// `[csv, json, html, xml]`, checked: known names, at least one.
+fn formats(c: &Checker<'_>, field: &str, names: &[String]) -> Result<Vec<Format>, ConfigError> {
+    let allowed = Format::ALL.map(Format::name).join(", ");
+    if names.is_empty() {
+        return Err(c.err(field, format!("is empty: list at least one of {allowed}")));
+    }
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let Ok(f) = name.trim().to_ascii_lowercase().parse::<Format>() else {
+            let best = Format::ALL
+                .map(Format::name)
+                .into_iter()
+                .map(|f| (strsim::jaro_winkler(&name.to_ascii_lowercase(), f), f))
+                .filter(|(score, _)| *score > 0.7)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match best {
+                Some((_, f)) => format!(" (did you mean `{f}`?)"),
+                None => String::new(),
+            };
+            return Err(c.err(
+                format!("{field}[{i}]"),
+                format!("unknown format {name:?}{hint}; allowed: {allowed}"),
+            ));
+        };
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn check_role_name(c: &Checker<'_>, field: &str, name: &str) -> Result<(), ConfigError> {
@@ -750,6 +817,43 @@ landing_zones:
         assert!(!c.filters.admits(&InstanceId::new("i-01"), &tags("batch")));
         assert!(!c.filters.admits(&InstanceId::new("i-0bad"), &tags("web")));
         assert!(!c.filters.admits(&InstanceId::new("i-02"), &BTreeMap::new()));
+    }
+
+    #[test]
+    fn report_formats_default_to_all_and_unknown_ones_are_named() {
+        assert_eq!(parse(MINIMAL).unwrap().reports.formats, Format::ALL);
+        let c = parse(&format!(
+            "{MINIMAL}reports:\n  formats: [html, csv, html]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.reports.formats, [Format::Html, Format::Csv]);
+        let err = parse(&format!("{MINIMAL}reports:\n  formats: [csv, jsno]\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "c.yml: reports.formats[1]: unknown format \"jsno\" (did you mean `json`?); allowed: csv, json, html, xml"
+        );
+        let err = parse(&format!("{MINIMAL}reports:\n  formats: []\n")).unwrap_err();
+        assert!(err.contains("reports.formats: is empty"), "{err}");
+        let err = parse(&format!("{MINIMAL}reports:\n  fromats: [csv]\n")).unwrap_err();
+        assert!(err.contains("did you mean `formats`?"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../config/prepatch_config.example.yml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.reports.formats, Format::ALL);
+    }
+
+    #[test]
+    fn the_digest_is_of_the_parsed_text() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.sha256, sha256_hex(MINIMAL.as_bytes()));
+        assert_eq!(c.sha256.len(), 64);
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`cloud`]: the [`cloud::Cloud`] trait; `aws` (the AWS SDK, and only
 //!   there), `sim` (in-memory, for `demo`), `limit` (EC2's rate limits).
 //! - [`workflow`]: the four phases and their order.
-//! - [`report`]: the CSV and the summary, from the run.
+//! - [`report`]: one report model from the run, written as CSV, JSON, XML
+//!   and the HTML dashboard; and the terminal summary.
 //! - [`error`]: the top-level error and exit codes.
 
 pub mod cli;
@@ -98,7 +99,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
 
 async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
     let args = &cli.run;
-    let config = Config::load(&args.config)?;
+    let config = with_cli_formats(Config::load(&args.config)?, cli);
     let landing_zones =
         select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
     let options = options(&config, &args.phases, cli)?;
@@ -133,15 +134,18 @@ landing_zones:
   - {name: demo-core-prod, account_id: \"333333333333\", environment: prod}
 ";
     // A constant that the unit tests parse: it cannot fail at run time.
-    Config::parse(text, Path::new("(built-in demo config)"))
+    Config::parse(text, Path::new(DEMO_CONFIG_SOURCE))
         .unwrap_or_else(|e| unreachable!("demo config: {e}"))
 }
 
 async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
-    let config = match &demo.config {
-        Some(path) => Config::load(path)?,
-        None => demo_config(),
-    };
+    let config = with_cli_formats(
+        match &demo.config {
+            Some(path) => Config::load(path)?,
+            None => demo_config(),
+        },
+        cli,
+    );
     let faults = cloud::sim::FaultKind::parse_list(&demo.faults)
         .map_err(|e| Error::Usage(format!("--faults: {e}")))?;
     let landing_zones: Vec<LandingZone> = config
@@ -397,7 +401,11 @@ pub async fn execute<C: Cloud>(
         progress: workflow::progress::Progress::new(options.show_progress),
     };
     let mut write_error: Option<Error> = None;
+    let csv_wanted = config.reports.formats.contains(&report::Format::Csv);
     let mut checkpoint = |run: &Run| {
+        if !csv_wanted {
+            return;
+        }
         if let Err(e) = write_csv(run, &csv_path) {
             tracing::error!(error = %e, "cannot write the inventory");
             write_error.get_or_insert(e);
@@ -423,7 +431,7 @@ pub async fn execute<C: Cloud>(
     if let Some(e) = write_error {
         return Err(e);
     }
-    write_csv(&run, &csv_path)?;
+    write_reports(&run, cloud, config, landing_zones, &dir)?;
 
     let mut out = std::io::stdout().lock();
     if run.dry_run {
@@ -443,6 +451,67 @@ pub async fn execute<C: Cloud>(
         failures: run.has_failures(),
         interrupted: run.interrupted,
     })
+}
+
+/// What the demo's built-in config is called in messages and reports.
+const DEMO_CONFIG_SOURCE: &str = "(built-in demo config)";
+
+/// `--format` overrides the config's `reports.formats`.
+fn with_cli_formats(mut config: Config, cli: &Cli) -> Config {
+    if !cli.output.format.is_empty() {
+        let mut formats = Vec::new();
+        for f in &cli.output.format {
+            if !formats.contains(f) {
+                formats.push(*f);
+            }
+        }
+        config.reports.formats = formats;
+    }
+    config
+}
+
+/// Writes the end-of-run reports (the formats the config and `--format`
+/// chose) from one report model, each file atomically.
+fn write_reports<C: Cloud>(
+    run: &Run,
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    dir: &Path,
+) -> Result<(), Error> {
+    let meta = report::RunMeta {
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        config: report::model::ConfigRef {
+            path: config.source.display().to_string(),
+            sha256: config.sha256.clone(),
+            built_in: config.source == Path::new(DEMO_CONFIG_SOURCE),
+        },
+        landing_zones: landing_zones
+            .iter()
+            .map(|lz| report::model::LandingZoneMeta {
+                name: lz.name.clone(),
+                account_id: lz.account_id.to_string(),
+                environment: lz.environment.to_string(),
+                regions: lz.regions.iter().map(ToString::to_string).collect(),
+                role_arn: lz.role_arn.clone(),
+            })
+            .collect(),
+        api_calls: report::model::ApiCallStat::list(
+            &cloud.api_calls().snapshot(),
+            &cloud.retries(),
+        ),
+    };
+    let report = report::Report::new(run, &meta);
+    report::write_all(&report, dir, &config.reports.formats).map_err(|(path, source)| {
+        Error::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(())
 }
 
 fn write_csv(run: &Run, path: &Path) -> Result<(), Error> {

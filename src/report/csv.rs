@@ -6,9 +6,7 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-
-use crate::model::{Record, tag};
+use super::model::{InstanceReport, Report, instances};
 use crate::workflow::Run;
 
 pub const COLUMNS: [&str; 29] = [
@@ -51,74 +49,65 @@ pub fn neutralise(cell: &str) -> String {
     }
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-fn row(r: &Record, simulated: bool) -> Vec<String> {
-    let i = &r.instance;
-    let b = r.backup.as_ref();
-    let s = r.start.as_ref();
-    let v = r.verdict.as_ref();
-    let patch_group = i.tag(tag::PATCH_GROUP).or_else(|| i.tag("PatchGroup"));
-    let tags = serde_json::to_string(&i.tags).unwrap_or_default();
-    vec![
-        r.landing_zone.clone(),
-        r.account.to_string(),
-        r.region.to_string(),
-        r.environment.to_string(),
-        i.id.to_string(),
-        i.name().unwrap_or_default().to_owned(),
-        r.current_state().to_string(),
-        i.platform.to_string(),
+fn row(i: &InstanceReport, simulated: bool) -> [String; 29] {
+    let b = i.backup.as_ref();
+    let s = i.start.as_ref();
+    let v = i.validation.as_ref();
+    let text = |o: Option<&String>| o.cloned().unwrap_or_default();
+    [
+        i.landing_zone.clone(),
+        i.account_id.clone(),
+        i.region.clone(),
+        i.environment.clone(),
+        i.instance_id.clone(),
+        text(i.name.as_ref()),
+        i.state.clone(),
+        i.platform.clone(),
         i.instance_type.clone(),
-        i.private_ip.clone().unwrap_or_default(),
-        time(i.launch_time),
-        patch_group.unwrap_or_default().to_owned(),
-        i.tag(tag::ENVIRONMENT).unwrap_or_default().to_owned(),
-        r.ssm.ping.to_string(),
-        r.ssm.agent_version.clone().unwrap_or_default(),
-        b.and_then(|b| b.ami.as_ref())
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        b.and_then(|b| b.state)
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-        time(b.and_then(|b| b.created_at)),
-        time(b.and_then(|b| b.completed_at)),
-        b.and_then(|b| b.duration_secs())
+        text(i.private_ip.as_ref()),
+        text(i.launch_time.as_ref()),
+        text(i.patch_group.as_ref()),
+        text(i.environment_tag.as_ref()),
+        i.ssm.ping_status.clone(),
+        text(i.ssm.agent_version.as_ref()),
+        text(b.and_then(|b| b.ami_id.as_ref())),
+        text(b.and_then(|b| b.state.as_ref())),
+        text(b.and_then(|b| b.created_at.as_ref())),
+        text(b.and_then(|b| b.completed_at.as_ref())),
+        b.and_then(|b| b.duration_s)
             .map(|d| d.to_string())
             .unwrap_or_default(),
-        time(b.and_then(|b| b.expires_at)),
-        b.and_then(|b| b.error.clone()).unwrap_or_default(),
-        i.state.to_string(),
+        text(b.and_then(|b| b.expires_at.as_ref())),
+        text(b.and_then(|b| b.error.as_ref())),
+        i.initial_state.clone(),
         s.is_some_and(|s| s.started_by_run).to_string(),
-        s.and_then(|s| s.error.clone()).unwrap_or_default(),
-        v.map(|v| v.label().to_owned()).unwrap_or_default(),
+        text(s.and_then(|s| s.error.as_ref())),
+        text(v.map(|v| &v.verdict)),
         v.map(|v| v.reasons.join("; ")).unwrap_or_default(),
         simulated.to_string(),
-        tags,
+        serde_json::to_string(&i.tags).unwrap_or_default(),
     ]
 }
 
-/// Writes every instance of the run, in (landing zone, region, id) order.
-pub fn write(run: &Run, out: impl Write) -> csv::Result<()> {
+fn write_rows(rows: &[InstanceReport], simulated: bool, out: impl Write) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
-    let mut records: Vec<&Record> = run.records().collect();
-    records.sort_by(|a, b| {
-        (&a.landing_zone, &a.region, &a.instance.id).cmp(&(
-            &b.landing_zone,
-            &b.region,
-            &b.instance.id,
-        ))
-    });
-    for r in records {
-        w.write_record(row(r, run.simulated).iter().map(|c| neutralise(c)))?;
+    for i in rows {
+        w.write_record(row(i, simulated).iter().map(|c| neutralise(c)))?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// Writes every instance of a run in progress (the per-phase checkpoint),
+/// in (landing zone, region, id) order.
+pub fn write(run: &Run, out: impl Write) -> csv::Result<()> {
+    write_rows(&instances(run), run.simulated, out)
+}
+
+/// Writes the instances of a finished run's report.
+pub fn write_report(report: &Report, out: impl Write) -> csv::Result<()> {
+    write_rows(&report.instances, report.run.simulated, out)
 }
 
 #[cfg(test)]

@@ -1,26 +1,121 @@
-//! Reports, made from one model: the [`Run`](crate::workflow::Run).
+//! Reports, all made from one model: [`model::Report`], built from the
+//! [`Run`](crate::workflow::Run) and the [`model::RunMeta`] the run does not
+//! know. So the four files can never disagree.
 //!
-//! - [`csv`]: `inventory.csv`, one row per instance, rewritten after every
-//!   phase so an interrupted run still leaves an accurate file.
+//! - [`csv`]: `inventory.csv`, one row per instance, also rewritten after
+//!   every phase so an interrupted run still leaves an accurate file.
+//! - [`json`]: `report.json`, everything, for automation
+//!   (`schema/report.schema.json`).
+//! - [`xml`]: `report.xml`, everything plus an audit trail, namespaced
+//!   (`schema/prepatch-report-1.xsd`).
+//! - [`html`]: `report.html`, the self-contained dashboard.
 //! - [`summary`]: the table printed at the end of a run.
 
 pub mod csv;
+pub mod html;
+pub mod json;
+pub mod model;
 pub mod summary;
+pub mod xml;
 
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-/// Writes a file whole or not at all: into a temporary sibling, then renamed.
+pub use model::{Report, RunMeta};
+
+/// A report file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+    Html,
+    Xml,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Csv, Format::Json, Format::Html, Format::Xml];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Html => "html",
+            Format::Xml => "xml",
+        }
+    }
+
+    /// The file it is written to, in the run's directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Format::Csv => "inventory.csv",
+            Format::Json => "report.json",
+            Format::Html => "report.html",
+            Format::Xml => "report.xml",
+        }
+    }
+
+    /// Writes `report` in this format.
+    pub fn write(self, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+        match self {
+            Format::Csv => csv::write_report(report, out).map_err(std::io::Error::other),
+            Format::Json => json::write(report, out),
+            Format::Html => html::write(report, out),
+            Format::Xml => xml::write(report, out),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Format::ALL.into_iter().find(|f| f.name() == s).ok_or(())
+    }
+}
+
+/// Writes each format's file into `dir`, each whole or not at all.
+/// Returns the paths written; on an error, the path it was for.
+pub fn write_all(
+    report: &Report,
+    dir: &Path,
+    formats: &[Format],
+) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut written = Vec::new();
+    for f in formats {
+        let path = dir.join(f.file_name());
+        write_atomically(&path, |w| f.write(report, w)).map_err(|e| (path.clone(), e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Writes a file whole or not at all: into a temporary sibling
+/// (`<name>.tmp`), then renamed over it. On an error the sibling is removed
+/// and the earlier file, if any, is left as it was.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp: PathBuf = path.with_file_name(name);
+    let result = (|| {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         write(&mut file)?;
         file.flush()?;
         file.get_ref().sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    result
 }

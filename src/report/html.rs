@@ -1,0 +1,193 @@
+//! `report.html`: the dashboard an operator opens after a run, offline,
+//! from disk. One self-contained file: CSS and JS inline, no fetches.
+//!
+//! - The page is a minijinja template (`templates/report.html`) with
+//!   auto-escaping on: every value from AWS is HTML-escaped.
+//! - The instances travel as JSON in `<script type="application/json">`,
+//!   with `<`, `>` and `&` written as `\u003c`, `\u003e` and `\u0026`, so
+//!   no value can close the element. The page's script renders one page of
+//!   rows at a time with `textContent`, never `innerHTML`, so 10,000
+//!   instances stay responsive.
+//! - A Content-Security-Policy meta tag allows only the file's own inline
+//!   script and style, by their SHA-256 hashes, computed here over the
+//!   exact text that is embedded.
+
+use std::io::{self, Write};
+
+use base64::Engine;
+use minijinja::value::Serde;
+use minijinja::{Environment, Value, context};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::model::{InstanceReport, Report, Status};
+
+const TEMPLATE: &str = include_str!("../../templates/report.html");
+const CSS: &str = include_str!("../../templates/report.css");
+const JS: &str = include_str!("../../templates/report.js");
+
+/// Failures listed in the page itself; the table holds them all.
+const SHOWN_FAILURES: usize = 50;
+
+/// `'sha256-…'` of a text, as CSP wants it.
+fn csp_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The page's Content-Security-Policy: nothing but its own script and style.
+pub fn content_security_policy() -> String {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; img-src data:; base-uri 'none'; form-action 'none'",
+        csp_hash(JS),
+        csp_hash(CSS)
+    )
+}
+
+/// JSON that is safe inside a `<script>` element: no `<`, `>` or `&` at
+/// all (inside JSON strings they become `\u003c` and so on; outside strings
+/// JSON has none), and no U+2028/U+2029.
+pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_string(value)?;
+    let mut out = String::with_capacity(json.len() + json.len() / 16);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// The instances as a table: field names once, then one array per row.
+#[derive(Serialize)]
+struct Rows {
+    fields: Vec<String>,
+    rows: Vec<Vec<serde_json::Value>>,
+}
+
+fn rows(instances: &[InstanceReport]) -> Result<Rows, serde_json::Error> {
+    let mut fields: Vec<String> = Vec::new();
+    let mut rows = Vec::with_capacity(instances.len());
+    for i in instances {
+        let serde_json::Value::Object(map) = serde_json::to_value(i)? else {
+            continue;
+        };
+        if fields.is_empty() {
+            fields = map.keys().cloned().collect();
+        }
+        rows.push(
+            fields
+                .iter()
+                .map(|f| map.get(f).cloned().unwrap_or_default())
+                .collect(),
+        );
+    }
+    Ok(Rows { fields, rows })
+}
+
+#[derive(Serialize)]
+struct Failure {
+    #[serde(rename = "where")]
+    place: String,
+    name: Option<String>,
+    message: String,
+}
+
+/// Landing zones and account-regions first, then instances.
+fn failures(report: &Report) -> Vec<Failure> {
+    let mut out: Vec<Failure> = report
+        .errors
+        .iter()
+        .filter(|e| e.scope != "instance")
+        .map(|e| Failure {
+            place: match &e.region {
+                Some(r) => format!("{}/{r}", e.landing_zone),
+                None => e.landing_zone.clone(),
+            },
+            name: None,
+            message: e.message.clone(),
+        })
+        .collect();
+    for i in &report.instances {
+        let mut messages: Vec<String> = match (&i.validation, i.status) {
+            (Some(v), Status::NotReady) => v.reasons.clone(),
+            _ => Vec::new(),
+        };
+        if i.validation.is_none() {
+            messages.extend(i.backup.iter().filter_map(|b| b.error.clone()));
+            messages.extend(i.start.iter().filter_map(|s| s.error.clone()));
+        }
+        if !messages.is_empty() {
+            out.push(Failure {
+                place: format!("{} {}", i.landing_zone, i.instance_id),
+                name: i.name.clone(),
+                message: messages.join("; "),
+            });
+        }
+    }
+    out
+}
+
+/// Renders the dashboard.
+pub fn render(report: &Report) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    // Auto-escaping follows the name: `.html` escapes HTML.
+    env.add_template("report.html", TEMPLATE)?;
+    let data = rows(&report.instances)
+        .and_then(|r| script_safe_json(&r))
+        .map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+        })?;
+    let mut failures = failures(report);
+    let failures_total = failures.len();
+    failures.truncate(SHOWN_FAILURES);
+    env.get_template("report.html")?.render(context! {
+        csp => content_security_policy(),
+        css => Value::from_safe_string(CSS.to_owned()),
+        js => Value::from_safe_string(JS.to_owned()),
+        data => Value::from_safe_string(data),
+        run => Value::from(Serde(&report.run)),
+        totals => Value::from(Serde(&report.totals)),
+        landing_zones => Value::from(Serde(&report.landing_zones)),
+        targets => report.targets.len(),
+        failures => Value::from(Serde(&failures)),
+        failures_total => failures_total,
+        perf => Value::from(Serde(&report.performance)),
+        audit_total => report.audit.len(),
+    })
+}
+
+/// Writes the dashboard.
+pub fn write(report: &Report, mut out: impl Write) -> io::Result<()> {
+    let page = render(report).map_err(io::Error::other)?;
+    out.write_all(page.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_cannot_close_the_script_element() {
+        let s = script_safe_json(&"</script><!-- & \u{2028}").unwrap();
+        assert_eq!(s, r#""\u003c/script\u003e\u003c!-- \u0026 \u2028""#);
+        let back: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, "</script><!-- & \u{2028}");
+    }
+
+    #[test]
+    fn csp_names_the_hashes_of_the_embedded_script_and_style() {
+        let csp = content_security_policy();
+        assert!(csp.starts_with("default-src 'none'; script-src 'sha256-"));
+        assert!(csp.contains(&csp_hash(CSS)));
+        assert!(!csp.contains("unsafe"));
+    }
+}

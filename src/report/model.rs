@@ -1,0 +1,961 @@
+//! The report model: one shape, built once from a [`Run`] and the
+//! [`RunMeta`] that the run does not know about itself. CSV, JSON, XML and
+//! HTML are all written from a [`Report`], so they cannot disagree.
+//!
+//! Field names are snake_case and stable: `schema/report.schema.json` and
+//! `schema/prepatch-report-1.xsd` describe them, and the tests validate
+//! every produced report against both. Times are UTC, RFC 3339, to the
+//! second, already formatted, so every format shows the same string.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::cloud::{Api, CallCount};
+use crate::model::{ImageState, Record, tag};
+use crate::workflow::{Event, Phase, Plan, Run};
+
+/// The version of the report's shape, in `schema_version` and the XML
+/// namespace (`urn:prepatch:report:1`). Adding optional fields keeps it;
+/// renaming or removing one bumps it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a run does not know about itself: the tool, the command line, the
+/// config it was given, and the AWS calls it made (counted by the cloud).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunMeta {
+    pub tool_version: String,
+    pub command_line: Vec<String>,
+    pub config: ConfigRef,
+    pub landing_zones: Vec<LandingZoneMeta>,
+    /// Calls over the whole run, by action.
+    pub api_calls: Vec<ApiCallStat>,
+}
+
+/// The config file a run was given.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConfigRef {
+    /// As given on the command line, or `(built-in demo config)`.
+    pub path: String,
+    /// SHA-256 of the exact text that was parsed, lowercase hex.
+    pub sha256: String,
+    /// The demo's built-in config, not a file.
+    pub built_in: bool,
+}
+
+/// A selected landing zone, from the config.
+#[derive(Clone, Debug, Serialize)]
+pub struct LandingZoneMeta {
+    pub name: String,
+    pub account_id: String,
+    pub environment: String,
+    pub regions: Vec<String>,
+    pub role_arn: String,
+}
+
+/// Calls of one AWS action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiCallStat {
+    pub api: String,
+    /// Requests sent, whatever their outcome.
+    pub calls: u64,
+    /// Answered with a throttling error.
+    pub throttled: u64,
+    /// Answered with any other error.
+    pub errors: u64,
+    /// Throttled calls that were retried after a backoff.
+    pub retries: u64,
+}
+
+impl ApiCallStat {
+    /// The cloud's counters, by action, with the retries of the pacing layer.
+    pub fn list(calls: &BTreeMap<Api, CallCount>, retries: &BTreeMap<Api, u64>) -> Vec<Self> {
+        calls
+            .iter()
+            .map(|(api, c)| ApiCallStat {
+                api: api.name().to_owned(),
+                calls: c.calls,
+                throttled: c.throttled,
+                errors: c.errors,
+                retries: retries.get(api).copied().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// Everything the reports say, in one shape.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub run: RunInfo,
+    pub totals: Counts,
+    pub landing_zones: Vec<LandingZoneReport>,
+    pub targets: Vec<TargetReport>,
+    /// Sorted by landing zone, region and instance id.
+    pub instances: Vec<InstanceReport>,
+    /// Landing zones first, then account-regions, then instances.
+    pub errors: Vec<ErrorReport>,
+    /// Every change prepatch made, or tried to make, in time order.
+    pub audit: Vec<AuditEntry>,
+    /// The execution log.
+    pub events: Vec<EventReport>,
+    pub performance: Performance,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub tool: String,
+    pub tool_version: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_s: Option<f64>,
+    pub command_line: Vec<String>,
+    pub config: ConfigRef,
+    /// Environments of the selected landing zones, sorted.
+    pub environments: Vec<String>,
+    /// Regions of the selected landing zones, sorted.
+    pub regions: Vec<String>,
+    pub dry_run: bool,
+    /// `prepatch demo`: a simulated fleet, nothing real touched.
+    pub simulated: bool,
+    pub interrupted: bool,
+    /// `ok`, `failures` or `interrupted`, as the exit code says.
+    pub outcome: String,
+}
+
+/// Counts over a set of instances.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub instances: usize,
+    pub ready: usize,
+    pub not_ready: usize,
+    /// Validation did not run for them.
+    pub not_validated: usize,
+    /// `CreateImage` succeeded in this run.
+    pub amis_created: usize,
+    /// Found from an earlier attempt of the same run id.
+    pub amis_reused: usize,
+    /// No usable AMI: the create failed, or the AMI failed or timed out.
+    pub amis_failed: usize,
+    /// Still pending when the run ended (`--no-wait-backup`, interrupted).
+    pub amis_pending: usize,
+    /// Started by this run.
+    pub started: usize,
+    /// Stopped, and not started or not running after the start.
+    pub start_failed: usize,
+}
+
+impl Counts {
+    fn add(&mut self, i: &InstanceReport) {
+        self.instances += 1;
+        match i.status {
+            Status::Ready => self.ready += 1,
+            Status::NotReady => self.not_ready += 1,
+            Status::NotValidated => self.not_validated += 1,
+        }
+        if let Some(b) = &i.backup {
+            if b.ami_id.is_some() && !b.reused && b.created_at.is_some() {
+                self.amis_created += 1;
+            }
+            if b.reused {
+                self.amis_reused += 1;
+            }
+            if b.failed() {
+                self.amis_failed += 1;
+            } else if b.state.as_deref() == Some("pending") {
+                self.amis_pending += 1;
+            }
+        }
+        if let Some(s) = &i.start {
+            if s.started_by_run {
+                self.started += 1;
+            }
+            if s.error.is_some() {
+                self.start_failed += 1;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LandingZoneReport {
+    pub name: String,
+    pub account_id: String,
+    pub environment: String,
+    pub regions: Vec<String>,
+    /// `ok`, or `failed` when the landing zone could not be worked on at all.
+    pub status: String,
+    pub error: Option<String>,
+    pub counts: Counts,
+}
+
+/// One account-region.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetReport {
+    pub landing_zone: String,
+    pub account_id: String,
+    pub region: String,
+    pub environment: String,
+    /// The assumed role's ARN: who made the changes here.
+    pub identity: String,
+    pub instances: usize,
+    pub error: Option<String>,
+}
+
+/// Where an instance stands at the end of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ready,
+    NotReady,
+    NotValidated,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::NotReady => "not_ready",
+            Status::NotValidated => "not_validated",
+        }
+    }
+}
+
+/// Everything known about one instance.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceReport {
+    pub landing_zone: String,
+    pub account_id: String,
+    pub region: String,
+    pub environment: String,
+    pub instance_id: String,
+    /// The `Name` tag.
+    pub name: Option<String>,
+    /// Last known state: after a start, its final state; else as scanned.
+    pub state: String,
+    /// State at scan time.
+    pub initial_state: String,
+    pub platform: String,
+    pub instance_type: String,
+    pub private_ip: Option<String>,
+    pub launch_time: Option<String>,
+    /// The `Patch Group` (or `PatchGroup`) tag.
+    pub patch_group: Option<String>,
+    /// The instance's own `Environment` tag.
+    pub environment_tag: Option<String>,
+    /// Every tag, by key.
+    pub tags: BTreeMap<String, String>,
+    pub ssm: SsmReport,
+    pub backup: Option<BackupReport>,
+    pub start: Option<StartReport>,
+    pub validation: Option<ValidationReport>,
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SsmReport {
+    pub ping_status: String,
+    pub agent_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupReport {
+    pub ami_id: Option<String>,
+    /// `pending`, `available`, `failed`, `unusable`; none if no AMI exists.
+    pub state: Option<String>,
+    /// When `CreateImage` returned; none for a reused AMI.
+    pub created_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub duration_s: Option<i64>,
+    pub expires_at: Option<String>,
+    pub snapshot_ids: Vec<String>,
+    pub reused: bool,
+    pub error: Option<String>,
+}
+
+impl BackupReport {
+    /// No usable AMI.
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || matches!(self.state.as_deref(), Some("failed" | "unusable"))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StartReport {
+    pub initial_state: String,
+    pub final_state: String,
+    pub started_by_run: bool,
+    pub started_at: Option<String>,
+    pub running_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ValidationReport {
+    /// `READY` or `NOT READY`.
+    pub verdict: String,
+    pub ready: bool,
+    pub reasons: Vec<String>,
+}
+
+/// A failure, where it belongs, and what AWS said when it was an AWS error.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorReport {
+    /// `landing_zone`, `target` or `instance`.
+    pub scope: String,
+    pub phase: String,
+    pub landing_zone: String,
+    pub account_id: String,
+    pub region: Option<String>,
+    pub instance_id: Option<String>,
+    /// The AWS action, when the error came from one.
+    pub api: Option<String>,
+    /// AWS's error code, for example `InsufficientInstanceCapacity`.
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// One change prepatch made in an account, or tried to make.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEntry {
+    pub at: String,
+    /// `create_image`, `start_instance`, `tag_instance` or `tag_snapshots`.
+    pub action: String,
+    /// The assumed role's ARN that made the call.
+    pub actor: String,
+    pub landing_zone: String,
+    pub account_id: String,
+    pub region: String,
+    pub instance_id: Option<String>,
+    /// What the change made or touched: the AMI id, or the instance id.
+    pub resource_id: Option<String>,
+    /// `success`, `failure`, or `pending` (an AMI not final yet).
+    pub result: String,
+    pub detail: String,
+    /// The tags the change wrote.
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventReport {
+    pub at: String,
+    pub phase: String,
+    pub scope: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Performance {
+    pub duration_s: Option<f64>,
+    pub phases: Vec<PhaseReport>,
+    pub api_calls: Vec<ApiCallStat>,
+    pub total_calls: u64,
+    pub total_throttled: u64,
+    pub total_errors: u64,
+    pub total_retries: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseReport {
+    pub phase: String,
+    /// `run` or `skipped`.
+    pub status: String,
+    pub skip_reason: Option<String>,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+    pub api_calls: Vec<ApiCallStat>,
+}
+
+/// RFC 3339, UTC, to the second: the one time format of every report.
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(time)
+}
+
+/// Milliseconds are enough, and keep the reports free of float noise.
+fn seconds(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+/// The AWS actions prepatch calls, to find them in error messages.
+const API_NAMES: [&str; 8] = [
+    "AssumeRole",
+    "DescribeInstances",
+    "DescribeInstanceInformation",
+    "CreateImage",
+    "DescribeImages",
+    "CreateTags",
+    "StartInstances",
+    "DescribeInstanceStatus",
+];
+
+/// Finds `Action: Code: ...` (how a cloud error reads) in a message.
+pub fn parse_aws_error(message: &str) -> (Option<String>, Option<String>) {
+    let mut best: Option<(usize, &str, &str)> = None;
+    for api in API_NAMES {
+        let mut from = 0;
+        while let Some(pos) = message[from..].find(api) {
+            let at = from + pos;
+            from = at + api.len();
+            let starts_word = message[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_ascii_alphanumeric());
+            let Some(rest) = message[from..].strip_prefix(": ") else {
+                continue;
+            };
+            let code = rest.split(": ").next().unwrap_or_default();
+            let is_code = !code.is_empty()
+                && code.len() <= 100
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+            if starts_word && is_code && best.is_none_or(|(b, _, _)| at < b) {
+                best = Some((at, api, code));
+            }
+        }
+    }
+    match best {
+        Some((_, api, code)) => (Some(api.to_owned()), Some(code.to_owned())),
+        None => (None, None),
+    }
+}
+
+fn instance_report(r: &Record) -> InstanceReport {
+    let i = &r.instance;
+    let status = match &r.verdict {
+        Some(v) if v.ready => Status::Ready,
+        Some(_) => Status::NotReady,
+        None => Status::NotValidated,
+    };
+    InstanceReport {
+        landing_zone: r.landing_zone.clone(),
+        account_id: r.account.to_string(),
+        region: r.region.to_string(),
+        environment: r.environment.to_string(),
+        instance_id: i.id.to_string(),
+        name: i.name().map(str::to_owned),
+        state: r.current_state().to_string(),
+        initial_state: i.state.to_string(),
+        platform: i.platform.to_string(),
+        instance_type: i.instance_type.clone(),
+        private_ip: i.private_ip.clone(),
+        launch_time: opt_time(i.launch_time),
+        patch_group: i
+            .tag(tag::PATCH_GROUP)
+            .or_else(|| i.tag("PatchGroup"))
+            .map(str::to_owned),
+        environment_tag: i.tag(tag::ENVIRONMENT).map(str::to_owned),
+        tags: i.tags.clone(),
+        ssm: SsmReport {
+            ping_status: r.ssm.ping.to_string(),
+            agent_version: r.ssm.agent_version.clone(),
+        },
+        backup: r.backup.as_ref().map(|b| BackupReport {
+            ami_id: b.ami.as_ref().map(ToString::to_string),
+            state: b.state.map(|s| s.to_string()),
+            created_at: opt_time(b.created_at),
+            completed_at: opt_time(b.completed_at),
+            duration_s: b.duration_secs(),
+            expires_at: opt_time(b.expires_at),
+            snapshot_ids: b.snapshot_ids.clone(),
+            reused: b.reused,
+            error: b.error.clone(),
+        }),
+        start: r.start.as_ref().map(|s| StartReport {
+            initial_state: s.initial_state.to_string(),
+            final_state: s.final_state.to_string(),
+            started_by_run: s.started_by_run,
+            started_at: opt_time(s.started_at),
+            running_at: opt_time(s.running_at),
+            error: s.error.clone(),
+        }),
+        validation: r.verdict.as_ref().map(|v| ValidationReport {
+            verdict: v.label().to_owned(),
+            ready: v.ready,
+            reasons: v.reasons.clone(),
+        }),
+        status,
+    }
+}
+
+/// Every instance of the run, in (landing zone, region, instance id) order.
+pub fn instances(run: &Run) -> Vec<InstanceReport> {
+    let mut records: Vec<&Record> = run.records().collect();
+    records.sort_by(|a, b| {
+        (&a.landing_zone, &a.region, &a.instance.id).cmp(&(
+            &b.landing_zone,
+            &b.region,
+            &b.instance.id,
+        ))
+    });
+    records.into_iter().map(instance_report).collect()
+}
+
+fn phase_calls(calls: &BTreeMap<Api, CallCount>) -> Vec<ApiCallStat> {
+    ApiCallStat::list(calls, &BTreeMap::new())
+        .into_iter()
+        .map(|mut c| {
+            // Retries are counted per run, not per phase.
+            c.retries = 0;
+            c
+        })
+        .collect()
+}
+
+/// The run's execution log, indexed by phase and scope, to date changes.
+struct Events<'a> {
+    by_scope: BTreeMap<(Phase, &'a str), Vec<&'a Event>>,
+}
+
+impl<'a> Events<'a> {
+    fn new(events: &'a [Event]) -> Self {
+        let mut by_scope: BTreeMap<(Phase, &str), Vec<&Event>> = BTreeMap::new();
+        for e in events {
+            by_scope
+                .entry((e.phase, e.scope.as_str()))
+                .or_default()
+                .push(e);
+        }
+        Events { by_scope }
+    }
+
+    fn find(&self, phase: Phase, scope: &str, starts: &str) -> Option<&'a Event> {
+        self.by_scope
+            .get(&(phase, scope))?
+            .iter()
+            .copied()
+            .find(|e| e.message.starts_with(starts))
+    }
+
+    fn all(&self, phase: Phase, scope: &str) -> Vec<&'a Event> {
+        self.by_scope
+            .get(&(phase, scope))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The changes of the run, from what each record says was done and the
+/// execution log's timestamps for what failed.
+///
+/// Two things are known less precisely than the rest: the `prepatch:started-by`
+/// tagging of started instances is dated by the log line that follows it, and
+/// one failed tagging call in an account-region marks every instance tagged
+/// there as failed (the safe side). Snapshot tagging is listed only when it
+/// failed: the run records no time for a success.
+fn audit(run: &Run) -> Vec<AuditEntry> {
+    let events = Events::new(&run.events);
+    let run_id = run.id.as_str();
+    let mut out = Vec::new();
+    for t in &run.targets {
+        let target = t.target.to_string();
+        let entry = |at: DateTime<Utc>, action: &str, result: &str, detail: String| AuditEntry {
+            at: time(at),
+            action: action.to_owned(),
+            actor: t.identity.clone(),
+            landing_zone: t.target.landing_zone.clone(),
+            account_id: t.target.account.to_string(),
+            region: t.target.region.to_string(),
+            instance_id: None,
+            resource_id: None,
+            result: result.to_owned(),
+            detail,
+            tags: BTreeMap::new(),
+        };
+        let tagging_failed = events
+            .find(
+                Phase::ServerStart,
+                &target,
+                "tagging started instances failed",
+            )
+            .map(|e| e.message.clone());
+        for r in &t.records {
+            let id = r.instance.id.as_str();
+            if let Some(b) = r.backup.as_ref().filter(|b| !b.reused) {
+                match (&b.ami, b.created_at) {
+                    (Some(ami), Some(at)) => {
+                        let (result, detail) = match (b.state, &b.error) {
+                            (_, Some(e)) => ("failure", format!("AMI {ami}: {e}")),
+                            (Some(ImageState::Available), None) => {
+                                ("success", format!("AMI {ami} available"))
+                            }
+                            (Some(s), None) if s.is_final() => {
+                                ("failure", format!("AMI {ami} {s}"))
+                            }
+                            _ => ("pending", format!("AMI {ami} pending")),
+                        };
+                        let mut e = entry(at, "create_image", result, detail);
+                        e.instance_id = Some(id.to_owned());
+                        e.resource_id = Some(ami.to_string());
+                        e.tags = BTreeMap::from([
+                            (tag::RUN_ID.to_owned(), run_id.to_owned()),
+                            (tag::INSTANCE_ID.to_owned(), id.to_owned()),
+                            (tag::LANDING_ZONE.to_owned(), r.landing_zone.clone()),
+                            (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
+                        ]);
+                        if let Some(x) = b.expires_at {
+                            e.tags.insert(tag::EXPIRES_AT.to_owned(), time(x));
+                        }
+                        out.push(e);
+                    }
+                    _ => {
+                        if let Some(ev) = events.find(Phase::AmiBackup, id, "CreateImage failed") {
+                            let detail = b.error.clone().unwrap_or_else(|| ev.message.clone());
+                            let mut e = entry(ev.at, "create_image", "failure", detail);
+                            e.instance_id = Some(id.to_owned());
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+            if let Some(s) = &r.start {
+                match (s.started_by_run, s.started_at) {
+                    (true, Some(at)) => {
+                        let (result, detail) = match &s.error {
+                            Some(err) => ("failure", err.clone()),
+                            None => (
+                                "success",
+                                format!("{} -> {}", s.initial_state, s.final_state),
+                            ),
+                        };
+                        let mut e = entry(at, "start_instance", result, detail);
+                        e.instance_id = Some(id.to_owned());
+                        e.resource_id = Some(id.to_owned());
+                        out.push(e);
+                        // Tagged right after the start; the log line that
+                        // follows the tagging dates it.
+                        let tagged_at = events
+                            .all(Phase::ServerStart, &target)
+                            .into_iter()
+                            .filter(|e| e.message.starts_with("started ") && e.at >= at)
+                            .map(|e| e.at)
+                            .next()
+                            .unwrap_or(at);
+                        let (result, detail) = match &tagging_failed {
+                            Some(m) => ("failure", m.clone()),
+                            None => ("success", format!("tagged {}", tag::STARTED_BY)),
+                        };
+                        let mut e = entry(tagged_at, "tag_instance", result, detail);
+                        e.instance_id = Some(id.to_owned());
+                        e.resource_id = Some(id.to_owned());
+                        e.tags = BTreeMap::from([(tag::STARTED_BY.to_owned(), run_id.to_owned())]);
+                        out.push(e);
+                    }
+                    _ => {
+                        if let Some(ev) = events.find(Phase::ServerStart, id, "start failed") {
+                            let detail = s.error.clone().unwrap_or_else(|| ev.message.clone());
+                            let mut e = entry(ev.at, "start_instance", "failure", detail);
+                            e.instance_id = Some(id.to_owned());
+                            e.resource_id = Some(id.to_owned());
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+        }
+        for ev in events
+            .all(Phase::AmiBackup, &target)
+            .into_iter()
+            .filter(|e| e.message.starts_with("tagging ") && e.message.contains("snapshots failed"))
+        {
+            out.push(entry(ev.at, "tag_snapshots", "failure", ev.message.clone()));
+        }
+    }
+    let order = |a: &str| match a {
+        "create_image" => 0,
+        "tag_snapshots" => 1,
+        "start_instance" => 2,
+        _ => 3,
+    };
+    out.sort_by(|a, b| {
+        (
+            &a.at,
+            &a.landing_zone,
+            &a.region,
+            &a.instance_id,
+            order(&a.action),
+        )
+            .cmp(&(
+                &b.at,
+                &b.landing_zone,
+                &b.region,
+                &b.instance_id,
+                order(&b.action),
+            ))
+    });
+    out
+}
+
+fn error(
+    scope: &str,
+    phase: Phase,
+    landing_zone: &str,
+    account_id: &str,
+    region: Option<&str>,
+    instance_id: Option<&str>,
+    message: &str,
+) -> ErrorReport {
+    let (api, code) = parse_aws_error(message);
+    ErrorReport {
+        scope: scope.to_owned(),
+        phase: phase.name().to_owned(),
+        landing_zone: landing_zone.to_owned(),
+        account_id: account_id.to_owned(),
+        region: region.map(str::to_owned),
+        instance_id: instance_id.map(str::to_owned),
+        api,
+        code,
+        message: message.to_owned(),
+        request_id: None,
+    }
+}
+
+fn errors(run: &Run, instances: &[InstanceReport]) -> Vec<ErrorReport> {
+    let mut out = Vec::new();
+    for f in &run.landing_zone_failures {
+        out.push(error(
+            "landing_zone",
+            Phase::Scanner,
+            &f.landing_zone,
+            &f.account,
+            None,
+            None,
+            &f.error,
+        ));
+    }
+    let mut targets: Vec<_> = run.targets.iter().collect();
+    targets.sort_by(|a, b| a.target.cmp(&b.target));
+    for t in targets {
+        if let Some(e) = &t.error {
+            out.push(error(
+                "target",
+                Phase::Scanner,
+                &t.target.landing_zone,
+                t.target.account.as_str(),
+                Some(t.target.region.as_str()),
+                None,
+                e,
+            ));
+        }
+    }
+    for i in instances {
+        let at = |phase, message: &str| {
+            error(
+                "instance",
+                phase,
+                &i.landing_zone,
+                &i.account_id,
+                Some(&i.region),
+                Some(&i.instance_id),
+                message,
+            )
+        };
+        if let Some(e) = i.backup.as_ref().and_then(|b| b.error.as_deref()) {
+            out.push(at(Phase::AmiBackup, e));
+        }
+        if let Some(e) = i.start.as_ref().and_then(|s| s.error.as_deref()) {
+            out.push(at(Phase::ServerStart, e));
+        }
+    }
+    out
+}
+
+impl Report {
+    /// Builds the report of a run.
+    pub fn new(run: &Run, meta: &RunMeta) -> Report {
+        let instances = instances(run);
+        let mut totals = Counts::default();
+        let mut per_lz: BTreeMap<&str, Counts> = BTreeMap::new();
+        for i in &instances {
+            totals.add(i);
+            per_lz.entry(i.landing_zone.as_str()).or_default().add(i);
+        }
+        let mut environments: Vec<String> = meta
+            .landing_zones
+            .iter()
+            .map(|lz| lz.environment.clone())
+            .collect();
+        environments.sort();
+        environments.dedup();
+        let mut regions: Vec<String> = meta
+            .landing_zones
+            .iter()
+            .flat_map(|lz| lz.regions.iter().cloned())
+            .chain(run.targets.iter().map(|t| t.target.region.to_string()))
+            .collect();
+        regions.sort();
+        regions.dedup();
+
+        // Landing zones in run order; the config's facts where known.
+        let landing_zones = run
+            .landing_zones
+            .iter()
+            .map(|name| {
+                let known = meta.landing_zones.iter().find(|lz| lz.name == *name);
+                let failure = run
+                    .landing_zone_failures
+                    .iter()
+                    .find(|f| f.landing_zone == *name);
+                let target = run.targets.iter().find(|t| t.target.landing_zone == *name);
+                LandingZoneReport {
+                    name: name.clone(),
+                    account_id: known
+                        .map(|k| k.account_id.clone())
+                        .or_else(|| failure.map(|f| f.account.clone()))
+                        .or_else(|| target.map(|t| t.target.account.to_string()))
+                        .unwrap_or_default(),
+                    environment: known
+                        .map(|k| k.environment.clone())
+                        .or_else(|| target.map(|t| t.environment.to_string()))
+                        .unwrap_or_default(),
+                    regions: known.map(|k| k.regions.clone()).unwrap_or_default(),
+                    status: if failure.is_some() { "failed" } else { "ok" }.to_owned(),
+                    error: failure.map(|f| f.error.clone()),
+                    counts: per_lz.get(name.as_str()).cloned().unwrap_or_default(),
+                }
+            })
+            .collect();
+
+        let targets = run
+            .targets
+            .iter()
+            .map(|t| TargetReport {
+                landing_zone: t.target.landing_zone.clone(),
+                account_id: t.target.account.to_string(),
+                region: t.target.region.to_string(),
+                environment: t.environment.to_string(),
+                identity: t.identity.clone(),
+                instances: t.records.len(),
+                error: t.error.clone(),
+            })
+            .collect();
+
+        let duration_s = run
+            .finished_at
+            .map(|f| seconds((f - run.started_at).num_milliseconds() as f64 / 1000.0));
+        let outcome = if run.interrupted {
+            "interrupted"
+        } else if run.has_failures() {
+            "failures"
+        } else {
+            "ok"
+        };
+
+        let mut events: Vec<EventReport> = run
+            .events
+            .iter()
+            .map(|e| EventReport {
+                at: time(e.at),
+                phase: e.phase.name().to_owned(),
+                scope: e.scope.clone(),
+                message: e.message.clone(),
+            })
+            .collect();
+        events.sort_by(|a, b| a.at.cmp(&b.at));
+
+        let phases = run
+            .phases
+            .iter()
+            .map(|p| PhaseReport {
+                phase: p.phase.name().to_owned(),
+                status: match p.plan {
+                    Plan::Run => "run",
+                    Plan::Skip(_) => "skipped",
+                }
+                .to_owned(),
+                skip_reason: match &p.plan {
+                    Plan::Run => None,
+                    Plan::Skip(why) => Some(why.clone()),
+                },
+                done: p.done,
+                failed: p.failed,
+                skipped: p.skipped,
+                seconds: seconds(p.seconds),
+                api_calls: phase_calls(&p.api_calls),
+            })
+            .collect();
+        let sum = |f: fn(&ApiCallStat) -> u64| meta.api_calls.iter().map(f).sum::<u64>();
+
+        Report {
+            schema_version: SCHEMA_VERSION,
+            run: RunInfo {
+                run_id: run.id.to_string(),
+                tool: "prepatch".to_owned(),
+                tool_version: meta.tool_version.clone(),
+                started_at: time(run.started_at),
+                finished_at: opt_time(run.finished_at),
+                duration_s,
+                command_line: meta.command_line.clone(),
+                config: meta.config.clone(),
+                environments,
+                regions,
+                dry_run: run.dry_run,
+                simulated: run.simulated,
+                interrupted: run.interrupted,
+                outcome: outcome.to_owned(),
+            },
+            totals,
+            landing_zones,
+            targets,
+            errors: errors(run, &instances),
+            audit: audit(run),
+            events,
+            performance: Performance {
+                duration_s,
+                phases,
+                api_calls: meta.api_calls.clone(),
+                total_calls: sum(|c| c.calls),
+                total_throttled: sum(|c| c.throttled),
+                total_errors: sum(|c| c.errors),
+                total_retries: sum(|c| c.retries),
+            },
+            instances,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_errors_are_found_in_messages() {
+        assert_eq!(
+            parse_aws_error(
+                "cannot assume arn:aws:iam::1:role/R: AssumeRole: AccessDenied: not allowed"
+            ),
+            (Some("AssumeRole".into()), Some("AccessDenied".into()))
+        );
+        assert_eq!(
+            parse_aws_error("StartInstances: InsufficientInstanceCapacity: none left"),
+            (
+                Some("StartInstances".into()),
+                Some("InsufficientInstanceCapacity".into())
+            )
+        );
+        assert_eq!(
+            parse_aws_error("CreateImage: InvalidAMIName.Duplicate: x"),
+            (
+                Some("CreateImage".into()),
+                Some("InvalidAMIName.Duplicate".into())
+            )
+        );
+        assert_eq!(parse_aws_error("pending after 1800s"), (None, None));
+        assert_eq!(parse_aws_error("MyCreateImage: X: y"), (None, None));
+        assert_eq!(parse_aws_error("CreateImage: has spaces: y"), (None, None));
+    }
+
+    #[test]
+    fn seconds_are_rounded_to_milliseconds() {
+        assert_eq!(seconds(1.234_567), 1.235);
+    }
+}

@@ -1,0 +1,399 @@
+//! `report.xml`: the [`Report`] for enterprise and compliance systems, in
+//! the namespace [`NAMESPACE`], described by `schema/prepatch-report-1.xsd`
+//! (which the document names in `xsi:schemaLocation`). Its `<audit>`
+//! element lists every change prepatch made, with time, actor and result.
+//!
+//! Written with quick-xml's writer, which escapes every text and attribute.
+//! Values from AWS (tags, names, messages) are element text, never
+//! attributes, so newlines survive; a carriage return is written as the
+//! character reference `&#13;` so that parsers keep it too. Characters that
+//! XML 1.0 cannot carry at all (C0 controls other than tab, newline and
+//! carriage return; U+FFFE, U+FFFF) are replaced by U+FFFD.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesEnd, BytesRef, BytesStart, BytesText, Event};
+
+use super::model::{ApiCallStat, Counts, Report};
+
+/// The XML namespace of version 1 of the report.
+pub const NAMESPACE: &str = "urn:prepatch:report:1";
+/// Where the schema lives in the repository.
+pub const SCHEMA_PATH: &str = "schema/prepatch-report-1.xsd";
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+struct Xml<W: Write> {
+    w: Writer<W>,
+}
+
+/// A character XML 1.0 can carry.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+impl<W: Write> Xml<W> {
+    fn event<'a>(&mut self, e: impl Into<Event<'a>>) -> io::Result<()> {
+        self.w.write_event(e)
+    }
+
+    /// Escaped text. A text event always comes before and after a
+    /// character reference, so the indenting writer never breaks the line
+    /// inside a value.
+    fn text(&mut self, s: &str) -> io::Result<()> {
+        let mut rest = s;
+        while let Some(i) = rest.find(|c: char| c == '\r' || !xml_char(c)) {
+            self.event(Event::Text(BytesText::new(&rest[..i])))?;
+            let c = rest[i..].chars().next().unwrap_or('\r');
+            if c == '\r' {
+                self.event(Event::GeneralRef(BytesRef::new("#13")))?;
+            } else {
+                self.event(Event::Text(BytesText::new("\u{FFFD}")))?;
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        self.event(Event::Text(BytesText::new(rest)))
+    }
+
+    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
+        let mut start = BytesStart::new(name);
+        for a in attrs {
+            start.push_attribute(*a);
+        }
+        self.event(Event::Start(start))
+    }
+
+    fn close(&mut self, name: &str) -> io::Result<()> {
+        self.event(Event::End(BytesEnd::new(name)))
+    }
+
+    fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
+        let mut start = BytesStart::new(name);
+        for a in attrs {
+            start.push_attribute(*a);
+        }
+        self.event(Event::Empty(start))
+    }
+
+    /// `<name>value</name>`.
+    fn el(&mut self, name: &str, value: &str) -> io::Result<()> {
+        self.open(name, &[])?;
+        self.text(value)?;
+        self.close(name)
+    }
+
+    /// `<name>value</name>`, or nothing.
+    fn opt(&mut self, name: &str, value: Option<&str>) -> io::Result<()> {
+        match value {
+            Some(v) => self.el(name, v),
+            None => Ok(()),
+        }
+    }
+
+    /// `<outer><inner>v</inner>...</outer>`.
+    fn list(&mut self, outer: &str, inner: &str, values: &[String]) -> io::Result<()> {
+        self.open(outer, &[])?;
+        for v in values {
+            self.el(inner, v)?;
+        }
+        self.close(outer)
+    }
+
+    fn tags(&mut self, tags: &BTreeMap<String, String>) -> io::Result<()> {
+        self.open("tags", &[])?;
+        for (k, v) in tags {
+            self.open("tag", &[])?;
+            self.el("key", k)?;
+            self.el("value", v)?;
+            self.close("tag")?;
+        }
+        self.close("tags")
+    }
+
+    fn counts(&mut self, name: &str, c: &Counts) -> io::Result<()> {
+        let n = [
+            c.instances,
+            c.ready,
+            c.not_ready,
+            c.not_validated,
+            c.amis_created,
+            c.amis_reused,
+            c.amis_failed,
+            c.amis_pending,
+            c.started,
+            c.start_failed,
+        ]
+        .map(|n| n.to_string());
+        let names = [
+            "instances",
+            "ready",
+            "not_ready",
+            "not_validated",
+            "amis_created",
+            "amis_reused",
+            "amis_failed",
+            "amis_pending",
+            "started",
+            "start_failed",
+        ];
+        let attrs: Vec<(&str, &str)> = names
+            .iter()
+            .zip(n.iter())
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        self.empty(name, &attrs)
+    }
+
+    fn api_calls(&mut self, calls: &[ApiCallStat], retries: bool) -> io::Result<()> {
+        self.open("api_calls", &[])?;
+        for c in calls {
+            let nums = [c.calls, c.throttled, c.errors, c.retries].map(|n| n.to_string());
+            let mut attrs = vec![
+                ("api", c.api.as_str()),
+                ("calls", nums[0].as_str()),
+                ("throttled", nums[1].as_str()),
+                ("errors", nums[2].as_str()),
+            ];
+            if retries {
+                attrs.push(("retries", nums[3].as_str()));
+            }
+            self.empty("api_call", &attrs)?;
+        }
+        self.close("api_calls")
+    }
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// Writes the report as XML.
+pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
+    let mut x = Xml {
+        w: Writer::new_with_indent(out, b' ', 2),
+    };
+    x.event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let location = format!("{NAMESPACE} {SCHEMA_PATH}");
+    let version = report.schema_version.to_string();
+    x.open(
+        "report",
+        &[
+            ("xmlns", NAMESPACE),
+            ("xmlns:xsi", XSI),
+            ("xsi:schemaLocation", &location),
+            ("schema_version", &version),
+        ],
+    )?;
+
+    let r = &report.run;
+    x.open("run", &[])?;
+    x.el("run_id", &r.run_id)?;
+    x.el("tool", &r.tool)?;
+    x.el("tool_version", &r.tool_version)?;
+    x.el("started_at", &r.started_at)?;
+    x.opt("finished_at", r.finished_at.as_deref())?;
+    x.opt("duration_s", r.duration_s.map(|d| d.to_string()).as_deref())?;
+    x.list("command_line", "arg", &r.command_line)?;
+    x.open("config", &[("built_in", flag(r.config.built_in))])?;
+    x.el("path", &r.config.path)?;
+    x.el("sha256", &r.config.sha256)?;
+    x.close("config")?;
+    x.list("environments", "environment", &r.environments)?;
+    x.list("regions", "region", &r.regions)?;
+    x.el("dry_run", flag(r.dry_run))?;
+    x.el("simulated", flag(r.simulated))?;
+    x.el("interrupted", flag(r.interrupted))?;
+    x.el("outcome", &r.outcome)?;
+    x.close("run")?;
+
+    x.counts("totals", &report.totals)?;
+
+    x.open("landing_zones", &[])?;
+    for lz in &report.landing_zones {
+        x.open("landing_zone", &[("status", &lz.status)])?;
+        x.el("name", &lz.name)?;
+        x.el("account_id", &lz.account_id)?;
+        x.el("environment", &lz.environment)?;
+        x.list("regions", "region", &lz.regions)?;
+        x.opt("error", lz.error.as_deref())?;
+        x.counts("counts", &lz.counts)?;
+        x.close("landing_zone")?;
+    }
+    x.close("landing_zones")?;
+
+    x.open("targets", &[])?;
+    for t in &report.targets {
+        let n = t.instances.to_string();
+        x.open("target", &[("instances", &n)])?;
+        x.el("landing_zone", &t.landing_zone)?;
+        x.el("account_id", &t.account_id)?;
+        x.el("region", &t.region)?;
+        x.el("environment", &t.environment)?;
+        x.el("identity", &t.identity)?;
+        x.opt("error", t.error.as_deref())?;
+        x.close("target")?;
+    }
+    x.close("targets")?;
+
+    x.open("instances", &[])?;
+    for i in &report.instances {
+        x.open("instance", &[("status", i.status.as_str())])?;
+        x.el("landing_zone", &i.landing_zone)?;
+        x.el("account_id", &i.account_id)?;
+        x.el("region", &i.region)?;
+        x.el("environment", &i.environment)?;
+        x.el("instance_id", &i.instance_id)?;
+        x.opt("name", i.name.as_deref())?;
+        x.el("state", &i.state)?;
+        x.el("initial_state", &i.initial_state)?;
+        x.el("platform", &i.platform)?;
+        x.el("instance_type", &i.instance_type)?;
+        x.opt("private_ip", i.private_ip.as_deref())?;
+        x.opt("launch_time", i.launch_time.as_deref())?;
+        x.opt("patch_group", i.patch_group.as_deref())?;
+        x.opt("environment_tag", i.environment_tag.as_deref())?;
+        x.tags(&i.tags)?;
+        x.open("ssm", &[])?;
+        x.el("ping_status", &i.ssm.ping_status)?;
+        x.opt("agent_version", i.ssm.agent_version.as_deref())?;
+        x.close("ssm")?;
+        if let Some(b) = &i.backup {
+            x.open("backup", &[("reused", flag(b.reused))])?;
+            x.opt("ami_id", b.ami_id.as_deref())?;
+            x.opt("state", b.state.as_deref())?;
+            x.opt("created_at", b.created_at.as_deref())?;
+            x.opt("completed_at", b.completed_at.as_deref())?;
+            x.opt("duration_s", b.duration_s.map(|d| d.to_string()).as_deref())?;
+            x.opt("expires_at", b.expires_at.as_deref())?;
+            x.list("snapshot_ids", "snapshot_id", &b.snapshot_ids)?;
+            x.opt("error", b.error.as_deref())?;
+            x.close("backup")?;
+        }
+        if let Some(s) = &i.start {
+            x.open("start", &[("started_by_run", flag(s.started_by_run))])?;
+            x.el("initial_state", &s.initial_state)?;
+            x.el("final_state", &s.final_state)?;
+            x.opt("started_at", s.started_at.as_deref())?;
+            x.opt("running_at", s.running_at.as_deref())?;
+            x.opt("error", s.error.as_deref())?;
+            x.close("start")?;
+        }
+        if let Some(v) = &i.validation {
+            x.open("validation", &[("ready", flag(v.ready))])?;
+            x.el("verdict", &v.verdict)?;
+            x.list("reasons", "reason", &v.reasons)?;
+            x.close("validation")?;
+        }
+        x.close("instance")?;
+    }
+    x.close("instances")?;
+
+    x.open("errors", &[])?;
+    for e in &report.errors {
+        x.open("error", &[("scope", &e.scope), ("phase", &e.phase)])?;
+        x.el("landing_zone", &e.landing_zone)?;
+        x.el("account_id", &e.account_id)?;
+        x.opt("region", e.region.as_deref())?;
+        x.opt("instance_id", e.instance_id.as_deref())?;
+        x.opt("api", e.api.as_deref())?;
+        x.opt("code", e.code.as_deref())?;
+        x.el("message", &e.message)?;
+        x.opt("request_id", e.request_id.as_deref())?;
+        x.close("error")?;
+    }
+    x.close("errors")?;
+
+    x.open("audit", &[])?;
+    for a in &report.audit {
+        x.open("change", &[("action", &a.action), ("result", &a.result)])?;
+        x.el("at", &a.at)?;
+        x.el("actor", &a.actor)?;
+        x.el("landing_zone", &a.landing_zone)?;
+        x.el("account_id", &a.account_id)?;
+        x.el("region", &a.region)?;
+        x.opt("instance_id", a.instance_id.as_deref())?;
+        x.opt("resource_id", a.resource_id.as_deref())?;
+        x.el("detail", &a.detail)?;
+        x.tags(&a.tags)?;
+        x.close("change")?;
+    }
+    x.close("audit")?;
+
+    x.open("events", &[])?;
+    for e in &report.events {
+        x.open("event", &[("phase", &e.phase)])?;
+        x.el("at", &e.at)?;
+        x.el("scope", &e.scope)?;
+        x.el("message", &e.message)?;
+        x.close("event")?;
+    }
+    x.close("events")?;
+
+    let p = &report.performance;
+    x.open("performance", &[])?;
+    x.opt("duration_s", p.duration_s.map(|d| d.to_string()).as_deref())?;
+    x.open("phases", &[])?;
+    for ph in &p.phases {
+        let nums = [ph.done, ph.failed, ph.skipped].map(|n| n.to_string());
+        let secs = ph.seconds.to_string();
+        x.open(
+            "phase",
+            &[
+                ("name", &ph.phase),
+                ("status", &ph.status),
+                ("done", &nums[0]),
+                ("failed", &nums[1]),
+                ("skipped", &nums[2]),
+                ("seconds", &secs),
+            ],
+        )?;
+        x.opt("skip_reason", ph.skip_reason.as_deref())?;
+        x.api_calls(&ph.api_calls, false)?;
+        x.close("phase")?;
+    }
+    x.close("phases")?;
+    x.api_calls(&p.api_calls, true)?;
+    let totals = [
+        p.total_calls,
+        p.total_throttled,
+        p.total_errors,
+        p.total_retries,
+    ]
+    .map(|n| n.to_string());
+    x.empty(
+        "totals",
+        &[
+            ("calls", &totals[0]),
+            ("throttled", &totals[1]),
+            ("errors", &totals[2]),
+            ("retries", &totals[3]),
+        ],
+    )?;
+    x.close("performance")?;
+
+    x.close("report")?;
+    let mut out = x.w.into_inner();
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> String {
+        let mut x = Xml {
+            w: Writer::new_with_indent(Vec::new(), b' ', 2),
+        };
+        x.el("v", s).unwrap();
+        String::from_utf8(x.w.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn text_is_escaped_and_carriage_returns_survive() {
+        assert_eq!(text("a<b&c]]>"), "<v>a&lt;b&amp;c]]&gt;</v>");
+        assert_eq!(text("a\r\nb\r"), "<v>a&#13;\nb&#13;</v>");
+        assert_eq!(text("\r"), "<v>&#13;</v>");
+        assert_eq!(text("x\u{1}y\u{FFFF}"), "<v>x\u{FFFD}y\u{FFFD}</v>");
+    }
+}

@@ -1,0 +1,1247 @@
+//! The reports of a fixed run on SimCloud (paused time, fixed clock, fixed
+//! run id), with hostile tag values on one instance:
+//!
+//! - golden files of the CSV, JSON and XML (`PREPATCH_BLESS=1` rewrites them);
+//! - every `report.json` validated against `schema/report.schema.json` with
+//!   Python's jsonschema (Draft 2020-12), every `report.xml` against
+//!   `schema/prepatch-report-1.xsd` with xmllint;
+//! - the hostile values read back faithfully from every format;
+//! - the dashboard driven in headless Chromium through chromedriver's
+//!   WebDriver API: no console error, counts, filter, landing zone select,
+//!   sorting, the drill-down, and no script from a tag ever runs.
+//!
+//! A missing validator or browser is a failure, never a skip: `./test.sh`
+//! installs them (jsonschema into `.venv/`, xmllint, chromium and
+//! chromedriver from Debian).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use prepatch::cloud::Cloud;
+use prepatch::cloud::limit::Paced;
+use prepatch::cloud::sim::{Agent, Fault, SimCloud};
+use prepatch::config::Config;
+use prepatch::model::{Instance, InstanceId, InstanceState, Platform, RunId};
+use prepatch::report::model::{ApiCallStat, ConfigRef, LandingZoneMeta};
+use prepatch::report::{self, Format, Report, RunMeta};
+use prepatch::workflow::{
+    Clock, Confirmation, Options, Run, Shutdown, Workflow, progress::Progress,
+};
+use serde_json::{Value, json};
+
+const CONFIG: &str = "
+aws: {regions: [us-east-1, eu-west-1]}
+landing_zones:
+  - {name: app-nonprod, account_id: \"111111111111\", environment: nonprod}
+  - {name: data-prod, account_id: \"222222222222\", environment: prod}
+  - {name: locked-nonprod, account_id: \"333333333333\", environment: nonprod}
+";
+
+/// The payload sets a marker if it ever runs.
+const HOSTILE_NAME: &str = r#"<img src=x onerror="window.__pwned=1">"#;
+const HOSTILE_ID: &str = "i-0000000000000001";
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Quotes, commas, newlines, `<`, `&`, `]]>`, leading `=`, a 256-character
+/// value (EC2's longest), non-ASCII, emoji, and a hostile key.
+fn hostile_tags() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("Name".into(), HOSTILE_NAME.into()),
+        (
+            "Patch Group".into(),
+            r#"=HYPERLINK("http://evil.example/","click")"#.into(),
+        ),
+        (
+            "Environment".into(),
+            "@SUM(1+1)\nsecond, \"quoted\" line".into(),
+        ),
+        (
+            "Owner".into(),
+            "O'Brien, \"Bob\"\nsecond line\r\nthird, line".into(),
+        ),
+        (
+            "Markup".into(),
+            "a < b && c > d ]]> </script><!-- <![CDATA[ x ]]>".into(),
+        ),
+        ("Long".into(), "ä".repeat(200) + &"x".repeat(56)),
+        (
+            "Unicode".into(),
+            "Grüße, 東京, ελληνικά, עברית 🦀🔥👩\u{200d}💻".into(),
+        ),
+        ("ключ 🔑 <&>\"'".into(), "tab\there, -1, +1".into()),
+    ])
+}
+
+fn config() -> Config {
+    Config::parse(CONFIG, Path::new("tests/reports.yml")).expect("test config")
+}
+
+fn launch_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 1, 8, 30, 0).unwrap()
+}
+
+/// `per_target` instances in each account-region; the last two of each are
+/// stopped. Instance 1 carries the hostile tags. Faults make a few NOT
+/// READY and lock one landing zone out.
+fn fleet(sim: &SimCloud, config: &Config, per_target: usize) -> Vec<InstanceId> {
+    let mut ids = Vec::new();
+    let mut n = 0u64;
+    for lz in &config.landing_zones {
+        for region in &lz.regions {
+            for k in 0..per_target {
+                n += 1;
+                let id = InstanceId::new(format!("i-{n:016x}"));
+                let tags = if id.as_str() == HOSTILE_ID {
+                    hostile_tags()
+                } else {
+                    BTreeMap::from([
+                        ("Name".into(), format!("srv-{n:03}")),
+                        (
+                            "Team".into(),
+                            if n % 3 == 0 { "team-blue" } else { "team-red" }.into(),
+                        ),
+                        ("Patch Group".into(), "web".into()),
+                    ])
+                };
+                let instance = Instance {
+                    id: id.clone(),
+                    state: if k + 2 >= per_target {
+                        InstanceState::Stopped
+                    } else {
+                        InstanceState::Running
+                    },
+                    platform: if n % 4 == 0 {
+                        Platform::Windows
+                    } else {
+                        Platform::Linux
+                    },
+                    instance_type: "t3.small".into(),
+                    private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250)),
+                    launch_time: Some(launch_time()),
+                    tags,
+                };
+                sim.add_instance(&lz.account_id, region, instance, Agent::Healthy);
+                ids.push(id);
+            }
+        }
+    }
+    let id = |n: u64| InstanceId::new(format!("i-{n:016x}"));
+    sim.fault(Fault::SsmNeverOnline(id(1)));
+    sim.fault(Fault::AmiFailed(id(2)));
+    sim.fault(Fault::Impaired(id(per_target as u64 + 1)));
+    // The last of app-nonprod/eu-west-1 is stopped: it cannot start.
+    sim.fault(Fault::InsufficientCapacity(id(2 * per_target as u64)));
+    sim.fault(Fault::CreateImageError(id(3 * per_target as u64)));
+    sim.fault(Fault::AssumeRoleDenied {
+        landing_zone: "locked-nonprod".into(),
+    });
+    ids
+}
+
+struct Fixture {
+    run: Run,
+    report: Report,
+}
+
+/// The fixed run: fixed fleet, clock, run id and metadata.
+async fn fixture(per_target: usize, dry_run: bool) -> Fixture {
+    let config = config();
+    let sim = SimCloud::empty().without_throttling();
+    fleet(&sim, &config, per_target);
+    let cloud = Paced::new(sim);
+    let options = Options {
+        run_id: "20261130T040000Z-test".parse::<RunId>().expect("run id"),
+        plans: BTreeMap::new(),
+        dry_run,
+        assume_yes: true,
+        wait_backup: true,
+        interactive: false,
+        show_progress: false,
+    };
+    let wf = Workflow {
+        events: Default::default(),
+        cloud: &cloud,
+        config: &config,
+        options: &options,
+        clock: Clock::start(Utc.with_ymd_and_hms(2026, 11, 30, 4, 0, 0).unwrap()),
+        shutdown: Shutdown::never(),
+        progress: Progress::hidden(),
+    };
+    let lzs: Vec<_> = config.landing_zones.iter().collect();
+    let mut no_checkpoint = |_: &Run| {};
+    let mut yes = |_: &str| Confirmation::Yes;
+    let run = wf
+        .run(&lzs, &mut no_checkpoint, &mut yes)
+        .await
+        .expect("the workflow runs");
+    let meta = RunMeta {
+        tool_version: "test".into(),
+        command_line: vec![
+            "prepatch".into(),
+            "demo".into(),
+            "--seed".into(),
+            "1".into(),
+        ],
+        config: ConfigRef {
+            path: "tests/reports.yml".into(),
+            sha256: config.sha256.clone(),
+            built_in: false,
+        },
+        landing_zones: config
+            .landing_zones
+            .iter()
+            .map(|lz| LandingZoneMeta {
+                name: lz.name.clone(),
+                account_id: lz.account_id.to_string(),
+                environment: lz.environment.to_string(),
+                regions: lz.regions.iter().map(ToString::to_string).collect(),
+                role_arn: lz.role_arn.clone(),
+            })
+            .collect(),
+        api_calls: ApiCallStat::list(&cloud.api_calls().snapshot(), &cloud.retries()),
+    };
+    let report = Report::new(&run, &meta);
+    Fixture { run, report }
+}
+
+fn render(report: &Report, format: Format) -> Vec<u8> {
+    let mut out = Vec::new();
+    format.write(report, &mut out).expect("the report renders");
+    out
+}
+
+/// Writes all four files into a fresh directory, as a run does.
+fn write_all(report: &Report) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let written = report::write_all(report, dir.path(), &Format::ALL).expect("reports written");
+    assert_eq!(written.len(), 4);
+    dir
+}
+
+// ---- golden files ----
+
+fn golden(name: &str, actual: &[u8]) {
+    let path = manifest().join("tests/golden").join(name);
+    if std::env::var_os("PREPATCH_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        eprintln!("blessed {}", path.display());
+        return;
+    }
+    let expected = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with PREPATCH_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let (e, a) = (
+            String::from_utf8_lossy(&expected),
+            String::from_utf8_lossy(actual),
+        );
+        let line = e
+            .lines()
+            .zip(a.lines())
+            .position(|(x, y)| x != y)
+            .unwrap_or_else(|| e.lines().count().min(a.lines().count()));
+        panic!(
+            "{} differs from the output, first at line {}:\n  golden: {:?}\n  actual: {:?}\n\
+             If the change is intended, rerun with PREPATCH_BLESS=1 and review the diff.",
+            path.display(),
+            line + 1,
+            e.lines().nth(line).unwrap_or("<end>"),
+            a.lines().nth(line).unwrap_or("<end>")
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn golden_csv_json_xml() {
+    let f = fixture(3, false).await;
+    // The fixture is what the golden files claim it is.
+    let t = &f.report.totals;
+    assert_eq!(t.instances, 12);
+    assert!(t.not_ready >= 4, "{t:?}");
+    assert_eq!(f.report.landing_zones[2].status, "failed");
+    golden("report.csv", &render(&f.report, Format::Csv));
+    golden("report.json", &render(&f.report, Format::Json));
+    golden("report.xml", &render(&f.report, Format::Xml));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_run_gives_the_same_bytes() {
+    let a = fixture(3, false).await;
+    let b = fixture(3, false).await;
+    for format in Format::ALL {
+        assert!(
+            render(&a.report, format) == render(&b.report, format),
+            "{format} differs between two identical runs"
+        );
+    }
+}
+
+/// The checkpoint CSV (from the run) and the final one (from the report)
+/// are the same file.
+#[tokio::test(start_paused = true)]
+async fn checkpoint_csv_equals_report_csv() {
+    let f = fixture(3, false).await;
+    let mut checkpoint = Vec::new();
+    report::csv::write(&f.run, &mut checkpoint).unwrap();
+    assert_eq!(checkpoint, render(&f.report, Format::Csv));
+}
+
+// ---- validators ----
+
+fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("PREPATCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest().join(".venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: run ./test.sh (it makes .venv/ with jsonschema) or set PREPATCH_VENV",
+        python.display()
+    );
+    python
+}
+
+const VALIDATE_JSON: &str = r#"
+import json, sys
+try:
+    import jsonschema
+except ImportError:
+    sys.exit("the Python package jsonschema is missing from this venv: run ./test.sh")
+schema = json.load(open(sys.argv[1], encoding="utf-8"))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+bad = 0
+for path in sys.argv[2:]:
+    for e in v.iter_errors(json.load(open(path, encoding="utf-8"))):
+        bad += 1
+        print(f"{path}: {e.json_path}: {e.message[:300]}")
+print(f"{len(sys.argv) - 2} file(s), {bad} error(s)")
+sys.exit(1 if bad else 0)
+"#;
+
+/// Validates JSON files against the schema; Err with the validator's words.
+fn json_schema_check(files: &[PathBuf]) -> Result<String, String> {
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(VALIDATE_JSON)
+        .arg(manifest().join("schema/report.schema.json"))
+        .args(files)
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+fn xmllint(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new("xmllint")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("xmllint cannot run ({e}): apt-get install libxml2-utils (./test.sh does)")
+        })
+}
+
+/// Validates XML files against the XSD; Err with xmllint's words.
+fn xsd_check(files: &[PathBuf]) -> Result<String, String> {
+    let xsd = manifest().join("schema/prepatch-report-1.xsd");
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["--noout".as_ref(), "--schema".as_ref(), xsd.as_os_str()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let out = xmllint(&args);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_report_validates_against_its_schema() {
+    let full = fixture(3, false).await;
+    let dry = fixture(3, true).await;
+    let big = fixture(20, false).await;
+    let dirs: Vec<_> = [&full, &dry, &big].map(|f| write_all(&f.report)).into();
+    let json: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("report.json")).collect();
+    let xml: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("report.xml")).collect();
+    let golden = manifest().join("tests/golden");
+    let mut json_all = json.clone();
+    json_all.push(golden.join("report.json"));
+    let mut xml_all = xml.clone();
+    xml_all.push(golden.join("report.xml"));
+    if let Err(e) = json_schema_check(&json_all) {
+        panic!("report.json does not match schema/report.schema.json:\n{e}");
+    }
+    if let Err(e) = xsd_check(&xml_all) {
+        panic!("report.xml does not match schema/prepatch-report-1.xsd:\n{e}");
+    }
+
+    // The validators do reject: a wrong value and an unknown field.
+    let mut bad: Value = serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap();
+    bad["instances"][0]["status"] = json!("maybe");
+    bad["run"]["surprise"] = json!(1);
+    let bad_json = dirs[0].path().join("bad.json");
+    std::fs::write(&bad_json, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let err = json_schema_check(&[bad_json]).expect_err("a bad report.json is rejected");
+    assert!(err.contains("maybe") && err.contains("surprise"), "{err}");
+
+    let xml_text = std::fs::read_to_string(&xml[0]).unwrap();
+    let bad_xml = dirs[0].path().join("bad.xml");
+    std::fs::write(
+        &bad_xml,
+        xml_text.replacen("<outcome>failures</outcome>", "<outcome>fine</outcome>", 1),
+    )
+    .unwrap();
+    let err = xsd_check(&[bad_xml]).expect_err("a bad report.xml is rejected");
+    assert!(err.contains("outcome"), "{err}");
+}
+
+// ---- hostile values, format by format ----
+
+fn hostile(report: &Report) -> &report::model::InstanceReport {
+    report
+        .instances
+        .iter()
+        .find(|i| i.instance_id == HOSTILE_ID)
+        .expect("the hostile instance is in the report")
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_values_survive_every_format() {
+    let f = fixture(3, false).await;
+    let tags = hostile_tags();
+    assert_eq!(hostile(&f.report).tags, tags);
+    let dir = write_all(&f.report);
+
+    // CSV: parses back to the same values, formulas neutralised.
+    let mut rd = csv::Reader::from_path(dir.path().join("inventory.csv")).unwrap();
+    let headers = rd.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), f.report.instances.len());
+    for row in &rows {
+        assert_eq!(row.len(), report::csv::COLUMNS.len());
+    }
+    let row = rows
+        .iter()
+        .find(|r| &r[col("instance_id")] == HOSTILE_ID)
+        .expect("hostile row");
+    assert_eq!(&row[col("name")], HOSTILE_NAME);
+    assert_eq!(
+        &row[col("patch_group")],
+        format!("'{}", tags["Patch Group"])
+    );
+    assert_eq!(
+        &row[col("environment_tag")],
+        format!("'{}", tags["Environment"])
+    );
+    assert_eq!(&row[col("verdict")], "NOT READY");
+    let back: BTreeMap<String, String> = serde_json::from_str(&row[col("tags")]).unwrap();
+    assert_eq!(back, tags, "the tags column round-trips");
+
+    // JSON: round-trips.
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let inst = json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance_id"] == HOSTILE_ID)
+        .unwrap();
+    let back: BTreeMap<String, String> = serde_json::from_value(inst["tags"].clone()).unwrap();
+    assert_eq!(back, tags);
+    assert_eq!(inst["name"], HOSTILE_NAME);
+
+    // XML: valid, and a real parser (libxml2's) gives every value back.
+    let xml = dir.path().join("report.xml");
+    if let Err(e) = xsd_check(std::slice::from_ref(&xml)) {
+        panic!("{e}");
+    }
+    for (k, v) in &tags {
+        let key_literal = xpath_literal(k);
+        let xpath = format!(
+            "string(//*[local-name()='instance'][*[local-name()='instance_id']='{HOSTILE_ID}']\
+             /*[local-name()='tags']/*[local-name()='tag'][*[local-name()='key']={key_literal}]\
+             /*[local-name()='value'])"
+        );
+        let out = xmllint(&["--xpath".as_ref(), xpath.as_ref(), xml.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8(out.stdout).unwrap();
+        // xmllint ends the string with a newline of its own.
+        let got = got.strip_suffix('\n').unwrap_or(&got);
+        assert_eq!(got, v, "tag {k:?} read back from report.xml by xmllint");
+    }
+    // quick-xml reads the same, escapes and character references resolved.
+    assert_eq!(read_xml_tags(&xml, HOSTILE_ID), tags);
+
+    // HTML: the payload is never markup; the embedded JSON gives it back.
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        !html.contains("<img"),
+        "raw markup from a tag in report.html"
+    );
+    assert!(!html.contains("<![CDATA["));
+    assert_eq!(
+        html.matches("</script>").count(),
+        2,
+        "only the page's own scripts close"
+    );
+    assert!(
+        html.contains("&lt;img src=x onerror="),
+        "the Name is escaped in the failures list"
+    );
+    let start = html
+        .find(r#"<script type="application/json" id="report-data">"#)
+        .unwrap();
+    let body = &html[start..];
+    let body = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
+    assert!(!body.contains('<') && !body.contains('>') && !body.contains('&'));
+    let data: Value = serde_json::from_str(body).unwrap();
+    let fields: Vec<&str> = data["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let at = |name: &str| fields.iter().position(|f| *f == name).unwrap();
+    let row = data["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[at("instance_id")] == HOSTILE_ID)
+        .unwrap();
+    let back: BTreeMap<String, String> = serde_json::from_value(row[at("tags")].clone()).unwrap();
+    assert_eq!(back, tags);
+}
+
+/// An XPath 1.0 string literal for any text (concat() for mixed quotes).
+fn xpath_literal(s: &str) -> String {
+    if !s.contains('\'') {
+        return format!("'{s}'");
+    }
+    if !s.contains('"') {
+        return format!("\"{s}\"");
+    }
+    let parts: Vec<String> = s.split('\'').map(|p| format!("'{p}'")).collect();
+    format!("concat({})", parts.join(", \"'\", "))
+}
+
+/// The tags of one instance, read with quick-xml.
+fn read_xml_tags(path: &Path, id: &str) -> BTreeMap<String, String> {
+    use quick_xml::events::Event;
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut stack: Vec<String> = Vec::new();
+    let mut text_buf = String::new();
+    let (mut current_id, mut key, mut out) = (String::new(), String::new(), BTreeMap::new());
+    let mut found = BTreeMap::new();
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) => {
+                stack.push(String::from_utf8(e.local_name().as_ref().to_vec()).unwrap());
+                text_buf.clear();
+            }
+            // XML 1.0 end-of-line handling, as any conforming parser does.
+            Event::Text(t) => text_buf.push_str(&t.xml10_content().unwrap()),
+            Event::GeneralRef(r) => match r.resolve_char_ref().expect("a valid reference") {
+                Some(c) => text_buf.push(c),
+                None => text_buf.push_str(match r.decode().unwrap().as_ref() {
+                    "lt" => "<",
+                    "gt" => ">",
+                    "amp" => "&",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    other => panic!("unexpected entity &{other};"),
+                }),
+            },
+            Event::End(_) => {
+                let name = stack.pop().unwrap();
+                let parent = stack.last().map(String::as_str);
+                match (name.as_str(), parent) {
+                    ("instance_id", Some("instance")) => current_id = text_buf.clone(),
+                    ("key", Some("tag")) => key = text_buf.clone(),
+                    ("value", Some("tag")) if stack.iter().any(|s| s == "instance") => {
+                        out.insert(key.clone(), text_buf.clone());
+                    }
+                    ("instance", _) => {
+                        if current_id == id {
+                            found = std::mem::take(&mut out);
+                        }
+                        out.clear();
+                    }
+                    _ => {}
+                }
+                text_buf.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    found
+}
+
+// ---- what the dashboard says about the run ----
+
+#[tokio::test(start_paused = true)]
+async fn the_dashboard_says_simulated_and_dry_run() {
+    let f = fixture(3, false).await;
+    let html = String::from_utf8(render(&f.report, Format::Html)).unwrap();
+    assert!(html.contains(r#"id="banner-simulated""#));
+    assert!(html.contains("SIMULATED RUN"));
+    assert!(!html.contains(r#"id="banner-dry-run""#));
+    let mut real = f.report.clone();
+    real.run.simulated = false;
+    let html = String::from_utf8(render(&real, Format::Html)).unwrap();
+    assert!(!html.contains("banner-simulated"));
+
+    let dry = fixture(3, true).await;
+    assert!(dry.report.run.dry_run);
+    assert!(dry.report.audit.is_empty(), "a dry run changes nothing");
+    let html = String::from_utf8(render(&dry.report, Format::Html)).unwrap();
+    assert!(html.contains(r#"id="banner-dry-run""#));
+    assert!(html.contains("DRY RUN: nothing was changed"));
+    // Self-contained: nothing to fetch, and the policy forbids fetching.
+    for needle in ["src=\"", "href=\"", "@import", "url(", "<link", "<iframe"] {
+        assert!(!html.contains(needle), "{needle} in report.html");
+    }
+    assert!(html.contains("content=\"default-src &#x27;none&#x27;; script-src &#x27;sha256-"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn audit_lists_every_change_with_actor_and_result() {
+    let f = fixture(3, false).await;
+    let audit = &f.report.audit;
+    let created = audit
+        .iter()
+        .filter(|a| a.action == "create_image" && a.resource_id.is_some())
+        .count();
+    assert_eq!(created, f.report.totals.amis_created);
+    let started = audit
+        .iter()
+        .filter(|a| a.action == "start_instance" && a.result == "success")
+        .count();
+    assert_eq!(started, f.report.totals.started);
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "start_instance" && a.result == "failure")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "create_image" && a.result == "failure")
+    );
+    assert!(audit.iter().any(|a| a.action == "tag_instance"));
+    for a in audit {
+        assert!(
+            a.actor.starts_with("arn:aws:sts::") && a.actor.contains(&a.account_id),
+            "{a:?}"
+        );
+    }
+    let mut sorted = audit.clone();
+    sorted.sort_by(|a, b| a.at.cmp(&b.at));
+    assert_eq!(
+        sorted.iter().map(|a| &a.at).collect::<Vec<_>>(),
+        audit.iter().map(|a| &a.at).collect::<Vec<_>>(),
+        "in time order"
+    );
+    // Errors carry the AWS code where there was one.
+    assert!(f.report.errors.iter().any(|e| e.scope == "landing_zone"
+        && e.api.as_deref() == Some("AssumeRole")
+        && e.code.as_deref() == Some("AccessDenied")));
+    assert!(f.report.errors.iter().any(
+        |e| e.scope == "instance" && e.code.as_deref() == Some("InsufficientInstanceCapacity")
+    ));
+}
+
+// ---- the binary: --format and reports.formats choose the files ----
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut run_dirs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(run_dirs.len(), 1, "one run directory");
+    let mut names: Vec<String> = std::fs::read_dir(run_dirs.remove(0))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn prepatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prepatch"))
+        .args(args)
+        .env_remove("PREPATCH_LOG")
+        .output()
+        .expect("prepatch runs")
+}
+
+#[test]
+fn format_flag_and_config_choose_the_files() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let r = prepatch(&[
+        "demo",
+        "--instances",
+        "20",
+        "--faults",
+        "none",
+        "-q",
+        "-o",
+        o,
+        "--format",
+        "json,xml",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(files_in(out.path()), ["report.json", "report.xml"]);
+
+    let out = tempfile::tempdir().unwrap();
+    let cfg = out.path().join("c.yml");
+    std::fs::write(
+        &cfg,
+        format!("{CONFIG}reports:\n  formats: [html]\n").replace("locked-nonprod", "other-nonprod"),
+    )
+    .unwrap();
+    let reports = out.path().join("reports");
+    let r = prepatch(&[
+        "demo",
+        "--instances",
+        "20",
+        "--faults",
+        "none",
+        "-q",
+        "-c",
+        cfg.to_str().unwrap(),
+        "-o",
+        reports.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(files_in(&reports), ["report.html"]);
+
+    // By default, all four; the JSON says which config, by digest.
+    let out = tempfile::tempdir().unwrap();
+    let r = prepatch(&[
+        "demo",
+        "--instances",
+        "20",
+        "-q",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        files_in(out.path()),
+        ["inventory.csv", "report.html", "report.json", "report.xml"]
+    );
+    // The demo's own reports validate too (built-in config, real faults).
+    let run_dir = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    if let Err(e) = json_schema_check(&[run_dir.join("report.json")]) {
+        panic!("{e}");
+    }
+    if let Err(e) = xsd_check(&[run_dir.join("report.xml")]) {
+        panic!("{e}");
+    }
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["run"]["simulated"], true);
+    assert_eq!(json["run"]["config"]["built_in"], true);
+    assert_eq!(json["run"]["command_line"][1], "demo");
+    assert_eq!(json["totals"]["instances"], 20);
+
+    let r = prepatch(&["demo", "-q", "--format", "pdf"]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("pdf") && err.contains("json"), "{err}");
+}
+
+// ---- the dashboard in headless Chromium ----
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    session: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 exchange with chromedriver.
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    // chromedriver keeps the connection open: read what Content-Length says.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!(
+                "{method} {path}: connection closed before the headers"
+            ));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let length: Option<usize> = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "content-length").then(|| v.trim().parse().ok())?
+    });
+    let mut payload = raw[split + 4..].to_vec();
+    match length {
+        Some(len) => {
+            while payload.len() < len {
+                let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                payload.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut payload).map_err(|e| e.to_string())?;
+            if head.contains("transfer-encoding: chunked") {
+                payload = unchunk(&payload);
+            }
+        }
+    }
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let value: Value = serde_json::from_slice(&payload).map_err(|e| {
+        format!(
+            "{method} {path}: {e}: {}",
+            String::from_utf8_lossy(&payload)
+        )
+    })?;
+    if status == 200 {
+        Ok(value)
+    } else {
+        Err(format!("{method} {path}: HTTP {status}: {value}"))
+    }
+}
+
+fn unchunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 || data.len() < eol + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[(eol + 4 + size).min(data.len())..];
+    }
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let chromium = ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find_map(which)
+            .unwrap_or_else(|| {
+                panic!("no chromium: apt-get install chromium chromium-driver (./test.sh does)")
+            });
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("chromedriver cannot start ({e}): apt-get install chromium-driver (./test.sh does)")
+            });
+        let mut driver = Driver {
+            child,
+            port,
+            session: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http(port, "GET", "/status", None)
+            .ok()
+            .and_then(|v| v["value"]["ready"].as_bool())
+            != Some(true)
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not get ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--window-size=1400,1000", "--allow-file-access-from-files"]
+            },
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let v = http(port, "POST", "/session", Some(&caps)).expect("a browser session");
+        driver.session = v["value"]["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        driver
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        http(self.port, method, &path, body.as_ref()).unwrap_or_else(|e| panic!("{e}"))["value"]
+            .take()
+    }
+
+    fn open(&self, file: &Path) {
+        let url = format!("file://{}", file.display());
+        self.call("POST", "/url", Some(json!({ "url": url })));
+        self.wait("return document.body && document.body.dataset.ready === 'true'");
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    fn wait(&self, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.js(script) != json!(true) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {script}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn count(&self) -> u64 {
+        let v = self.js("return document.getElementById('row-count').textContent");
+        v.as_str().and_then(|s| s.parse().ok()).expect("a count")
+    }
+
+    fn rows(&self) -> u64 {
+        self.js("return document.querySelectorAll('#rows tr').length")
+            .as_u64()
+            .expect("rows")
+    }
+
+    /// Console messages at level SEVERE (errors, CSP violations).
+    fn console_errors(&self) -> Vec<String> {
+        let logs = self.call("POST", "/se/log", Some(json!({"type": "browser"})));
+        logs.as_array()
+            .expect("log entries")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].to_string())
+            .collect()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(bin: &str) -> Option<String> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    })
+}
+
+#[test]
+fn dashboard_works_in_headless_chromium() {
+    // 40 per account-region: 160 instances over two pages of 100.
+    let f = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(fixture(40, false));
+    let report = &f.report;
+    let n = report.instances.len() as u64;
+    assert_eq!(n, 160);
+    let dir = write_all(report);
+    let page = dir.path().join("report.html");
+
+    let d = Driver::start();
+    let started = Instant::now();
+    d.open(&page);
+    let load_ms = d.js(
+        "const n = performance.getEntriesByType('navigation')[0]; return Math.round(n.loadEventEnd)",
+    );
+    eprintln!(
+        "dashboard of {n} instances: loaded in {load_ms} ms (navigation timing), ready after {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // Every instance is counted, and the pages hold them all.
+    assert_eq!(d.count(), n);
+    assert_eq!(
+        d.js("return document.getElementById('card-instances').textContent"),
+        json!(n.to_string())
+    );
+    assert_eq!(d.rows(), 100);
+    d.click("#next");
+    assert_eq!(d.rows(), n - 100);
+    d.click("#prev");
+    assert_eq!(d.rows(), 100);
+
+    // Sorting by every column: each header sorts its column.
+    let columns = d
+        .js("return document.querySelectorAll('#head th').length")
+        .as_u64()
+        .unwrap();
+    assert_eq!(columns, 14);
+    for i in 1..=columns {
+        d.click(&format!("#head th:nth-child({i}) button"));
+        // Ids (account, instance, AMI) sort as text, the rest naturally.
+        let cmp = if [2, 4, 10].contains(&i) {
+            "(a, b) => a < b ? -1 : a > b ? 1 : 0"
+        } else {
+            "new Intl.Collator(undefined, {numeric: true, sensitivity: 'base'}).compare"
+        };
+        let sorted = d.js(&format!(
+            "const c = {{compare: {cmp}}};
+             const th = document.querySelector('#head th:nth-child({i})');
+             const v = Array.from(document.querySelectorAll('#rows tr td:nth-child({i})')).map(td => td.textContent);
+             return th.getAttribute('aria-sort') === 'ascending' && v.every((x, k) => k === 0 || c.compare(v[k - 1], x) <= 0);"
+        ));
+        assert_eq!(sorted, json!(true), "column {i} sorts ascending");
+    }
+    d.click("#head th:nth-child(4) button");
+    let first = || d.js("return document.querySelector('#rows tr').dataset.id");
+    assert_eq!(first(), json!(HOSTILE_ID), "instance ids ascending");
+    d.click("#head th:nth-child(4) button");
+    let descending = d.js(
+        "const v = Array.from(document.querySelectorAll('#rows tr')).map(tr => tr.dataset.id);
+         return document.querySelector('#head th:nth-child(4)').getAttribute('aria-sort') === 'descending'
+           && v.length === 100 && v.every((x, k) => k === 0 || v[k - 1] > x);",
+    );
+    assert_eq!(descending, json!(true), "a second click sorts descending");
+    assert_ne!(first(), json!(HOSTILE_ID));
+
+    // The filter box.
+    let blue = report
+        .instances
+        .iter()
+        .filter(|i| i.tags.get("Team").is_some_and(|t| t == "team-blue"))
+        .count() as u64;
+    d.type_into("#filter", "team-blue");
+    assert_eq!(d.count(), blue);
+    assert_eq!(d.rows(), blue.min(100));
+
+    // The landing zone select, alone and with the filter.
+    let in_data_prod = |i: &&report::model::InstanceReport| i.landing_zone == "data-prod";
+    d.click("#f-landing_zone option[value='data-prod']");
+    let both = report
+        .instances
+        .iter()
+        .filter(in_data_prod)
+        .filter(|i| i.tags.get("Team").is_some_and(|t| t == "team-blue"))
+        .count() as u64;
+    assert_eq!(d.count(), both);
+    d.open(&page);
+    d.click("#f-landing_zone option[value='data-prod']");
+    let lz = report.instances.iter().filter(in_data_prod).count() as u64;
+    assert_eq!(lz, 80);
+    assert_eq!(d.count(), lz);
+    assert_eq!(d.rows(), lz);
+    let others = d.js(
+        "return Array.from(document.querySelectorAll('#rows tr td:first-child')).filter(td => td.textContent !== 'data-prod').length",
+    );
+    assert_eq!(others, json!(0));
+    d.click("#f-verdict option[value='\u{2716} NOT READY']");
+    let not_ready = report
+        .instances
+        .iter()
+        .filter(in_data_prod)
+        .filter(|i| i.validation.as_ref().is_some_and(|v| !v.ready))
+        .count() as u64;
+    assert!(not_ready > 0);
+    assert_eq!(d.count(), not_ready);
+
+    // The hostile instance: its Name is text, in the table and the details.
+    d.open(&page);
+    d.type_into("#filter", "onerror");
+    assert_eq!(d.count(), 1);
+    assert_eq!(
+        d.js("return document.querySelector('#rows tr td:nth-child(5)').textContent"),
+        json!(HOSTILE_NAME)
+    );
+    d.wait("return document.getElementById('details').hidden === true");
+    d.click(&format!("#rows tr[data-id='{HOSTILE_ID}']"));
+    d.wait("return document.getElementById('details').hidden === false");
+    let details = d.js("return document.getElementById('details').textContent");
+    let details = details.as_str().unwrap();
+    let h = hostile(report);
+    assert!(details.contains(HOSTILE_NAME), "{details}");
+    for (k, v) in &h.tags {
+        assert!(details.contains(k.as_str()), "tag key {k:?} in the details");
+        // textContent keeps the value as is, newlines included.
+        assert!(
+            details.contains(v.as_str()),
+            "tag value {v:?} in the details"
+        );
+    }
+    let backup = h.backup.as_ref().unwrap();
+    assert!(details.contains(backup.ami_id.as_deref().unwrap()));
+    for snap in &backup.snapshot_ids {
+        assert!(details.contains(snap.as_str()));
+    }
+    for reason in &h.validation.as_ref().unwrap().reasons {
+        assert!(details.contains(reason.as_str()), "{reason}");
+    }
+    assert!(details.contains(backup.created_at.as_deref().unwrap()));
+    // Failures are listed first, with the Name as text.
+    let failures = d.js("return document.getElementById('failures').textContent");
+    assert!(failures.as_str().unwrap().contains(HOSTILE_NAME));
+
+    // The payload never ran and never became an element.
+    assert_eq!(d.js("return typeof window.__pwned"), json!("undefined"));
+    assert_eq!(
+        d.js("return document.querySelectorAll('img, iframe, object').length"),
+        json!(0)
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('script').length"),
+        json!(2),
+        "only the data block and the page's own script"
+    );
+    let errors = d.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// Not a test: measures the dashboard at a given path, for the README's
+/// numbers. `PREPATCH_MEASURE_HTML=/tmp/big/<run>/report.html cargo test
+/// --test reports measure_dashboard -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_dashboard() {
+    let path = PathBuf::from(
+        std::env::var_os("PREPATCH_MEASURE_HTML").expect("set PREPATCH_MEASURE_HTML"),
+    );
+    let size = std::fs::metadata(&path).unwrap().len();
+    let d = Driver::start();
+    for round in 0..3 {
+        let started = Instant::now();
+        d.open(&path);
+        let ready = started.elapsed();
+        let rows = d.count();
+        let nav = d.js(
+            "const n = performance.getEntriesByType('navigation')[0]; return [Math.round(n.domContentLoadedEventEnd), Math.round(n.loadEventEnd)]",
+        );
+        // In the page: a filter pass over every instance, then a sort of
+        // every instance by name.
+        let in_page = d.js("const f = document.getElementById('filter');
+             f.value = 'NOT READY'; let t = performance.now(); f.dispatchEvent(new Event('input'));
+             const filter = performance.now() - t;
+             f.value = ''; f.dispatchEvent(new Event('input'));
+             t = performance.now(); document.querySelector('#head th:nth-child(5) button').click();
+             return [Math.round(filter), Math.round(performance.now() - t)]");
+        eprintln!(
+            "round {round}: {size} bytes, {rows} rows; DOMContentLoaded/load {nav} ms; \
+             ready (WebDriver) after {} ms; filter, sort of all rows {in_page} ms",
+            ready.as_millis()
+        );
+    }
+    assert!(d.console_errors().is_empty());
+}
