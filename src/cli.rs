@@ -18,6 +18,10 @@ Examples:
   prepatch --landing-zones lz250nonprod --dry-run       scan and show what would change
   prepatch --landing-zones lz250nonprod,cmsnonprod --environment nonprod
   prepatch --environment prod --yes                     every prod landing zone, confirmed
+  prepatch --resume latest                              continue the newest interrupted run
+  prepatch runs                                         the runs in the journal; `runs show <id>`: a timeline
+  prepatch restore --run <id>                           stop what run <id> started, after patching
+  prepatch cleanup --environment nonprod --yes          delete expired prepatch AMIs and their snapshots
 
 Exit codes: 0 all READY; 1 finished with failures; 2 usage or config error (nothing done); 130 interrupted.
 Reports go to <output-dir>/<run-id>/. Config reference: config/prepatch_config.example.yml";
@@ -43,6 +47,101 @@ pub enum Command {
     /// Run the full workflow on a simulated fleet: no AWS account, no
     /// network, nothing real touched. Simulated time runs fast.
     Demo(DemoArgs),
+    /// List the runs in the journal, or show one run's timeline.
+    Runs(RunsArgs),
+    /// Write a run's reports again from the journal.
+    Report(ReportArgs),
+    /// After patching: stop exactly the instances a run started, and
+    /// remove their prepatch:started-by tag.
+    Restore(RestoreArgs),
+    /// Deregister prepatch's expired AMIs and delete their snapshots.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: Option<RunsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// A run's timeline: every change, intent and outcome (the audit trail).
+    Show {
+        /// The run id.
+        run_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run whose reports to write again (into <output-dir>/<run-id>/).
+    #[arg(long, value_name = "ID")]
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The run whose started instances to stop.
+    #[arg(long, value_name = "ID")]
+    pub run: String,
+
+    /// The YAML config (default: the one the run used).
+    #[arg(short, long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// AWS profile for the base credentials (default: the standard chain).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Show what would be stopped; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Confirm stopping instances in prod landing zones without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The YAML config.
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "config/prepatch_config.yml"
+    )]
+    pub config: PathBuf,
+
+    /// Landing zones to clean up, comma-separated (names from the config).
+    #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
+    pub landing_zones: Vec<String>,
+
+    /// Every enabled landing zone of this environment.
+    #[arg(short, long, value_enum)]
+    pub environment: Option<EnvironmentArg>,
+
+    /// AWS profile for the base credentials (default: the standard chain).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Regions to use instead of the config's, comma-separated.
+    #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
+    pub region: Vec<String>,
+
+    /// Instead of prepatch:expires-at: AMIs whose run began more than DAYS
+    /// days ago (the time in the prepatch:run-id tag).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub older_than: Option<u32>,
+
+    /// Show the plan; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Delete what the plan shows. Without it, only the plan is shown.
+    #[arg(short, long)]
+    pub yes: bool,
 }
 
 /// Where results go and how much is said.
@@ -65,6 +164,11 @@ pub struct OutputArgs {
     /// Say less: no progress bars, errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// The run journal (SQLite). Default: reports.journal from the config,
+    /// else <output-dir>/prepatch.db.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub journal: Option<PathBuf>,
 
     /// Report files to write, comma-separated: csv, json, html, xml.
     /// Overrides the config's reports.formats (default: all four).
@@ -146,6 +250,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
     pub region: Vec<String>,
 
+    /// Continue an interrupted run with the parameters the journal has for
+    /// it: a run id, or `latest` for the newest interrupted run.
+    #[arg(long, value_name = "RUN_ID|latest", conflicts_with_all = ["landing_zones", "environment", "region", "run_id", "scanner_only", "phase", "skip_backup", "skip_start", "skip_validation", "dry_run"])]
+    pub resume: Option<String>,
+
     #[command(flatten)]
     pub phases: PhaseArgs,
 }
@@ -163,7 +272,7 @@ pub struct DemoArgs {
     /// Faults to inject: none, default, all, or a list such as
     /// ami-failed,insufficient-capacity,ssm-never-online,impaired,
     /// ami-stuck,create-image-error,terminated-before-start,
-    /// assume-role-denied,region-unreachable.
+    /// assume-role-denied,region-unreachable,start-denied.
     #[arg(long, default_value = "default", value_name = "LIST")]
     pub faults: String,
 

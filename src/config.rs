@@ -61,6 +61,8 @@ pub struct Config {
 pub struct Reports {
     /// In the order given, without repeats. Default: all of them.
     pub formats: Vec<Format>,
+    /// The run journal (SQLite). Default: `<output-dir>/prepatch.db`.
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +112,9 @@ pub struct AmiBackup {
     pub no_reboot: bool,
     /// Wait until every AMI is available before moving on.
     pub wait: bool,
+    /// Set EC2 image deprecation at `prepatch:expires-at` on each new AMI,
+    /// so the console shows expired backups as deprecated.
+    pub deprecate_at_expiry: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -289,6 +294,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawReports {
     formats: Option<Vec<String>>,
+    journal: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -357,6 +363,7 @@ struct RawAmiBackup {
     timeout: Option<u64>,
     no_reboot: Option<bool>,
     wait: Option<bool>,
+    deprecate_at_expiry: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -593,6 +600,7 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             )?,
             no_reboot: p.ami_backup.no_reboot.unwrap_or(true),
             wait: p.ami_backup.wait.unwrap_or(true),
+            deprecate_at_expiry: p.ami_backup.deprecate_at_expiry.unwrap_or(false),
         },
         server_start: ServerStart {
             enabled: p.server_start.enabled.unwrap_or(true),
@@ -666,6 +674,7 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             None => Format::ALL.to_vec(),
             Some(names) => formats(&c, "reports.formats", &names)?,
         },
+        journal: raw.reports.journal,
     };
 
     Ok(Config {

@@ -26,6 +26,9 @@ pub enum Error {
     /// The production guard said no.
     #[error("refused: {0}")]
     Refused(String),
+    /// The run journal cannot be used.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// Reports could not be written.
     #[error("cannot write {path}: {source}")]
     Write {

@@ -11,13 +11,20 @@
 //! - [`workflow`]: the four phases and their order.
 //! - [`report`]: one report model from the run, written as CSV, JSON, XML
 //!   and the HTML dashboard; and the terminal summary.
+//! - [`journal`]: the run journal (SQLite): every run, and every mutating
+//!   AWS call as an intent before it and an outcome after; the lock that
+//!   keeps two runs off the same landing zones.
+//! - [`ops`]: what the journal makes possible: `runs`, `report --run`,
+//!   `restore` and retention `cleanup`.
 //! - [`error`]: the top-level error and exit codes.
 
 pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod error;
+pub mod journal;
 pub mod model;
+pub mod ops;
 pub mod report;
 pub mod workflow;
 
@@ -83,7 +90,7 @@ pub fn runtime_for(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
             .enable_all()
             .start_paused(true)
             .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
+        _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),
     }
@@ -93,30 +100,149 @@ pub fn runtime_for(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
 pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     match &cli.command {
         Some(Command::Demo(demo)) => run_demo(&cli, demo).await,
+        Some(Command::Runs(args)) => ops::runs(&cli, args),
+        Some(Command::Report(args)) => ops::report(&cli, args),
+        Some(Command::Restore(args)) => ops::restore::run(&cli, args).await,
+        Some(Command::Cleanup(args)) => ops::cleanup::run(&cli, args).await,
         None => run_aws(&cli).await,
     }
 }
 
+/// The journal's path: `--journal`, else the config's `reports.journal`,
+/// else `<output-dir>/prepatch.db`.
+/// Without a config at hand (`runs`, `report`, `restore`, `--resume`), the
+/// default config file is read for `reports.journal` if it is there.
+pub fn journal_path(cli: &Cli, config: Option<&Config>) -> std::path::PathBuf {
+    if let Some(j) = &cli.output.journal {
+        return j.clone();
+    }
+    let configured = match config {
+        Some(c) => c.reports.journal.clone(),
+        None => Config::load(&cli.run.config)
+            .ok()
+            .and_then(|c| c.reports.journal),
+    };
+    configured.unwrap_or_else(|| cli.output.output_dir.join("prepatch.db"))
+}
+
 async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
     let args = &cli.run;
-    let config = with_cli_formats(Config::load(&args.config)?, cli);
+    let mut params = journal::RunParams {
+        config: args.config.clone(),
+        landing_zones: args.landing_zones.clone(),
+        environment: args.environment.map(|e| match e {
+            EnvironmentArg::Nonprod => "nonprod".to_owned(),
+            EnvironmentArg::Prod => "prod".to_owned(),
+        }),
+        regions: args.region.clone(),
+        profile: args.profile.clone(),
+        scanner_only: args.phases.scanner_only,
+        phase: args.phases.phase.map(|p| phase_name(p).to_owned()),
+        skip_backup: args.phases.skip_backup,
+        skip_start: args.phases.skip_start,
+        skip_validation: args.phases.skip_validation,
+        no_wait_backup: args.phases.no_wait_backup,
+        output_dir: cli.output.output_dir.clone(),
+    };
+    let mut phases = args.phases.clone();
+    let mut resumed: Option<(std::sync::Arc<journal::Journal>, String)> = None;
+    if let Some(which) = &args.resume {
+        let path = journal_path(cli, None);
+        let j = journal::Journal::open_existing(&path)?;
+        let row = if which == "latest" {
+            j.latest_interrupted()?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "--resume latest: no interrupted run in {}",
+                    path.display()
+                ))
+            })?
+        } else {
+            j.run(which)?
+        };
+        if row.kind != "run" || row.dry_run || row.simulated {
+            return Err(Error::Usage(format!(
+                "--resume: {} is a {}{}, not a run that can be resumed",
+                row.id,
+                if row.dry_run { "dry " } else { "" },
+                if row.simulated {
+                    "demo run"
+                } else {
+                    row.kind.as_str()
+                }
+            )));
+        }
+        if row.status == journal::Status::Complete {
+            return Err(Error::Usage(format!(
+                "--resume: run {} is complete: nothing to resume",
+                row.id
+            )));
+        }
+        params = serde_json::from_str(&row.params).map_err(|e| {
+            Error::Usage(format!(
+                "--resume: the parameters of run {} in {} cannot be read: {e}",
+                row.id,
+                path.display()
+            ))
+        })?;
+        phases = PhaseArgs {
+            scanner_only: params.scanner_only,
+            phase: params.phase.as_deref().and_then(|p| match p {
+                "ami-backup" => Some(PhaseArg::AmiBackup),
+                "server-start" => Some(PhaseArg::ServerStart),
+                "validation" => Some(PhaseArg::Validation),
+                _ => None,
+            }),
+            skip_backup: params.skip_backup,
+            skip_start: params.skip_start,
+            skip_validation: params.skip_validation,
+            no_wait_backup: params.no_wait_backup,
+            dry_run: false,
+            yes: args.phases.yes,
+            run_id: Some(row.id.clone()),
+        };
+        eprintln!(
+            "resuming run {} (landing zones {}; attempt {})",
+            row.id,
+            row.landing_zones,
+            row.attempts + 1
+        );
+        resumed = Some((std::sync::Arc::new(j), row.id));
+    }
+    let environment = params.environment.as_deref().map(|e| {
+        if e == "prod" {
+            EnvironmentArg::Prod
+        } else {
+            EnvironmentArg::Nonprod
+        }
+    });
+    let config = with_cli_formats(Config::load(&params.config)?, cli);
     let landing_zones =
-        select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
-    let options = options(&config, &args.phases, cli)?;
+        select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
+    let options = options(&config, &phases, cli)?;
+    let journal = match resumed {
+        Some((j, _)) => j,
+        None => std::sync::Arc::new(journal::Journal::open_or_create(&journal_path(
+            cli,
+            Some(&config),
+        ))?),
+    };
     let cloud = Paced::new(
         cloud::aws::AwsCloud::connect(cloud::aws::AwsOptions {
-            profile: args.profile.clone(),
+            profile: params.profile.clone(),
             endpoint_url: config.aws.endpoint_url.clone(),
             session_duration: config.aws.session_duration,
         })
         .await,
-    );
-    execute(
+    )
+    .with_max_in_flight(config.aws.max_concurrency);
+    let params = serde_json::to_string(&params).unwrap_or_default();
+    execute_journaled(
         &cloud,
         &config,
         &landing_zones,
         &options,
         &cli.output.output_dir,
+        Some((&journal, &params)),
     )
     .await
 }
@@ -184,13 +310,17 @@ async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
             eprintln!("  injected fault: {f}");
         }
     }
-    let cloud = Paced::new(sim);
-    execute(
+    let cloud = Paced::new(sim).with_max_in_flight(config.aws.max_concurrency);
+    let journal = std::sync::Arc::new(
+        journal::Journal::open_or_create(&journal_path(cli, Some(&config)))?.relaxed()?,
+    );
+    execute_journaled(
         &cloud,
         &config,
         &landing_zones,
         &options,
         &cli.output.output_dir,
+        Some((&journal, "{}")),
     )
     .await
 }
@@ -361,13 +491,150 @@ fn phase_name(p: PhaseArg) -> &'static str {
     }
 }
 
-/// Runs the workflow on a cloud and writes the reports.
+/// Runs the workflow on a cloud and writes the reports, without a journal.
 pub async fn execute<C: Cloud>(
     cloud: &Paced<C>,
     config: &Config,
     landing_zones: &[LandingZone],
     options: &Options,
     output_dir: &Path,
+) -> Result<Outcome, Error> {
+    execute_journaled(cloud, config, landing_zones, options, output_dir, None).await
+}
+
+/// The environments of landing zones, as the journal lists them.
+pub fn environments_of(landing_zones: &[LandingZone]) -> String {
+    let envs: std::collections::BTreeSet<String> = landing_zones
+        .iter()
+        .map(|lz| lz.environment.to_string())
+        .collect();
+    envs.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// Counts for the journal's `runs` list.
+fn journal_counts(run: &Run) -> journal::Counts {
+    let failed_records = run
+        .records()
+        .filter(|r| {
+            r.verdict.as_ref().is_some_and(|v| !v.ready)
+                || r.backup.as_ref().is_some_and(|b| b.error.is_some())
+                || r.start.as_ref().is_some_and(|s| s.error.is_some())
+        })
+        .count();
+    journal::Counts {
+        instances: run.instance_count(),
+        amis: run
+            .records()
+            .filter(|r| r.backup.as_ref().is_some_and(|b| b.ami.is_some()))
+            .count(),
+        started: run
+            .records()
+            .filter(|r| r.start.as_ref().is_some_and(|s| s.started_by_run))
+            .count(),
+        failures: failed_records
+            + run.landing_zone_failures.len()
+            + run.targets.iter().filter(|t| t.error.is_some()).count(),
+    }
+}
+
+/// Saves the run as it stands into the journal; a failure is logged, not
+/// fatal (the changes themselves are journaled step by step).
+fn journal_snapshot(j: &journal::Journal, run: &Run) {
+    let result = serde_json::to_string(run)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            j.save_snapshot(run.id.as_str(), &s, journal_counts(run))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot save the run in the journal");
+    }
+}
+
+/// Runs the workflow on a cloud and writes the reports. With a journal
+/// (and the run's parameters as JSON), the run is recorded there: its
+/// parameters, a snapshot after each phase, and through
+/// [`journal::Journaled`] every mutating call; a run that changes
+/// anything first takes the lock on its landing zones.
+pub async fn execute_journaled<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    output_dir: &Path,
+    journal: Option<(&std::sync::Arc<journal::Journal>, &str)>,
+) -> Result<Outcome, Error> {
+    let run_id = options.run_id.as_str().to_owned();
+    let lz_names: Vec<String> = landing_zones.iter().map(|lz| lz.name.clone()).collect();
+    let mutating = !options.dry_run
+        && [Phase::AmiBackup, Phase::ServerStart]
+            .iter()
+            .any(|p| options.plans.get(p).is_none_or(|plan| *plan == Plan::Run));
+    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+    let locked = journal.is_some() && mutating && !cloud.is_simulated();
+    if let Some((j, params)) = journal {
+        if locked {
+            j.lock(&run_id, &lz_names)?;
+            let (j2, id) = (std::sync::Arc::clone(j), run_id.clone());
+            heartbeat = Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(journal::HEARTBEAT_EVERY).await;
+                    if let Err(e) = j2.heartbeat(&id) {
+                        tracing::warn!(error = %e, "journal heartbeat failed");
+                    }
+                }
+            }));
+        }
+        j.begin(&journal::NewRun {
+            id: &run_id,
+            kind: "run",
+            of_run: None,
+            landing_zones: &lz_names,
+            environment: &environments_of(landing_zones),
+            params,
+            simulated: cloud.is_simulated(),
+            dry_run: options.dry_run,
+        })?;
+    }
+    let result = execute_inner(
+        cloud,
+        config,
+        landing_zones,
+        options,
+        output_dir,
+        journal.map(|(j, _)| j.as_ref()),
+    )
+    .await;
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    if let Some((j, _)) = journal {
+        let status = match &result {
+            Ok(o) if o.interrupted => journal::Status::Interrupted,
+            Ok(o) if o.failures => journal::Status::Failed,
+            Ok(_) => journal::Status::Complete,
+            Err(_) => journal::Status::Failed,
+        };
+        let summary = result.as_ref().err().map(ToString::to_string);
+        if let Err(e) = j.finish(&run_id, status, summary.as_deref()) {
+            tracing::error!(error = %e, "cannot finish the run in the journal");
+        }
+        if locked {
+            if let Err(e) = j.unlock(&run_id) {
+                tracing::error!(error = %e, "cannot release the run's lock");
+            }
+        }
+    }
+    result
+}
+
+async fn execute_inner<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    output_dir: &Path,
+    journal: Option<&journal::Journal>,
 ) -> Result<Outcome, Error> {
     let dir = output_dir.join(options.run_id.as_str());
     std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
@@ -391,9 +658,18 @@ pub async fn execute<C: Cloud>(
         }
     });
 
+    let journaled = journal.map(|j| journal::Journaled {
+        inner: cloud,
+        journal: j,
+        run_id: options.run_id.as_str().to_owned(),
+    });
+    let wf_cloud: &dyn Cloud = match &journaled {
+        Some(j) => j,
+        None => cloud,
+    };
     let wf = Workflow {
         events: Default::default(),
-        cloud,
+        cloud: wf_cloud,
         config,
         options,
         clock: Clock::start(chrono::Utc::now()),
@@ -403,6 +679,12 @@ pub async fn execute<C: Cloud>(
     let mut write_error: Option<Error> = None;
     let csv_wanted = config.reports.formats.contains(&report::Format::Csv);
     let mut checkpoint = |run: &Run| {
+        if let Some(j) = journal {
+            journal_snapshot(j, run);
+            if let Some(p) = run.phases.last() {
+                let _ = j.note(run.id.as_str(), "Phase", &format!("{} done", p.phase));
+            }
+        }
         if !csv_wanted {
             return;
         }
@@ -431,6 +713,16 @@ pub async fn execute<C: Cloud>(
     if let Some(e) = write_error {
         return Err(e);
     }
+    if let Some(j) = journal {
+        journal_snapshot(j, &run);
+        let meta = run_meta(cloud, config, landing_zones);
+        if let Err(e) = serde_json::to_string(&meta)
+            .map_err(|e| e.to_string())
+            .and_then(|m| j.save_meta(run.id.as_str(), &m).map_err(|e| e.to_string()))
+        {
+            tracing::error!(error = %e, "cannot save the report metadata in the journal");
+        }
+    }
     write_reports(&run, cloud, config, landing_zones, &dir)?;
 
     let mut out = std::io::stdout().lock();
@@ -447,10 +739,35 @@ pub async fn execute<C: Cloud>(
         }
     })?;
     let _ = writeln!(out, "\nreports: {}", dir.display());
+    if let Some(j) = journal {
+        let _ = writeln!(
+            out,
+            "journal: {} (prepatch runs show {})",
+            j.path().display(),
+            run.id
+        );
+    }
     Ok(Outcome {
         failures: run.has_failures(),
         interrupted: run.interrupted,
     })
+}
+
+/// Asks on the terminal before a change to production; with no terminal,
+/// refuses (pass `--yes`).
+pub(crate) fn confirm_on_terminal(what: &str) -> Confirmation {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Confirmation::No(format!(
+            "{what}; pass --yes to confirm (no terminal to ask on)"
+        ));
+    }
+    eprint!("{what}.\nType 'yes' to go ahead: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    match std::io::stdin().read_line(&mut answer) {
+        Ok(_) if answer.trim() == "yes" => Confirmation::Yes,
+        _ => Confirmation::No("not confirmed".into()),
+    }
 }
 
 /// What the demo's built-in config is called in messages and reports.
@@ -479,7 +796,24 @@ fn write_reports<C: Cloud>(
     landing_zones: &[LandingZone],
     dir: &Path,
 ) -> Result<(), Error> {
-    let meta = report::RunMeta {
+    let meta = run_meta(cloud, config, landing_zones);
+    let report = report::Report::new(run, &meta);
+    report::write_all(&report, dir, &config.reports.formats).map_err(|(path, source)| {
+        Error::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// What the reports say about the run that the run does not know.
+fn run_meta<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+) -> report::RunMeta {
+    report::RunMeta {
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         command_line: std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
@@ -503,15 +837,7 @@ fn write_reports<C: Cloud>(
             &cloud.api_calls().snapshot(),
             &cloud.retries(),
         ),
-    };
-    let report = report::Report::new(run, &meta);
-    report::write_all(&report, dir, &config.reports.formats).map_err(|(path, source)| {
-        Error::Write {
-            path: path.display().to_string(),
-            source,
-        }
-    })?;
-    Ok(())
+    }
 }
 
 fn write_csv(run: &Run, path: &Path) -> Result<(), Error> {

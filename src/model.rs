@@ -8,13 +8,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A string newtype with `Display`, `AsRef<str>` and ordering.
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -107,7 +107,7 @@ impl Region {
 }
 
 /// Which kind of landing zone: production changes need confirmation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Nonprod,
@@ -139,7 +139,7 @@ impl FromStr for Environment {
 }
 
 /// EC2's instance lifecycle states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
     Pending,
@@ -191,7 +191,7 @@ impl fmt::Display for InstanceState {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     Linux,
@@ -209,7 +209,7 @@ impl fmt::Display for Platform {
 
 /// The SSM agent's ping status, as `DescribeInstanceInformation` reports it,
 /// plus `NotRegistered` (absent from the answer) and `Unknown` (the call failed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SsmPing {
     Online,
     ConnectionLost,
@@ -246,7 +246,7 @@ impl fmt::Display for SsmPing {
 }
 
 /// One instance as EC2 describes it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: InstanceId,
     pub state: InstanceState,
@@ -268,7 +268,7 @@ impl Instance {
 }
 
 /// One answer of SSM `DescribeInstanceInformation`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SsmInfo {
     pub ping: SsmPing,
     pub agent_version: Option<String>,
@@ -291,7 +291,7 @@ impl SsmInfo {
 }
 
 /// The state of an AMI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageState {
     Pending,
@@ -353,6 +353,13 @@ pub struct StatusChecks {
     pub system_status: String,
 }
 
+/// An EBS snapshot and its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: String,
+    pub tags: BTreeMap<String, String>,
+}
+
 /// A key-value tag.
 pub type Tags = Vec<(String, String)>;
 
@@ -371,7 +378,7 @@ pub mod tag {
 }
 
 /// Where calls go: one landing zone's account in one region.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Target {
     pub landing_zone: String,
     pub account: AccountId,
@@ -408,7 +415,7 @@ mod tests {
 
 /// A run's id: a UTC timestamp (sortable) and a random suffix (unique).
 /// It names the report folder, the AMIs and the tags of everything the run did.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RunId(String);
 
@@ -457,7 +464,7 @@ impl fmt::Display for RunId {
 }
 
 /// Phase 2's result for one instance.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Backup {
     pub ami: Option<AmiId>,
     /// `pending`, `available`, `failed`, `unusable`; `None` if no AMI exists.
@@ -487,7 +494,7 @@ impl Backup {
 }
 
 /// Phase 3's result for one instance.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Start {
     pub initial_state: InstanceState,
     pub final_state: InstanceState,
@@ -499,7 +506,7 @@ pub struct Start {
 }
 
 /// Phase 4's result for one instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     pub ready: bool,
     /// Every reason it is not ready, e.g. `ssm: ConnectionLost`.
@@ -513,7 +520,7 @@ impl Verdict {
 }
 
 /// Everything known about one instance in a run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub landing_zone: String,
     pub account: AccountId,

@@ -658,3 +658,47 @@ async fn sigint_exits_130_with_the_csv_written_and_a_rerun_continues() {
     assert_eq!(calls(&stdout, "CreateImage"), 0, "{stdout}");
     assert_eq!(images(&ec2).await.len(), 3);
 }
+
+/// Validation asks SSM again only about agents that were not Online: one
+/// filtered request per poll instead of every page of the account-region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_asks_ssm_again_only_for_agents_not_online() {
+    let moto = Moto::start();
+    let ssm = SsmStub::start();
+    let ec2 = ec2_in(&moto, A, "us-east-1").await;
+    let running = launch(&ec2, 60, false, &[("Name", "app")]).await;
+    let stopped = launch(&ec2, 1, false, &[("Name", "late")]).await;
+    stop(&ec2, &stopped).await;
+    for id in &running {
+        ssm.set(id, "Online");
+    }
+    // Started by the run, its agent never comes back: validation waits.
+    ssm.set(&stopped[0], "ConnectionLost");
+    let s = Scratch::new(&config("workflow: {phases: {validation: {timeout: 12}}}"));
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &[
+            "-l",
+            "lz250nonprod",
+            "--region",
+            "us-east-1",
+            "-c",
+            &c,
+            "-o",
+            &o,
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ssm: ConnectionLost after 12s"), "{stdout}");
+    let state = ssm.state.lock().unwrap();
+    // Scan: 61 agents at 50 a page = 2 requests; validation's first poll
+    // the same; then only the one agent, with a filter.
+    assert!(state.filtered_requests >= 1, "{state:?}");
+    assert_eq!(state.requests, 4 + state.filtered_requests, "{state:?}");
+}

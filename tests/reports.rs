@@ -6,6 +6,8 @@
 //!   Python's jsonschema (Draft 2020-12), every `report.xml` against
 //!   `schema/prepatch-report-1.xsd` with xmllint;
 //! - the hostile values read back faithfully from every format;
+//! - a dry run whose role may not start instances: the refused EC2 DryRun
+//!   checks in the JSON and XML (validated) and first in the dashboard;
 //! - the dashboard driven in headless Chromium through chromedriver's
 //!   WebDriver API: no console error, counts, filter, landing zone select,
 //!   sorting, the drill-down, and no script from a tag ever runs.
@@ -14,7 +16,7 @@
 //! installs them (jsonschema into `.venv/`, xmllint, chromium and
 //! chromedriver from Debian).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -153,9 +155,17 @@ struct Fixture {
 
 /// The fixed run: fixed fleet, clock, run id and metadata.
 async fn fixture(per_target: usize, dry_run: bool) -> Fixture {
+    fixture_with(per_target, dry_run, Vec::new()).await
+}
+
+/// The fixed run, with `faults` on top of the fleet's own.
+async fn fixture_with(per_target: usize, dry_run: bool, faults: Vec<Fault>) -> Fixture {
     let config = config();
     let sim = SimCloud::empty().without_throttling();
     fleet(&sim, &config, per_target);
+    for fault in faults {
+        sim.fault(fault);
+    }
     let cloud = Paced::new(sim);
     let options = Options {
         run_id: "20261130T040000Z-test".parse::<RunId>().expect("run id"),
@@ -678,12 +688,309 @@ async fn audit_lists_every_change_with_actor_and_result() {
     ));
 }
 
+// ---- a dry run's permission checks (EC2 DryRun) ----
+
+/// The dashboard's "Permissions (EC2 DryRun)" section, if it has one.
+fn permissions_section(html: &str) -> Option<&str> {
+    let start = html.find(r#"<section aria-labelledby="h-permissions""#)?;
+    let end = start + html[start..].find("</section>")?;
+    Some(&html[start..end])
+}
+
+/// A dry run in which data-prod's role may not start instances.
+async fn start_denied_dry_run() -> Fixture {
+    fixture_with(
+        3,
+        true,
+        vec![Fault::StartDenied {
+            landing_zone: "data-prod".into(),
+        }],
+    )
+    .await
+}
+
+const DATA_PROD: &str = "222222222222";
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_refusals_reach_json_xml_and_html() {
+    let f = start_denied_dry_run().await;
+    let r = &f.report;
+    assert!(r.run.dry_run);
+    assert_eq!(r.run.outcome, "failures", "a refusal fails the dry run");
+    // CreateImage, StartInstances and CreateTags in each of the four
+    // account-regions with a role (locked-nonprod has none).
+    assert_eq!(r.permission_checks.len(), 12);
+    let refused: Vec<_> = r
+        .permission_checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .map(|c| {
+            (
+                c.landing_zone.as_str(),
+                c.account_id.as_str(),
+                c.region.as_str(),
+                c.action.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("data-prod", DATA_PROD, "us-east-1", "StartInstances"),
+            ("data-prod", DATA_PROD, "eu-west-1", "StartInstances"),
+        ]
+    );
+    // The refusals are the run's failures too: account-region errors.
+    let errors: Vec<_> = r
+        .errors
+        .iter()
+        .filter(|e| e.scope == "target")
+        .map(|e| {
+            (
+                e.region.as_deref(),
+                e.api.as_deref(),
+                e.code.as_deref(),
+                e.phase.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                Some("eu-west-1"),
+                Some("StartInstances"),
+                Some("UnauthorizedOperation"),
+                "scanner"
+            ),
+            (
+                Some("us-east-1"),
+                Some("StartInstances"),
+                Some("UnauthorizedOperation"),
+                "scanner"
+            ),
+        ]
+    );
+    let dir = write_all(r);
+
+    // JSON: valid, and says the same.
+    let json_path = dir.path().join("report.json");
+    if let Err(e) = json_schema_check(std::slice::from_ref(&json_path)) {
+        panic!("report.json does not match schema/report.schema.json:\n{e}");
+    }
+    let json: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let checks = json["permission_checks"]
+        .as_array()
+        .expect("permission_checks");
+    assert_eq!(checks.len(), 12);
+    for c in checks {
+        let keys: BTreeSet<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from([
+                "landing_zone",
+                "account_id",
+                "region",
+                "action",
+                "allowed",
+                "error"
+            ])
+        );
+        if c["allowed"] == true {
+            assert_eq!(c["error"], Value::Null, "{c}");
+        } else {
+            assert_eq!(c["landing_zone"], "data-prod", "{c}");
+            assert_eq!(c["account_id"], DATA_PROD, "{c}");
+            assert_eq!(c["action"], "StartInstances", "{c}");
+            assert!(
+                c["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("denied: UnauthorizedOperation: "),
+                "{c}"
+            );
+        }
+    }
+    assert_eq!(checks.iter().filter(|c| c["allowed"] == false).count(), 2);
+
+    // The schema rejects an allowed check with an error, a refusal without
+    // one, an unknown action and an unknown field.
+    for (i, field, value) in [
+        (0, "error", json!("denied: no")),
+        (1, "action", json!("TerminateInstances")),
+        (2, "surprise", json!(1)),
+    ] {
+        let mut bad = json.clone();
+        let k = checks.iter().position(|c| c["allowed"] == true).unwrap() + i;
+        bad["permission_checks"][k][field] = value;
+        let path = dir.path().join(format!("bad-{i}.json"));
+        std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let err = json_schema_check(&[path]).expect_err("a bad permission check is rejected");
+        assert!(err.contains("permission_checks"), "{err}");
+    }
+    let mut bad = json.clone();
+    let k = checks.iter().position(|c| c["allowed"] == false).unwrap();
+    bad["permission_checks"][k]["error"] = Value::Null;
+    let path = dir.path().join("bad-refusal.json");
+    std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    json_schema_check(&[path]).expect_err("a refusal without its reason is rejected");
+
+    // XML: valid, and libxml2 reads the refusals back.
+    let xml = dir.path().join("report.xml");
+    if let Err(e) = xsd_check(std::slice::from_ref(&xml)) {
+        panic!("report.xml does not match schema/prepatch-report-1.xsd:\n{e}");
+    }
+    let xpath = |expr: &str| {
+        let out = xmllint(&["--xpath".as_ref(), expr.as_ref(), xml.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "{expr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+    };
+    let checks_el = "/*[local-name()='report']/*[local-name()='permission_checks']\
+                     /*[local-name()='permission_check']";
+    assert_eq!(xpath(&format!("count({checks_el})")), "12");
+    assert_eq!(xpath(&format!("count({checks_el}[@allowed='false'])")), "2");
+    assert_eq!(
+        xpath(&format!(
+            "count({checks_el}[@allowed='false'][@action='StartInstances']\
+             [*[local-name()='landing_zone']='data-prod'][*[local-name()='account_id']='{DATA_PROD}']\
+             [starts-with(*[local-name()='error'], 'denied: UnauthorizedOperation: ')])"
+        )),
+        "2"
+    );
+    assert_eq!(
+        xpath(&format!(
+            "count({checks_el}[@allowed='true'][*[local-name()='error']])"
+        )),
+        "0",
+        "an allowed check has no error"
+    );
+    let text = std::fs::read_to_string(&xml).unwrap();
+    let bad_xml = dir.path().join("bad.xml");
+    std::fs::write(
+        &bad_xml,
+        text.replacen(
+            "action=\"StartInstances\"",
+            "action=\"TerminateInstances\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let err = xsd_check(&[bad_xml]).expect_err("an unknown action is rejected");
+    assert!(err.contains("action"), "{err}");
+
+    // HTML: the section comes before the summary and leads with the
+    // refusals, each with its action and target.
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    let section = permissions_section(&html).expect("a Permissions section in a dry run");
+    assert!(html.find(section).unwrap() < html.find(r#"id="h-summary""#).unwrap());
+    assert!(section.contains("Permissions (EC2 DryRun)"), "{section}");
+    assert!(section.contains(r#"id="permissions-refused""#), "{section}");
+    assert!(section.contains("2 of 12 checks refused"), "{section}");
+    for region in ["us-east-1", "eu-west-1"] {
+        // minijinja escapes `/` too.
+        let line = format!(
+            "<li><strong>data-prod&#x2f;{region}</strong> ({DATA_PROD}): <code>ec2:StartInstances</code>: denied: UnauthorizedOperation: "
+        );
+        assert!(section.contains(&line), "{line} in {section}");
+    }
+    assert!(section.contains("10 other check(s) allowed, over 4 account-region(s)"));
+    assert!(!section.contains("all allowed"), "{section}");
+    // The failures list has them too.
+    assert!(html.contains("ec2:StartInstances (DryRun): denied: UnauthorizedOperation"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_with_every_permission_says_so_in_one_line() {
+    let dry = fixture(3, true).await;
+    assert_eq!(dry.report.permission_checks.len(), 12);
+    assert!(dry.report.permission_checks.iter().all(|c| c.allowed));
+    let html = String::from_utf8(render(&dry.report, Format::Html)).unwrap();
+    let section = permissions_section(&html).expect("a Permissions section in a dry run");
+    assert!(
+        section.contains(
+            r#"<p id="permissions-ok">✔ 12 checks over 4 account-regions, all allowed</p>"#
+        ),
+        "{section}"
+    );
+    assert!(!section.contains("refused"), "{section}");
+
+    // A real run makes no check and has no such section; the list is empty.
+    let real = fixture(3, false).await;
+    assert!(real.report.permission_checks.is_empty());
+    let html = String::from_utf8(render(&real.report, Format::Html)).unwrap();
+    assert_eq!(permissions_section(&html), None);
+    assert!(!html.contains("EC2 DryRun"));
+    let json: Value = serde_json::from_slice(&render(&real.report, Format::Json)).unwrap();
+    assert_eq!(json["permission_checks"], json!([]));
+}
+
+/// A refusal's words are AWS's: escaped in the page, and text in the
+/// browser, never markup.
+#[test]
+fn dashboard_shows_refusals_as_text_in_headless_chromium() {
+    let f = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(start_denied_dry_run());
+    let mut report = f.report.clone();
+    let k = report
+        .permission_checks
+        .iter()
+        .position(|c| !c.allowed)
+        .unwrap();
+    let words = format!("denied: UnauthorizedOperation: {HOSTILE_NAME} </section>");
+    report.permission_checks[k].error = Some(words.clone());
+    let dir = write_all(&report);
+    if let Err(e) = xsd_check(&[dir.path().join("report.xml")]) {
+        panic!("{e}");
+    }
+    if let Err(e) = json_schema_check(&[dir.path().join("report.json")]) {
+        panic!("{e}");
+    }
+    let page = dir.path().join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let section = permissions_section(&html).unwrap();
+    assert!(section.contains("&lt;img src=x onerror="), "{section}");
+    assert!(!html.contains("<img"));
+
+    let d = Driver::start();
+    d.open(&page);
+    let text = d.js("return document.getElementById('permissions-refused').textContent");
+    let text = text.as_str().expect("the refusals");
+    assert!(text.contains(&words), "{text}");
+    assert!(text.contains("data-prod/us-east-1"), "{text}");
+    assert!(text.contains("data-prod/eu-west-1"), "{text}");
+    assert!(text.contains("ec2:StartInstances"), "{text}");
+    // First in the page: before the summary cards.
+    assert_eq!(
+        d.js("const p = document.getElementById('permissions');
+              return p.parentElement.tagName === 'MAIN' && p === p.parentElement.firstElementChild
+                && !!(p.compareDocumentPosition(document.getElementById('h-summary')) & Node.DOCUMENT_POSITION_FOLLOWING);"),
+        json!(true)
+    );
+    assert_eq!(d.js("return typeof window.__pwned"), json!("undefined"));
+    assert_eq!(
+        d.js("return document.querySelectorAll('img, iframe, object').length"),
+        json!(0)
+    );
+    let errors = d.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
 // ---- the binary: --format and reports.formats choose the files ----
 
 fn files_in(dir: &Path) -> Vec<String> {
+    // Run directories only: the run journal (prepatch.db) sits beside them.
     let mut run_dirs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
         .collect();
     assert_eq!(run_dirs.len(), 1, "one run directory");
     let mut names: Vec<String> = std::fs::read_dir(run_dirs.remove(0))
@@ -767,10 +1074,9 @@ fn format_flag_and_config_choose_the_files() {
     // The demo's own reports validate too (built-in config, real faults).
     let run_dir = std::fs::read_dir(out.path())
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
     if let Err(e) = json_schema_check(&[run_dir.join("report.json")]) {
         panic!("{e}");
     }

@@ -26,14 +26,16 @@ use ec2::operation::RequestId;
 use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
-    AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, SsmInfo, SsmPing,
-    StatusChecks, Tags, Target,
+    AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, Snapshot, SsmInfo,
+    SsmPing, StatusChecks, Tags, Target,
 };
 
 /// `DescribeInstances`, `DescribeInstanceStatus`: the API's page maximum.
 const EC2_PAGE: i32 = 1000;
 /// `DescribeImages` page maximum.
 const IMAGES_PAGE: i32 = 1000;
+/// `DescribeSnapshots` page maximum.
+const SNAPSHOTS_PAGE: i32 = 1000;
 /// `DescribeInstanceInformation` page maximum.
 const SSM_PAGE: i32 = 50;
 
@@ -367,6 +369,33 @@ macro_rules! all_pages {
     }};
 }
 
+impl AwsCloud {
+    /// Every page of one `DescribeInstanceInformation` request.
+    async fn ssm_pages(
+        &self,
+        req: ssm::operation::describe_instance_information::builders::DescribeInstanceInformationFluentBuilder,
+    ) -> Result<Vec<(InstanceId, SsmInfo)>, CloudError> {
+        let stream = req.into_paginator().send();
+        let info = all_pages!(self, Api::DescribeInstanceInformation, stream, |page| page
+            .instance_information_list()
+            .iter()
+            .filter_map(|i| {
+                let ping = i
+                    .ping_status()
+                    .map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
+                Some((
+                    InstanceId::new(i.instance_id()?),
+                    SsmInfo {
+                        ping,
+                        agent_version: i.agent_version().map(str::to_owned),
+                    },
+                ))
+            })
+            .collect::<Vec<_>>());
+        Ok(info)
+    }
+}
+
 #[async_trait]
 impl Cloud for AwsCloud {
     async fn assume_role(
@@ -431,30 +460,37 @@ impl Cloud for AwsCloud {
         ))
     }
 
-    async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+    async fn ssm_info(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
         let (_, ssm) = self.clients(t)?;
-        let stream = ssm
-            .describe_instance_information()
-            .max_results(SSM_PAGE)
-            .into_paginator()
-            .send();
-        let info = all_pages!(self, Api::DescribeInstanceInformation, stream, |page| page
-            .instance_information_list()
-            .iter()
-            .filter_map(|i| {
-                let ping = i
-                    .ping_status()
-                    .map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
-                Some((
-                    InstanceId::new(i.instance_id()?),
-                    SsmInfo {
-                        ping,
-                        agent_version: i.agent_version().map(str::to_owned),
-                    },
-                ))
-            })
-            .collect::<Vec<_>>());
-        Ok(info.into_iter().collect())
+        let requests: Vec<Option<&[InstanceId]>> = match only {
+            None => vec![None],
+            Some(ids) => ids.chunks(super::SSM_FILTER_IDS).map(Some).collect(),
+        };
+        let mut all = BTreeMap::new();
+        for ids in requests {
+            let mut req = ssm.describe_instance_information().max_results(SSM_PAGE);
+            if let Some(ids) = ids {
+                let filter = ssm::types::InstanceInformationStringFilter::builder()
+                    .key("InstanceIds")
+                    .set_values(Some(ids.iter().map(|i| i.as_str().to_owned()).collect()))
+                    .build()
+                    .map_err(|e| {
+                        CloudError::new(
+                            Api::DescribeInstanceInformation,
+                            ErrorKind::Api,
+                            "InvalidFilter",
+                            e.to_string(),
+                        )
+                    })?;
+                req = req.filters(filter);
+            }
+            all.extend(self.ssm_pages(req).await?);
+        }
+        Ok(all)
     }
 
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
@@ -487,14 +523,15 @@ impl Cloud for AwsCloud {
 
     async fn describe_images(&self, t: &Target, f: &ImageFilter) -> Result<Vec<Image>, CloudError> {
         let f = match f {
-            ImageFilter::Tag(key, value) => filter(&format!("tag:{key}"), &[value]),
-            ImageFilter::Name(name) => filter("name", &[name]),
+            ImageFilter::Tag(key, value) => Some(filter(&format!("tag:{key}"), &[value])),
+            ImageFilter::Name(name) => Some(filter("name", &[name])),
+            ImageFilter::Owned => None,
         };
         let req = self
             .ec2(t)?
             .describe_images()
             .owners("self")
-            .filters(f)
+            .set_filters(f.map(|f| vec![f]))
             .max_results(IMAGES_PAGE);
         Ok(all_pages!(
             self,
@@ -621,6 +658,105 @@ impl Cloud for AwsCloud {
         };
         self.calls.record(probe.api(), &result);
         result
+    }
+
+    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .stop_instances()
+            .set_instance_ids(Some(ids.iter().map(|i| i.as_str().to_owned()).collect()))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::StopInstances, e));
+        self.calls.record(Api::StopInstances, &result);
+        result.map(|_| ())
+    }
+
+    async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .deregister_image()
+            .image_id(ami.as_str())
+            .send()
+            .await
+            .map_err(|e| api_error(Api::DeregisterImage, e));
+        self.calls.record(Api::DeregisterImage, &result);
+        result.map(|_| ())
+    }
+
+    async fn describe_snapshots(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        let req = self
+            .ec2(t)?
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter(&format!("tag:{key}"), &[value]))
+            .max_results(SNAPSHOTS_PAGE);
+        Ok(all_pages!(
+            self,
+            Api::DescribeSnapshots,
+            req.into_paginator().send(),
+            |page| page
+                .snapshots()
+                .iter()
+                .filter_map(|s| Some(Snapshot {
+                    id: s.snapshot_id()?.to_owned(),
+                    tags: tags_of(s.tags()),
+                }))
+                .collect::<Vec<_>>()
+        ))
+    }
+
+    async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .delete_snapshot()
+            .snapshot_id(snapshot)
+            .send()
+            .await
+            .map_err(|e| api_error(Api::DeleteSnapshot, e));
+        self.calls.record(Api::DeleteSnapshot, &result);
+        result.map(|_| ())
+    }
+
+    async fn delete_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .delete_tags()
+            .set_resources(Some(resources.to_vec()))
+            .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::DeleteTags, e));
+        self.calls.record(Api::DeleteTags, &result);
+        result.map(|_| ())
+    }
+
+    async fn enable_image_deprecation(
+        &self,
+        t: &Target,
+        ami: &AmiId,
+        at: DateTime<Utc>,
+    ) -> Result<(), CloudError> {
+        let result = self
+            .ec2(t)?
+            .enable_image_deprecation()
+            .image_id(ami.as_str())
+            .deprecate_at(aws_smithy_types_dt::DateTime::from_secs(at.timestamp()))
+            .send()
+            .await
+            .map_err(|e| api_error(Api::EnableImageDeprecation, e));
+        self.calls.record(Api::EnableImageDeprecation, &result);
+        result.map(|_| ())
     }
 
     fn api_calls(&self) -> &ApiCalls {

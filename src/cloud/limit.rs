@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
-    AccountId, AmiId, Image, Instance, InstanceId, Region, SsmInfo, StatusChecks, Tags, Target,
+    AccountId, AmiId, Image, Instance, InstanceId, Region, Snapshot, SsmInfo, StatusChecks, Tags,
+    Target,
 };
 
 /// The size and refill rate of one bucket.
@@ -73,11 +74,20 @@ impl Bucket {
     /// Calls to STS and SSM are not paced here: they are not EC2's.
     pub fn for_call(api: Api, instances: usize) -> Vec<(Bucket, f64)> {
         match api {
-            Api::DescribeInstances | Api::DescribeImages | Api::DescribeInstanceStatus => {
+            Api::DescribeInstances
+            | Api::DescribeImages
+            | Api::DescribeInstanceStatus
+            | Api::DescribeSnapshots => {
                 vec![(Bucket::NonMutating, 1.0)]
             }
-            Api::CreateImage => vec![(Bucket::Mutating, 1.0)],
-            Api::CreateTags => vec![(Bucket::CreateTags, 1.0)],
+            Api::CreateImage | Api::EnableImageDeprecation => vec![(Bucket::Mutating, 1.0)],
+            Api::CreateTags | Api::DeleteTags => vec![(Bucket::CreateTags, 1.0)],
+            Api::DeregisterImage => vec![(Bucket::DeregisterImage, 1.0)],
+            Api::DeleteSnapshot => vec![(Bucket::DeleteSnapshot, 1.0)],
+            Api::StopInstances => vec![
+                (Bucket::Mutating, 1.0),
+                (Bucket::StopInstancesResources, instances as f64),
+            ],
             Api::StartInstances => vec![
                 (Bucket::StartInstancesRequests, 1.0),
                 (Bucket::StartInstancesResources, instances as f64),
@@ -168,7 +178,12 @@ pub struct Paced<C> {
     buckets: Mutex<HashMap<(AccountId, Region, Bucket), TokenBucket>>,
     backoff: Backoff,
     retries: Mutex<BTreeMap<Api, u64>>,
+    /// Requests in flight at once, over every account-region.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Requests in flight at once unless told otherwise (`aws.max_concurrency`).
+pub const DEFAULT_IN_FLIGHT: usize = 16;
 
 impl<C: Cloud> Paced<C> {
     pub fn new(inner: C) -> Self {
@@ -177,7 +192,15 @@ impl<C: Cloud> Paced<C> {
             buckets: Mutex::default(),
             backoff: Backoff::default(),
             retries: Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(DEFAULT_IN_FLIGHT),
         }
+    }
+
+    /// At most `n` requests in flight at once, whatever the number of
+    /// account-regions being worked on. Waiting (polls, pacing) holds none.
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = tokio::sync::Semaphore::new(n.max(1));
+        self
     }
 
     pub fn inner(&self) -> &C {
@@ -227,7 +250,13 @@ impl<C: Cloud> Paced<C> {
         let mut attempt = 1;
         loop {
             self.pace(t, api, instances).await;
-            match f().await {
+            let answer = {
+                // Never closed, so acquiring cannot fail; if it did, the
+                // request would simply go unbounded.
+                let _permit = self.in_flight.acquire().await.ok();
+                f().await
+            };
+            match answer {
                 Err(e) if e.is_throttle() && attempt < self.backoff.attempts => {
                     *self
                         .retries
@@ -274,9 +303,13 @@ impl<C: Cloud> Cloud for Paced<C> {
         .await
     }
 
-    async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+    async fn ssm_info(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
         self.call(t, Api::DescribeInstanceInformation, 0, || {
-            self.inner.ssm_info(t)
+            self.inner.ssm_info(t, only)
         })
         .await
     }
@@ -326,6 +359,63 @@ impl<C: Cloud> Cloud for Paced<C> {
     async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
         self.call(t, probe.api(), 0, || self.inner.permitted(t, probe))
             .await
+    }
+
+    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        self.call(t, Api::StopInstances, ids.len(), || {
+            self.inner.stop_instances(t, ids)
+        })
+        .await
+    }
+
+    async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
+        self.call(t, Api::DeregisterImage, 0, || {
+            self.inner.deregister_image(t, ami)
+        })
+        .await
+    }
+
+    async fn describe_snapshots(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        self.call(t, Api::DescribeSnapshots, 0, || {
+            self.inner.describe_snapshots(t, key, value)
+        })
+        .await
+    }
+
+    async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
+        self.call(t, Api::DeleteSnapshot, 0, || {
+            self.inner.delete_snapshot(t, snapshot)
+        })
+        .await
+    }
+
+    async fn delete_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        self.call(t, Api::DeleteTags, 0, || {
+            self.inner.delete_tags(t, resources, tags)
+        })
+        .await
+    }
+
+    async fn enable_image_deprecation(
+        &self,
+        t: &Target,
+        ami: &AmiId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CloudError> {
+        self.call(t, Api::EnableImageDeprecation, 0, || {
+            self.inner.enable_image_deprecation(t, ami, at)
+        })
+        .await
     }
 
     fn api_calls(&self) -> &ApiCalls {

@@ -18,13 +18,15 @@ use std::fmt;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::LandingZone;
-use crate::model::{AmiId, Image, Instance, InstanceId, SsmInfo, StatusChecks, Tags, Target};
+use crate::model::{
+    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StatusChecks, Tags, Target,
+};
 
 /// Every AWS API action prepatch calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Api {
     AssumeRole,
     DescribeInstances,
@@ -34,6 +36,12 @@ pub enum Api {
     CreateTags,
     StartInstances,
     DescribeInstanceStatus,
+    StopInstances,
+    DeregisterImage,
+    DescribeSnapshots,
+    DeleteSnapshot,
+    DeleteTags,
+    EnableImageDeprecation,
 }
 
 impl Api {
@@ -47,6 +55,12 @@ impl Api {
             Api::CreateTags => "CreateTags",
             Api::StartInstances => "StartInstances",
             Api::DescribeInstanceStatus => "DescribeInstanceStatus",
+            Api::StopInstances => "StopInstances",
+            Api::DeregisterImage => "DeregisterImage",
+            Api::DescribeSnapshots => "DescribeSnapshots",
+            Api::DeleteSnapshot => "DeleteSnapshot",
+            Api::DeleteTags => "DeleteTags",
+            Api::EnableImageDeprecation => "EnableImageDeprecation",
         }
     }
 }
@@ -58,7 +72,7 @@ impl fmt::Display for Api {
 }
 
 /// What went wrong with a call, as far as the workflow needs to know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// `RequestLimitExceeded` / `Throttling`: wait and retry.
@@ -139,6 +153,9 @@ pub enum ImageFilter {
     Tag(String, String),
     /// AMIs with this exact name.
     Name(String),
+    /// Every AMI the account owns (retention cleanup: which snapshots
+    /// other AMIs still use).
+    Owned,
 }
 
 /// One `CreateImage` call.
@@ -151,6 +168,10 @@ pub struct ImageRequest {
     /// Applied to the image in the same call.
     pub tags: Tags,
 }
+
+/// Instance ids in one `DescribeInstanceInformation` `InstanceIds` filter
+/// (the documented bound of SSM's sibling instance filters: 40 values).
+pub const SSM_FILTER_IDS: usize = 40;
 
 /// A change asked of EC2 with its `DryRun` parameter: AWS checks the
 /// caller's permission for it and changes nothing.
@@ -188,9 +209,15 @@ pub trait Cloud: Send + Sync {
         scope: Scope,
     ) -> Result<Vec<Instance>, CloudError>;
 
-    /// SSM `DescribeInstanceInformation`, every page, keyed by instance id.
-    /// Instances absent from the map are not registered with SSM.
-    async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError>;
+    /// SSM `DescribeInstanceInformation`, every page, keyed by instance id:
+    /// the whole account-region, or `only` these instances (an
+    /// `InstanceIds` filter, [`SSM_FILTER_IDS`] a request). Instances
+    /// absent from the map are not registered with SSM.
+    async fn ssm_info(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError>;
 
     /// `CreateImage` with the image's tags.
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError>;
@@ -222,6 +249,41 @@ pub trait Cloud: Send + Sync {
     /// otherwise (`UnauthorizedOperation` is [`ErrorKind::Denied`]).
     async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError>;
 
+    /// `StopInstances` for many instances at once (restore only).
+    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError>;
+
+    /// `DeregisterImage` (retention cleanup only). Leaves the snapshots.
+    async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError>;
+
+    /// `DescribeSnapshots` owned by the account carrying tag `key=value`,
+    /// every page.
+    async fn describe_snapshots(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Snapshot>, CloudError>;
+
+    /// `DeleteSnapshot` (retention cleanup only).
+    async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError>;
+
+    /// `DeleteTags` on many resources: each tag is removed only where it
+    /// has the given value.
+    async fn delete_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError>;
+
+    /// `EnableImageDeprecation`: the AMI shows as deprecated from `at`.
+    async fn enable_image_deprecation(
+        &self,
+        t: &Target,
+        ami: &AmiId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CloudError>;
+
     /// The calls made so far, by action.
     fn api_calls(&self) -> &ApiCalls;
 
@@ -232,7 +294,7 @@ pub trait Cloud: Send + Sync {
 }
 
 /// Counts of one action's calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCount {
     /// Requests sent, whatever their outcome.
     pub calls: u64,

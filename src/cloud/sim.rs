@@ -758,6 +758,46 @@ impl SimCloud {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}-0{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
+
+    /// Sets a tag on an AMI, as another tool or a person would (tests:
+    /// age an AMI's `prepatch:expires-at`, forge a tag).
+    pub fn set_image_tag(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        ami: &AmiId,
+        key: &str,
+        value: &str,
+    ) {
+        self.with_world_at(account, region, |w| {
+            if let Some(img) = w.images.get_mut(ami) {
+                img.image.tags.insert(key.to_owned(), value.to_owned());
+            }
+        });
+    }
+
+    /// Sets a tag on an instance, as another tool or a person would.
+    pub fn set_instance_tag(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        id: &InstanceId,
+        key: &str,
+        value: &str,
+    ) {
+        self.with_world_at(account, region, |w| {
+            if let Some(i) = w.instances.get_mut(id) {
+                i.instance.tags.insert(key.to_owned(), value.to_owned());
+            }
+        });
+    }
+
+    /// Snapshots known in a target (those with tags), by id.
+    pub fn snapshot_ids(&self, account: &AccountId, region: &Region) -> Vec<String> {
+        self.with_world_at(account, region, |w| {
+            w.snapshot_tags.keys().cloned().collect()
+        })
+    }
 }
 
 /// Takes a call's tokens from every bucket it draws on, or none.
@@ -846,20 +886,33 @@ impl Cloud for SimCloud {
         )
     }
 
-    async fn ssm_info(&self, t: &Target) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+    async fn ssm_info(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
         let never_online = self.fault_ids(FaultKind::SsmNeverOnline);
-        let never = |id: &InstanceId| never_online.contains(id);
+        let asked: Option<HashSet<&InstanceId>> = only.map(|ids| ids.iter().collect());
         let registered = |w: &World, now: Instant| -> Vec<(InstanceId, SsmInfo)> {
             w.instances
                 .values()
-                .filter_map(|i| Some((i.instance.id.clone(), i.ssm(now, never(&i.instance.id))?)))
+                .filter(|i| asked.as_ref().is_none_or(|a| a.contains(&i.instance.id)))
+                .filter_map(|i| {
+                    let info = i.ssm(now, never_online.contains(&i.instance.id))?;
+                    Some((i.instance.id.clone(), info))
+                })
                 .collect()
         };
+        // Pages per filter chunk, as the AWS implementation sends them.
+        let requests = only.map_or(1, |ids| ids.len().div_ceil(crate::cloud::SSM_FILTER_IDS));
         let now = Instant::now();
         self.request(
             t,
             Api::DescribeInstanceInformation,
-            |w| registered(w, now).len().div_ceil(SSM_PAGE),
+            |w| {
+                let found = registered(w, now).len();
+                found.div_ceil(SSM_PAGE).max(requests)
+            },
             0,
             |w, now| Ok(registered(w, now).into_iter().collect()),
         )
@@ -950,6 +1003,7 @@ impl Cloud for SimCloud {
         let matches = move |i: &&SimImage| match filter {
             ImageFilter::Tag(k, v) => i.image.tags.get(k) == Some(v),
             ImageFilter::Name(n) => i.image.name == *n,
+            ImageFilter::Owned => true,
         };
         self.request(
             t,
@@ -1107,6 +1161,189 @@ impl Cloud for SimCloud {
         }
         // The request is checked and counted like any other, changing nothing.
         self.request(t, api, |_| 1, 0, |_, _| Ok(()))
+    }
+
+    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        let result = self.request(
+            t,
+            Api::StopInstances,
+            |_| 1,
+            ids.len(),
+            |w, now| {
+                for id in ids {
+                    if !w.instances.contains_key(id) {
+                        return Err(not_found(Api::StopInstances, id.as_str()));
+                    }
+                }
+                for (n, id) in ids.iter().enumerate() {
+                    if let Some(i) = w.instances.get_mut(id) {
+                        if matches!(
+                            i.instance.state,
+                            InstanceState::Running | InstanceState::Pending
+                        ) {
+                            i.instance.state = InstanceState::Stopping;
+                            i.running_since = None;
+                            i.settles_at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
+                            let at = i.settles_at;
+                            w.wake(at);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        );
+        if result.is_ok() {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.extend(ids.iter().map(|id| (Api::StopInstances, id.to_string())));
+        }
+        result
+    }
+
+    async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
+        self.request(
+            t,
+            Api::DeregisterImage,
+            |_| 1,
+            0,
+            |w, _| {
+                let Some(img) = w.images.remove(ami) else {
+                    return Err(CloudError::new(
+                        Api::DeregisterImage,
+                        ErrorKind::Api,
+                        "InvalidAMIID.NotFound",
+                        format!("The image id '[{ami}]' does not exist"),
+                    ));
+                };
+                w.image_names.remove(&img.image.name);
+                Ok(())
+            },
+        )
+    }
+
+    async fn describe_snapshots(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<crate::model::Snapshot>, CloudError> {
+        let found = |w: &World| -> Vec<crate::model::Snapshot> {
+            w.snapshot_tags
+                .iter()
+                .filter(|(_, tags)| tags.get(key).map(String::as_str) == Some(value))
+                .map(|(id, tags)| crate::model::Snapshot {
+                    id: id.clone(),
+                    tags: tags.clone(),
+                })
+                .collect()
+        };
+        self.request(
+            t,
+            Api::DescribeSnapshots,
+            |w| found(w).len().div_ceil(EC2_PAGE),
+            0,
+            |w, _| Ok(found(w)),
+        )
+    }
+
+    async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
+        self.request(
+            t,
+            Api::DeleteSnapshot,
+            |_| 1,
+            0,
+            |w, _| {
+                if let Some(img) = w
+                    .images
+                    .values()
+                    .find(|i| i.image.snapshot_ids.iter().any(|s| s == snapshot))
+                {
+                    return Err(CloudError::new(
+                        Api::DeleteSnapshot,
+                        ErrorKind::Api,
+                        "InvalidSnapshot.InUse",
+                        format!(
+                            "The snapshot {snapshot} is currently in use by {}",
+                            img.image.id
+                        ),
+                    ));
+                }
+                if w.snapshot_tags.remove(snapshot).is_none() {
+                    return Err(CloudError::new(
+                        Api::DeleteSnapshot,
+                        ErrorKind::Api,
+                        "InvalidSnapshot.NotFound",
+                        format!("The snapshot '{snapshot}' does not exist."),
+                    ));
+                }
+                Ok(())
+            },
+        )
+    }
+
+    async fn delete_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        let drop_from = |have: &mut BTreeMap<String, String>| {
+            for (k, v) in tags {
+                if v.is_empty() || have.get(k) == Some(v) {
+                    have.remove(k);
+                }
+            }
+        };
+        self.request(
+            t,
+            Api::DeleteTags,
+            |_| 1,
+            0,
+            |w, _| {
+                for r in resources {
+                    if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
+                        drop_from(&mut i.instance.tags);
+                    } else if let Some(img) = w.images.get_mut(&AmiId::new(r.clone())) {
+                        drop_from(&mut img.image.tags);
+                    } else if let Some(snap) = w.snapshot_tags.get_mut(r) {
+                        drop_from(snap);
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    async fn enable_image_deprecation(
+        &self,
+        t: &Target,
+        ami: &AmiId,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CloudError> {
+        let result = self.request(
+            t,
+            Api::EnableImageDeprecation,
+            |_| 1,
+            0,
+            |w, _| {
+                if w.images.contains_key(ami) {
+                    Ok(())
+                } else {
+                    Err(CloudError::new(
+                        Api::EnableImageDeprecation,
+                        ErrorKind::Api,
+                        "InvalidAMIID.NotFound",
+                        format!("The image id '[{ami}]' does not exist"),
+                    ))
+                }
+            },
+        );
+        if result.is_ok() {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((Api::EnableImageDeprecation, ami.to_string()));
+        }
+        result
     }
 
     fn api_calls(&self) -> &ApiCalls {

@@ -12,6 +12,7 @@
 //!   script and style, by their SHA-256 hashes, computed here over the
 //!   exact text that is embedded.
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
 
 use base64::Engine;
@@ -136,6 +137,52 @@ fn failures(report: &Report) -> Vec<Failure> {
     out
 }
 
+#[derive(Serialize)]
+struct Refusal {
+    #[serde(rename = "where")]
+    place: String,
+    account_id: String,
+    action: String,
+    error: String,
+}
+
+/// A dry run's permission checks: the refusals, and counts of the rest.
+#[derive(Serialize)]
+struct Permissions {
+    checks: usize,
+    /// Account-regions checked.
+    targets: usize,
+    allowed: usize,
+    refused_total: usize,
+    /// The first [`SHOWN_FAILURES`] refusals, in target order.
+    refused: Vec<Refusal>,
+}
+
+fn permissions(report: &Report) -> Permissions {
+    let checks = &report.permission_checks;
+    let targets: BTreeSet<_> = checks
+        .iter()
+        .map(|c| (&c.landing_zone, &c.account_id, &c.region))
+        .collect();
+    let refused: Vec<Refusal> = checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .map(|c| Refusal {
+            place: format!("{}/{}", c.landing_zone, c.region),
+            account_id: c.account_id.clone(),
+            action: c.action.clone(),
+            error: c.error.clone().unwrap_or_else(|| "refused".to_owned()),
+        })
+        .collect();
+    Permissions {
+        checks: checks.len(),
+        targets: targets.len(),
+        allowed: checks.len() - refused.len(),
+        refused_total: refused.len(),
+        refused: refused.into_iter().take(SHOWN_FAILURES).collect(),
+    }
+}
+
 /// Renders the dashboard.
 pub fn render(report: &Report) -> Result<String, minijinja::Error> {
     let mut env = Environment::new();
@@ -160,6 +207,7 @@ pub fn render(report: &Report) -> Result<String, minijinja::Error> {
         targets => report.targets.len(),
         failures => Value::from(Serde(&failures)),
         failures_total => failures_total,
+        permissions => Value::from(Serde(&permissions(report))),
         perf => Value::from(Serde(&report.performance)),
         audit_total => report.audit.len(),
     })

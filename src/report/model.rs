@@ -23,7 +23,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// What a run does not know about itself: the tool, the command line, the
 /// config it was given, and the AWS calls it made (counted by the cloud).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct RunMeta {
     pub tool_version: String,
     pub command_line: Vec<String>,
@@ -34,7 +34,7 @@ pub struct RunMeta {
 }
 
 /// The config file a run was given.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct ConfigRef {
     /// As given on the command line, or `(built-in demo config)`.
     pub path: String,
@@ -45,7 +45,7 @@ pub struct ConfigRef {
 }
 
 /// A selected landing zone, from the config.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LandingZoneMeta {
     pub name: String,
     pub account_id: String,
@@ -55,7 +55,7 @@ pub struct LandingZoneMeta {
 }
 
 /// Calls of one AWS action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ApiCallStat {
     pub api: String,
     /// Requests sent, whatever their outcome.
@@ -92,9 +92,12 @@ pub struct Report {
     pub totals: Counts,
     pub landing_zones: Vec<LandingZoneReport>,
     pub targets: Vec<TargetReport>,
+    /// A dry run's EC2 `DryRun` answers, in target order; empty otherwise.
+    pub permission_checks: Vec<PermissionCheckReport>,
     /// Sorted by landing zone, region and instance id.
     pub instances: Vec<InstanceReport>,
-    /// Landing zones first, then account-regions, then instances.
+    /// Landing zones first, then account-regions (with their refused
+    /// permission checks), then instances.
     pub errors: Vec<ErrorReport>,
     /// Every change prepatch made, or tried to make, in time order.
     pub audit: Vec<AuditEntry>,
@@ -201,6 +204,20 @@ pub struct TargetReport {
     /// The assumed role's ARN: who made the changes here.
     pub identity: String,
     pub instances: usize,
+    pub error: Option<String>,
+}
+
+/// A dry run's question to EC2 (`DryRun`): may the role make this change
+/// in this account-region? A refusal is a failure of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct PermissionCheckReport {
+    pub landing_zone: String,
+    pub account_id: String,
+    pub region: String,
+    /// The EC2 action: `CreateImage`, `StartInstances` or `CreateTags`.
+    pub action: String,
+    pub allowed: bool,
+    /// AWS's refusal, or why the check could not be made; none if allowed.
     pub error: Option<String>,
 }
 
@@ -397,6 +414,15 @@ const API_NAMES: [&str; 8] = [
     "DescribeInstanceStatus",
 ];
 
+/// Looks like an AWS error code: `InvalidAMIName.Duplicate`, `AccessDenied`.
+fn is_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 100
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+}
+
 /// Finds `Action: Code: ...` (how a cloud error reads) in a message.
 pub fn parse_aws_error(message: &str) -> (Option<String>, Option<String>) {
     let mut best: Option<(usize, &str, &str)> = None;
@@ -413,12 +439,7 @@ pub fn parse_aws_error(message: &str) -> (Option<String>, Option<String>) {
                 continue;
             };
             let code = rest.split(": ").next().unwrap_or_default();
-            let is_code = !code.is_empty()
-                && code.len() <= 100
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
-            if starts_word && is_code && best.is_none_or(|(b, _, _)| at < b) {
+            if starts_word && is_error_code(code) && best.is_none_or(|(b, _, _)| at < b) {
                 best = Some((at, api, code));
             }
         }
@@ -426,6 +447,46 @@ pub fn parse_aws_error(message: &str) -> (Option<String>, Option<String>) {
     match best {
         Some((_, api, code)) => (Some(api.to_owned()), Some(code.to_owned())),
         None => (None, None),
+    }
+}
+
+/// The report's permission checks, in the run's (target) order.
+fn permission_checks(run: &Run) -> Vec<PermissionCheckReport> {
+    run.permission_checks
+        .iter()
+        .map(|c| PermissionCheckReport {
+            landing_zone: c.target.landing_zone.clone(),
+            account_id: c.target.account.to_string(),
+            region: c.target.region.to_string(),
+            action: c.action.clone(),
+            allowed: c.allowed,
+            error: c.error.clone(),
+        })
+        .collect()
+}
+
+/// A refused permission check as an account-region's error. The check
+/// words a refusal `denied: Code: message`; anything else (the check could
+/// not be made) may still name an AWS action and code.
+fn refusal(c: &PermissionCheckReport) -> ErrorReport {
+    let reason = c.error.as_deref().unwrap_or("refused");
+    let (api, code) = parse_aws_error(reason);
+    let denied_code = reason
+        .strip_prefix("denied: ")
+        .and_then(|rest| rest.split(": ").next())
+        .filter(|code| is_error_code(code))
+        .map(str::to_owned);
+    ErrorReport {
+        scope: "target".to_owned(),
+        phase: Phase::Scanner.name().to_owned(),
+        landing_zone: c.landing_zone.clone(),
+        account_id: c.account_id.clone(),
+        region: Some(c.region.clone()),
+        instance_id: None,
+        api: api.or_else(|| Some(c.action.clone())),
+        code: denied_code.or(code),
+        message: format!("ec2:{} (DryRun): {reason}", c.action),
+        request_id: None,
     }
 }
 
@@ -719,7 +780,11 @@ fn error(
     }
 }
 
-fn errors(run: &Run, instances: &[InstanceReport]) -> Vec<ErrorReport> {
+fn errors(
+    run: &Run,
+    permission_checks: &[PermissionCheckReport],
+    instances: &[InstanceReport],
+) -> Vec<ErrorReport> {
     let mut out = Vec::new();
     for f in &run.landing_zone_failures {
         out.push(error(
@@ -747,6 +812,15 @@ fn errors(run: &Run, instances: &[InstanceReport]) -> Vec<ErrorReport> {
             ));
         }
     }
+    let mut refused: Vec<_> = permission_checks.iter().filter(|c| !c.allowed).collect();
+    refused.sort_by(|a, b| {
+        (&a.landing_zone, &a.account_id, &a.region).cmp(&(
+            &b.landing_zone,
+            &b.account_id,
+            &b.region,
+        ))
+    });
+    out.extend(refused.into_iter().map(refusal));
     for i in instances {
         let at = |phase, message: &str| {
             error(
@@ -884,6 +958,7 @@ impl Report {
             })
             .collect();
         let sum = |f: fn(&ApiCallStat) -> u64| meta.api_calls.iter().map(f).sum::<u64>();
+        let permission_checks = permission_checks(run);
 
         Report {
             schema_version: SCHEMA_VERSION,
@@ -906,7 +981,8 @@ impl Report {
             totals,
             landing_zones,
             targets,
-            errors: errors(run, &instances),
+            errors: errors(run, &permission_checks, &instances),
+            permission_checks,
             audit: audit(run),
             events,
             performance: Performance {
@@ -952,6 +1028,32 @@ mod tests {
         assert_eq!(parse_aws_error("pending after 1800s"), (None, None));
         assert_eq!(parse_aws_error("MyCreateImage: X: y"), (None, None));
         assert_eq!(parse_aws_error("CreateImage: has spaces: y"), (None, None));
+    }
+
+    #[test]
+    fn a_refused_permission_is_an_error_of_its_account_region() {
+        let check = |error: &str| PermissionCheckReport {
+            landing_zone: "app-nonprod".into(),
+            account_id: "111111111111".into(),
+            region: "eu-west-1".into(),
+            action: "StartInstances".into(),
+            allowed: false,
+            error: Some(error.into()),
+        };
+        let e = refusal(&check(
+            "denied: UnauthorizedOperation: You are not authorized",
+        ));
+        assert_eq!(e.scope, "target");
+        assert_eq!(e.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(e.api.as_deref(), Some("StartInstances"));
+        assert_eq!(e.code.as_deref(), Some("UnauthorizedOperation"));
+        assert_eq!(
+            e.message,
+            "ec2:StartInstances (DryRun): denied: UnauthorizedOperation: You are not authorized"
+        );
+        let e = refusal(&check("could not check: timed out"));
+        assert_eq!(e.api.as_deref(), Some("StartInstances"));
+        assert_eq!(e.code, None);
     }
 
     #[test]

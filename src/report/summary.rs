@@ -177,8 +177,8 @@ pub fn write(
     if run.interrupted {
         writeln!(
             out,
-            "\ninterrupted: rerun with --run-id {} to continue without duplicates",
-            run.id
+            "\ninterrupted: continue with --resume {} (or rerun with --run-id {}): nothing is made twice",
+            run.id, run.id
         )?;
     }
 

@@ -1,7 +1,8 @@
 //! `report.xml`: the [`Report`] for enterprise and compliance systems, in
 //! the namespace [`NAMESPACE`], described by `schema/prepatch-report-1.xsd`
 //! (which the document names in `xsi:schemaLocation`). Its `<audit>`
-//! element lists every change prepatch made, with time, actor and result.
+//! element lists every change prepatch made, with time, actor and result;
+//! in a dry run, `<permission_checks>` holds EC2's `DryRun` answers.
 //!
 //! Written with quick-xml's writer, which escapes every text and attribute.
 //! Values from AWS (tags, names, messages) are element text, never
@@ -235,6 +236,20 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.close("target")?;
     }
     x.close("targets")?;
+
+    x.open("permission_checks", &[])?;
+    for c in &report.permission_checks {
+        x.open(
+            "permission_check",
+            &[("action", &c.action), ("allowed", flag(c.allowed))],
+        )?;
+        x.el("landing_zone", &c.landing_zone)?;
+        x.el("account_id", &c.account_id)?;
+        x.el("region", &c.region)?;
+        x.opt("error", c.error.as_deref())?;
+        x.close("permission_check")?;
+    }
+    x.close("permission_checks")?;
 
     x.open("instances", &[])?;
     for i in &report.instances {

@@ -25,9 +25,12 @@ use crate::model::{AmiId, Backup, Image, ImageState, Record, Tags, tag};
 /// `cloud::limit` keeps them inside EC2's rate; this keeps latency hidden.
 const CREATES_IN_FLIGHT: usize = 16;
 
-/// Poll intervals back off from the first to the last.
-pub const POLL_FIRST: Duration = Duration::from_secs(15);
-pub const POLL_MAX: Duration = Duration::from_secs(60);
+/// Poll intervals back off from the first to the last. AMIs take minutes to
+/// hours (their snapshots' size): a 2-minute ceiling keeps a long wait to a
+/// few dozen calls per account-region and reports the last AMI at most two
+/// minutes late.
+pub const POLL_FIRST: Duration = Duration::from_secs(30);
+pub const POLL_MAX: Duration = Duration::from_secs(120);
 
 /// The AMI name: unique per instance and run, in AMI name characters.
 pub fn ami_name(instance: &str, run_id: &str) -> String {
@@ -53,11 +56,7 @@ fn run_tags(run_id: &str, landing_zone: &str, expires_at: DateTime<Utc>) -> Tags
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
     let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
-        backup_target(wf, t)
-    })
-    .await
-    {
+    for t in for_each_target(&mut run.targets, |t| backup_target(wf, t)).await {
         total += t;
     }
     total
@@ -181,6 +180,10 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         });
     }
 
+    if wf.config.phases.ami_backup.deprecate_at_expiry {
+        deprecate_new_images(wf, t, expires_at).await;
+    }
+
     if wf.options.wait_backup {
         bar.message("waiting for AMIs");
         wait_for_images(wf, t, wf.config.phases.ami_backup.timeout).await;
@@ -200,6 +203,34 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     }
     bar.finish(format!("{} AMIs, {} failed", tally.done, tally.failed));
     tally
+}
+
+/// `ami_backup.deprecate_at_expiry`: EC2 image deprecation at the AMIs'
+/// expiry, one `EnableImageDeprecation` per AMI made now. A refusal is
+/// logged and reported, not a failed backup: the AMI is there.
+async fn deprecate_new_images(wf: &Workflow<'_>, t: &TargetRun, expires_at: DateTime<Utc>) {
+    for r in &t.records {
+        let Some(ami) = r
+            .backup
+            .as_ref()
+            .filter(|b| !b.reused)
+            .and_then(|b| b.ami.as_ref())
+        else {
+            continue;
+        };
+        if let Err(e) = wf
+            .cloud
+            .enable_image_deprecation(&t.target, ami, expires_at)
+            .await
+        {
+            tracing::warn!(%ami, error = %e, "setting the AMI's deprecation failed");
+            wf.event(
+                Phase::AmiBackup,
+                &r.instance.id,
+                format!("setting deprecation on {ami} failed: {e}"),
+            );
+        }
+    }
 }
 
 fn image_request(

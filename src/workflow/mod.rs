@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -34,7 +34,7 @@ use crate::model::{Environment, Record, RunId, Target};
 use progress::Progress;
 
 /// The phases, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Scanner,
@@ -68,7 +68,7 @@ impl fmt::Display for Phase {
 }
 
 /// Whether a phase runs, and if not, why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "reason")]
 pub enum Plan {
     Run,
@@ -152,7 +152,7 @@ impl Shutdown {
 }
 
 /// One account-region and the instances found there.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetRun {
     pub target: Target,
     pub environment: Environment,
@@ -164,7 +164,7 @@ pub struct TargetRun {
 }
 
 /// A landing zone that could not be worked on at all.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LandingZoneFailure {
     pub landing_zone: String,
     pub account: String,
@@ -172,7 +172,7 @@ pub struct LandingZoneFailure {
 }
 
 /// A timestamped line of the execution log.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     pub at: DateTime<Utc>,
     pub phase: Phase,
@@ -181,7 +181,7 @@ pub struct Event {
 }
 
 /// How a phase went.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhaseSummary {
     pub phase: Phase,
     pub plan: Plan,
@@ -193,7 +193,7 @@ pub struct PhaseSummary {
 }
 
 /// Everything a run did and found; the reports are made from this.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub id: RunId,
     pub started_at: DateTime<Utc>,
@@ -243,13 +243,11 @@ pub struct Workflow<'a> {
     pub progress: Progress,
 }
 
-/// Runs a phase's work on every target at once, at most `max_concurrency`
-/// at a time. Results come back in target order.
-pub async fn for_each_target<'t, F, Fut, T>(
-    targets: &'t mut [TargetRun],
-    limit: usize,
-    f: F,
-) -> Vec<T>
+/// Runs a phase's work on every target at once. Waiting costs nothing, so
+/// no account-region waits for another's AMIs; the requests themselves are
+/// bounded by `aws.max_concurrency` in [`crate::cloud::limit::Paced`].
+/// Results come back in target order.
+pub async fn for_each_target<'t, F, Fut, T>(targets: &'t mut [TargetRun], f: F) -> Vec<T>
 where
     F: Fn(&'t mut TargetRun) -> Fut,
     Fut: Future<Output = T> + 't,
@@ -259,7 +257,7 @@ where
             let fut = f(t);
             async move { (i, fut.await) }
         })
-        .buffer_unordered(limit.max(1))
+        .buffer_unordered(usize::MAX)
         .collect()
         .await;
     out.sort_by_key(|(i, _)| *i);

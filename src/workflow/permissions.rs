@@ -3,14 +3,14 @@
 //! account-region, and changes nothing. A refusal is reported before any
 //! real run would meet it halfway through.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Phase, Run, TargetRun, Workflow, for_each_target, start};
 use crate::cloud::{ErrorKind, Probe};
 use crate::model::Target;
 
 /// The answer for one action in one account-region.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PermissionCheck {
     pub target: Target,
     /// The EC2 action, e.g. `CreateImage`.
@@ -22,10 +22,7 @@ pub struct PermissionCheck {
 
 /// Checks every change the planned phases would make, on every target.
 pub(super) async fn check(wf: &Workflow<'_>, run: &mut Run, backup: bool, starts: bool) {
-    let checks = for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
-        check_target(wf, t, backup, starts)
-    })
-    .await;
+    let checks = for_each_target(&mut run.targets, |t| check_target(wf, t, backup, starts)).await;
     run.permission_checks = checks.into_iter().flatten().collect();
 }
 

@@ -62,10 +62,7 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
         }
     }
 
-    let tallies = for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
-        scan_target(wf, t)
-    })
-    .await;
+    let tallies = for_each_target(&mut run.targets, |t| scan_target(wf, t)).await;
     let mut total = Tally::default();
     for t in tallies {
         total += t;
@@ -88,7 +85,7 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     let scan = async {
         tokio::join!(
             wf.cloud.describe_instances(target, Scope::Active),
-            wf.cloud.ssm_info(target)
+            wf.cloud.ssm_info(target, None)
         )
     };
     let (instances, ssm) = match tokio::time::timeout(timeout, scan).await {

@@ -7,9 +7,9 @@
 //! [`START_BATCH`] ids per call; when a call fails, the instances it names
 //! fail alone and the rest are retried, and an error that names none is
 //! narrowed down by halving the batch. Started instances are tagged
-//! `prepatch:started-by=<run-id>` after the start succeeds, so a later
-//! restore (not built yet) can stop exactly these and nothing else (a lost tag leaves an instance
-//! running, which is the safe side). Waiting is one paginated
+//! `prepatch:started-by=<run-id>` after the start succeeds, so
+//! `prepatch restore` can stop exactly these and nothing else (a lost tag
+//! leaves an instance running, which is the safe side). Waiting is one paginated
 //! `DescribeInstances` per account-region per poll.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +23,7 @@ use crate::model::{InstanceId, InstanceState, Start, tag};
 
 /// Instance ids per `StartInstances` call.
 pub const START_BATCH: usize = 100;
-const POLL_FIRST: Duration = Duration::from_secs(5);
+const POLL_FIRST: Duration = Duration::from_secs(15);
 const POLL_MAX: Duration = Duration::from_secs(20);
 
 /// States that the start phase acts on.
@@ -37,11 +37,7 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
         .iter()
         .any(|p| p.phase == Phase::AmiBackup && p.plan == super::Plan::Run);
     let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
-        start_target(wf, t, backup_ran)
-    })
-    .await
-    {
+    for t in for_each_target(&mut run.targets, |t| start_target(wf, t, backup_ran)).await {
         total += t;
     }
     total
@@ -149,7 +145,8 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         .map(|(id, _)| id.clone())
         .collect();
 
-    let started_at = wf.clock.now();
+    // When each instance's StartInstances succeeded.
+    let mut started_at: BTreeMap<InstanceId, DateTime<Utc>> = BTreeMap::new();
     let mut started: Vec<InstanceId> = Vec::new();
     for batch in startable.chunks(START_BATCH) {
         if wf.shutdown.requested() {
@@ -159,6 +156,8 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             continue;
         }
         let (ok, failed) = start_isolating(wf, t, batch.to_vec()).await;
+        let now = wf.clock.now();
+        started_at.extend(ok.iter().map(|id| (id.clone(), now)));
         if !ok.is_empty() {
             let ids: Vec<String> = ok.iter().map(|i| i.as_str().to_owned()).collect();
             let tags = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
@@ -218,7 +217,7 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             initial_state: r.instance.state,
             final_state,
             started_by_run: was_started,
-            started_at: was_started.then_some(started_at),
+            started_at: started_at.get(&id).copied(),
             running_at,
             error,
         });

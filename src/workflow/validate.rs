@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use super::{Phase, Plan, Run, Tally, TargetRun, Workflow, backup, for_each_target};
 use crate::cloud::Scope;
-use crate::model::{ImageState, InstanceState, Record, SsmInfo, SsmPing, StatusChecks, Verdict};
+use crate::model::{
+    ImageState, InstanceId, InstanceState, Record, SsmInfo, SsmPing, StatusChecks, Verdict,
+};
 
 const POLL_FIRST: Duration = Duration::from_secs(10);
 const POLL_MAX: Duration = Duration::from_secs(30);
@@ -24,18 +26,25 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
         .any(|p| p.phase == Phase::AmiBackup && p.plan == Plan::Run)
         || run.records().any(|r| r.backup.is_some());
     let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, wf.config.aws.max_concurrency, |t| {
-        validate_target(wf, t, backup_ran)
-    })
-    .await
-    {
+    for t in for_each_target(&mut run.targets, |t| validate_target(wf, t, backup_ran)).await {
         total += t;
     }
     total
 }
 
+/// What a finding is about: each has its own AWS call to ask again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    State,
+    Start,
+    Backup,
+    Ssm,
+    Status,
+}
+
 /// One check's finding: a reason, and whether waiting could change it.
 struct Finding {
+    check: Check,
     reason: String,
     transient: bool,
 }
@@ -58,38 +67,87 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
     }
     let deadline = tokio::time::Instant::now() + v.timeout;
     let mut interval = POLL_FIRST;
-    let mut findings: Vec<Vec<Finding>>;
+    // What each answer said last. The first poll asks about everything;
+    // later polls only about what may still change (a pending state, an
+    // agent registering, status checks initializing), so waiting for a few
+    // stragglers costs a request or two a poll, not a fleet's worth of pages.
+    let mut states: Option<BTreeMap<InstanceId, InstanceState>> = None;
+    let mut ssm: Option<Result<BTreeMap<InstanceId, SsmInfo>, String>> = None;
+    let mut status: Option<Result<BTreeMap<InstanceId, StatusChecks>, String>> = None;
+    let mut findings: Vec<Vec<Finding>> = Vec::new();
+    let mut first = true;
     loop {
         bar.message("checking");
-        let (states, ssm, status) = tokio::join!(
-            wf.cloud.describe_instances(&t.target, Scope::All),
+        let in_doubt = |check: Check| {
+            first
+                || findings
+                    .iter()
+                    .flatten()
+                    .any(|f| f.transient && f.check == check)
+        };
+        let ask_states = in_doubt(Check::State);
+        let ask_status = v.health_checks && (in_doubt(Check::Status) || in_doubt(Check::State));
+        // After a good answer, only agents still in doubt, by id.
+        let ssm_ask: Option<Vec<InstanceId>> = match &ssm {
+            Some(Ok(_)) if !first => Some(
+                t.records
+                    .iter()
+                    .zip(&findings)
+                    .filter(|(_, f)| f.iter().any(|f| f.transient && f.check == Check::Ssm))
+                    .map(|(r, _)| r.instance.id.clone())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let ask_ssm = v.ssm_ping && ssm_ask.as_ref().is_none_or(|ids| !ids.is_empty());
+        let (new_states, new_ssm, new_status) = tokio::join!(
             async {
-                if v.ssm_ping {
-                    Some(wf.cloud.ssm_info(&t.target).await)
-                } else {
-                    None
+                match ask_states {
+                    true => Some(wf.cloud.describe_instances(&t.target, Scope::All).await),
+                    false => None,
                 }
             },
             async {
-                if v.health_checks {
-                    Some(wf.cloud.instance_status(&t.target).await)
-                } else {
-                    None
+                match ask_ssm {
+                    true => Some(wf.cloud.ssm_info(&t.target, ssm_ask.as_deref()).await),
+                    false => None,
+                }
+            },
+            async {
+                match ask_status {
+                    true => Some(wf.cloud.instance_status(&t.target).await),
+                    false => None,
                 }
             },
         );
-        let states: Option<BTreeMap<_, _>> = states
-            .inspect_err(
-                |e| tracing::warn!(target_ = %t.target, error = %e, "DescribeInstances failed"),
-            )
-            .ok()
-            .map(|all| all.into_iter().map(|i| (i.id, i.state)).collect());
-        let ssm = ssm.map(|answer| answer.map_err(|e| e.to_string()));
-        let status: Option<Result<BTreeMap<_, StatusChecks>, String>> = status.map(|answer| {
-            answer
-                .map(|all| all.into_iter().map(|s| (s.id.clone(), s)).collect())
-                .map_err(|e| e.to_string())
-        });
+        match new_states {
+            None => {}
+            Some(Ok(all)) => states = Some(all.into_iter().map(|i| (i.id, i.state)).collect()),
+            Some(Err(e)) => {
+                tracing::warn!(target_ = %t.target, error = %e, "DescribeInstances failed");
+                states = None;
+            }
+        }
+        match (new_ssm, &mut ssm, ssm_ask) {
+            (None, ..) => {}
+            (Some(Ok(found)), Some(Ok(seen)), Some(asked)) => {
+                for id in asked {
+                    let info = found
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(SsmInfo::unregistered);
+                    seen.insert(id, info);
+                }
+            }
+            (Some(answer), ..) => ssm = Some(answer.map_err(|e| e.to_string())),
+        }
+        if let Some(answer) = new_status {
+            status = Some(
+                answer
+                    .map(|all| all.into_iter().map(|s| (s.id.clone(), s)).collect())
+                    .map_err(|e| e.to_string()),
+            );
+        }
 
         findings = t
             .records
@@ -102,22 +160,26 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
                         .unwrap_or(InstanceState::Terminated),
                     None => InstanceState::Unknown,
                 };
-                if let Some(Ok(ssm)) = &ssm {
-                    r.ssm = ssm
-                        .get(&r.instance.id)
-                        .cloned()
-                        .unwrap_or_else(SsmInfo::unregistered);
-                } else if let Some(Err(_)) = &ssm {
-                    r.ssm = SsmInfo::unknown();
+                match &ssm {
+                    Some(Ok(seen)) => {
+                        r.ssm = seen
+                            .get(&r.instance.id)
+                            .cloned()
+                            .unwrap_or_else(SsmInfo::unregistered);
+                    }
+                    Some(Err(_)) => r.ssm = SsmInfo::unknown(),
+                    None => {}
                 }
                 if let Some(start) = r.start.as_mut() {
                     if state != InstanceState::Unknown {
                         start.final_state = state;
                     }
                 }
-                check(r, state, ssm.as_ref(), status.as_ref(), backup_ran)
+                let ssm = if v.ssm_ping { ssm.as_ref() } else { None };
+                check(r, state, ssm, status.as_ref(), backup_ran)
             })
             .collect();
+        first = false;
 
         let waiting = findings.iter().flatten().any(|f| f.transient);
         let now = tokio::time::Instant::now();
@@ -168,50 +230,66 @@ fn check(
     backup_ran: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut add = |reason: String, transient: bool| out.push(Finding { reason, transient });
+    let mut add = |check: Check, reason: String, transient: bool| {
+        out.push(Finding {
+            check,
+            reason,
+            transient,
+        })
+    };
     let started = r.start.as_ref().is_some_and(|s| s.started_by_run);
 
     match state {
         InstanceState::Running => {}
-        InstanceState::Unknown => add("state: unknown (DescribeInstances failed)".into(), true),
+        InstanceState::Unknown => add(
+            Check::State,
+            "state: unknown (DescribeInstances failed)".into(),
+            true,
+        ),
         s => add(
+            Check::State,
             format!("state: {s} (expected running)"),
             s == InstanceState::Pending,
         ),
     }
     if let Some(start) = &r.start {
         if let Some(e) = &start.error {
-            add(format!("start: {e}"), false);
+            add(Check::Start, format!("start: {e}"), false);
         }
     }
     if backup_ran {
         match &r.backup {
             Some(b) => match (b.state, &b.error) {
                 (Some(ImageState::Available), _) => {}
-                (_, Some(e)) => add(format!("backup: {e}"), false),
-                (Some(s), None) => add(format!("backup: {s}"), false),
-                (None, None) => add("backup: none".into(), false),
+                (_, Some(e)) => add(Check::Backup, format!("backup: {e}"), false),
+                (Some(s), None) => add(Check::Backup, format!("backup: {s}"), false),
+                (None, None) => add(Check::Backup, "backup: none".into(), false),
             },
-            None => add("backup: none".into(), false),
+            None => add(Check::Backup, "backup: none".into(), false),
         }
     }
     if let Some(ssm) = ssm {
         match ssm {
-            Err(e) => add(format!("ssm: Unknown ({e})"), true),
+            Err(e) => add(Check::Ssm, format!("ssm: Unknown ({e})"), true),
             Ok(_) if r.ssm.ping == SsmPing::Online => {}
             // An agent registers some time after its instance starts.
             Ok(_) => add(
+                Check::Ssm,
                 format!("ssm: {}", r.ssm.ping),
-                started && state == InstanceState::Running,
+                started
+                    && matches!(
+                        state,
+                        InstanceState::Running | InstanceState::Pending | InstanceState::Unknown
+                    ),
             ),
         }
     }
     if let Some(status) = status {
         if state == InstanceState::Running {
             match status {
-                Err(e) => add(format!("status-check: unknown ({e})"), true),
+                Err(e) => add(Check::Status, format!("status-check: unknown ({e})"), true),
                 Ok(all) => match all.get(&r.instance.id) {
-                    None => add("status-check: no data".into(), true),
+                    None => add(Check::Status, "status-check: no data".into(), true),
                     Some(s) => {
                         for (what, value) in [
                             ("instance", &s.instance_status),
@@ -219,10 +297,16 @@ fn check(
                         ] {
                             match value.as_str() {
                                 "ok" | "not-applicable" => {}
-                                "initializing" | "insufficient-data" => {
-                                    add(format!("status-check: {what} {value}"), true)
-                                }
-                                _ => add(format!("status-check: {what} {value}"), false),
+                                "initializing" | "insufficient-data" => add(
+                                    Check::Status,
+                                    format!("status-check: {what} {value}"),
+                                    true,
+                                ),
+                                _ => add(
+                                    Check::Status,
+                                    format!("status-check: {what} {value}"),
+                                    false,
+                                ),
                             }
                         }
                     }

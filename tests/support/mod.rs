@@ -80,7 +80,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// What the SSM stub answers.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct SsmState {
     /// Instance id -> ping status (`Online`, `ConnectionLost`, ...).
     pub pings: BTreeMap<String, String>,
@@ -90,6 +90,8 @@ pub struct SsmState {
     pub requests: usize,
     /// MaxResults of each request.
     pub page_sizes: Vec<i64>,
+    /// Requests with an `InstanceIds` filter.
+    pub filtered_requests: usize,
 }
 
 /// A stub of SSM `DescribeInstanceInformation` speaking the real JSON 1.1
@@ -210,7 +212,37 @@ fn answer(
         .and_then(|v| v.as_str())
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    let all: Vec<(&String, &String)> = s.pings.iter().collect();
+    // `Filters: [{Key: "InstanceIds", Values: [...]}]`, at most 40 values, as prepatch sends.
+    let only: Option<Vec<&str>> = body
+        .get("Filters")
+        .and_then(|f| f.as_array())
+        .and_then(|f| {
+            let ids = f
+                .iter()
+                .find(|f| f.get("Key").and_then(|k| k.as_str()) == Some("InstanceIds"))?;
+            Some(
+                ids.get("Values")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect(),
+            )
+        });
+    if only
+        .as_ref()
+        .is_some_and(|ids| ids.is_empty() || ids.len() > 40)
+    {
+        return (
+            "400 Bad Request",
+            "{\"__type\":\"ValidationException\",\"message\":\"InstanceIds filter takes 1 to 40 values\"}".into(),
+        );
+    }
+    s.filtered_requests += usize::from(only.is_some());
+    let all: Vec<(&String, &String)> = s
+        .pings
+        .iter()
+        .filter(|(id, _)| only.as_ref().is_none_or(|ids| ids.contains(&id.as_str())))
+        .collect();
     let page: Vec<serde_json::Value> = all
         .iter()
         .skip(start)
@@ -393,7 +425,13 @@ impl Scratch {
             .expect("reports dir")
             .flatten()
             .collect();
-        let newest = runs.iter().map(|e| e.path()).max().expect("a run folder");
+        // Run folders only: the run journal (prepatch.db) sits beside them.
+        let newest = runs
+            .iter()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .max()
+            .expect("a run folder");
         let mut rd = csv::Reader::from_path(newest.join("inventory.csv")).expect("inventory.csv");
         let headers = rd.headers().expect("headers").clone();
         rd.records()

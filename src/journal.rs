@@ -1,0 +1,1119 @@
+//! The run journal: one SQLite file (default `<output-dir>/prepatch.db`)
+//! that records every run, restore and cleanup: its parameters, the
+//! scanned fleet (a snapshot of the run after each phase), and every
+//! mutating AWS call as an *intent* written before the call and its
+//! *outcome* written after.
+//!
+//! Why SQLite: one file, transactions, and a crash (even SIGKILL) loses at
+//! most the outcome of the calls in flight. Their intents are on record,
+//! and resume finds what they made by prepatch's tags on AWS.
+//!
+//! Each step is its own transaction (autocommit), in WAL mode with
+//! `synchronous=FULL`, so an intent is on disk before its call is sent.
+//! The schema is versioned with `PRAGMA user_version`: a file from a newer
+//! prepatch, a corrupt file, or a path that is not a database is refused
+//! with one line naming the file.
+//!
+//! [`Journaled`] wraps a [`Cloud`]: every mutating call through it is
+//! journaled, so the workflow's phases need no journal code of their own.
+//! A lock per landing zone ([`Journal::lock`]) refuses a second run over
+//! the same landing zones while one is alive.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{
+    Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope,
+};
+use crate::config::LandingZone;
+use crate::model::{
+    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StatusChecks, Tags, Target,
+};
+
+/// The schema this prepatch writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A lock whose process cannot be checked is stale after this long
+/// without a heartbeat.
+const STALE_AFTER: chrono::Duration = chrono::Duration::minutes(10);
+
+/// How often a live run refreshes its lock.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+const SCHEMA: &str = "
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,          -- run | restore | cleanup
+    of_run        TEXT,                   -- restore: the run restored
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    status        TEXT NOT NULL,          -- running | complete | failed | interrupted
+    landing_zones TEXT NOT NULL,          -- comma-separated
+    environment   TEXT NOT NULL,          -- nonprod | prod | nonprod,prod
+    params        TEXT NOT NULL,          -- JSON: what resume needs
+    simulated     INTEGER NOT NULL DEFAULT 0,
+    dry_run       INTEGER NOT NULL DEFAULT 0,
+    attempts      INTEGER NOT NULL DEFAULT 1,
+    instances     INTEGER NOT NULL DEFAULT 0,
+    amis          INTEGER NOT NULL DEFAULT 0,
+    started       INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    summary       TEXT,                   -- restore / cleanup: one line
+    snapshot      TEXT,                   -- JSON of the Run after the last phase
+    meta          TEXT                    -- JSON of the report's RunMeta
+);
+CREATE TABLE steps (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    at            TEXT NOT NULL,
+    done_at       TEXT,
+    action        TEXT NOT NULL,          -- CreateImage, StartInstances, ... or Phase
+    landing_zone  TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    resources     TEXT NOT NULL,          -- space-separated ids
+    detail        TEXT,
+    status        TEXT NOT NULL,          -- intent | ok | failed
+    result        TEXT,
+    error         TEXT
+);
+CREATE INDEX steps_by_run ON steps(run_id, seq);
+-- created_image() before each CreateImage: without it, a scan of the run's
+-- steps per instance (quadratic in the fleet).
+CREATE INDEX steps_by_resource ON steps(run_id, action, resources);
+CREATE TABLE locks (
+    landing_zone  TEXT PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    host          TEXT,                   -- where pid runs
+    heartbeat     TEXT NOT NULL
+);
+";
+
+/// Why the journal cannot be used. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "no run journal at {path}: it is written by runs (pass --journal or --output-dir to point at another)"
+    )]
+    Missing { path: String },
+    #[error("run journal {path} cannot be opened: {message}")]
+    Open { path: String, message: String },
+    #[error("run journal {path} is not a prepatch journal or is corrupt: {message}")]
+    Corrupt { path: String, message: String },
+    #[error(
+        "run journal {path} is from a newer prepatch (schema version {found}; this one knows up to {SCHEMA_VERSION}): upgrade prepatch"
+    )]
+    Newer { path: String, found: i64 },
+    #[error("run journal {path}: {message}")]
+    Sql { path: String, message: String },
+    #[error("run journal {path} has no run {run_id}: `prepatch runs` lists them")]
+    UnknownRun { path: String, run_id: String },
+    #[error(
+        "landing zone(s) {landing_zones} are in use by run {run_id} (pid {pid}, alive, last heartbeat {heartbeat}): wait for it to finish, or stop it"
+    )]
+    Locked {
+        landing_zones: String,
+        run_id: String,
+        pid: i64,
+        heartbeat: String,
+    },
+}
+
+/// How a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    Complete,
+    Failed,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Complete => "complete",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "complete" => Status::Complete,
+            "failed" => Status::Failed,
+            "interrupted" => Status::Interrupted,
+            _ => Status::Running,
+        }
+    }
+}
+
+/// What resume needs to run a run again as it was asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunParams {
+    pub config: PathBuf,
+    pub landing_zones: Vec<String>,
+    pub environment: Option<String>,
+    pub regions: Vec<String>,
+    pub profile: Option<String>,
+    pub scanner_only: bool,
+    pub phase: Option<String>,
+    pub skip_backup: bool,
+    pub skip_start: bool,
+    pub skip_validation: bool,
+    pub no_wait_backup: bool,
+    pub output_dir: PathBuf,
+}
+
+/// One row of `prepatch runs`.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    pub id: String,
+    pub kind: String,
+    pub of_run: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// As recorded; a `running` row whose process is gone reads `interrupted`.
+    pub status: Status,
+    pub landing_zones: String,
+    pub environment: String,
+    pub params: String,
+    pub simulated: bool,
+    pub dry_run: bool,
+    pub attempts: i64,
+    pub instances: i64,
+    pub amis: i64,
+    pub started: i64,
+    pub failures: i64,
+    pub summary: Option<String>,
+}
+
+/// One journaled step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub seq: i64,
+    pub at: String,
+    pub done_at: Option<String>,
+    pub action: String,
+    pub landing_zone: String,
+    pub account: String,
+    pub region: String,
+    pub resources: Vec<String>,
+    pub detail: Option<String>,
+    pub status: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Instances a run started, by (landing zone, account, region).
+pub type Started = BTreeMap<(String, String, String), Vec<InstanceId>>;
+
+/// A new row in `runs`.
+#[derive(Clone, Debug)]
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub of_run: Option<&'a str>,
+    pub landing_zones: &'a [String],
+    pub environment: &'a str,
+    pub params: &'a str,
+    pub simulated: bool,
+    pub dry_run: bool,
+}
+
+/// Counts for the `runs` list.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub instances: usize,
+    pub amis: usize,
+    pub started: usize,
+    pub failures: usize,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The run journal.
+pub struct Journal {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+impl Journal {
+    /// Opens the journal, creating it (and its directory) when missing.
+    pub fn open_or_create(path: &Path) -> Result<Journal, JournalError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| JournalError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Self::open_at(path)
+    }
+
+    /// Opens an existing journal; a missing file is an error.
+    pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
+        if !path.exists() {
+            return Err(JournalError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Self::open_at(path)
+    }
+
+    fn open_at(path: &Path) -> Result<Journal, JournalError> {
+        let p = path.display().to_string();
+        if path.is_dir() {
+            return Err(JournalError::Open {
+                path: p,
+                message: "it is a directory".into(),
+            });
+        }
+        let conn = Connection::open(path).map_err(|e| JournalError::Open {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        let corrupt = |e: rusqlite::Error| JournalError::Corrupt {
+            path: p.clone(),
+            message: e.to_string(),
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::Newer {
+                path: p,
+                found: version,
+            });
+        }
+        // Anything but a journal: a database with other tables.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if version == 0 && tables > 0 {
+            return Err(JournalError::Corrupt {
+                path: p,
+                message: "it is an SQLite database with other tables".into(),
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(corrupt)?;
+        if version == 0 {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(corrupt)?;
+        }
+        // A quick integrity check catches a damaged file now, not mid-run.
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            return Err(JournalError::Corrupt {
+                path: p,
+                message: check,
+            });
+        }
+        Ok(Journal {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// For simulated runs (the demo): commits are not flushed to disk one
+    /// by one. Nothing real is at stake, and the simulation runs thousands
+    /// of steps a second.
+    pub fn relaxed(self) -> Result<Journal, JournalError> {
+        self.with(|c| c.pragma_update(None, "synchronous", "NORMAL"))?;
+        Ok(self)
+    }
+
+    fn sql(&self, e: rusqlite::Error) -> JournalError {
+        JournalError::Sql {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, JournalError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn).map_err(|e| self.sql(e))
+    }
+
+    /// Records a run (or restore, cleanup) starting; a run id seen before
+    /// (resume, `--run-id`) is a new attempt of the same row.
+    pub fn begin(&self, run: &NewRun<'_>) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, kind, of_run, started_at, status, landing_zones, environment, params, simulated, dry_run)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET status = 'running', finished_at = NULL,
+                    attempts = attempts + 1, params = excluded.params",
+                params![
+                    run.id,
+                    run.kind,
+                    run.of_run,
+                    now(),
+                    run.landing_zones.join(","),
+                    run.environment,
+                    run.params,
+                    run.simulated,
+                    run.dry_run
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Takes the lock on `landing_zones` for `run_id`, in one transaction:
+    /// all or none. A lock held by a live process refuses; a stale one
+    /// (its process gone, or no heartbeat for ten minutes) is taken over.
+    pub fn lock(&self, run_id: &str, landing_zones: &[String]) -> Result<(), JournalError> {
+        let pid = i64::from(std::process::id());
+        let mut held: Option<(Vec<String>, String, i64, String)> = None;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for lz in landing_zones {
+                let row: Option<(String, i64, Option<String>, String)> = tx
+                    .query_row(
+                        "SELECT run_id, pid, host, heartbeat FROM locks WHERE landing_zone = ?1",
+                        [lz],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()?;
+                if let Some((other, other_pid, host, heartbeat)) = row {
+                    let mine = other_pid == pid && host.as_deref() == Some(hostname().as_str());
+                    if !mine && lock_is_live(other_pid, host.as_deref(), &heartbeat) {
+                        let h = held.get_or_insert((Vec::new(), other, other_pid, heartbeat));
+                        h.0.push(lz.clone());
+                        continue;
+                    }
+                    if !mine {
+                        tracing::warn!(landing_zone = %lz, run = %other, pid = other_pid, "taking over a stale lock");
+                    }
+                }
+            }
+            if held.is_none() {
+                for lz in landing_zones {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO locks (landing_zone, run_id, pid, host, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![lz, run_id, pid, hostname(), now()],
+                    )?;
+                }
+            }
+            tx.commit()
+        })?;
+        match held {
+            None => Ok(()),
+            Some((lzs, run_id, pid, heartbeat)) => Err(JournalError::Locked {
+                landing_zones: lzs.join(", "),
+                run_id,
+                pid,
+                heartbeat,
+            }),
+        }
+    }
+
+    /// Refreshes this process's locks.
+    pub fn heartbeat(&self, run_id: &str) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE locks SET heartbeat = ?1 WHERE run_id = ?2 AND pid = ?3",
+                params![now(), run_id, i64::from(std::process::id())],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Releases this process's locks for `run_id`.
+    pub fn unlock(&self, run_id: &str) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM locks WHERE run_id = ?1 AND pid = ?2",
+                params![run_id, i64::from(std::process::id())],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Writes an intent before a mutating call; returns its sequence number.
+    pub fn intent(
+        &self,
+        run_id: &str,
+        action: &str,
+        t: &Target,
+        resources: &[String],
+        detail: Option<&str>,
+    ) -> Result<i64, JournalError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO steps (run_id, at, action, landing_zone, account, region, resources, detail, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'intent')",
+                params![
+                    run_id,
+                    now(),
+                    action,
+                    t.landing_zone,
+                    t.account.as_str(),
+                    t.region.as_str(),
+                    resources.join(" "),
+                    detail
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Writes the outcome of an intent: a result (an AMI id...) or an error.
+    pub fn outcome(
+        &self,
+        seq: i64,
+        result: Result<Option<&str>, &str>,
+    ) -> Result<(), JournalError> {
+        let (status, ok, err) = match result {
+            Ok(r) => ("ok", r, None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        self.with(|c| {
+            c.execute(
+                "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
+                params![now(), status, ok, err, seq],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a line of the timeline that is not an AWS call (a phase done).
+    pub fn note(&self, run_id: &str, action: &str, what: &str) -> Result<(), JournalError> {
+        self.with(|c| {
+            let at = now();
+            c.execute(
+                "INSERT INTO steps (run_id, at, done_at, action, landing_zone, account, region, resources, status)
+                 VALUES (?1, ?2, ?2, ?3, '', '', '', ?4, 'ok')",
+                params![run_id, at, action, what],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Saves the run as it stands (after a phase) with its counts.
+    pub fn save_snapshot(
+        &self,
+        run_id: &str,
+        snapshot: &str,
+        counts: Counts,
+    ) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET snapshot = ?1, instances = ?2, amis = ?3, started = ?4, failures = ?5 WHERE id = ?6",
+                params![
+                    snapshot,
+                    counts.instances as i64,
+                    counts.amis as i64,
+                    counts.started as i64,
+                    counts.failures as i64,
+                    run_id
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Saves the report metadata (tool, command line, config, API calls).
+    pub fn save_meta(&self, run_id: &str, meta: &str) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET meta = ?1 WHERE id = ?2",
+                params![meta, run_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks a run finished.
+    pub fn finish(
+        &self,
+        run_id: &str,
+        status: Status,
+        summary: Option<&str>,
+    ) -> Result<(), JournalError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?1, finished_at = ?2, summary = COALESCE(?3, summary) WHERE id = ?4",
+                params![status.as_str(), now(), summary, run_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>, JournalError> {
+        let rows = self.with(|c| {
+            let mut stmt =
+                c.prepare(&format!("{RUN_COLUMNS} ORDER BY started_at DESC, id DESC"))?;
+            let rows = stmt
+                .query_map([], run_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter().map(|r| self.live_status(r)).collect()
+    }
+
+    /// One run.
+    pub fn run(&self, id: &str) -> Result<RunRow, JournalError> {
+        let row = self.with(|c| {
+            c.query_row(&format!("{RUN_COLUMNS} WHERE id = ?1"), [id], run_row)
+                .optional()
+        })?;
+        match row {
+            Some(r) => self.live_status(r),
+            None => Err(JournalError::UnknownRun {
+                path: self.path.display().to_string(),
+                run_id: id.to_owned(),
+            }),
+        }
+    }
+
+    /// A `running` row whose lock is gone or stale was killed: interrupted.
+    fn live_status(&self, mut r: RunRow) -> Result<RunRow, JournalError> {
+        if r.status == Status::Running {
+            let locks: Vec<(i64, Option<String>, String)> = self.with(|c| {
+                let mut stmt =
+                    c.prepare("SELECT pid, host, heartbeat FROM locks WHERE run_id = ?1")?;
+                let rows = stmt
+                    .query_map([&r.id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })?;
+            if !locks
+                .iter()
+                .any(|(pid, host, hb)| lock_is_live(*pid, host.as_deref(), hb))
+            {
+                r.status = Status::Interrupted;
+            }
+        }
+        Ok(r)
+    }
+
+    /// The newest run (not a restore or cleanup) that did not finish.
+    pub fn latest_interrupted(&self) -> Result<Option<RunRow>, JournalError> {
+        Ok(self
+            .runs()?
+            .into_iter()
+            .find(|r| r.kind == "run" && r.status == Status::Interrupted && !r.dry_run))
+    }
+
+    /// The run's snapshot and report metadata, as saved.
+    pub fn snapshot(&self, id: &str) -> Result<(Option<String>, Option<String>), JournalError> {
+        self.run(id)?;
+        self.with(|c| {
+            c.query_row("SELECT snapshot, meta FROM runs WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+    }
+
+    /// A run's timeline, in order.
+    pub fn steps(&self, run_id: &str) -> Result<Vec<Step>, JournalError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, at, done_at, action, landing_zone, account, region, resources, detail, status, result, error
+                 FROM steps WHERE run_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([run_id], |r| {
+                    let resources: String = r.get(7)?;
+                    Ok(Step {
+                        seq: r.get(0)?,
+                        at: r.get(1)?,
+                        done_at: r.get(2)?,
+                        action: r.get(3)?,
+                        landing_zone: r.get(4)?,
+                        account: r.get(5)?,
+                        region: r.get(6)?,
+                        resources: resources.split_whitespace().map(str::to_owned).collect(),
+                        detail: r.get(8)?,
+                        status: r.get(9)?,
+                        result: r.get(10)?,
+                        error: r.get(11)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The AMI a successful `CreateImage` of this run made for `instance`.
+    pub fn created_image(
+        &self,
+        run_id: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<String>, JournalError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT result FROM steps WHERE run_id = ?1 AND action = 'CreateImage'
+                 AND status = 'ok' AND resources = ?2 AND result IS NOT NULL
+                 ORDER BY seq DESC LIMIT 1",
+                params![run_id, instance.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Instances a successful `StartInstances` of this run started, by
+    /// (landing zone, account, region).
+    pub fn started_instances(&self, run_id: &str) -> Result<Started, JournalError> {
+        let mut out = Started::new();
+        for s in self.steps(run_id)? {
+            if s.action == Api::StartInstances.name() && s.status == "ok" {
+                let ids = out
+                    .entry((s.landing_zone.clone(), s.account.clone(), s.region.clone()))
+                    .or_default();
+                for r in s.resources {
+                    let id = InstanceId::new(r);
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+const RUN_COLUMNS: &str =
+    "SELECT id, kind, of_run, started_at, finished_at, status, landing_zones, environment, params,
+    simulated, dry_run, attempts, instances, amis, started, failures, summary FROM runs";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let status: String = r.get(5)?;
+    Ok(RunRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        of_run: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        status: Status::parse(&status),
+        landing_zones: r.get(6)?,
+        environment: r.get(7)?,
+        params: r.get(8)?,
+        simulated: r.get(9)?,
+        dry_run: r.get(10)?,
+        attempts: r.get(11)?,
+        instances: r.get(12)?,
+        amis: r.get(13)?,
+        started: r.get(14)?,
+        failures: r.get(15)?,
+        summary: r.get(16)?,
+    })
+}
+
+/// Whether a lock's holder is alive: its heartbeat is at most ten minutes
+/// old and, when it runs on this host (and `/proc` can tell), its process
+/// exists. So a lock left by a killed run is taken over at once on the same
+/// host, and after ten minutes from any other (a shared journal).
+fn lock_is_live(pid: i64, host: Option<&str>, heartbeat: &str) -> bool {
+    let fresh = heartbeat
+        .parse::<DateTime<Utc>>()
+        .is_ok_and(|h| Utc::now() - h < STALE_AFTER);
+    let proc = Path::new("/proc");
+    if host == Some(hostname().as_str()) && proc.join("self").exists() {
+        return fresh && proc.join(pid.to_string()).exists();
+    }
+    fresh
+}
+
+/// This machine's name, for locks (Linux; elsewhere `localhost`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// A [`Cloud`] whose mutating calls are journaled: the intent before the
+/// call, the outcome after. A `CreateImage` that the journal says this run
+/// already made, and whose AMI still exists (looked up by its name), is not
+/// sent again: its AMI is returned.
+pub struct Journaled<'a> {
+    pub inner: &'a dyn Cloud,
+    pub journal: &'a Journal,
+    pub run_id: String,
+}
+
+impl Journaled<'_> {
+    fn intent(
+        &self,
+        api: Api,
+        t: &Target,
+        resources: &[String],
+        detail: Option<&str>,
+    ) -> Result<i64, CloudError> {
+        self.journal
+            .intent(&self.run_id, api.name(), t, resources, detail)
+            .map_err(|e| journal_error(api, &e))
+    }
+
+    fn outcome<T>(&self, seq: i64, result: &Result<T, CloudError>, value: Option<&str>) {
+        let r = match result {
+            Ok(_) => Ok(value),
+            Err(e) => Err(e.to_string()),
+        };
+        let r = match &r {
+            Ok(v) => Ok(*v),
+            Err(e) => Err(e.as_str()),
+        };
+        if let Err(e) = self.journal.outcome(seq, r) {
+            tracing::error!(error = %e, "cannot journal an outcome; resume will find it by tag");
+        }
+    }
+}
+
+/// A journal that cannot take an intent stops the call: nothing is changed
+/// off the record.
+fn journal_error(api: Api, e: &JournalError) -> CloudError {
+    CloudError::new(api, ErrorKind::Api, "JournalWriteFailed", e.to_string())
+}
+
+fn tags_detail(tags: &Tags) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[async_trait]
+impl Cloud for Journaled<'_> {
+    async fn assume_role(
+        &self,
+        lz: &LandingZone,
+        session_name: &str,
+    ) -> Result<String, CloudError> {
+        self.inner.assume_role(lz, session_name).await
+    }
+
+    async fn describe_instances(
+        &self,
+        t: &Target,
+        scope: Scope,
+    ) -> Result<Vec<Instance>, CloudError> {
+        self.inner.describe_instances(t, scope).await
+    }
+
+    async fn ssm_info(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        self.inner.ssm_info(t, only).await
+    }
+
+    async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
+        let known = self
+            .journal
+            .created_image(&self.run_id, &req.instance)
+            .map_err(|e| journal_error(Api::CreateImage, &e))?;
+        if let Some(ami) = known {
+            // The journal says it was made (its tag lookup missed it): check
+            // that it still exists, by its name, before not making it again.
+            let found = self
+                .inner
+                .describe_images(t, &ImageFilter::Name(req.name.clone()))
+                .await?;
+            if found.iter().any(|i| i.id.as_str() == ami) {
+                tracing::info!(instance = %req.instance, %ami, "the journal has this run's AMI: not created again");
+                return Ok(AmiId::new(ami));
+            }
+            tracing::warn!(instance = %req.instance, %ami, "the journal's AMI is gone: creating it again");
+        }
+        let seq = self.intent(
+            Api::CreateImage,
+            t,
+            &[req.instance.as_str().to_owned()],
+            Some(&req.name),
+        )?;
+        let result = self.inner.create_image(t, req).await;
+        let ami = result.as_ref().ok().map(|a| a.as_str().to_owned());
+        self.outcome(seq, &result, ami.as_deref());
+        result
+    }
+
+    async fn describe_images(
+        &self,
+        t: &Target,
+        filter: &ImageFilter,
+    ) -> Result<Vec<Image>, CloudError> {
+        self.inner.describe_images(t, filter).await
+    }
+
+    async fn create_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        let seq = self.intent(Api::CreateTags, t, resources, Some(&tags_detail(tags)))?;
+        let result = self.inner.create_tags(t, resources, tags).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        let list: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        let seq = self.intent(Api::StartInstances, t, &list, None)?;
+        let result = self.inner.start_instances(t, ids).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+        self.inner.instance_status(t).await
+    }
+
+    async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
+        self.inner.permitted(t, probe).await
+    }
+
+    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+        let list: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        let seq = self.intent(Api::StopInstances, t, &list, None)?;
+        let result = self.inner.stop_instances(t, ids).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
+        let seq = self.intent(Api::DeregisterImage, t, &[ami.as_str().to_owned()], None)?;
+        let result = self.inner.deregister_image(t, ami).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    async fn describe_snapshots(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        self.inner.describe_snapshots(t, key, value).await
+    }
+
+    async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
+        let seq = self.intent(Api::DeleteSnapshot, t, &[snapshot.to_owned()], None)?;
+        let result = self.inner.delete_snapshot(t, snapshot).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    async fn delete_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        let seq = self.intent(Api::DeleteTags, t, resources, Some(&tags_detail(tags)))?;
+        let result = self.inner.delete_tags(t, resources, tags).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    async fn enable_image_deprecation(
+        &self,
+        t: &Target,
+        ami: &AmiId,
+        at: DateTime<Utc>,
+    ) -> Result<(), CloudError> {
+        let when = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let seq = self.intent(
+            Api::EnableImageDeprecation,
+            t,
+            &[ami.as_str().to_owned()],
+            Some(&when),
+        )?;
+        let result = self.inner.enable_image_deprecation(t, ami, at).await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
+    fn api_calls(&self) -> &ApiCalls {
+        self.inner.api_calls()
+    }
+
+    fn is_simulated(&self) -> bool {
+        self.inner.is_simulated()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            landing_zone: "lz".into(),
+            account: "111111111111".parse().expect("account"),
+            region: "us-east-1".parse().expect("region"),
+        }
+    }
+
+    fn new_run<'a>(id: &'a str, lzs: &'a [String]) -> NewRun<'a> {
+        NewRun {
+            id,
+            kind: "run",
+            of_run: None,
+            landing_zones: lzs,
+            environment: "nonprod",
+            params: "{}",
+            simulated: false,
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn intents_and_outcomes_make_the_timeline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = Journal::open_or_create(&dir.path().join("j.db")).expect("open");
+        let lzs = vec!["lz".to_owned()];
+        j.begin(&new_run("r1", &lzs)).expect("begin");
+        let seq = j
+            .intent("r1", "CreateImage", &target(), &["i-1".into()], None)
+            .expect("intent");
+        assert_eq!(
+            j.created_image("r1", &InstanceId::new("i-1")).unwrap(),
+            None
+        );
+        j.outcome(seq, Ok(Some("ami-1"))).expect("outcome");
+        assert_eq!(
+            j.created_image("r1", &InstanceId::new("i-1"))
+                .unwrap()
+                .as_deref(),
+            Some("ami-1")
+        );
+        let s = j
+            .intent(
+                "r1",
+                "StartInstances",
+                &target(),
+                &["i-1".into(), "i-2".into()],
+                None,
+            )
+            .expect("intent");
+        j.outcome(s, Ok(None)).expect("outcome");
+        let failed = j
+            .intent("r1", "StartInstances", &target(), &["i-3".into()], None)
+            .expect("intent");
+        j.outcome(failed, Err("InsufficientInstanceCapacity"))
+            .expect("outcome");
+        let started = j.started_instances("r1").expect("started");
+        assert_eq!(
+            started.values().next().expect("one target"),
+            &[InstanceId::new("i-1"), InstanceId::new("i-2")]
+        );
+        assert_eq!(j.steps("r1").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_second_live_run_on_the_same_landing_zone_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = Journal::open_or_create(&dir.path().join("j.db")).expect("open");
+        let lzs = vec!["a".to_owned(), "b".to_owned()];
+        j.lock("r1", &lzs).expect("first lock");
+        // Another live process holds "b": pid 1 (init) is always alive.
+        j.with(|c| c.execute("UPDATE locks SET pid = 1 WHERE landing_zone = 'b'", []))
+            .unwrap();
+        let err = j.lock("r2", &["b".to_owned(), "c".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("in use by run r1"), "{err}");
+        // Nothing of r2 was taken.
+        let n: i64 = j
+            .with(|c| {
+                c.query_row("SELECT count(*) FROM locks WHERE run_id = 'r2'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap();
+        assert_eq!(n, 0);
+        // A dead pid's lock is stale and taken over.
+        j.with(|c| c.execute("UPDATE locks SET pid = 999999999", []))
+            .unwrap();
+        j.lock("r2", &["b".to_owned()])
+            .expect("stale lock taken over");
+        // Another host's lock: live while its heartbeat is fresh.
+        j.with(|c| {
+            c.execute(
+                "UPDATE locks SET pid = 999999999, host = 'elsewhere', run_id = 'r3', heartbeat = ?1",
+                [now()],
+            )
+        })
+        .unwrap();
+        let err = j.lock("r4", &["b".to_owned()]).unwrap_err();
+        assert!(err.to_string().contains("in use by run r3"), "{err}");
+        let old = (Utc::now() - chrono::Duration::minutes(11)).to_rfc3339();
+        j.with(|c| c.execute("UPDATE locks SET heartbeat = ?1", [old]))
+            .unwrap();
+        j.lock("r4", &["b".to_owned()])
+            .expect("no heartbeat for 11 minutes: stale");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_the_file_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.db");
+        drop(Journal::open_or_create(&path).expect("open"));
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = Journal::open_existing(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("newer prepatch") && err.contains("j.db"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.db");
+        std::fs::write(
+            &path,
+            b"this is not sqlite at all, just some text padding it out",
+        )
+        .unwrap();
+        let err = Journal::open_existing(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("not a prepatch journal") && err.contains("j.db"),
+            "{err}"
+        );
+        let err = Journal::open_existing(&dir.path().join("none.db"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no run journal") && err.contains("none.db"),
+            "{err}"
+        );
+    }
+}

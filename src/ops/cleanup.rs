@@ -1,0 +1,529 @@
+//! `prepatch cleanup`: retention. Deregisters prepatch's AMIs whose
+//! `prepatch:expires-at` has passed (or, with `--older-than DAYS`, whose
+//! run began more than DAYS days ago, by the time in the run id), and
+//! deletes their snapshots.
+//!
+//! It never touches what prepatch did not make, whatever the flags say:
+//! an AMI must carry `prepatch:created-by=prepatch` (exactly) and a
+//! `prepatch:run-id`; a snapshot must carry `prepatch:created-by=prepatch`
+//! and be used by no AMI that stays. Per account-region: one
+//! `DescribeImages` (every AMI the account owns, so that shared snapshots
+//! are seen) and one `DescribeSnapshots` (prepatch's), then one
+//! `DeregisterImage` / `DeleteSnapshot` per resource, paced by
+//! `cloud::limit`. It shows the plan first and deletes only with `--yes`;
+//! `--dry-run` never deletes. Every deletion is journaled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use crate::cli::{CleanupArgs, Cli};
+use crate::cloud::limit::Paced;
+use crate::cloud::{Cloud, ImageFilter};
+use crate::config::{Config, LandingZone};
+use crate::journal::{Journal, Journaled, NewRun, Status};
+use crate::model::{AmiId, Environment, RunId, Target, tag};
+use crate::{Error, Outcome, journal_path};
+
+/// Which AMIs are due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criterion {
+    /// `prepatch:expires-at` is in the past.
+    Expired,
+    /// The run (the time in `prepatch:run-id`) began more than this many days ago.
+    OlderThan(u32),
+}
+
+/// What happened to one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "error")]
+pub enum Done {
+    Planned,
+    Deleted,
+    Failed(String),
+}
+
+/// A snapshot of a due AMI.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotPlan {
+    pub id: String,
+    /// Deleted after its AMIs are deregistered; else kept, see `reason`.
+    pub delete: bool,
+    pub reason: String,
+    pub done: Done,
+}
+
+/// A due AMI.
+#[derive(Clone, Debug, Serialize)]
+pub struct AmiPlan {
+    pub ami: AmiId,
+    pub name: String,
+    pub run_id: String,
+    pub expires_at: String,
+    pub snapshots: Vec<SnapshotPlan>,
+    pub done: Done,
+}
+
+/// One account-region.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetPlan {
+    pub target: Target,
+    pub environment: Environment,
+    pub amis: Vec<AmiPlan>,
+    /// prepatch's AMIs that are not due.
+    pub kept: usize,
+    /// prepatch-tagged AMIs whose tags cannot be read as prepatch writes them.
+    pub unreadable: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// The time a generated run id was made (`20261130T043329Z-6aa8`).
+pub fn run_time(run_id: &str) -> Option<DateTime<Utc>> {
+    let stamp = run_id.get(..16)?;
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Finds the due AMIs and their deletable snapshots in every target.
+pub async fn plan(
+    cloud: &dyn Cloud,
+    landing_zones: &[LandingZone],
+    now: DateTime<Utc>,
+    criterion: Criterion,
+    session_name: &str,
+) -> Vec<TargetPlan> {
+    let mut plans = Vec::new();
+    for lz in landing_zones {
+        let assumed = cloud.assume_role(lz, session_name).await;
+        for region in &lz.regions {
+            let target = Target {
+                landing_zone: lz.name.clone(),
+                account: lz.account_id.clone(),
+                region: region.clone(),
+            };
+            let mut p = TargetPlan {
+                target: target.clone(),
+                environment: lz.environment,
+                amis: Vec::new(),
+                kept: 0,
+                unreadable: Vec::new(),
+                error: None,
+            };
+            if let Err(e) = &assumed {
+                p.error = Some(format!("cannot assume the role: {e}"));
+                plans.push(p);
+                continue;
+            }
+            let images = match cloud.describe_images(&target, &ImageFilter::Owned).await {
+                Ok(i) => i,
+                Err(e) => {
+                    p.error = Some(e.to_string());
+                    plans.push(p);
+                    continue;
+                }
+            };
+            let mut due = Vec::new();
+            for image in &images {
+                let t = &image.tags;
+                if t.get(tag::CREATED_BY).map(String::as_str) != Some(tag::CREATED_BY_VALUE) {
+                    continue;
+                }
+                let (Some(run_id), Some(expires)) = (t.get(tag::RUN_ID), t.get(tag::EXPIRES_AT))
+                else {
+                    p.unreadable
+                        .push(format!("{}: no run-id or expires-at tag", image.id));
+                    continue;
+                };
+                let is_due = match criterion {
+                    Criterion::Expired => match expires.parse::<DateTime<Utc>>() {
+                        Ok(at) => at <= now,
+                        Err(_) => {
+                            p.unreadable.push(format!(
+                                "{}: expires-at {expires:?} is not a time",
+                                image.id
+                            ));
+                            continue;
+                        }
+                    },
+                    Criterion::OlderThan(days) => run_time(run_id)
+                        .is_some_and(|at| now - at > chrono::Duration::days(days.into())),
+                };
+                if is_due {
+                    due.push(image);
+                } else {
+                    p.kept += 1;
+                }
+            }
+            if !due.is_empty() {
+                let tagged: BTreeSet<String> = match cloud
+                    .describe_snapshots(&target, tag::CREATED_BY, tag::CREATED_BY_VALUE)
+                    .await
+                {
+                    Ok(s) => s
+                        .into_iter()
+                        .filter(|s| {
+                            s.tags.get(tag::CREATED_BY).map(String::as_str)
+                                == Some(tag::CREATED_BY_VALUE)
+                        })
+                        .map(|s| s.id)
+                        .collect(),
+                    Err(e) => {
+                        // Without the tags no snapshot is known to be ours: keep them all.
+                        tracing::warn!(target_ = %target, error = %e, "DescribeSnapshots failed; snapshots are kept");
+                        BTreeSet::new()
+                    }
+                };
+                let due_ids: BTreeSet<&AmiId> = due.iter().map(|i| &i.id).collect();
+                let mut users: BTreeMap<&str, Vec<&AmiId>> = BTreeMap::new();
+                for image in &images {
+                    for s in &image.snapshot_ids {
+                        users.entry(s.as_str()).or_default().push(&image.id);
+                    }
+                }
+                for image in due {
+                    let snapshots = image
+                        .snapshot_ids
+                        .iter()
+                        .map(|s| {
+                            let other = users
+                                .get(s.as_str())
+                                .into_iter()
+                                .flatten()
+                                .find(|a| !due_ids.contains(*a));
+                            let (delete, reason) = if !tagged.contains(s) {
+                                (false, "kept: not tagged by prepatch".to_owned())
+                            } else if let Some(a) = other {
+                                (false, format!("kept: also used by {a}"))
+                            } else {
+                                (true, String::new())
+                            };
+                            SnapshotPlan {
+                                id: s.clone(),
+                                delete,
+                                reason,
+                                done: Done::Planned,
+                            }
+                        })
+                        .collect();
+                    p.amis.push(AmiPlan {
+                        ami: image.id.clone(),
+                        name: image.name.clone(),
+                        run_id: image.tags.get(tag::RUN_ID).cloned().unwrap_or_default(),
+                        expires_at: image.tags.get(tag::EXPIRES_AT).cloned().unwrap_or_default(),
+                        snapshots,
+                        done: Done::Planned,
+                    });
+                }
+            }
+            plans.push(p);
+        }
+    }
+    plans
+}
+
+/// Deregisters the due AMIs, then deletes each snapshot once every due
+/// AMI using it is gone.
+pub async fn apply(cloud: &dyn Cloud, plans: &mut [TargetPlan]) {
+    for p in plans.iter_mut().filter(|p| p.error.is_none()) {
+        let t = p.target.clone();
+        for a in &mut p.amis {
+            a.done = match cloud.deregister_image(&t, &a.ami).await {
+                Ok(()) => Done::Deleted,
+                Err(e) => Done::Failed(e.to_string()),
+            };
+        }
+        let gone: BTreeSet<AmiId> = p
+            .amis
+            .iter()
+            .filter(|a| a.done == Done::Deleted)
+            .map(|a| a.ami.clone())
+            .collect();
+        let mut deleted: BTreeMap<String, Done> = BTreeMap::new();
+        let snapshot_amis: BTreeMap<String, Vec<AmiId>> =
+            p.amis.iter().fold(BTreeMap::new(), |mut m, a| {
+                for s in &a.snapshots {
+                    m.entry(s.id.clone()).or_default().push(a.ami.clone());
+                }
+                m
+            });
+        for a in &mut p.amis {
+            for s in a.snapshots.iter_mut().filter(|s| s.delete) {
+                if let Some(done) = deleted.get(&s.id) {
+                    s.done = done.clone();
+                    continue;
+                }
+                let all_gone = snapshot_amis
+                    .get(&s.id)
+                    .is_some_and(|amis| amis.iter().all(|a| gone.contains(a)));
+                s.done = if !all_gone {
+                    Done::Failed("kept: its AMI was not deregistered".into())
+                } else {
+                    match cloud.delete_snapshot(&t, &s.id).await {
+                        Ok(()) => Done::Deleted,
+                        Err(e) => Done::Failed(e.to_string()),
+                    }
+                };
+                deleted.insert(s.id.clone(), s.done.clone());
+            }
+        }
+    }
+}
+
+/// Totals: (AMIs due, snapshots to delete, AMIs deregistered, snapshots
+/// deleted, failures, kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub amis_due: usize,
+    pub snapshots_due: usize,
+    pub amis_deleted: usize,
+    pub snapshots_deleted: usize,
+    pub snapshots_kept: usize,
+    pub failed: usize,
+    pub kept: usize,
+}
+
+pub fn totals(plans: &[TargetPlan]) -> Totals {
+    let mut t = Totals::default();
+    for p in plans {
+        t.kept += p.kept;
+        if p.error.is_some() {
+            t.failed += 1;
+        }
+        let mut snaps: BTreeMap<&str, (&SnapshotPlan, bool)> = BTreeMap::new();
+        for a in &p.amis {
+            t.amis_due += 1;
+            match &a.done {
+                Done::Deleted => t.amis_deleted += 1,
+                Done::Failed(_) => t.failed += 1,
+                Done::Planned => {}
+            }
+            for s in &a.snapshots {
+                snaps.entry(&s.id).or_insert((s, s.delete));
+            }
+        }
+        for (s, delete) in snaps.values() {
+            if !delete {
+                t.snapshots_kept += 1;
+                continue;
+            }
+            t.snapshots_due += 1;
+            match &s.done {
+                Done::Deleted => t.snapshots_deleted += 1,
+                Done::Failed(_) => t.failed += 1,
+                Done::Planned => {}
+            }
+        }
+    }
+    t
+}
+
+/// The one-line summary.
+pub fn summary_line(plans: &[TargetPlan], deleted: bool) -> String {
+    let t = totals(plans);
+    if deleted {
+        format!(
+            "deregistered {} of {} due AMIs, deleted {} of {} snapshots ({} kept), {} unexpired prepatch AMIs kept, {} failures",
+            t.amis_deleted,
+            t.amis_due,
+            t.snapshots_deleted,
+            t.snapshots_due,
+            t.snapshots_kept,
+            t.kept,
+            t.failed
+        )
+    } else {
+        format!(
+            "plan: {} AMIs to deregister, {} snapshots to delete ({} kept), {} unexpired prepatch AMIs kept; nothing deleted",
+            t.amis_due, t.snapshots_due, t.snapshots_kept, t.kept
+        )
+    }
+}
+
+/// The plan (or what was done), per target.
+pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<()> {
+    for p in plans {
+        if let Some(e) = &p.error {
+            writeln!(out, "  {} ({}): FAILED: {e}", p.target, p.target.account)?;
+            continue;
+        }
+        writeln!(
+            out,
+            "  {} ({}): {} AMIs due, {} kept",
+            p.target,
+            p.target.account,
+            p.amis.len(),
+            p.kept
+        )?;
+        for u in &p.unreadable {
+            writeln!(out, "    left alone: {u}")?;
+        }
+        for a in &p.amis {
+            let done = match &a.done {
+                Done::Planned => String::new(),
+                Done::Deleted => " -> deregistered".into(),
+                Done::Failed(e) => format!(" -> FAILED: {e}"),
+            };
+            writeln!(
+                out,
+                "    {} {} (run {}, expires {}){done}",
+                a.ami, a.name, a.run_id, a.expires_at
+            )?;
+            for s in &a.snapshots {
+                let what = match (&s.done, s.delete) {
+                    (_, false) => s.reason.clone(),
+                    (Done::Planned, true) => "delete".into(),
+                    (Done::Deleted, true) => "deleted".into(),
+                    (Done::Failed(e), true) => format!("FAILED: {e}"),
+                };
+                writeln!(out, "      {} {what}", s.id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `cleanup.json` into `dir`.
+fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let path = dir.join("cleanup.json");
+    let doc = serde_json::json!({
+        "cleanup_id": id,
+        "deleted": deleted,
+        "summary": summary_line(plans, deleted),
+        "targets": plans,
+    });
+    crate::report::write_atomically(&path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc).map_err(std::io::Error::other)?;
+        writeln!(w)
+    })
+    .map_err(|source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `prepatch cleanup`.
+pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
+    let config = Config::load(&args.config)?;
+    let landing_zones =
+        crate::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
+    let journal = Journal::open_or_create(&journal_path(cli, Some(&config)))?;
+    let id = RunId::generate(Utc::now()).to_string();
+    let delete = args.yes && !args.dry_run;
+    let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
+    if delete {
+        journal.lock(&id, &lz_names)?;
+    }
+    journal.begin(&NewRun {
+        id: &id,
+        kind: "cleanup",
+        of_run: None,
+        landing_zones: &lz_names,
+        environment: &crate::environments_of(&landing_zones),
+        params: &serde_json::json!({
+            "older_than_days": args.older_than,
+            "dry_run": args.dry_run,
+            "yes": args.yes,
+        })
+        .to_string(),
+        simulated: false,
+        dry_run: !delete,
+    })?;
+    let cloud = Paced::new(
+        crate::cloud::aws::AwsCloud::connect(crate::cloud::aws::AwsOptions {
+            profile: args.profile.clone(),
+            endpoint_url: config.aws.endpoint_url.clone(),
+            session_duration: config.aws.session_duration,
+        })
+        .await,
+    );
+    let jc = Journaled {
+        inner: &cloud,
+        journal: &journal,
+        run_id: id.clone(),
+    };
+    let criterion = args
+        .older_than
+        .map_or(Criterion::Expired, Criterion::OlderThan);
+    let now = Utc::now();
+    let mut plans = plan(
+        &jc,
+        &landing_zones,
+        now,
+        criterion,
+        &format!("prepatch-{id}"),
+    )
+    .await;
+    let mut out = std::io::stdout().lock();
+    let w = |e: std::io::Error| Error::Write {
+        path: "stdout".into(),
+        source: e,
+    };
+    let due = match criterion {
+        Criterion::Expired => format!(
+            "prepatch:expires-at before {}",
+            now.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        Criterion::OlderThan(d) => format!("runs begun more than {d} days ago"),
+    };
+    writeln!(out, "cleanup {id}: prepatch AMIs due ({due}):").map_err(w)?;
+    write_plan(&plans, &mut out).map_err(w)?;
+    if delete {
+        apply(&jc, &mut plans).await;
+        writeln!(out, "done:").map_err(w)?;
+        write_plan(&plans, &mut out).map_err(w)?;
+    } else if args.dry_run {
+        writeln!(out, "dry run: nothing was deleted").map_err(w)?;
+    } else {
+        writeln!(
+            out,
+            "nothing was deleted: pass --yes to deregister and delete what is planned"
+        )
+        .map_err(w)?;
+    }
+    let line = summary_line(&plans, delete);
+    writeln!(out, "cleanup: {line}").map_err(w)?;
+    let dir = cli.output.output_dir.join(format!("cleanup-{id}"));
+    let written = write_report(&dir, &id, delete, &plans);
+    if written.is_ok() {
+        writeln!(out, "reports: {}", dir.display()).map_err(w)?;
+    }
+    let t = totals(&plans);
+    let failures = t.failed > 0 || written.is_err();
+    let _ = journal.finish(
+        &id,
+        if failures {
+            Status::Failed
+        } else {
+            Status::Complete
+        },
+        Some(&line),
+    );
+    if delete {
+        let _ = journal.unlock(&id);
+    }
+    written?;
+    Ok(Outcome {
+        failures,
+        interrupted: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_reads_generated_ids_only() {
+        let t = run_time("20261130T043329Z-6aa8").expect("a time");
+        assert_eq!(t.to_rfc3339(), "2026-11-30T04:33:29+00:00");
+        assert_eq!(run_time("itest-sigint"), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! What the run journal makes possible, besides the run itself:
+//!
+//! - `prepatch runs` lists the runs; `runs show <id>` prints a run's
+//!   timeline, every change as an intent and its outcome (the audit trail).
+//! - `prepatch report --run <id>` writes a run's reports again from the
+//!   journal's snapshot of it.
+//! - [`restore`]: after patching, stop exactly what a run started.
+//! - [`cleanup`]: retention: deregister prepatch's expired AMIs and delete
+//!   their snapshots.
+
+pub mod cleanup;
+pub mod restore;
+
+use std::io::Write;
+
+use crate::cli::{Cli, ReportArgs, RunsArgs, RunsCommand};
+use crate::journal::{Journal, RunRow};
+use crate::{Error, Outcome, journal_path, report};
+
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Write {
+        path: "stdout".into(),
+        source,
+    }
+}
+
+/// `prepatch runs` and `prepatch runs show <id>`.
+pub fn runs(cli: &Cli, args: &RunsArgs) -> Result<Outcome, Error> {
+    let journal = Journal::open_existing(&journal_path(cli, None))?;
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        None => write_runs(&journal.runs()?, &mut out).map_err(stdout_error)?,
+        Some(RunsCommand::Show { run_id }) => {
+            let row = journal.run(run_id)?;
+            let steps = journal.steps(run_id)?;
+            write_show(&row, &steps, &mut out).map_err(stdout_error)?;
+        }
+    }
+    Ok(Outcome {
+        failures: false,
+        interrupted: false,
+    })
+}
+
+/// The runs as a table, newest first.
+pub fn write_runs(rows: &[RunRow], out: &mut dyn Write) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no runs in the journal yet");
+    }
+    writeln!(
+        out,
+        "{:<32} {:<8} {:<20} {:<30} {:<12} {:>9} {:>5} {:>7} {:>8}  STATUS",
+        "RUN ID",
+        "KIND",
+        "STARTED",
+        "LANDING ZONES",
+        "ENVIRONMENT",
+        "INSTANCES",
+        "AMIS",
+        "STARTED",
+        "FAILURES"
+    )?;
+    for r in rows {
+        let mut kind = r.kind.clone();
+        if r.simulated {
+            kind = "demo".into();
+        }
+        let mut status = r.status.as_str().to_owned();
+        if r.dry_run {
+            status.push_str(" (dry run)");
+        }
+        if let Some(of) = &r.of_run {
+            status.push_str(&format!(" (of {of})"));
+        }
+        writeln!(
+            out,
+            "{:<32} {:<8} {:<20} {:<30} {:<12} {:>9} {:>5} {:>7} {:>8}  {}",
+            r.id,
+            kind,
+            r.started_at.get(..19).unwrap_or(&r.started_at),
+            r.landing_zones,
+            r.environment,
+            r.instances,
+            r.amis,
+            r.started,
+            r.failures,
+            status
+        )?;
+    }
+    Ok(())
+}
+
+/// A run's header and its timeline.
+pub fn write_show(
+    row: &RunRow,
+    steps: &[crate::journal::Step],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(out, "run {} ({})", row.id, row.kind)?;
+    if let Some(of) = &row.of_run {
+        writeln!(out, "  of run:        {of}")?;
+    }
+    writeln!(out, "  status:        {}", row.status.as_str())?;
+    writeln!(out, "  started:       {}", row.started_at)?;
+    writeln!(
+        out,
+        "  finished:      {}",
+        row.finished_at.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "  attempts:      {}", row.attempts)?;
+    writeln!(out, "  landing zones: {}", row.landing_zones)?;
+    writeln!(out, "  environment:   {}", row.environment)?;
+    writeln!(
+        out,
+        "  counts:        {} instances, {} AMIs, {} started, {} failures",
+        row.instances, row.amis, row.started, row.failures
+    )?;
+    if let Some(s) = &row.summary {
+        writeln!(out, "  summary:       {s}")?;
+    }
+    writeln!(out, "  parameters:    {}", row.params)?;
+    writeln!(out, "\ntimeline ({} steps):", steps.len())?;
+    for s in steps {
+        let where_ = if s.account.is_empty() {
+            String::new()
+        } else {
+            format!("{} {}/{}", s.landing_zone, s.account, s.region)
+        };
+        let resources = if s.resources.len() > 4 {
+            format!(
+                "{} (+{} more)",
+                s.resources[..4].join(" "),
+                s.resources.len() - 4
+            )
+        } else {
+            s.resources.join(" ")
+        };
+        let outcome = match s.status.as_str() {
+            "intent" => "INTENT, NO OUTCOME (in flight when the process stopped)".to_owned(),
+            "ok" => match &s.result {
+                Some(r) => format!("ok {r}"),
+                None => "ok".to_owned(),
+            },
+            other => format!("{other}: {}", s.error.as_deref().unwrap_or("")),
+        };
+        writeln!(
+            out,
+            "  {}  {:<16} {:<40} {}  -> {}",
+            s.at, s.action, where_, resources, outcome
+        )?;
+    }
+    Ok(())
+}
+
+/// `prepatch report --run <id>`: the reports, from the journal's snapshot.
+pub fn report(cli: &Cli, args: &ReportArgs) -> Result<Outcome, Error> {
+    let path = journal_path(cli, None);
+    let journal = Journal::open_existing(&path)?;
+    let (snapshot, meta) = journal.snapshot(&args.run)?;
+    let Some(snapshot) = snapshot else {
+        return Err(Error::Usage(format!(
+            "run {} in {} has no saved state yet (it stopped before its scan finished)",
+            args.run,
+            path.display()
+        )));
+    };
+    let unreadable = |what: &str, e: serde_json::Error| {
+        Error::Usage(format!(
+            "the {what} of run {} in {} cannot be read: {e}",
+            args.run,
+            path.display()
+        ))
+    };
+    let run: crate::workflow::Run =
+        serde_json::from_str(&snapshot).map_err(|e| unreadable("state", e))?;
+    let meta: report::RunMeta = match meta {
+        Some(m) => serde_json::from_str(&m).map_err(|e| unreadable("report metadata", e))?,
+        None => report::RunMeta {
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        },
+    };
+    let formats = if cli.output.format.is_empty() {
+        report::Format::ALL.to_vec()
+    } else {
+        cli.output.format.clone()
+    };
+    let dir = cli.output.output_dir.join(run.id.as_str());
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let model = report::Report::new(&run, &meta);
+    let written =
+        report::write_all(&model, &dir, &formats).map_err(|(path, source)| Error::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let mut out = std::io::stdout().lock();
+    for p in written {
+        writeln!(out, "wrote {}", p.display()).map_err(stdout_error)?;
+    }
+    Ok(Outcome {
+        failures: false,
+        interrupted: false,
+    })
+}

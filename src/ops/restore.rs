@@ -1,0 +1,726 @@
+//! `prepatch restore --run <id>`: after patching, put the fleet back as it
+//! was before the run: stop exactly the instances that run started.
+//!
+//! Two witnesses must agree that the run started an instance: the journal
+//! (a successful `StartInstances` of that run naming it) and the instance's
+//! own `prepatch:started-by=<run-id>` tag. An instance that only one of
+//! them names, whose tag names another run, or that someone else started,
+//! is left alone and reported: stopping a server that should run is the
+//! worse mistake. Stopped instances lose the tag (`DeleteTags` with the
+//! value, so only this run's tag goes). Every call is journaled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{Cli, RestoreArgs};
+use crate::cloud::limit::Paced;
+use crate::cloud::{Cloud, Scope};
+use crate::config::{Config, LandingZone};
+use crate::journal::{Journal, Journaled, NewRun, RunParams, Status};
+use crate::model::{Environment, InstanceId, InstanceState, Region, RunId, Target, tag};
+use crate::workflow::Confirmation;
+use crate::{Error, Outcome, journal_path};
+
+/// Instance ids per `StopInstances` call.
+pub const STOP_BATCH: usize = 100;
+const POLL_FIRST: Duration = Duration::from_secs(5);
+const POLL_MAX: Duration = Duration::from_secs(20);
+
+/// What restore did (or would do) with one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Dry run: it would be stopped.
+    WouldStop,
+    Stopped,
+    /// Stopped already (by someone, or an earlier restore); its tag removed.
+    AlreadyStopped,
+    /// Not this run's to stop: see the reason.
+    LeftAlone,
+    /// The stop was asked and failed, or it did not reach `stopped`.
+    Failed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::WouldStop => "would-stop",
+            Action::Stopped => "stopped",
+            Action::AlreadyStopped => "already-stopped",
+            Action::LeftAlone => "left-alone",
+            Action::Failed => "failed",
+        }
+    }
+}
+
+/// One instance in the restore report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub landing_zone: String,
+    pub account: String,
+    pub region: String,
+    pub environment: Environment,
+    pub instance_id: String,
+    pub name: String,
+    pub action: Action,
+    pub state_before: String,
+    pub state_after: String,
+    pub in_journal: bool,
+    pub tag: String,
+    pub tag_removed: bool,
+    pub reason: String,
+}
+
+/// A target's instances as restore sees them.
+#[derive(Clone, Debug)]
+pub struct TargetPlan {
+    pub target: Target,
+    pub environment: Environment,
+    pub rows: Vec<Row>,
+    /// Why the target could not be looked at, if it could not.
+    pub error: Option<String>,
+}
+
+pub use crate::journal::Started;
+
+/// Looks at every target of `landing_zones`: which instances the journal
+/// and the tag both say `run_id` started. One `DescribeInstances` per
+/// account-region; roles are assumed first.
+pub async fn plan(
+    cloud: &dyn Cloud,
+    landing_zones: &[LandingZone],
+    started: &Started,
+    run_id: &str,
+    session_name: &str,
+) -> Vec<TargetPlan> {
+    let mut plans = Vec::new();
+    for lz in landing_zones {
+        let assumed = cloud.assume_role(lz, session_name).await;
+        for region in &lz.regions {
+            let target = Target {
+                landing_zone: lz.name.clone(),
+                account: lz.account_id.clone(),
+                region: region.clone(),
+            };
+            let key = (
+                lz.name.clone(),
+                lz.account_id.to_string(),
+                region.to_string(),
+            );
+            let journal_ids: BTreeSet<&InstanceId> =
+                started.get(&key).into_iter().flatten().collect();
+            let mut p = TargetPlan {
+                target: target.clone(),
+                environment: lz.environment,
+                rows: Vec::new(),
+                error: None,
+            };
+            if let Err(e) = &assumed {
+                p.error = Some(format!("cannot assume the role: {e}"));
+                plans.push(p);
+                continue;
+            }
+            let instances = match cloud.describe_instances(&target, Scope::All).await {
+                Ok(i) => i,
+                Err(e) => {
+                    p.error = Some(e.to_string());
+                    plans.push(p);
+                    continue;
+                }
+            };
+            let by_id: BTreeMap<&InstanceId, &crate::model::Instance> =
+                instances.iter().map(|i| (&i.id, i)).collect();
+            let row = |id: &InstanceId, action: Action, reason: String| {
+                let i = by_id.get(id);
+                Row {
+                    landing_zone: lz.name.clone(),
+                    account: lz.account_id.to_string(),
+                    region: region.to_string(),
+                    environment: lz.environment,
+                    instance_id: id.to_string(),
+                    name: i.and_then(|i| i.name()).unwrap_or_default().to_owned(),
+                    action,
+                    state_before: i.map_or("not found".into(), |i| i.state.to_string()),
+                    state_after: i.map_or("not found".into(), |i| i.state.to_string()),
+                    in_journal: journal_ids.contains(id),
+                    tag: i
+                        .and_then(|i| i.tag(tag::STARTED_BY))
+                        .unwrap_or_default()
+                        .to_owned(),
+                    tag_removed: false,
+                    reason,
+                }
+            };
+            for id in &journal_ids {
+                let r = match by_id.get(id) {
+                    None => row(id, Action::LeftAlone, "not found in EC2".into()),
+                    Some(i) if i.state.is_gone() => {
+                        row(id, Action::LeftAlone, format!("it is {}", i.state))
+                    }
+                    Some(i) => match i.tag(tag::STARTED_BY) {
+                        None => row(
+                            id,
+                            Action::LeftAlone,
+                            format!(
+                                "the journal says this run started it, but it has no {} tag",
+                                tag::STARTED_BY
+                            ),
+                        ),
+                        Some(v) if v != run_id => row(
+                            id,
+                            Action::LeftAlone,
+                            format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
+                        ),
+                        Some(_) => match i.state {
+                            InstanceState::Running | InstanceState::Pending => {
+                                row(id, Action::WouldStop, String::new())
+                            }
+                            InstanceState::Stopped | InstanceState::Stopping => {
+                                row(id, Action::AlreadyStopped, String::new())
+                            }
+                            s => row(id, Action::LeftAlone, format!("it is {s}")),
+                        },
+                    },
+                };
+                p.rows.push(r);
+            }
+            for i in &instances {
+                if i.tag(tag::STARTED_BY) == Some(run_id) && !journal_ids.contains(&i.id) {
+                    p.rows.push(row(
+                        &i.id,
+                        Action::LeftAlone,
+                        "tagged as started by this run, but the journal has no start of it".into(),
+                    ));
+                }
+            }
+            plans.push(p);
+        }
+    }
+    plans
+}
+
+/// Stops what the plan says, waits for `stopped` (one `DescribeInstances`
+/// per account-region per poll), then removes this run's tag from what is
+/// stopped.
+pub async fn apply(cloud: &dyn Cloud, plans: &mut [TargetPlan], run_id: &str, wait: Duration) {
+    for p in plans.iter_mut().filter(|p| p.error.is_none()) {
+        let t = p.target.clone();
+        let mut asked: BTreeSet<String> = BTreeSet::new();
+        let to_stop: Vec<usize> = (0..p.rows.len())
+            .filter(|&i| p.rows[i].action == Action::WouldStop)
+            .collect();
+        for batch in to_stop.chunks(STOP_BATCH) {
+            let ids: Vec<InstanceId> = batch
+                .iter()
+                .map(|&i| InstanceId::new(p.rows[i].instance_id.clone()))
+                .collect();
+            match cloud.stop_instances(&t, &ids).await {
+                Ok(()) => asked.extend(ids.iter().map(ToString::to_string)),
+                Err(e) => {
+                    for &i in batch {
+                        p.rows[i].action = Action::Failed;
+                        p.rows[i].reason = format!("StopInstances failed: {e}");
+                    }
+                }
+            }
+        }
+        // Wait until what was asked to stop is stopped.
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut interval = POLL_FIRST;
+        let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
+        while !asked.is_empty() {
+            match cloud.describe_instances(&t, Scope::All).await {
+                Ok(all) => {
+                    states = all
+                        .into_iter()
+                        .filter(|i| asked.contains(i.id.as_str()))
+                        .map(|i| (i.id.to_string(), i.state))
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::warn!(target_ = %t, error = %e, "DescribeInstances failed; will poll again")
+                }
+            }
+            let done = asked.iter().all(|id| {
+                states
+                    .get(id)
+                    .is_some_and(|s| *s == InstanceState::Stopped || s.is_gone())
+            });
+            let now = tokio::time::Instant::now();
+            if done || now >= deadline {
+                break;
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            interval = interval.mul_f64(1.5).min(POLL_MAX);
+        }
+        for r in p.rows.iter_mut().filter(|r| r.action == Action::WouldStop) {
+            let state = states.get(&r.instance_id).copied();
+            r.state_after = state.map_or("unknown".into(), |s| s.to_string());
+            if state == Some(InstanceState::Stopped) {
+                r.action = Action::Stopped;
+            } else {
+                r.action = Action::Failed;
+                r.reason = format!(
+                    "asked to stop, but {} after {}s",
+                    r.state_after,
+                    wait.as_secs()
+                );
+            }
+        }
+        // The tag goes from what is stopped now.
+        let untag: Vec<usize> = (0..p.rows.len())
+            .filter(|&i| matches!(p.rows[i].action, Action::Stopped | Action::AlreadyStopped))
+            .collect();
+        let mine = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
+        for chunk in untag.chunks(1000) {
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|&i| p.rows[i].instance_id.clone())
+                .collect();
+            match cloud.delete_tags(&t, &ids, &mine).await {
+                Ok(()) => {
+                    for &i in chunk {
+                        p.rows[i].tag_removed = true;
+                    }
+                }
+                Err(e) => {
+                    for &i in chunk {
+                        p.rows[i].reason = format!("stopped, but removing the tag failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts by action.
+pub fn counts(plans: &[TargetPlan]) -> BTreeMap<Action, usize> {
+    let mut c = BTreeMap::new();
+    for r in plans.iter().flat_map(|p| &p.rows) {
+        *c.entry(r.action).or_insert(0) += 1;
+    }
+    c
+}
+
+/// The one-line summary, as printed and journaled.
+pub fn summary_line(plans: &[TargetPlan], dry_run: bool) -> String {
+    let c = counts(plans);
+    let n = |a: Action| c.get(&a).copied().unwrap_or(0);
+    let errors = plans.iter().filter(|p| p.error.is_some()).count();
+    if dry_run {
+        format!(
+            "dry run: would stop {}, already stopped {}, left alone {}, account-regions failed {errors}",
+            n(Action::WouldStop),
+            n(Action::AlreadyStopped),
+            n(Action::LeftAlone)
+        )
+    } else {
+        format!(
+            "stopped {}, already stopped {}, left alone {}, failed {}, account-regions failed {errors}",
+            n(Action::Stopped),
+            n(Action::AlreadyStopped),
+            n(Action::LeftAlone),
+            n(Action::Failed)
+        )
+    }
+}
+
+/// Prints the summary and the instances left alone or failed.
+pub fn write_summary(
+    run_id: &str,
+    restore_id: &str,
+    plans: &[TargetPlan],
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(out, "restore of run {run_id} (restore id {restore_id})")?;
+    writeln!(out, "  {}", summary_line(plans, dry_run))?;
+    for p in plans {
+        if let Some(e) = &p.error {
+            writeln!(out, "  {} ({}): {e}", p.target, p.target.account)?;
+        }
+        for r in &p.rows {
+            let show = match r.action {
+                Action::WouldStop => "would stop",
+                Action::Stopped => "stopped",
+                Action::AlreadyStopped => "already stopped",
+                Action::LeftAlone => "LEFT ALONE",
+                Action::Failed => "FAILED",
+            };
+            let reason = if r.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.reason)
+            };
+            writeln!(
+                out,
+                "  {show:<15} {} ({} {}/{}){reason}",
+                r.instance_id, r.landing_zone, r.account, r.region
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `restore.csv`, `restore.json`, `restore.html` and `restore.xml` into `dir`.
+pub fn write_report(
+    dir: &Path,
+    run_id: &str,
+    restore_id: &str,
+    dry_run: bool,
+    plans: &[TargetPlan],
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let rows: Vec<&Row> = plans.iter().flat_map(|p| &p.rows).collect();
+    let csv_path = dir.join("restore.csv");
+    crate::report::write_atomically(&csv_path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        for r in &rows {
+            // Values from AWS (names) could be spreadsheet formulas.
+            let r = Row {
+                name: crate::report::csv::neutralise(&r.name),
+                reason: crate::report::csv::neutralise(&r.reason),
+                tag: crate::report::csv::neutralise(&r.tag),
+                ..(*r).clone()
+            };
+            csv.serialize(&r).map_err(std::io::Error::other)?;
+        }
+        csv.flush()
+    })
+    .map_err(|source| Error::Write {
+        path: csv_path.display().to_string(),
+        source,
+    })?;
+    let json_path = dir.join("restore.json");
+    let errors: Vec<serde_json::Value> = plans
+        .iter()
+        .filter_map(|p| Some(serde_json::json!({"target": p.target, "error": p.error.as_ref()?})))
+        .collect();
+    let doc = serde_json::json!({
+        "restore_id": restore_id,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "summary": summary_line(plans, dry_run),
+        "instances": rows,
+        "errors": errors,
+    });
+    crate::report::write_atomically(&json_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc).map_err(std::io::Error::other)?;
+        writeln!(w)
+    })
+    .map_err(|source| Error::Write {
+        path: json_path.display().to_string(),
+        source,
+    })?;
+    let summary = summary_line(plans, dry_run);
+    let html_path = dir.join("restore.html");
+    crate::report::write_atomically(&html_path, |w| {
+        w.write_all(html(run_id, restore_id, &summary, &rows).as_bytes())
+    })
+    .map_err(|source| Error::Write {
+        path: html_path.display().to_string(),
+        source,
+    })?;
+    let xml_path = dir.join("restore.xml");
+    crate::report::write_atomically(&xml_path, |w| {
+        xml(run_id, restore_id, dry_run, &summary, &rows, w)
+    })
+    .map_err(|source| Error::Write {
+        path: xml_path.display().to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Text for HTML: escaped, control characters replaced.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\t' && c != '\n' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const RESTORE_CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.left-alone,.failed{background:#fde8e8}";
+
+/// `restore.html`: one self-contained page, no script; its CSP allows
+/// only its own style.
+fn html(run_id: &str, restore_id: &str, summary: &str, rows: &[&Row]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(RESTORE_CSS.as_bytes()));
+    let mut body = String::new();
+    for r in rows {
+        body.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            r.action.as_str(),
+            esc(&r.landing_zone),
+            esc(&r.account),
+            esc(&r.region),
+            esc(&r.instance_id),
+            esc(&r.name),
+            r.action.as_str(),
+            esc(&r.state_before),
+            esc(&r.state_after),
+            esc(&r.reason)
+        ));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-{hash}'\">\n<title>prepatch restore of {run}</title><style>{RESTORE_CSS}</style></head><body>\n<h1>Restore of run {run}</h1>\n<p>restore id {rid}: {summary}</p>\n<table><thead><tr><th>landing zone</th><th>account</th><th>region</th><th>instance</th><th>name</th><th>action</th><th>before</th><th>after</th><th>reason</th></tr></thead><tbody>\n{body}</tbody></table></body></html>\n",
+        run = esc(run_id),
+        rid = esc(restore_id),
+        summary = esc(summary),
+    )
+}
+
+/// `restore.xml`: the same rows, values as element text.
+fn xml(
+    run_id: &str,
+    restore_id: &str,
+    dry_run: bool,
+    summary: &str,
+    rows: &[&Row],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+                    '\u{FFFD}'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    };
+    let mut w = quick_xml::Writer::new_with_indent(out, b' ', 2);
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let mut root = BytesStart::new("restore");
+    root.push_attribute(("xmlns", "urn:prepatch:restore:1"));
+    root.push_attribute(("run_id", clean(run_id).as_str()));
+    root.push_attribute(("restore_id", clean(restore_id).as_str()));
+    root.push_attribute(("dry_run", if dry_run { "true" } else { "false" }));
+    w.write_event(Event::Start(root))?;
+    let el = |w: &mut quick_xml::Writer<&mut dyn Write>, name: &str, v: &str| {
+        w.write_event(Event::Start(BytesStart::new(name)))?;
+        w.write_event(Event::Text(BytesText::new(&clean(v))))?;
+        w.write_event(Event::End(BytesEnd::new(name)))
+    };
+    el(&mut w, "summary", summary)?;
+    for r in rows {
+        let mut i = BytesStart::new("instance");
+        i.push_attribute(("action", r.action.as_str()));
+        w.write_event(Event::Start(i))?;
+        el(&mut w, "landing_zone", &r.landing_zone)?;
+        el(&mut w, "account_id", &r.account)?;
+        el(&mut w, "region", &r.region)?;
+        el(&mut w, "instance_id", &r.instance_id)?;
+        el(&mut w, "name", &r.name)?;
+        el(&mut w, "state_before", &r.state_before)?;
+        el(&mut w, "state_after", &r.state_after)?;
+        el(
+            &mut w,
+            "in_journal",
+            if r.in_journal { "true" } else { "false" },
+        )?;
+        el(&mut w, "tag", &r.tag)?;
+        el(
+            &mut w,
+            "tag_removed",
+            if r.tag_removed { "true" } else { "false" },
+        )?;
+        el(&mut w, "reason", &r.reason)?;
+        w.write_event(Event::End(BytesEnd::new("instance")))?;
+    }
+    w.write_event(Event::End(BytesEnd::new("restore")))?;
+    writeln!(w.get_mut())
+}
+
+/// `prepatch restore --run <id>`.
+pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
+    let path = journal_path(cli, None);
+    let journal = Journal::open_existing(&path)?;
+    let row = journal.run(&args.run)?;
+    if row.kind != "run" || row.simulated || row.dry_run {
+        return Err(Error::Usage(format!(
+            "{} is a {}, not a run whose starts can be restored",
+            row.id,
+            if row.simulated {
+                "demo run"
+            } else if row.dry_run {
+                "dry run"
+            } else {
+                row.kind.as_str()
+            }
+        )));
+    }
+    let params: RunParams = serde_json::from_str(&row.params).map_err(|e| {
+        Error::Usage(format!(
+            "the parameters of run {} in {} cannot be read: {e}",
+            row.id,
+            path.display()
+        ))
+    })?;
+    let config = Config::load(args.config.as_ref().unwrap_or(&params.config))?;
+    let started = journal.started_instances(&row.id)?;
+    let mut landing_zones: Vec<LandingZone> = Vec::new();
+    for name in row.landing_zones.split(',').filter(|n| !n.is_empty()) {
+        let Some(lz) = config.landing_zone(name) else {
+            return Err(Error::Usage(format!(
+                "landing zone {name} of run {} is not in {}",
+                row.id,
+                config.source.display()
+            )));
+        };
+        let mut lz = lz.clone();
+        if !params.regions.is_empty() {
+            lz.regions = params
+                .regions
+                .iter()
+                .filter_map(|r| r.trim().parse::<Region>().ok())
+                .collect();
+        }
+        // A region the journal has starts in is looked at, whatever the config says now.
+        for (l, _, region) in started.keys() {
+            if *l == lz.name {
+                if let Ok(r) = region.parse::<Region>() {
+                    if !lz.regions.contains(&r) {
+                        lz.regions.push(r);
+                    }
+                }
+            }
+        }
+        landing_zones.push(lz);
+    }
+    let restore_id = RunId::generate(chrono::Utc::now()).to_string();
+    let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
+    if !args.dry_run {
+        journal.lock(&restore_id, &lz_names)?;
+    }
+    journal.begin(&NewRun {
+        id: &restore_id,
+        kind: "restore",
+        of_run: Some(&row.id),
+        landing_zones: &lz_names,
+        environment: &crate::environments_of(&landing_zones),
+        params: &serde_json::json!({"run": row.id, "dry_run": args.dry_run}).to_string(),
+        simulated: false,
+        dry_run: args.dry_run,
+    })?;
+    let cloud = Paced::new(
+        crate::cloud::aws::AwsCloud::connect(crate::cloud::aws::AwsOptions {
+            profile: args.profile.clone().or(params.profile.clone()),
+            endpoint_url: config.aws.endpoint_url.clone(),
+            session_duration: config.aws.session_duration,
+        })
+        .await,
+    );
+    let result = restore_with(
+        &cloud,
+        &journal,
+        &config,
+        &landing_zones,
+        &started,
+        &row.id,
+        &restore_id,
+        args,
+        &cli.output
+            .output_dir
+            .join(&row.id)
+            .join(format!("restore-{restore_id}")),
+    )
+    .await;
+    let (status, summary) = match &result {
+        Ok((o, line)) if o.failures => (Status::Failed, line.clone()),
+        Ok((_, line)) => (Status::Complete, line.clone()),
+        Err(e) => (Status::Failed, e.to_string()),
+    };
+    if let Err(e) = journal.finish(&restore_id, status, Some(&summary)) {
+        tracing::error!(error = %e, "cannot finish the restore in the journal");
+    }
+    if !args.dry_run {
+        let _ = journal.unlock(&restore_id);
+    }
+    result.map(|(o, _)| o)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_with<C: Cloud>(
+    cloud: &Paced<C>,
+    journal: &Journal,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    started: &Started,
+    run_id: &str,
+    restore_id: &str,
+    args: &RestoreArgs,
+    dir: &Path,
+) -> Result<(Outcome, String), Error> {
+    let jc = Journaled {
+        inner: cloud,
+        journal,
+        run_id: restore_id.to_owned(),
+    };
+    let session = format!("prepatch-{restore_id}");
+    let mut plans = plan(&jc, landing_zones, started, run_id, &session).await;
+    let prod_stops = plans
+        .iter()
+        .filter(|p| p.environment == Environment::Prod)
+        .flat_map(|p| &p.rows)
+        .filter(|r| r.action == Action::WouldStop)
+        .count();
+    if !args.dry_run && prod_stops > 0 && !args.yes {
+        let what = format!(
+            "this restore stops {prod_stops} instances in production landing zone(s) that run {run_id} started"
+        );
+        if let Confirmation::No(why) = crate::confirm_on_terminal(&what) {
+            return Err(Error::Refused(why));
+        }
+    }
+    if !args.dry_run {
+        apply(
+            &jc,
+            &mut plans,
+            run_id,
+            config.phases.server_start.wait_timeout,
+        )
+        .await;
+    }
+    write_report(dir, run_id, restore_id, args.dry_run, &plans)?;
+    let mut out = std::io::stdout().lock();
+    write_summary(run_id, restore_id, &plans, args.dry_run, &mut out)
+        .and_then(|()| writeln!(out, "reports: {}", dir.display()))
+        .map_err(|source| Error::Write {
+            path: "stdout".into(),
+            source,
+        })?;
+    let failures = plans.iter().any(|p| p.error.is_some())
+        || plans
+            .iter()
+            .flat_map(|p| &p.rows)
+            .any(|r| r.action == Action::Failed);
+    Ok((
+        Outcome {
+            failures,
+            interrupted: false,
+        },
+        summary_line(&plans, args.dry_run),
+    ))
+}

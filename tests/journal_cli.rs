@@ -1,0 +1,145 @@
+//! A journal that cannot be used gives exit code 2 and one line naming the
+//! file, never a panic.
+
+mod support;
+
+use support::{prepatch, text};
+
+/// Runs the binary; returns (exit code, stderr), checking there was no panic.
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = prepatch(None, None, args);
+    let (_, stderr) = text(&out);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn a_missing_journal_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = dir.path().join("reports");
+    let o = o.display().to_string();
+    for args in [
+        vec!["runs", "-o", &o],
+        vec!["runs", "show", "x", "-o", &o],
+        vec!["report", "--run", "x", "-o", &o],
+        vec!["restore", "--run", "x", "-o", &o],
+        vec!["--resume", "latest", "-o", &o],
+    ] {
+        let (code, err) = fails(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("no run journal at") && err.contains("prepatch.db"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn a_corrupt_journal_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("prepatch.db");
+    std::fs::write(
+        &db,
+        "not a database, but long enough to look like a header ".repeat(40),
+    )
+    .expect("write");
+    let j = db.display().to_string();
+    let (code, err) = fails(&["runs", "--journal", &j]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "run journal {j} is not a prepatch journal or is corrupt"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_journal_from_a_newer_prepatch_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("prepatch.db");
+    let c = rusqlite::Connection::open(&db).expect("sqlite");
+    c.execute_batch("CREATE TABLE runs (id TEXT); PRAGMA user_version = 7;")
+        .expect("newer schema");
+    drop(c);
+    let j = db.display().to_string();
+    let (code, err) = fails(&["runs", "--journal", &j]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&j) && err.contains("newer prepatch (schema version 7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn another_database_or_a_directory_is_not_a_journal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("other.db");
+    let c = rusqlite::Connection::open(&db).expect("sqlite");
+    c.execute_batch("CREATE TABLE customers (id INTEGER);")
+        .expect("other db");
+    drop(c);
+    let j = db.display().to_string();
+    let (code, err) = fails(&["runs", "--journal", &j]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&j) && err.contains("other tables"), "{err}");
+
+    let d = dir.path().display().to_string();
+    let (code, err) = fails(&["runs", "--journal", &d]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&d) && err.contains("it is a directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runs_lists_a_demo_and_report_rewrites_it_from_the_journal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = dir.path().join("reports").display().to_string();
+    let out = prepatch(
+        None,
+        None,
+        &[
+            "demo",
+            "--instances",
+            "12",
+            "--faults",
+            "none",
+            "-q",
+            "-o",
+            &o,
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let out = prepatch(None, None, &["runs", "-o", &o]);
+    let (stdout, _) = text(&out);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" demo "))
+        .unwrap_or_else(|| panic!("a demo run in:\n{stdout}"));
+    assert!(line.contains("complete") && line.contains(" 12 "), "{line}");
+    let id = line.split_whitespace().next().expect("id").to_owned();
+    let run_dir = dir.path().join("reports").join(&id);
+    std::fs::remove_file(run_dir.join("report.json")).expect("remove");
+    let out = prepatch(None, None, &["report", "--run", &id, "-o", &o]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("report.json")).expect("report.json again"),
+    )
+    .expect("json");
+    assert_eq!(json["run"]["run_id"], id.as_str(), "{json:#}");
+    assert_eq!(json["instances"].as_array().map(Vec::len), Some(12));
+    // A demo run is not a real fleet: no restore, no resume.
+    let (code, err) = fails(&["restore", "--run", &id, "-o", &o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("demo run"), "{err}");
+    let (code, err) = fails(&["--resume", &id, "-o", &o]);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = fails(&["runs", "show", "nope", "-o", &o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has no run nope"), "{err}");
+}
