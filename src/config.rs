@@ -4,6 +4,7 @@
 //! Errors name the file, the field path and the bad value, and say what is
 //! allowed: `landing_zones[1].account_id: "12345" is not a 12-digit account id`.
 
+use crate::model::TagMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -147,7 +148,7 @@ pub struct Filters {
 
 impl Filters {
     /// True if an instance with these id and tags is in scope.
-    pub fn admits(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> bool {
+    pub fn admits(&self, id: &InstanceId, tags: &TagMap) -> bool {
         if self.exclude_instance_ids.contains(id) {
             return false;
         }
@@ -821,11 +822,11 @@ landing_zones:
             "{MINIMAL}filters:\n  include_tags:\n    PatchGroup: [web, db]\n  exclude_instance_ids: [i-0bad]\n"
         ))
         .unwrap();
-        let tags = |v: &str| BTreeMap::from([("PatchGroup".to_owned(), v.to_owned())]);
+        let tags = |v: &str| TagMap::from_iter([("PatchGroup".to_owned(), v.to_owned())]);
         assert!(c.filters.admits(&InstanceId::new("i-01"), &tags("web")));
         assert!(!c.filters.admits(&InstanceId::new("i-01"), &tags("batch")));
         assert!(!c.filters.admits(&InstanceId::new("i-0bad"), &tags("web")));
-        assert!(!c.filters.admits(&InstanceId::new("i-02"), &BTreeMap::new()));
+        assert!(!c.filters.admits(&InstanceId::new("i-02"), &TagMap::new()));
     }
 
     #[test]

@@ -471,9 +471,12 @@ impl Journal {
         detail: Option<&str>,
     ) -> Result<i64, JournalError> {
         self.with(|c| {
-            c.execute(
+            // Cached: one of these per mutating call, so not parsed each time.
+            c.prepare_cached(
                 "INSERT INTO steps (run_id, at, action, landing_zone, account, region, resources, detail, status)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'intent')",
+            )?
+            .execute(
                 params![
                     run_id,
                     now(),
@@ -500,8 +503,10 @@ impl Journal {
             Err(e) => ("failed", None, Some(e)),
         };
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
+            )?
+            .execute(
                 params![now(), status, ok, err, seq],
             )?;
             Ok(())
@@ -675,13 +680,12 @@ impl Journal {
         instance: &InstanceId,
     ) -> Result<Option<String>, JournalError> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT result FROM steps WHERE run_id = ?1 AND action = 'CreateImage'
                  AND status = 'ok' AND resources = ?2 AND result IS NOT NULL
                  ORDER BY seq DESC LIMIT 1",
-                params![run_id, instance.as_str()],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![run_id, instance.as_str()], |r| r.get(0))
             .optional()
         })
     }

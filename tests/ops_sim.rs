@@ -58,7 +58,7 @@ fn add(sim: &SimCloud, n: u64, state: InstanceState) -> InstanceId {
             instance_type: "t3.small".into(),
             private_ip: None,
             launch_time: None,
-            tags: BTreeMap::from([("Name".into(), format!("srv-{n}"))]),
+            tags: std::iter::once(("Name".into(), format!("srv-{n}"))).collect(),
         },
         Agent::Healthy,
     );

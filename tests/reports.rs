@@ -128,7 +128,7 @@ fn fleet(sim: &SimCloud, config: &Config, per_target: usize) -> Vec<InstanceId> 
                     instance_type: "t3.small".into(),
                     private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250)),
                     launch_time: Some(launch_time()),
-                    tags,
+                    tags: tags.into_iter().collect(),
                 };
                 sim.add_instance(&lz.account_id, region, instance, Agent::Healthy);
                 ids.push(id);
@@ -440,7 +440,7 @@ fn hostile(report: &Report) -> &report::model::InstanceReport {
 async fn hostile_values_survive_every_format() {
     let f = fixture(3, false).await;
     let tags = hostile_tags();
-    assert_eq!(hostile(&f.report).tags, tags);
+    assert_eq!(hostile(&f.report).tags, tags.clone().into_iter().collect());
     let dir = write_all(&f.report);
 
     // CSV: parses back to the same values, formulas neutralised.
@@ -1480,7 +1480,7 @@ fn dashboard_works_in_headless_chromium() {
     let details = details.as_str().unwrap();
     let h = hostile(report);
     assert!(details.contains(HOSTILE_NAME), "{details}");
-    for (k, v) in &h.tags {
+    for (k, v) in h.tags.iter() {
         assert!(details.contains(k.as_str()), "tag key {k:?} in the details");
         // textContent keeps the value as is, newlines included.
         assert!(

@@ -62,7 +62,7 @@ fn fleet(sim: &SimCloud, config: &Config, per_target: usize, stopped: usize) -> 
                     instance_type: "t3.small".into(),
                     private_ip: Some("10.0.0.1".into()),
                     launch_time: None,
-                    tags: BTreeMap::from([("Name".into(), format!("srv-{n}"))]),
+                    tags: std::iter::once(("Name".into(), format!("srv-{n}"))).collect(),
                 };
                 sim.add_instance(&lz.account_id, region, instance, Agent::Healthy);
                 ids.push(id);

@@ -7,6 +7,7 @@
 //! own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` handling, or the
 //! config's `aws.endpoint_url`.
 
+use crate::model::TagMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -273,7 +274,7 @@ mod aws_smithy_types_dt {
     pub(super) use aws_sdk_ec2::primitives::DateTime;
 }
 
-fn tags_of(tags: &[ec2::types::Tag]) -> BTreeMap<String, String> {
+fn tags_of(tags: &[ec2::types::Tag]) -> TagMap {
     tags.iter()
         .filter_map(|t| {
             Some((

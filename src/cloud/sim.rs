@@ -9,6 +9,7 @@
 //! when overdrawn. Under a paused tokio clock an hour passes in
 //! milliseconds.
 
+use crate::model::TagMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -305,7 +306,7 @@ struct World {
     images: BTreeMap<AmiId, SimImage>,
     /// AMI names in use: EC2 refuses a second AMI of the same name.
     image_names: HashSet<String>,
-    snapshot_tags: BTreeMap<String, BTreeMap<String, String>>,
+    snapshot_tags: BTreeMap<String, TagMap>,
     buckets: HashMap<Bucket, TokenBucket>,
     /// No transition is due before this; `None`: look at everything.
     /// Saves a pass over the whole world on each of a run's many calls.
@@ -427,7 +428,7 @@ impl SimCloud {
             } else {
                 Platform::Linux
             };
-            let mut tags = BTreeMap::from([
+            let mut tags = TagMap::from_iter([
                 (
                     "Name".to_owned(),
                     format!("{}-{role}-{:03}", lz.name, n / targets.len().max(1) + 1),
@@ -658,12 +659,7 @@ impl SimCloud {
     }
 
     /// The tags of a snapshot.
-    pub fn snapshot_tags(
-        &self,
-        account: &AccountId,
-        region: &Region,
-        snapshot: &str,
-    ) -> BTreeMap<String, String> {
+    pub fn snapshot_tags(&self, account: &AccountId, region: &Region, snapshot: &str) -> TagMap {
         self.with_world_at(account, region, |w| {
             w.snapshot_tags.get(snapshot).cloned().unwrap_or_default()
         })
@@ -1286,7 +1282,7 @@ impl Cloud for SimCloud {
         resources: &[String],
         tags: &Tags,
     ) -> Result<(), CloudError> {
-        let drop_from = |have: &mut BTreeMap<String, String>| {
+        let drop_from = |have: &mut TagMap| {
             for (k, v) in tags {
                 if v.is_empty() || have.get(k) == Some(v) {
                     have.remove(k);

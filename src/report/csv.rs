@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use super::model::{InstanceReport, Report, instances};
+use super::model::{InstanceReport, Report, instance_report, sorted_records};
 use crate::workflow::Run;
 
 pub const COLUMNS: [&str; 29] = [
@@ -101,8 +101,20 @@ fn write_rows(rows: &[InstanceReport], simulated: bool, out: impl Write) -> csv:
 
 /// Writes every instance of a run in progress (the per-phase checkpoint),
 /// in (landing zone, region, id) order.
+/// The checkpoint after each phase: streamed, one row's model at a time,
+/// so a large fleet's inventory costs no second copy of the run.
 pub fn write(run: &Run, out: impl Write) -> csv::Result<()> {
-    write_rows(&instances(run), run.simulated, out)
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(COLUMNS)?;
+    for r in sorted_records(run) {
+        w.write_record(
+            row(&instance_report(r), run.simulated)
+                .iter()
+                .map(|c| neutralise(c)),
+        )?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Writes the instances of a finished run's report.

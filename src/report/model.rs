@@ -7,6 +7,7 @@
 //! every produced report against both. Times are UTC, RFC 3339, to the
 //! second, already formatted, so every format shows the same string.
 
+use crate::model::TagMap;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -263,7 +264,7 @@ pub struct InstanceReport {
     /// The instance's own `Environment` tag.
     pub environment_tag: Option<String>,
     /// Every tag, by key.
-    pub tags: BTreeMap<String, String>,
+    pub tags: TagMap,
     pub ssm: SsmReport,
     pub backup: Option<BackupReport>,
     pub start: Option<StartReport>,
@@ -353,7 +354,7 @@ pub struct AuditEntry {
     pub result: String,
     pub detail: String,
     /// The tags the change wrote.
-    pub tags: BTreeMap<String, String>,
+    pub tags: TagMap,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -490,7 +491,7 @@ fn refusal(c: &PermissionCheckReport) -> ErrorReport {
     }
 }
 
-fn instance_report(r: &Record) -> InstanceReport {
+pub(super) fn instance_report(r: &Record) -> InstanceReport {
     let i = &r.instance;
     let status = match &r.verdict {
         Some(v) if v.ready => Status::Ready,
@@ -550,6 +551,11 @@ fn instance_report(r: &Record) -> InstanceReport {
 
 /// Every instance of the run, in (landing zone, region, instance id) order.
 pub fn instances(run: &Run) -> Vec<InstanceReport> {
+    sorted_records(run).map(instance_report).collect()
+}
+
+/// The run's records in report order: landing zone, region, instance id.
+pub(super) fn sorted_records(run: &Run) -> impl Iterator<Item = &Record> {
     let mut records: Vec<&Record> = run.records().collect();
     records.sort_by(|a, b| {
         (&a.landing_zone, &a.region, &a.instance.id).cmp(&(
@@ -558,7 +564,7 @@ pub fn instances(run: &Run) -> Vec<InstanceReport> {
             &b.instance.id,
         ))
     });
-    records.into_iter().map(instance_report).collect()
+    records.into_iter()
 }
 
 fn phase_calls(calls: &BTreeMap<Api, CallCount>) -> Vec<ApiCallStat> {
@@ -630,7 +636,7 @@ fn audit(run: &Run) -> Vec<AuditEntry> {
             resource_id: None,
             result: result.to_owned(),
             detail,
-            tags: BTreeMap::new(),
+            tags: TagMap::new(),
         };
         let tagging_failed = events
             .find(
@@ -657,7 +663,7 @@ fn audit(run: &Run) -> Vec<AuditEntry> {
                         let mut e = entry(at, "create_image", result, detail);
                         e.instance_id = Some(id.to_owned());
                         e.resource_id = Some(ami.to_string());
-                        e.tags = BTreeMap::from([
+                        e.tags = TagMap::from_iter([
                             (tag::RUN_ID.to_owned(), run_id.to_owned()),
                             (tag::INSTANCE_ID.to_owned(), id.to_owned()),
                             (tag::LANDING_ZONE.to_owned(), r.landing_zone.clone()),
@@ -708,7 +714,8 @@ fn audit(run: &Run) -> Vec<AuditEntry> {
                         let mut e = entry(tagged_at, "tag_instance", result, detail);
                         e.instance_id = Some(id.to_owned());
                         e.resource_id = Some(id.to_owned());
-                        e.tags = BTreeMap::from([(tag::STARTED_BY.to_owned(), run_id.to_owned())]);
+                        e.tags =
+                            TagMap::from_iter([(tag::STARTED_BY.to_owned(), run_id.to_owned())]);
                         out.push(e);
                     }
                     _ => {

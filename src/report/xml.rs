@@ -11,7 +11,7 @@
 //! XML 1.0 cannot carry at all (C0 controls other than tab, newline and
 //! carriage return; U+FFFE, U+FFFF) are replaced by U+FFFD.
 
-use std::collections::BTreeMap;
+use crate::model::TagMap;
 use std::io::{self, Write};
 
 use quick_xml::Writer;
@@ -101,9 +101,9 @@ impl<W: Write> Xml<W> {
         self.close(outer)
     }
 
-    fn tags(&mut self, tags: &BTreeMap<String, String>) -> io::Result<()> {
+    fn tags(&mut self, tags: &TagMap) -> io::Result<()> {
         self.open("tags", &[])?;
-        for (k, v) in tags {
+        for (k, v) in tags.iter() {
             self.open("tag", &[])?;
             self.el("key", k)?;
             self.el("value", v)?;

@@ -26,11 +26,11 @@ use crate::model::{AmiId, Backup, Image, ImageState, Record, Tags, tag};
 const CREATES_IN_FLIGHT: usize = 16;
 
 /// Poll intervals back off from the first to the last. AMIs take minutes to
-/// hours (their snapshots' size): a 2-minute ceiling keeps a long wait to a
-/// few dozen calls per account-region and reports the last AMI at most two
+/// hours (their snapshots' size): a 3-minute ceiling keeps a long wait to a
+/// few calls per account-region and reports the last AMI at most three
 /// minutes late.
 pub const POLL_FIRST: Duration = Duration::from_secs(30);
-pub const POLL_MAX: Duration = Duration::from_secs(120);
+pub const POLL_MAX: Duration = Duration::from_secs(180);
 
 /// The AMI name: unique per instance and run, in AMI name characters.
 pub fn ami_name(instance: &str, run_id: &str) -> String {

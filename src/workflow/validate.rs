@@ -16,8 +16,8 @@ use crate::model::{
     ImageState, InstanceId, InstanceState, Record, SsmInfo, SsmPing, StatusChecks, Verdict,
 };
 
-const POLL_FIRST: Duration = Duration::from_secs(10);
-const POLL_MAX: Duration = Duration::from_secs(30);
+const POLL_FIRST: Duration = Duration::from_secs(20);
+const POLL_MAX: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
     let backup_ran = run
