@@ -281,6 +281,12 @@ pub struct DemoArgs {
     #[arg(short, long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Describe the simulated fleet in YAML (groups of instances per
+    /// landing zone and region) instead of generating it from --instances
+    /// and --seed. See examples/fleet.yml.
+    #[arg(long, value_name = "PATH", conflicts_with = "instances")]
+    pub fleet: Option<PathBuf>,
+
     #[command(flatten)]
     pub phases: PhaseArgs,
 }

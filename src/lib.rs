@@ -293,18 +293,31 @@ async fn run_demo(cli: &Cli, demo: &DemoArgs) -> Result<Outcome, Error> {
         // With faults off, a clean fleet: every instance can be READY.
         agent_problems: if faults.is_empty() { 0.0 } else { 0.02 },
     };
-    let sim = cloud::sim::SimCloud::generate(&spec);
+    let sim = match &demo.fleet {
+        Some(path) => cloud::fleet::load(path, &landing_zones).map_err(Error::Usage)?,
+        None => cloud::sim::SimCloud::generate(&spec),
+    };
     let injected = sim.inject(&faults, &landing_zones, demo.seed);
     let mut phases = demo.phases.clone();
     // Nothing real is touched: the prod guard has nothing to guard.
     phases.yes = true;
     let options = options(&config, &phases, cli)?;
     if !cli.output.quiet {
+        let instances: usize = landing_zones
+            .iter()
+            .flat_map(|lz| {
+                lz.regions
+                    .iter()
+                    .map(|r| sim.instances(&lz.account_id, r).len())
+            })
+            .sum();
+        let from = match &demo.fleet {
+            Some(path) => format!("described in {}", path.display()),
+            None => format!("seed {}", demo.seed),
+        };
         eprintln!(
-            "prepatch demo: SIMULATED fleet of {} instances in {} landing zones (seed {}); no AWS account is used and nothing real is touched.",
-            demo.instances,
+            "prepatch demo: SIMULATED fleet of {instances} instances in {} landing zones ({from}); no AWS account is used and nothing real is touched.",
             landing_zones.len(),
-            demo.seed
         );
         for f in &injected {
             eprintln!("  injected fault: {f}");

@@ -176,3 +176,47 @@ fn demo_runs_the_whole_workflow_and_says_it_is_simulated() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).0);
 }
+
+#[test]
+fn demo_runs_a_fleet_described_in_yaml() {
+    let s = Scratch::new(GOOD);
+    let o = s.reports().display().to_string();
+    let fleet = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet.yml");
+    let out = prepatch(
+        None,
+        None,
+        &["demo", "--fleet", fleet, "--faults", "none", "-o", &o],
+    );
+    let (stdout, stderr) = text(&out);
+    // Two agents are described as lost: NOT READY, exit 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let rows = s.inventory();
+    assert_eq!(rows.len(), 84, "{stdout}");
+    let lost: Vec<_> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "NOT READY")
+        .collect();
+    assert_eq!(lost.len(), 2);
+    assert!(lost.iter().all(|r| r["name"] == "legacy-db"));
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["initial_state"] == "stopped")
+            .count(),
+        10
+    );
+
+    std::fs::write(
+        s.dir.path().join("fleet.yml"),
+        "instances:\n  - {landing_zone: nope, region: us-east-1}\n",
+    )
+    .unwrap();
+    let bad = s.dir.path().join("fleet.yml").display().to_string();
+    let out = prepatch(None, None, &["demo", "--fleet", &bad, "-o", &o]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("landing zone \"nope\" is not in the config"),
+        "{stderr}"
+    );
+}

@@ -10,6 +10,7 @@
 //! throttles that still happen.
 
 pub mod aws;
+pub mod fleet;
 pub mod limit;
 pub mod sim;
 

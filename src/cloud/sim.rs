@@ -488,6 +488,20 @@ impl SimCloud {
     }
 
     /// Adds one instance.
+    /// Adds an instance with its volume size and agent timing (a fleet
+    /// described in YAML).
+    pub fn add_described(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        instance: Instance,
+        volume_gb: u32,
+        agent: Agent,
+        ssm_delay: Duration,
+    ) {
+        self.add(account, region, instance, volume_gb, agent, ssm_delay);
+    }
+
     pub fn add_instance(
         &self,
         account: &AccountId,
