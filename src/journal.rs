@@ -10,6 +10,8 @@
 //!
 //! Each step is its own transaction (autocommit), in WAL mode with
 //! `synchronous=FULL`, so an intent is on disk before its call is sent.
+//! Simulated runs (the demo) commit their steps in batches instead
+//! ([`Journal::relaxed`]): nothing real is at stake there.
 //! The schema is versioned with `PRAGMA user_version`: a file from a newer
 //! prepatch, a corrupt file, or a path that is not a database is refused
 //! with one line naming the file.
@@ -245,7 +247,13 @@ fn now() -> String {
 pub struct Journal {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Simulated runs only: intents and outcomes are committed in batches
+    /// of [`BATCH`] steps (`None`: each step is its own transaction).
+    batch: Option<std::sync::atomic::AtomicUsize>,
 }
+
+/// Steps per transaction in a simulated run's journal.
+const BATCH: usize = 1000;
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -333,6 +341,7 @@ impl Journal {
             });
         }
         Ok(Journal {
+            batch: None,
             path: path.to_owned(),
             conn: Mutex::new(conn),
         })
@@ -343,11 +352,37 @@ impl Journal {
     }
 
     /// For simulated runs (the demo): commits are not flushed to disk one
-    /// by one. Nothing real is at stake, and the simulation runs thousands
-    /// of steps a second.
-    pub fn relaxed(self) -> Result<Journal, JournalError> {
+    /// by one, and steps are committed a thousand at a time. Nothing real is
+    /// at stake, and the simulation runs thousands of steps a second; a
+    /// crash loses at most the last batch of a simulation.
+    pub fn relaxed(mut self) -> Result<Journal, JournalError> {
         self.with(|c| c.pragma_update(None, "synchronous", "NORMAL"))?;
+        self.batch = Some(std::sync::atomic::AtomicUsize::new(0));
         Ok(self)
+    }
+
+    /// A step (intent, outcome, lookup): in its own transaction, or in a
+    /// simulated run's open batch.
+    fn step<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, JournalError> {
+        let Some(count) = &self.batch else {
+            return self.with(f);
+        };
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let run = |c: &mut Connection| -> rusqlite::Result<T> {
+            if c.is_autocommit() {
+                c.execute_batch("BEGIN")?;
+            }
+            let out = f(c)?;
+            if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= BATCH {
+                count.store(0, std::sync::atomic::Ordering::Relaxed);
+                c.execute_batch("COMMIT")?;
+            }
+            Ok(out)
+        };
+        run(&mut conn).map_err(|e| self.sql(e))
     }
 
     fn sql(&self, e: rusqlite::Error) -> JournalError {
@@ -362,7 +397,14 @@ impl Journal {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, JournalError> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn).map_err(|e| self.sql(e))
+        let run = |c: &mut Connection| -> rusqlite::Result<T> {
+            // Anything but a step first commits a simulated run's batch.
+            if !c.is_autocommit() {
+                c.execute_batch("COMMIT")?;
+            }
+            f(c)
+        };
+        run(&mut conn).map_err(|e| self.sql(e))
     }
 
     /// Records a run (or restore, cleanup) starting; a run id seen before
@@ -470,7 +512,7 @@ impl Journal {
         resources: &[String],
         detail: Option<&str>,
     ) -> Result<i64, JournalError> {
-        self.with(|c| {
+        self.step(|c| {
             // Cached: one of these per mutating call, so not parsed each time.
             c.prepare_cached(
                 "INSERT INTO steps (run_id, at, action, landing_zone, account, region, resources, detail, status)
@@ -502,7 +544,7 @@ impl Journal {
             Ok(r) => ("ok", r, None),
             Err(e) => ("failed", None, Some(e)),
         };
-        self.with(|c| {
+        self.step(|c| {
             c.prepare_cached(
                 "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
             )?
@@ -679,7 +721,7 @@ impl Journal {
         run_id: &str,
         instance: &InstanceId,
     ) -> Result<Option<String>, JournalError> {
-        self.with(|c| {
+        self.step(|c| {
             c.prepare_cached(
                 "SELECT result FROM steps WHERE run_id = ?1 AND action = 'CreateImage'
                  AND status = 'ok' AND resources = ?2 AND result IS NOT NULL
