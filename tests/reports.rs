@@ -1516,38 +1516,52 @@ fn dashboard_works_in_headless_chromium() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
-/// Not a test: measures the dashboard at a given path, for the README's
-/// numbers. `PREPATCH_MEASURE_HTML=/tmp/big/<run>/report.html cargo test
-/// --test reports measure_dashboard -- --ignored --nocapture`
+/// The dashboard at fleet scale: 10,000 instances (2,500 per
+/// account-region) load, count, filter and sort in headless Chromium with
+/// no console error. Timings are printed, not asserted: performance is shown
+/// by BENCHMARKS.md, not by timed tests.
 #[test]
-#[ignore]
-fn measure_dashboard() {
-    let path = PathBuf::from(
-        std::env::var_os("PREPATCH_MEASURE_HTML").expect("set PREPATCH_MEASURE_HTML"),
-    );
+fn dashboard_holds_ten_thousand_instances() {
+    let f = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(fixture(2_500, false));
+    assert_eq!(f.report.instances.len(), 10_000);
+    let dir = write_all(&f.report);
+    let path = dir.path().join("report.html");
     let size = std::fs::metadata(&path).unwrap().len();
     let d = Driver::start();
-    for round in 0..3 {
-        let started = Instant::now();
-        d.open(&path);
-        let ready = started.elapsed();
-        let rows = d.count();
-        let nav = d.js(
-            "const n = performance.getEntriesByType('navigation')[0]; return [Math.round(n.domContentLoadedEventEnd), Math.round(n.loadEventEnd)]",
-        );
-        // In the page: a filter pass over every instance, then a sort of
-        // every instance by name.
-        let in_page = d.js("const f = document.getElementById('filter');
-             f.value = 'NOT READY'; let t = performance.now(); f.dispatchEvent(new Event('input'));
-             const filter = performance.now() - t;
-             f.value = ''; f.dispatchEvent(new Event('input'));
-             t = performance.now(); document.querySelector('#head th:nth-child(5) button').click();
-             return [Math.round(filter), Math.round(performance.now() - t)]");
-        eprintln!(
-            "round {round}: {size} bytes, {rows} rows; DOMContentLoaded/load {nav} ms; \
-             ready (WebDriver) after {} ms; filter, sort of all rows {in_page} ms",
-            ready.as_millis()
-        );
-    }
+    let started = Instant::now();
+    d.open(&path);
+    let ready = started.elapsed();
+    assert_eq!(d.count(), 10_000);
+    let nav = d.js(
+        "const n = performance.getEntriesByType('navigation')[0]; return [Math.round(n.domContentLoadedEventEnd), Math.round(n.loadEventEnd)]",
+    );
+    // In the page: a filter pass over every instance (one landing zone's
+    // name matches half of them), then a sort of every instance by name.
+    let in_page = d.js("const f = document.getElementById('filter');
+         f.value = 'app-nonprod'; let t = performance.now(); f.dispatchEvent(new Event('input'));
+         const filter = performance.now() - t;
+         const matched = document.getElementById('row-count').textContent;
+         f.value = ''; f.dispatchEvent(new Event('input'));
+         t = performance.now(); document.querySelector('#head th:nth-child(5) button').click();
+         return [Math.round(filter), Math.round(performance.now() - t), matched]");
+    eprintln!(
+        "dashboard of 10,000 instances: {size} bytes; DOMContentLoaded/load {nav} ms; \
+         ready (WebDriver) after {} ms; filter, sort of all rows (ms), rows matched: {in_page}",
+        ready.as_millis()
+    );
+    assert_eq!(
+        in_page[2], "5000",
+        "the filter keeps one landing zone's half"
+    );
+    assert_eq!(
+        d.count(),
+        10_000,
+        "clearing the filter shows every row again"
+    );
     assert!(d.console_errors().is_empty());
 }
