@@ -22,7 +22,7 @@ use prepatch::cloud::limit::Paced;
 use prepatch::cloud::sim::{FleetSpec, SimCloud};
 use prepatch::cloud::{Api, Cloud};
 use prepatch::config::Config;
-use prepatch::model::RunId;
+use prepatch::model::{Record, RunId};
 use prepatch::workflow::{
     Clock, Confirmation, Options, Phase, Plan, Run, Shutdown, Workflow, progress::Progress,
 };
@@ -173,93 +173,75 @@ fn throttled_share(cloud: &Paced<SimCloud>) -> (u64, u64) {
     (throttled, all)
 }
 
+/// One row of table 2: how long the calls that set `issued` took to go out,
+/// in the slowest account-region and over all of them, against `floor`.
+fn floor_row(
+    what: &str,
+    n: usize,
+    floor: f64,
+    o: &Outcome,
+    issued: fn(&Record) -> Option<DateTime<Utc>>,
+) {
+    let targets = o.run.targets.len();
+    let slowest = o
+        .run
+        .targets
+        .iter()
+        .map(|t| span(t.records.iter().filter_map(issued)))
+        .fold(0.0, f64::max);
+    let all_targets = span(o.run.records().filter_map(issued));
+    let (throttled, all) = throttled_share(&o.cloud);
+    println!(
+        "| {what}, all issued | {n} | {targets} | {floor:.0} | {slowest:.1} | {all_targets:.1} | {:+.1}% | {throttled} of {all} ({:.2}%) |",
+        (slowest / floor - 1.0) * 100.0,
+        throttled as f64 * 100.0 / all as f64
+    );
+}
+
 fn floor() {
     println!("## 2. Distance from the rate-limit floor\n");
     println!(
         "| what | N per account-region | account-regions | floor (s) | slowest account-region (s) | all account-regions (s) | over floor | throttled calls |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let skip = |phases: [Phase; 2]| options(&phases.map(|p| (p, Plan::Skip("bench".into()))));
+    // Backups only: the CreateImage bucket (50, refilling 5/s).
     let n = 1_000usize;
     for (lzs, regions) in [(1, 1), (5, 4)] {
-        let targets = lzs * regions;
-        // Backups only: the CreateImage bucket (50, refilling 5/s).
+        let config = config(lzs, regions, "");
         let o = simulate(
-            &config(lzs, regions, ""),
-            n * targets,
+            &config,
+            n * lzs * regions,
             0.0,
-            &options(&[
-                (Phase::ServerStart, Plan::Skip("bench".into())),
-                (Phase::Validation, Plan::Skip("bench".into())),
-            ]),
+            &skip([Phase::ServerStart, Phase::Validation]),
         );
-        let per_target = o
-            .run
-            .targets
-            .iter()
-            .map(|t| {
-                span(
-                    t.records
-                        .iter()
-                        .filter_map(|r| r.backup.as_ref()?.created_at),
-                )
-            })
-            .fold(0.0, f64::max);
-        let floor = (n as f64 - 50.0) / 5.0;
-        let (throttled, all) = throttled_share(&o.cloud);
-        println!(
-            "| CreateImage, all issued | {n} | {targets} | {floor:.0} | {per_target:.1} | {:.1} | {:+.1}% | {throttled} of {all} ({:.2}%) |",
-            span(
-                o.run
-                    .records()
-                    .filter_map(|r| r.backup.as_ref()?.created_at)
-            ),
-            (per_target / floor - 1.0) * 100.0,
-            throttled as f64 * 100.0 / all as f64
-        );
+        floor_row("CreateImage", n, (n as f64 - 50.0) / 5.0, &o, |r| {
+            r.backup.as_ref()?.created_at
+        });
     }
     // Starts only: StartInstances' resource bucket (1,000, refilling 2/s).
     let n = 2_000usize;
     for (lzs, regions) in [(1, 1), (5, 4)] {
-        let targets = lzs * regions;
-        let o = simulate(
-            &config(
-                lzs,
-                regions,
-                "workflow: {phases: {server_start: {require_backup: false}}}\n",
-            ),
-            n * targets,
-            1.0,
-            &options(&[
-                (Phase::AmiBackup, Plan::Skip("bench".into())),
-                (Phase::Validation, Plan::Skip("bench".into())),
-            ]),
+        let config = config(
+            lzs,
+            regions,
+            "workflow: {phases: {server_start: {require_backup: false}}}\n",
         );
-        let per_target = o
-            .run
-            .targets
-            .iter()
-            .map(|t| {
-                span(
-                    t.records
-                        .iter()
-                        .filter_map(|r| r.start.as_ref()?.started_at),
-                )
-            })
-            .fold(0.0, f64::max);
-        let floor = (n as f64 - 1000.0) / 2.0;
-        let (throttled, all) = throttled_share(&o.cloud);
-        let started: usize = o
+        let o = simulate(
+            &config,
+            n * lzs * regions,
+            1.0,
+            &skip([Phase::AmiBackup, Phase::Validation]),
+        );
+        let started = o
             .run
             .records()
             .filter(|r| r.start.as_ref().is_some_and(|s| s.started_by_run))
             .count();
-        assert_eq!(started, n * targets, "every instance started");
-        println!(
-            "| StartInstances, all issued | {n} | {targets} | {floor:.0} | {per_target:.1} | {:.1} | {:+.1}% | {throttled} of {all} ({:.2}%) |",
-            span(o.run.records().filter_map(|r| r.start.as_ref()?.started_at)),
-            (per_target / floor - 1.0) * 100.0,
-            throttled as f64 * 100.0 / all as f64
-        );
+        assert_eq!(started, n * lzs * regions, "every instance started");
+        floor_row("StartInstances", n, (n as f64 - 1000.0) / 2.0, &o, |r| {
+            r.start.as_ref()?.started_at
+        });
     }
     println!();
 }
