@@ -21,7 +21,7 @@
 //! A lock per landing zone ([`Journal::lock`]) refuses a second run over
 //! the same landing zones while one is alive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -39,7 +39,7 @@ use crate::model::{
 };
 
 /// The schema this prepatch writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A lock whose process cannot be checked is stale after this long
 /// without a heartbeat.
@@ -67,7 +67,8 @@ CREATE TABLE runs (
     started       INTEGER NOT NULL DEFAULT 0,
     failures      INTEGER NOT NULL DEFAULT 0,
     summary       TEXT,                   -- restore / cleanup: one line
-    snapshot      TEXT,                   -- JSON of the Run after the last phase
+    snapshot      TEXT,                   -- JSON of the Run after the last phase, its
+                                          -- account-regions in run_targets (v1: inline)
     meta          TEXT                    -- JSON of the report's RunMeta
 );
 CREATE TABLE steps (
@@ -86,15 +87,27 @@ CREATE TABLE steps (
     error         TEXT
 );
 CREATE INDEX steps_by_run ON steps(run_id, seq);
--- created_image() before each CreateImage: without it, a scan of the run's
--- steps per instance (quadratic in the fleet).
-CREATE INDEX steps_by_resource ON steps(run_id, action, resources);
 CREATE TABLE locks (
     landing_zone  TEXT PRIMARY KEY,
     run_id        TEXT NOT NULL,
     pid           INTEGER NOT NULL,
     host          TEXT,                   -- where pid runs
     heartbeat     TEXT NOT NULL
+);
+";
+
+/// What schema 2 added: a run's account-regions saved apart, each phase
+/// writing only what it changed (the whole run after every phase cost a
+/// 100,000-instance run seconds and hundreds of MB).
+const V2_TABLES: &str = "
+CREATE TABLE run_targets (
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    idx           INTEGER NOT NULL,       -- the account-region's place in the run
+    scan          TEXT NOT NULL,          -- JSON: the account-region as scanned
+    backups       TEXT,                   -- JSON arrays, one entry per scanned
+    starts        TEXT,                   --   instance in scan order, written by
+    checks        TEXT,                   --   the phase that changed them
+    PRIMARY KEY (run_id, idx)
 );
 ";
 
@@ -239,6 +252,28 @@ pub struct Counts {
     pub failures: usize,
 }
 
+/// The parts of an account-region that phases save (schema 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The account-region and its instances as scanned.
+    Scan,
+    /// Each instance's backup.
+    Backups,
+    /// Each instance's start.
+    Starts,
+    /// Each instance's SSM status and verdict.
+    Checks,
+}
+
+/// One account-region of a saved run: JSON, as saved.
+#[derive(Clone, Debug)]
+pub struct TargetParts {
+    pub scan: String,
+    pub backups: Option<String>,
+    pub starts: Option<String>,
+    pub checks: Option<String>,
+}
+
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -326,10 +361,19 @@ impl Journal {
             .map_err(corrupt)?;
         if version == 0 {
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN IMMEDIATE; {SCHEMA} {V2_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(corrupt)?;
+        } else if version == 1 {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {V2_TABLES} PRAGMA user_version = 2; COMMIT;"
             ))
             .map_err(corrupt)?;
         }
+        // Journals of prepatch 0.1.0 before this index went: it cost every
+        // step an insert, for a lookup now made once per attempt.
+        conn.execute_batch("DROP INDEX IF EXISTS steps_by_resource")
+            .map_err(corrupt)?;
         // A quick integrity check catches a damaged file now, not mid-run.
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -568,7 +612,71 @@ impl Journal {
         })
     }
 
-    /// Saves the run as it stands (after a phase) with its counts.
+    /// Saves one part of each of a run's account-regions, by its place in
+    /// the run, in one transaction. The scan starts them afresh (a resumed
+    /// run scans again); the other parts are written by the phase that
+    /// changed them. The rows are made one at a time, as they are written.
+    pub fn save_parts(
+        &self,
+        run_id: &str,
+        part: Part,
+        rows: impl Iterator<Item = (usize, String)>,
+    ) -> Result<(), JournalError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if part == Part::Scan {
+                tx.execute("DELETE FROM run_targets WHERE run_id = ?1", [run_id])?;
+            }
+            {
+                let sql = match part {
+                    Part::Scan => "INSERT INTO run_targets (run_id, idx, scan) VALUES (?1, ?2, ?3)",
+                    Part::Backups => {
+                        "UPDATE run_targets SET backups = ?3 WHERE run_id = ?1 AND idx = ?2"
+                    }
+                    Part::Starts => {
+                        "UPDATE run_targets SET starts = ?3 WHERE run_id = ?1 AND idx = ?2"
+                    }
+                    Part::Checks => {
+                        "UPDATE run_targets SET checks = ?3 WHERE run_id = ?1 AND idx = ?2"
+                    }
+                };
+                let mut stmt = tx.prepare(sql)?;
+                for (idx, json) in rows {
+                    stmt.execute(params![run_id, idx as i64, json])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// A run's account-regions as saved, in order, one at a time.
+    pub fn for_each_target_part(
+        &self,
+        run_id: &str,
+        mut f: impl FnMut(TargetParts) -> Result<(), String>,
+    ) -> Result<Result<(), String>, JournalError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT scan, backups, starts, checks FROM run_targets WHERE run_id = ?1 ORDER BY idx",
+            )?;
+            let mut rows = stmt.query([run_id])?;
+            while let Some(r) = rows.next()? {
+                let parts = TargetParts {
+                    scan: r.get(0)?,
+                    backups: r.get(1)?,
+                    starts: r.get(2)?,
+                    checks: r.get(3)?,
+                };
+                if let Err(e) = f(parts) {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
+        })
+    }
+
+    /// Saves the run as it stands (after a phase; its account-regions are
+    /// saved apart, by [`Journal::save_parts`]) with its counts.
     pub fn save_snapshot(
         &self,
         run_id: &str,
@@ -715,20 +823,16 @@ impl Journal {
         })
     }
 
-    /// The AMI a successful `CreateImage` of this run made for `instance`.
-    pub fn created_image(
-        &self,
-        run_id: &str,
-        instance: &InstanceId,
-    ) -> Result<Option<String>, JournalError> {
+    /// The AMIs this run's successful `CreateImage` calls made, by
+    /// instance id (the last one, if an instance has several).
+    pub fn created_images(&self, run_id: &str) -> Result<HashMap<String, String>, JournalError> {
         self.step(|c| {
-            c.prepare_cached(
-                "SELECT result FROM steps WHERE run_id = ?1 AND action = 'CreateImage'
-                 AND status = 'ok' AND resources = ?2 AND result IS NOT NULL
-                 ORDER BY seq DESC LIMIT 1",
-            )?
-            .query_row(params![run_id, instance.as_str()], |r| r.get(0))
-            .optional()
+            let mut stmt = c.prepare_cached(
+                "SELECT resources, result FROM steps WHERE run_id = ?1 AND action = 'CreateImage'
+                 AND status = 'ok' AND result IS NOT NULL ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 
@@ -803,16 +907,40 @@ fn hostname() -> String {
 }
 
 /// A [`Cloud`] whose mutating calls are journaled: the intent before the
-/// call, the outcome after. A `CreateImage` that the journal says this run
-/// already made, and whose AMI still exists (looked up by its name), is not
-/// sent again: its AMI is returned.
+/// call, the outcome after. A `CreateImage` that the journal says an earlier
+/// attempt of this run made, and whose AMI still exists (looked up by its
+/// name), is not sent again: its AMI is returned.
 pub struct Journaled<'a> {
-    pub inner: &'a dyn Cloud,
-    pub journal: &'a Journal,
-    pub run_id: String,
+    inner: &'a dyn Cloud,
+    journal: &'a Journal,
+    run_id: String,
+    /// The AMIs earlier attempts of this run made, by instance: read once,
+    /// at the first `CreateImage`, not once per instance.
+    earlier: std::sync::OnceLock<HashMap<String, String>>,
 }
 
-impl Journaled<'_> {
+impl<'a> Journaled<'a> {
+    pub fn new(inner: &'a dyn Cloud, journal: &'a Journal, run_id: impl Into<String>) -> Self {
+        Journaled {
+            inner,
+            journal,
+            run_id: run_id.into(),
+            earlier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The AMI an earlier attempt of this run made for `instance`.
+    fn earlier_image(&self, instance: &InstanceId) -> Result<Option<String>, JournalError> {
+        if self.earlier.get().is_none() {
+            let made = self.journal.created_images(&self.run_id)?;
+            let _ = self.earlier.set(made);
+        }
+        Ok(self
+            .earlier
+            .get()
+            .and_then(|m| m.get(instance.as_str()).cloned()))
+    }
+
     fn intent(
         &self,
         api: Api,
@@ -881,8 +1009,7 @@ impl Cloud for Journaled<'_> {
 
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
         let known = self
-            .journal
-            .created_image(&self.run_id, &req.instance)
+            .earlier_image(&req.instance)
             .map_err(|e| journal_error(Api::CreateImage, &e))?;
         if let Some(ami) = known {
             // The journal says it was made (its tag lookup missed it): check
@@ -1049,15 +1176,13 @@ mod tests {
         let seq = j
             .intent("r1", "CreateImage", &target(), &["i-1".into()], None)
             .expect("intent");
-        assert_eq!(
-            j.created_image("r1", &InstanceId::new("i-1")).unwrap(),
-            None
-        );
+        assert!(j.created_images("r1").unwrap().is_empty());
         j.outcome(seq, Ok(Some("ami-1"))).expect("outcome");
         assert_eq!(
-            j.created_image("r1", &InstanceId::new("i-1"))
+            j.created_images("r1")
                 .unwrap()
-                .as_deref(),
+                .get("i-1")
+                .map(String::as_str),
             Some("ami-1")
         );
         let s = j
@@ -1138,6 +1263,42 @@ mod tests {
             err.contains("newer prepatch") && err.contains("j.db"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_schema_1_journal_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(&format!(
+            "{SCHEMA} CREATE INDEX steps_by_resource ON steps(run_id, action, resources);
+             PRAGMA user_version = 1;"
+        ))
+        .unwrap();
+        c.execute(
+            "INSERT INTO runs (id, kind, started_at, status, landing_zones, environment, params, snapshot)
+             VALUES ('old', 'run', '2026-11-01T00:00:00Z', 'complete', 'lz', 'nonprod', '{}', '{}')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let j = Journal::open_existing(&path).expect("upgraded");
+        assert_eq!(j.run("old").expect("kept").id, "old");
+        j.save_parts("old", Part::Scan, [(0, "{}".to_owned())].into_iter())
+            .expect("the new table");
+        let c = Connection::open(&path).unwrap();
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let old_index: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'steps_by_resource'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old_index, 0);
     }
 
     #[test]

@@ -524,42 +524,11 @@ pub fn environments_of(landing_zones: &[LandingZone]) -> String {
     envs.into_iter().collect::<Vec<_>>().join(",")
 }
 
-/// Counts for the journal's `runs` list.
-fn journal_counts(run: &Run) -> journal::Counts {
-    let failed_records = run
-        .records()
-        .filter(|r| {
-            r.verdict.as_ref().is_some_and(|v| !v.ready)
-                || r.backup.as_ref().is_some_and(|b| b.error.is_some())
-                || r.start.as_ref().is_some_and(|s| s.error.is_some())
-        })
-        .count();
-    journal::Counts {
-        instances: run.instance_count(),
-        amis: run
-            .records()
-            .filter(|r| r.backup.as_ref().is_some_and(|b| b.ami.is_some()))
-            .count(),
-        started: run
-            .records()
-            .filter(|r| r.start.as_ref().is_some_and(|s| s.started_by_run))
-            .count(),
-        failures: failed_records
-            + run.landing_zone_failures.len()
-            + run.targets.iter().filter(|t| t.error.is_some()).count(),
-    }
-}
-
-/// Saves the run as it stands into the journal; a failure is logged, not
-/// fatal (the changes themselves are journaled step by step).
-fn journal_snapshot(j: &journal::Journal, run: &Run) {
-    let result = serde_json::to_string(run)
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            j.save_snapshot(run.id.as_str(), &s, journal_counts(run))
-                .map_err(|e| e.to_string())
-        });
-    if let Err(e) = result {
+/// Saves what the last phase changed (none: the run's header only) into
+/// the journal; a failure is logged, not fatal (the changes themselves are
+/// journaled step by step).
+fn journal_snapshot(j: &journal::Journal, run: &Run, phase: Option<Phase>, options: &Options) {
+    if let Err(e) = workflow::snapshot::save(j, run, phase, options.wait_backup) {
         tracing::error!(error = %e, "cannot save the run in the journal");
     }
 }
@@ -671,11 +640,7 @@ async fn execute_inner<C: Cloud>(
         }
     });
 
-    let journaled = journal.map(|j| journal::Journaled {
-        inner: cloud,
-        journal: j,
-        run_id: options.run_id.as_str().to_owned(),
-    });
+    let journaled = journal.map(|j| journal::Journaled::new(cloud, j, options.run_id.as_str()));
     let wf_cloud: &dyn Cloud = match &journaled {
         Some(j) => j,
         None => cloud,
@@ -693,7 +658,7 @@ async fn execute_inner<C: Cloud>(
     let csv_wanted = config.reports.formats.contains(&report::Format::Csv);
     let mut checkpoint = |run: &Run| {
         if let Some(j) = journal {
-            journal_snapshot(j, run);
+            journal_snapshot(j, run, run.phases.last().map(|p| p.phase), options);
             if let Some(p) = run.phases.last() {
                 let _ = j.note(run.id.as_str(), "Phase", &format!("{} done", p.phase));
             }
@@ -727,7 +692,7 @@ async fn execute_inner<C: Cloud>(
         return Err(e);
     }
     if let Some(j) = journal {
-        journal_snapshot(j, &run);
+        journal_snapshot(j, &run, None, options);
         let meta = run_meta(cloud, config, landing_zones);
         if let Err(e) = serde_json::to_string(&meta)
             .map_err(|e| e.to_string())

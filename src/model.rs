@@ -365,8 +365,13 @@ pub type Tags = Vec<(String, String)>;
 /// An AWS resource's tags, by key. A sorted vector, not a `BTreeMap`: a
 /// handful of tags each on 100,000 instances and AMIs, and a B-tree's
 /// smallest node holds eleven (it tripled the memory of a large run).
+///
+/// Shared, copied on write: a resource's tags are read far more often than
+/// changed, and every answer of a `Describe*` call (the simulated cloud's
+/// too) and every report row hands them on. A clone is a reference count,
+/// not a dozen strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TagMap(litemap::LiteMap<String, String>);
+pub struct TagMap(std::sync::Arc<litemap::LiteMap<String, String>>);
 
 impl TagMap {
     pub fn new() -> Self {
@@ -383,20 +388,21 @@ impl std::ops::Deref for TagMap {
 
 impl std::ops::DerefMut for TagMap {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
+        std::sync::Arc::make_mut(&mut self.0)
     }
 }
 
 impl FromIterator<(String, String)> for TagMap {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        TagMap(iter.into_iter().collect())
+        TagMap(std::sync::Arc::new(iter.into_iter().collect()))
     }
 }
 
 impl Extend<(String, String)> for TagMap {
     fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+        let map = std::sync::Arc::make_mut(&mut self.0);
         for (k, v) in iter {
-            self.0.insert(k, v);
+            map.insert(k, v);
         }
     }
 }

@@ -94,6 +94,71 @@ fn another_database_or_a_directory_is_not_a_journal() {
     );
 }
 
+/// The journal keeps a run in parts (the scan, then what each phase
+/// changed): put back together, it makes the very same report.
+#[test]
+fn a_report_from_the_journal_is_the_report_the_run_wrote() {
+    report_again_is_the_same(&[]);
+    // Validation then waits for the AMIs, and saves the backups again.
+    report_again_is_the_same(&["--no-wait-backup"]);
+}
+
+fn report_again_is_the_same(extra: &[&str]) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = dir.path().join("reports").display().to_string();
+    let mut args = vec![
+        "demo",
+        "--instances",
+        "60",
+        "--faults",
+        "all",
+        "-q",
+        "-o",
+        &o,
+    ];
+    args.extend_from_slice(extra);
+    let out = prepatch(None, None, &args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let run_dir = std::fs::read_dir(dir.path().join("reports"))
+        .expect("reports")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a run directory");
+    let id = run_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let read = |name: &str| std::fs::read_to_string(run_dir.join(name)).expect(name);
+    let (json, xml, csv) = (
+        read("report.json"),
+        read("report.xml"),
+        read("inventory.csv"),
+    );
+    for f in ["report.json", "report.xml", "inventory.csv", "report.html"] {
+        std::fs::remove_file(run_dir.join(f)).expect("remove");
+    }
+    let out = prepatch(None, None, &["report", "--run", &id, "-o", &o]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert!(
+        parsed["totals"]["amis_created"].as_u64() > Some(0)
+            && parsed["totals"]["started"].as_u64() > Some(0)
+            && parsed["totals"]["not_ready"].as_u64() > Some(0),
+        "a run with backups, starts and failures: {:#}",
+        parsed["totals"]
+    );
+    assert!(json == read("report.json"), "report.json differs {extra:?}");
+    assert!(xml == read("report.xml"), "report.xml differs {extra:?}");
+    assert!(
+        csv == read("inventory.csv"),
+        "inventory.csv differs {extra:?}"
+    );
+}
+
 #[test]
 fn runs_lists_a_demo_and_report_rewrites_it_from_the_journal() {
     let dir = tempfile::tempdir().expect("tmp");

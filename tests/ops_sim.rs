@@ -119,11 +119,7 @@ async fn restore_stops_what_the_journaled_run_started_and_waits_for_stopped_sim(
     let cloud = Paced::new(sim);
     let dir = tempfile::tempdir().expect("tmp");
     let j = journal(&dir, "run-1");
-    let journaled = Journaled {
-        inner: &cloud,
-        journal: &j,
-        run_id: "run-1".into(),
-    };
+    let journaled = Journaled::new(&cloud, &j, "run-1");
     let run = run_journaled(&journaled, &config, "run-1").await;
     assert_eq!(
         run.records()
@@ -191,11 +187,7 @@ async fn a_create_image_the_journal_has_is_not_sent_again_sim() {
     let cloud = Paced::new(sim);
     let dir = tempfile::tempdir().expect("tmp");
     let j = journal(&dir, "run-1");
-    let journaled = Journaled {
-        inner: &cloud,
-        journal: &j,
-        run_id: "run-1".into(),
-    };
+    let journaled = Journaled::new(&cloud, &j, "run-1");
     let req = ImageRequest {
         instance: id.clone(),
         name: "prepatch-a".into(),
@@ -204,7 +196,9 @@ async fn a_create_image_the_journal_has_is_not_sent_again_sim() {
         tags: vec![(tag::RUN_ID.into(), "run-1".into())],
     };
     let first = journaled.create_image(&target(), &req).await.expect("made");
-    // Asked again (a resume whose tag lookup missed it): the journal's AMI.
+    // Asked again by the next attempt (a resume whose tag lookup missed
+    // it): the journal's AMI.
+    let journaled = Journaled::new(&cloud, &j, "run-1");
     let second = journaled
         .create_image(&target(), &req)
         .await
@@ -228,6 +222,7 @@ async fn a_create_image_the_journal_has_is_not_sent_again_sim() {
         .deregister_image(&target(), &first)
         .await
         .expect("deregister");
+    let journaled = Journaled::new(&cloud, &j, "run-1");
     let third = journaled
         .create_image(&target(), &req)
         .await
@@ -368,11 +363,7 @@ async fn deprecation_at_expiry_is_set_on_each_new_ami_when_asked_sim() {
     let cloud = Paced::new(sim);
     let dir = tempfile::tempdir().expect("tmp");
     let j = journal(&dir, "run-1");
-    let journaled = Journaled {
-        inner: &cloud,
-        journal: &j,
-        run_id: "run-1".into(),
-    };
+    let journaled = Journaled::new(&cloud, &j, "run-1");
     let run = run_journaled(&journaled, &config, "run-1").await;
     let amis: Vec<String> = run
         .records()

@@ -10,7 +10,8 @@
 //! milliseconds.
 
 use crate::model::TagMap;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -299,6 +300,13 @@ struct SimImage {
     fate: ImageState,
 }
 
+/// Something in a world that changes state at a given time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Instance(InstanceId),
+    Image(AmiId),
+}
+
 /// One account-region.
 #[derive(Debug, Default)]
 struct World {
@@ -308,51 +316,51 @@ struct World {
     image_names: HashSet<String>,
     snapshot_tags: BTreeMap<String, TagMap>,
     buckets: HashMap<Bucket, TokenBucket>,
-    /// No transition is due before this; `None`: look at everything.
-    /// Saves a pass over the whole world on each of a run's many calls.
-    quiet_until: Option<Instant>,
+    /// Transitions to come, earliest first: a call applies only those that
+    /// are due instead of looking at the whole world. An entry whose
+    /// subject has moved on since is stale and skipped.
+    due: BinaryHeap<Reverse<(Instant, Due)>>,
 }
 
 impl World {
     /// Applies the transitions that are due.
     fn tick(&mut self, now: Instant) {
-        if self.quiet_until.is_some_and(|t| now < t) {
-            return;
-        }
-        let mut next: Option<Instant> = None;
-        let mut due = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
-        for i in self.instances.values_mut() {
-            i.tick(now);
-            if matches!(
-                i.instance.state,
-                InstanceState::Pending | InstanceState::Stopping | InstanceState::ShuttingDown
-            ) {
-                due(i.settles_at);
+        while let Some(Reverse((at, _))) = self.due.peek() {
+            if *at > now {
+                break;
             }
-        }
-        for img in self.images.values_mut() {
-            if img.image.state != ImageState::Pending || img.fate == ImageState::Pending {
-                continue;
-            }
-            if now >= img.available_at {
-                img.image.state = img.fate;
-                if img.fate == ImageState::Failed {
-                    img.image.state_reason =
-                        Some("Client.InternalError: snapshot creation failed".into());
+            let Some(Reverse((_, what))) = self.due.pop() else {
+                break;
+            };
+            match what {
+                Due::Instance(id) => {
+                    if let Some(i) = self.instances.get_mut(&id) {
+                        i.tick(now);
+                    }
                 }
-            } else {
-                due(img.available_at);
+                Due::Image(id) => {
+                    let Some(img) = self.images.get_mut(&id) else {
+                        continue;
+                    };
+                    if img.image.state != ImageState::Pending
+                        || img.fate == ImageState::Pending
+                        || now < img.available_at
+                    {
+                        continue;
+                    }
+                    img.image.state = img.fate;
+                    if img.fate == ImageState::Failed {
+                        img.image.state_reason =
+                            Some("Client.InternalError: snapshot creation failed".into());
+                    }
+                }
             }
         }
-        // Nothing pending: quiet until something is changed.
-        self.quiet_until = Some(next.unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)));
     }
 
-    /// Something will change at `at`.
-    fn wake(&mut self, at: Instant) {
-        if let Some(q) = self.quiet_until {
-            self.quiet_until = Some(q.min(at));
-        }
+    /// `what` changes state at `at`.
+    fn schedule(&mut self, at: Instant, what: Due) {
+        self.due.push(Reverse((at, what)));
     }
 }
 
@@ -542,8 +550,13 @@ impl SimCloud {
         };
         let mut worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
         let world = worlds.entry((account.clone(), region.clone())).or_default();
+        if matches!(
+            sim.instance.state,
+            InstanceState::Pending | InstanceState::Stopping | InstanceState::ShuttingDown
+        ) {
+            world.schedule(sim.settles_at, Due::Instance(sim.instance.id.clone()));
+        }
         world.instances.insert(sim.instance.id.clone(), sim);
-        world.quiet_until = None;
     }
 
     /// Injects a fault.
@@ -764,6 +777,31 @@ impl SimCloud {
         result
     }
 
+    /// A read-only call: its answer is made once, and takes a token per
+    /// page of `page` items, as AWS counts them (a throttled answer is
+    /// thrown away).
+    fn read<T>(
+        &self,
+        t: &Target,
+        api: Api,
+        page: usize,
+        answer: impl Fn(&World) -> Vec<T>,
+    ) -> Result<Vec<T>, CloudError> {
+        let made = std::cell::RefCell::new(Vec::new());
+        self.request(
+            t,
+            api,
+            |w| {
+                let items = answer(w);
+                let pages = items.len().div_ceil(page);
+                *made.borrow_mut() = items;
+                pages
+            },
+            0,
+            |_, _| Ok(made.take()),
+        )
+    }
+
     fn next(&self, prefix: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}-0{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -875,25 +913,13 @@ impl Cloud for SimCloud {
         scope: Scope,
     ) -> Result<Vec<Instance>, CloudError> {
         let wanted = move |i: &&SimInstance| scope == Scope::All || !i.instance.state.is_gone();
-        self.request(
-            t,
-            Api::DescribeInstances,
-            |w| {
-                w.instances
-                    .values()
-                    .filter(wanted)
-                    .count()
-                    .div_ceil(EC2_PAGE)
-            },
-            0,
-            |w, _| {
-                Ok(w.instances
-                    .values()
-                    .filter(wanted)
-                    .map(|i| i.instance.clone())
-                    .collect())
-            },
-        )
+        self.read(t, Api::DescribeInstances, EC2_PAGE, |w| {
+            w.instances
+                .values()
+                .filter(wanted)
+                .map(|i| i.instance.clone())
+                .collect()
+        })
     }
 
     async fn ssm_info(
@@ -992,7 +1018,7 @@ impl Cloud for SimCloud {
                         fate,
                     },
                 );
-                w.wake(now + takes);
+                w.schedule(now + takes, Due::Image(ami.clone()));
                 Ok(ami.clone())
             },
         );
@@ -1010,24 +1036,20 @@ impl Cloud for SimCloud {
         t: &Target,
         filter: &ImageFilter,
     ) -> Result<Vec<Image>, CloudError> {
+        // A scan, not a binary search: with a handful of tags, comparing
+        // lengths first settles most keys without looking at their bytes.
         let matches = move |i: &&SimImage| match filter {
-            ImageFilter::Tag(k, v) => i.image.tags.get(k) == Some(v),
+            ImageFilter::Tag(k, v) => i.image.tags.iter().any(|(key, val)| key == k && val == v),
             ImageFilter::Name(n) => i.image.name == *n,
             ImageFilter::Owned => true,
         };
-        self.request(
-            t,
-            Api::DescribeImages,
-            |w| w.images.values().filter(matches).count().div_ceil(EC2_PAGE),
-            0,
-            |w, _| {
-                Ok(w.images
-                    .values()
-                    .filter(matches)
-                    .map(|i| i.image.clone())
-                    .collect())
-            },
-        )
+        self.read(t, Api::DescribeImages, EC2_PAGE, |w| {
+            w.images
+                .values()
+                .filter(matches)
+                .map(|i| i.image.clone())
+                .collect()
+        })
     }
 
     async fn create_tags(
@@ -1112,7 +1134,7 @@ impl Cloud for SimCloud {
                         i.instance.state = InstanceState::Pending;
                         i.settles_at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
                         let at = i.settles_at;
-                        w.wake(at);
+                        w.schedule(at, Due::Instance(id.clone()));
                     }
                 }
             }
@@ -1195,7 +1217,7 @@ impl Cloud for SimCloud {
                             i.running_since = None;
                             i.settles_at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
                             let at = i.settles_at;
-                            w.wake(at);
+                            w.schedule(at, Due::Instance(id.clone()));
                         }
                     }
                 }
@@ -1246,13 +1268,7 @@ impl Cloud for SimCloud {
                 })
                 .collect()
         };
-        self.request(
-            t,
-            Api::DescribeSnapshots,
-            |w| found(w).len().div_ceil(EC2_PAGE),
-            0,
-            |w, _| Ok(found(w)),
-        )
+        self.read(t, Api::DescribeSnapshots, EC2_PAGE, found)
     }
 
     async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {

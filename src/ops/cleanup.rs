@@ -444,11 +444,7 @@ pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
         })
         .await,
     );
-    let jc = Journaled {
-        inner: &cloud,
-        journal: &journal,
-        run_id: id.clone(),
-    };
+    let jc = Journaled::new(&cloud, &journal, id.clone());
     let criterion = args
         .older_than
         .map_or(Criterion::Expired, Criterion::OlderThan);

@@ -156,14 +156,23 @@ pub fn write_show(
 pub fn report(cli: &Cli, args: &ReportArgs) -> Result<Outcome, Error> {
     let path = journal_path(cli, None);
     let journal = Journal::open_existing(&path)?;
-    let (snapshot, meta) = journal.snapshot(&args.run)?;
-    let Some(snapshot) = snapshot else {
-        return Err(Error::Usage(format!(
-            "run {} in {} has no saved state yet (it stopped before its scan finished)",
-            args.run,
-            path.display()
-        )));
-    };
+    let run = crate::workflow::snapshot::load(&journal, &args.run)
+        .map_err(|e| match e {
+            crate::workflow::snapshot::LoadError::Journal(e) => Error::from(e),
+            crate::workflow::snapshot::LoadError::Unreadable(e) => Error::Usage(format!(
+                "the state of run {} in {} cannot be read: {e}",
+                args.run,
+                path.display()
+            )),
+        })?
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "run {} in {} has no saved state yet (it stopped before its scan finished)",
+                args.run,
+                path.display()
+            ))
+        })?;
+    let (_, meta) = journal.snapshot(&args.run)?;
     let unreadable = |what: &str, e: serde_json::Error| {
         Error::Usage(format!(
             "the {what} of run {} in {} cannot be read: {e}",
@@ -171,8 +180,6 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> Result<Outcome, Error> {
             path.display()
         ))
     };
-    let run: crate::workflow::Run =
-        serde_json::from_str(&snapshot).map_err(|e| unreadable("state", e))?;
     let meta: report::RunMeta = match meta {
         Some(m) => serde_json::from_str(&m).map_err(|e| unreadable("report metadata", e))?,
         None => report::RunMeta {

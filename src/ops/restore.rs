@@ -673,11 +673,7 @@ async fn restore_with<C: Cloud>(
     args: &RestoreArgs,
     dir: &Path,
 ) -> Result<(Outcome, String), Error> {
-    let jc = Journaled {
-        inner: cloud,
-        journal,
-        run_id: restore_id.to_owned(),
-    };
+    let jc = Journaled::new(cloud, journal, restore_id);
     let session = format!("prepatch-{restore_id}");
     let mut plans = plan(&jc, landing_zones, started, run_id, &session).await;
     let prod_stops = plans

@@ -11,7 +11,7 @@
 //! specification inside `CreateImage` is valid on AWS, but the emulator we
 //! test on refuses it; this way is right on both).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -270,32 +270,43 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut interval = POLL_FIRST;
-    let mut tagged: BTreeSet<String> = BTreeSet::new();
-    loop {
-        let pending = t.records.iter().filter(|r| {
-            r.backup
-                .as_ref()
-                .is_some_and(|b| b.state == Some(ImageState::Pending))
-        });
-        if pending.count() == 0 && t.records.iter().all(snapshots_known) {
-            break;
-        }
+    // The records still waiting on their AMI (pending, or snapshots not
+    // known yet), by AMI: a poll's answer only touches these, so a long
+    // wait costs the AMIs still out, not the whole account-region.
+    let mut waiting: HashMap<AmiId, usize> = t
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| is_pending(r) || !snapshots_known(r))
+        .filter_map(|(i, r)| Some((r.backup.as_ref()?.ami.clone()?, i)))
+        .collect();
+    // AMIs adopted from an earlier attempt: that attempt may have stopped
+    // before it tagged their snapshots (tagging again changes nothing).
+    let adopted: Vec<String> = t
+        .records
+        .iter()
+        .filter_map(|r| r.backup.as_ref().filter(|b| b.reused))
+        .flat_map(|b| b.snapshot_ids.iter().cloned())
+        .collect();
+    if !adopted.is_empty() {
+        tag_snapshots(wf, t, &adopted).await;
+    }
+    while !waiting.is_empty() {
         match wf.cloud.describe_images(&t.target, &mine).await {
             Ok(images) => {
-                let by_id: BTreeMap<&AmiId, &Image> = images.iter().map(|i| (&i.id, i)).collect();
                 let now = wf.clock.now();
                 let mut new_snapshots = Vec::new();
-                for r in &mut t.records {
-                    let Some(b) = r.backup.as_mut() else { continue };
-                    let Some(image) = b.ami.as_ref().and_then(|a| by_id.get(a)) else {
+                for image in images {
+                    let Some(&i) = waiting.get(&image.id) else {
                         continue;
                     };
+                    let r = &mut t.records[i];
+                    let Some(b) = r.backup.as_mut() else { continue };
                     if b.state == Some(ImageState::Pending) && image.state.is_final() {
                         b.completed_at = Some(now);
                         if image.state != ImageState::Available {
                             let reason = image
                                 .state_reason
-                                .clone()
                                 .unwrap_or_else(|| "no reason given".into());
                             b.error = Some(format!("AMI {}: {reason}", image.state));
                             wf.event(
@@ -306,30 +317,25 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
                         }
                     }
                     b.state = Some(image.state);
-                    b.snapshot_ids = image.snapshot_ids.clone();
-                    new_snapshots.extend(
-                        image
-                            .snapshot_ids
-                            .iter()
-                            .filter(|s| !tagged.contains(*s))
-                            .cloned(),
-                    );
+                    if b.snapshot_ids.is_empty() && !image.snapshot_ids.is_empty() {
+                        new_snapshots.extend(image.snapshot_ids.iter().cloned());
+                        b.snapshot_ids = image.snapshot_ids;
+                    }
+                    if !is_pending(r) && snapshots_known(r) {
+                        waiting.remove(&image.id);
+                    }
                 }
                 if !new_snapshots.is_empty() {
                     tag_snapshots(wf, t, &new_snapshots).await;
-                    tagged.extend(new_snapshots);
                 }
             }
             Err(e) => {
                 tracing::warn!(target_ = %t.target, error = %e, "DescribeImages failed; will poll again");
             }
         }
-        let still_pending = t.records.iter().any(|r| {
-            r.backup
-                .as_ref()
-                .is_some_and(|b| b.state == Some(ImageState::Pending))
-        });
-        if !still_pending {
+        // Snapshots that never show (an AMI that failed early) are no
+        // reason to keep polling once nothing is pending.
+        if !t.records.iter().any(is_pending) {
             break;
         }
         let now = tokio::time::Instant::now();
@@ -350,6 +356,12 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
         }
         interval = (interval.mul_f64(1.5)).min(POLL_MAX);
     }
+}
+
+fn is_pending(r: &Record) -> bool {
+    r.backup
+        .as_ref()
+        .is_some_and(|b| b.state == Some(ImageState::Pending))
 }
 
 /// An AMI whose snapshots have not been read yet (pending ones may list none).
