@@ -150,7 +150,13 @@ fn fleet(sim: &SimCloud, config: &Config, per_target: usize) -> Vec<InstanceId> 
 
 struct Fixture {
     run: Run,
-    report: Report,
+    meta: RunMeta,
+}
+
+impl Fixture {
+    fn report(&self) -> Report<'_> {
+        Report::new(&self.run, &self.meta)
+    }
 }
 
 /// The fixed run: fixed fleet, clock, run id and metadata.
@@ -218,8 +224,7 @@ async fn fixture_with(per_target: usize, dry_run: bool, faults: Vec<Fault>) -> F
             .collect(),
         api_calls: ApiCallStat::list(&cloud.api_calls().snapshot(), &cloud.retries()),
     };
-    let report = Report::new(&run, &meta);
-    Fixture { run, report }
+    Fixture { run, meta }
 }
 
 fn render(report: &Report, format: Format) -> Vec<u8> {
@@ -277,13 +282,13 @@ fn golden(name: &str, actual: &[u8]) {
 async fn golden_csv_json_xml() {
     let f = fixture(3, false).await;
     // The fixture is what the golden files claim it is.
-    let t = &f.report.totals;
+    let t = &f.report().totals;
     assert_eq!(t.instances, 12);
     assert!(t.not_ready >= 4, "{t:?}");
-    assert_eq!(f.report.landing_zones[2].status, "failed");
-    golden("report.csv", &render(&f.report, Format::Csv));
-    golden("report.json", &render(&f.report, Format::Json));
-    golden("report.xml", &render(&f.report, Format::Xml));
+    assert_eq!(f.report().landing_zones[2].status, "failed");
+    golden("report.csv", &render(&f.report(), Format::Csv));
+    golden("report.json", &render(&f.report(), Format::Json));
+    golden("report.xml", &render(&f.report(), Format::Xml));
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,7 +297,7 @@ async fn the_same_run_gives_the_same_bytes() {
     let b = fixture(3, false).await;
     for format in Format::ALL {
         assert!(
-            render(&a.report, format) == render(&b.report, format),
+            render(&a.report(), format) == render(&b.report(), format),
             "{format} differs between two identical runs"
         );
     }
@@ -305,7 +310,7 @@ async fn checkpoint_csv_equals_report_csv() {
     let f = fixture(3, false).await;
     let mut checkpoint = Vec::new();
     report::csv::write(&f.run, &mut checkpoint).unwrap();
-    assert_eq!(checkpoint, render(&f.report, Format::Csv));
+    assert_eq!(checkpoint, render(&f.report(), Format::Csv));
 }
 
 // ---- validators ----
@@ -391,7 +396,7 @@ async fn every_report_validates_against_its_schema() {
     let full = fixture(3, false).await;
     let dry = fixture(3, true).await;
     let big = fixture(20, false).await;
-    let dirs: Vec<_> = [&full, &dry, &big].map(|f| write_all(&f.report)).into();
+    let dirs: Vec<_> = [&full, &dry, &big].map(|f| write_all(&f.report())).into();
     let json: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("report.json")).collect();
     let xml: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("report.xml")).collect();
     let golden = manifest().join("tests/golden");
@@ -428,10 +433,9 @@ async fn every_report_validates_against_its_schema() {
 
 // ---- hostile values, format by format ----
 
-fn hostile(report: &Report) -> &report::model::InstanceReport {
+fn hostile(report: &Report) -> report::model::InstanceReport {
     report
-        .instances
-        .iter()
+        .instances()
         .find(|i| i.instance_id == HOSTILE_ID)
         .expect("the hostile instance is in the report")
 }
@@ -440,15 +444,18 @@ fn hostile(report: &Report) -> &report::model::InstanceReport {
 async fn hostile_values_survive_every_format() {
     let f = fixture(3, false).await;
     let tags = hostile_tags();
-    assert_eq!(hostile(&f.report).tags, tags.clone().into_iter().collect());
-    let dir = write_all(&f.report);
+    assert_eq!(
+        hostile(&f.report()).tags,
+        tags.clone().into_iter().collect()
+    );
+    let dir = write_all(&f.report());
 
     // CSV: parses back to the same values, formulas neutralised.
     let mut rd = csv::Reader::from_path(dir.path().join("inventory.csv")).unwrap();
     let headers = rd.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
-    assert_eq!(rows.len(), f.report.instances.len());
+    assert_eq!(rows.len(), f.report().instances().len());
     for row in &rows {
         assert_eq!(row.len(), report::csv::COLUMNS.len());
     }
@@ -619,19 +626,19 @@ fn read_xml_tags(path: &Path, id: &str) -> BTreeMap<String, String> {
 #[tokio::test(start_paused = true)]
 async fn the_dashboard_says_simulated_and_dry_run() {
     let f = fixture(3, false).await;
-    let html = String::from_utf8(render(&f.report, Format::Html)).unwrap();
+    let html = String::from_utf8(render(&f.report(), Format::Html)).unwrap();
     assert!(html.contains(r#"id="banner-simulated""#));
     assert!(html.contains("SIMULATED RUN"));
     assert!(!html.contains(r#"id="banner-dry-run""#));
-    let mut real = f.report.clone();
+    let mut real = f.report();
     real.run.simulated = false;
     let html = String::from_utf8(render(&real, Format::Html)).unwrap();
     assert!(!html.contains("banner-simulated"));
 
     let dry = fixture(3, true).await;
-    assert!(dry.report.run.dry_run);
-    assert!(dry.report.audit.is_empty(), "a dry run changes nothing");
-    let html = String::from_utf8(render(&dry.report, Format::Html)).unwrap();
+    assert!(dry.report().run.dry_run);
+    assert_eq!(dry.report().audit_len(), 0, "a dry run changes nothing");
+    let html = String::from_utf8(render(&dry.report(), Format::Html)).unwrap();
     assert!(html.contains(r#"id="banner-dry-run""#));
     assert!(html.contains("DRY RUN: nothing was changed"));
     // Self-contained: nothing to fetch, and the policy forbids fetching.
@@ -644,17 +651,17 @@ async fn the_dashboard_says_simulated_and_dry_run() {
 #[tokio::test(start_paused = true)]
 async fn audit_lists_every_change_with_actor_and_result() {
     let f = fixture(3, false).await;
-    let audit = &f.report.audit;
+    let audit: Vec<_> = f.report().audit().collect();
     let created = audit
         .iter()
         .filter(|a| a.action == "create_image" && a.resource_id.is_some())
         .count();
-    assert_eq!(created, f.report.totals.amis_created);
+    assert_eq!(created, f.report().totals.amis_created);
     let started = audit
         .iter()
         .filter(|a| a.action == "start_instance" && a.result == "success")
         .count();
-    assert_eq!(started, f.report.totals.started);
+    assert_eq!(started, f.report().totals.started);
     assert!(
         audit
             .iter()
@@ -666,7 +673,7 @@ async fn audit_lists_every_change_with_actor_and_result() {
             .any(|a| a.action == "create_image" && a.result == "failure")
     );
     assert!(audit.iter().any(|a| a.action == "tag_instance"));
-    for a in audit {
+    for a in &audit {
         assert!(
             a.actor.starts_with("arn:aws:sts::") && a.actor.contains(&a.account_id),
             "{a:?}"
@@ -680,10 +687,10 @@ async fn audit_lists_every_change_with_actor_and_result() {
         "in time order"
     );
     // Errors carry the AWS code where there was one.
-    assert!(f.report.errors.iter().any(|e| e.scope == "landing_zone"
+    assert!(f.report().errors.iter().any(|e| e.scope == "landing_zone"
         && e.api.as_deref() == Some("AssumeRole")
         && e.code.as_deref() == Some("AccessDenied")));
-    assert!(f.report.errors.iter().any(
+    assert!(f.report().errors.iter().any(
         |e| e.scope == "instance" && e.code.as_deref() == Some("InsufficientInstanceCapacity")
     ));
 }
@@ -714,7 +721,7 @@ const DATA_PROD: &str = "222222222222";
 #[tokio::test(start_paused = true)]
 async fn dry_run_refusals_reach_json_xml_and_html() {
     let f = start_denied_dry_run().await;
-    let r = &f.report;
+    let r = &f.report();
     assert!(r.run.dry_run);
     assert_eq!(r.run.outcome, "failures", "a refusal fails the dry run");
     // CreateImage, StartInstances and CreateTags in each of the four
@@ -906,9 +913,9 @@ async fn dry_run_refusals_reach_json_xml_and_html() {
 #[tokio::test(start_paused = true)]
 async fn dry_run_with_every_permission_says_so_in_one_line() {
     let dry = fixture(3, true).await;
-    assert_eq!(dry.report.permission_checks.len(), 12);
-    assert!(dry.report.permission_checks.iter().all(|c| c.allowed));
-    let html = String::from_utf8(render(&dry.report, Format::Html)).unwrap();
+    assert_eq!(dry.report().permission_checks.len(), 12);
+    assert!(dry.report().permission_checks.iter().all(|c| c.allowed));
+    let html = String::from_utf8(render(&dry.report(), Format::Html)).unwrap();
     let section = permissions_section(&html).expect("a Permissions section in a dry run");
     assert!(
         section.contains(
@@ -920,11 +927,11 @@ async fn dry_run_with_every_permission_says_so_in_one_line() {
 
     // A real run makes no check and has no such section; the list is empty.
     let real = fixture(3, false).await;
-    assert!(real.report.permission_checks.is_empty());
-    let html = String::from_utf8(render(&real.report, Format::Html)).unwrap();
+    assert!(real.report().permission_checks.is_empty());
+    let html = String::from_utf8(render(&real.report(), Format::Html)).unwrap();
     assert_eq!(permissions_section(&html), None);
     assert!(!html.contains("EC2 DryRun"));
-    let json: Value = serde_json::from_slice(&render(&real.report, Format::Json)).unwrap();
+    let json: Value = serde_json::from_slice(&render(&real.report(), Format::Json)).unwrap();
     assert_eq!(json["permission_checks"], json!([]));
 }
 
@@ -938,7 +945,7 @@ fn dashboard_shows_refusals_as_text_in_headless_chromium() {
         .build()
         .unwrap()
         .block_on(start_denied_dry_run());
-    let mut report = f.report.clone();
+    let mut report = f.report();
     let k = report
         .permission_checks
         .iter()
@@ -1362,8 +1369,9 @@ fn dashboard_works_in_headless_chromium() {
         .build()
         .unwrap()
         .block_on(fixture(40, false));
-    let report = &f.report;
-    let n = report.instances.len() as u64;
+    let report = &f.report();
+    let instances: Vec<_> = report.instances().collect();
+    let n = instances.len() as u64;
     assert_eq!(n, 160);
     let dir = write_all(report);
     let page = dir.path().join("report.html");
@@ -1426,8 +1434,7 @@ fn dashboard_works_in_headless_chromium() {
     assert_ne!(first(), json!(HOSTILE_ID));
 
     // The filter box.
-    let blue = report
-        .instances
+    let blue = instances
         .iter()
         .filter(|i| i.tags.get("Team").is_some_and(|t| t == "team-blue"))
         .count() as u64;
@@ -1438,8 +1445,7 @@ fn dashboard_works_in_headless_chromium() {
     // The landing zone select, alone and with the filter.
     let in_data_prod = |i: &&report::model::InstanceReport| i.landing_zone == "data-prod";
     d.click("#f-landing_zone option[value='data-prod']");
-    let both = report
-        .instances
+    let both = instances
         .iter()
         .filter(in_data_prod)
         .filter(|i| i.tags.get("Team").is_some_and(|t| t == "team-blue"))
@@ -1447,7 +1453,7 @@ fn dashboard_works_in_headless_chromium() {
     assert_eq!(d.count(), both);
     d.open(&page);
     d.click("#f-landing_zone option[value='data-prod']");
-    let lz = report.instances.iter().filter(in_data_prod).count() as u64;
+    let lz = instances.iter().filter(in_data_prod).count() as u64;
     assert_eq!(lz, 80);
     assert_eq!(d.count(), lz);
     assert_eq!(d.rows(), lz);
@@ -1456,8 +1462,7 @@ fn dashboard_works_in_headless_chromium() {
     );
     assert_eq!(others, json!(0));
     d.click("#f-verdict option[value='\u{2716} NOT READY']");
-    let not_ready = report
-        .instances
+    let not_ready = instances
         .iter()
         .filter(in_data_prod)
         .filter(|i| i.validation.as_ref().is_some_and(|v| !v.ready))
@@ -1528,8 +1533,8 @@ fn dashboard_holds_ten_thousand_instances() {
         .build()
         .unwrap()
         .block_on(fixture(2_500, false));
-    assert_eq!(f.report.instances.len(), 10_000);
-    let dir = write_all(&f.report);
+    assert_eq!(f.report().instances().len(), 10_000);
+    let dir = write_all(&f.report());
     let path = dir.path().join("report.html");
     let size = std::fs::metadata(&path).unwrap().len();
     let d = Driver::start();

@@ -89,37 +89,31 @@ fn row(i: &InstanceReport, simulated: bool) -> [String; 29] {
     ]
 }
 
-fn write_rows(rows: &[InstanceReport], simulated: bool, out: impl Write) -> csv::Result<()> {
+/// Writes one row per instance, one row's model at a time, so a large
+/// fleet's inventory costs no second copy of the run.
+fn write_rows(
+    rows: impl Iterator<Item = InstanceReport>,
+    simulated: bool,
+    out: impl Write,
+) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
     for i in rows {
-        w.write_record(row(i, simulated).iter().map(|c| neutralise(c)))?;
+        w.write_record(row(&i, simulated).iter().map(|c| neutralise(c)))?;
     }
     w.flush()?;
     Ok(())
 }
 
-/// Writes every instance of a run in progress (the per-phase checkpoint),
-/// in (landing zone, region, id) order.
-/// The checkpoint after each phase: streamed, one row's model at a time,
-/// so a large fleet's inventory costs no second copy of the run.
+/// Writes every instance of a run in progress (the checkpoint after each
+/// phase), in (landing zone, region, id) order.
 pub fn write(run: &Run, out: impl Write) -> csv::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record(COLUMNS)?;
-    for r in sorted_records(run) {
-        w.write_record(
-            row(&instance_report(r), run.simulated)
-                .iter()
-                .map(|c| neutralise(c)),
-        )?;
-    }
-    w.flush()?;
-    Ok(())
+    write_rows(sorted_records(run).map(instance_report), run.simulated, out)
 }
 
 /// Writes the instances of a finished run's report.
 pub fn write_report(report: &Report, out: impl Write) -> csv::Result<()> {
-    write_rows(&report.instances, report.run.simulated, out)
+    write_rows(report.instances(), report.run.simulated, out)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::model::{InstanceReport, Report, Status};
+use super::model::{Report, Status};
 
 const TEMPLATE: &str = include_str!("../../templates/report.html");
 const CSS: &str = include_str!("../../templates/report.css");
@@ -48,50 +48,81 @@ pub fn content_security_policy() -> String {
     )
 }
 
-/// JSON that is safe inside a `<script>` element: no `<`, `>` or `&` at
-/// all (inside JSON strings they become `\u003c` and so on; outside strings
-/// JSON has none), and no U+2028/U+2029.
-pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Error> {
-    let json = serde_json::to_string(value)?;
-    let mut out = String::with_capacity(json.len() + json.len() / 16);
-    for c in json.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
+/// Copies JSON into a `<script>` element safely: no `<`, `>` or `&` at all
+/// (inside JSON strings they become `\u003c` and so on; outside strings
+/// JSON has none), and no U+2028/U+2029. `json` is whole UTF-8.
+fn write_script_safe(json: &[u8], out: &mut impl Write) -> io::Result<()> {
+    let mut from = 0;
+    let mut i = 0;
+    while i < json.len() {
+        let escaped: Option<&[u8]> = match json[i] {
+            b'<' => Some(b"\\u003c"),
+            b'>' => Some(b"\\u003e"),
+            b'&' => Some(b"\\u0026"),
+            // U+2028 and U+2029 are E2 80 A8 and E2 80 A9.
+            0xE2 if json.get(i + 1) == Some(&0x80) => match json.get(i + 2) {
+                Some(0xA8) => Some(b"\\u2028"),
+                Some(0xA9) => Some(b"\\u2029"),
+                _ => None,
+            },
+            _ => None,
+        };
+        match escaped {
+            Some(e) => {
+                out.write_all(&json[from..i])?;
+                out.write_all(e)?;
+                i += if json[i] == 0xE2 { 3 } else { 1 };
+                from = i;
+            }
+            None => i += 1,
         }
     }
-    Ok(out)
+    out.write_all(&json[from..])
 }
 
-/// The instances as a table: field names once, then one array per row.
-#[derive(Serialize)]
-struct Rows {
-    fields: Vec<String>,
-    rows: Vec<Vec<serde_json::Value>>,
+/// JSON that is safe inside a `<script>` element (see [`write_script_safe`]).
+pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_vec(value)?;
+    let mut out = Vec::with_capacity(json.len() + json.len() / 16);
+    write_script_safe(&json, &mut out).map_err(serde_json::Error::io)?;
+    // Only ASCII was put in place of whole characters.
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
-fn rows(instances: &[InstanceReport]) -> Result<Rows, serde_json::Error> {
-    let mut fields: Vec<String> = Vec::new();
-    let mut rows = Vec::with_capacity(instances.len());
-    for i in instances {
-        let serde_json::Value::Object(map) = serde_json::to_value(i)? else {
+/// Writes the instances as a table, `{"fields": [...], "rows": [[...]]}`:
+/// field names once, then one array per row, each row made and written
+/// in turn.
+fn write_rows(report: &Report, out: &mut impl Write) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut fields: Option<Vec<String>> = None;
+    for (n, i) in report.instances().enumerate() {
+        let serde_json::Value::Object(map) = serde_json::to_value(&i).map_err(io::Error::other)?
+        else {
             continue;
         };
-        if fields.is_empty() {
-            fields = map.keys().cloned().collect();
+        if fields.is_none() {
+            let names: Vec<String> = map.keys().cloned().collect();
+            buf.clear();
+            serde_json::to_writer(&mut buf, &names).map_err(io::Error::other)?;
+            out.write_all(b"{\"fields\":")?;
+            write_script_safe(&buf, out)?;
+            out.write_all(b",\"rows\":[")?;
+            fields = Some(names);
         }
-        rows.push(
-            fields
-                .iter()
-                .map(|f| map.get(f).cloned().unwrap_or_default())
-                .collect(),
-        );
+        // Every row has every field, and the map keeps them sorted: the
+        // values come in the order of `fields`.
+        buf.clear();
+        if n > 0 {
+            buf.push(b',');
+        }
+        serde_json::to_writer(&mut buf, &map.values().collect::<Vec<_>>())
+            .map_err(io::Error::other)?;
+        write_script_safe(&buf, out)?;
     }
-    Ok(Rows { fields, rows })
+    match fields {
+        Some(_) => out.write_all(b"]}"),
+        None => out.write_all(b"{\"fields\":[],\"rows\":[]}"),
+    }
 }
 
 #[derive(Serialize)]
@@ -117,7 +148,7 @@ fn failures(report: &Report) -> Vec<Failure> {
             message: e.message.clone(),
         })
         .collect();
-    for i in &report.instances {
+    for i in report.instances() {
         let mut messages: Vec<String> = match (&i.validation, i.status) {
             (Some(v), Status::NotReady) => v.reasons.clone(),
             _ => Vec::new(),
@@ -183,16 +214,15 @@ fn permissions(report: &Report) -> Permissions {
     }
 }
 
-/// Renders the dashboard.
-pub fn render(report: &Report) -> Result<String, minijinja::Error> {
+/// Where the rows go in the rendered page. It cannot come from a value:
+/// every value is HTML-escaped, and `<` with it.
+const ROWS_MARK: &str = "<!--prepatch:rows-->";
+
+/// Renders the dashboard around [`ROWS_MARK`], in place of the rows.
+fn render_frame(report: &Report) -> Result<String, minijinja::Error> {
     let mut env = Environment::new();
     // Auto-escaping follows the name: `.html` escapes HTML.
     env.add_template("report.html", TEMPLATE)?;
-    let data = rows(&report.instances)
-        .and_then(|r| script_safe_json(&r))
-        .map_err(|e| {
-            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
-        })?;
     let mut failures = failures(report);
     let failures_total = failures.len();
     failures.truncate(SHOWN_FAILURES);
@@ -200,7 +230,7 @@ pub fn render(report: &Report) -> Result<String, minijinja::Error> {
         csp => content_security_policy(),
         css => Value::from_safe_string(CSS.to_owned()),
         js => Value::from_safe_string(JS.to_owned()),
-        data => Value::from_safe_string(data),
+        data => Value::from_safe_string(ROWS_MARK.to_owned()),
         run => Value::from(Serde(&report.run)),
         totals => Value::from(Serde(&report.totals)),
         landing_zones => Value::from(Serde(&report.landing_zones)),
@@ -209,14 +239,19 @@ pub fn render(report: &Report) -> Result<String, minijinja::Error> {
         failures_total => failures_total,
         permissions => Value::from(Serde(&permissions(report))),
         perf => Value::from(Serde(&report.performance)),
-        audit_total => report.audit.len(),
+        audit_total => report.audit_len(),
     })
 }
 
-/// Writes the dashboard.
+/// Writes the dashboard: the page, with the rows streamed into it.
 pub fn write(report: &Report, mut out: impl Write) -> io::Result<()> {
-    let page = render(report).map_err(io::Error::other)?;
-    out.write_all(page.as_bytes())
+    let page = render_frame(report).map_err(io::Error::other)?;
+    let (head, tail) = page
+        .split_once(ROWS_MARK)
+        .ok_or_else(|| io::Error::other("the dashboard template has no place for the rows"))?;
+    out.write_all(head.as_bytes())?;
+    write_rows(report, &mut out)?;
+    out.write_all(tail.as_bytes())
 }
 
 #[cfg(test)]
@@ -229,6 +264,9 @@ mod tests {
         assert_eq!(s, r#""\u003c/script\u003e\u003c!-- \u0026 \u2028""#);
         let back: String = serde_json::from_str(&s).unwrap();
         assert_eq!(back, "</script><!-- & \u{2028}");
+        // Other characters that start with the same byte are left whole.
+        let s = script_safe_json(&"\u{2029}€\u{2027}é").unwrap();
+        assert_eq!(s, "\"\\u2029€\u{2027}é\"");
     }
 
     #[test]

@@ -86,8 +86,15 @@ impl ApiCallStat {
 }
 
 /// Everything the reports say, in one shape.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
+///
+/// The small parts are built at once. The instances and the audit trail,
+/// which grow with the fleet, are made one entry at a time from the run as
+/// each format writes them ([`Report::instances`], [`Report::audit`]), so
+/// writing a 100,000-instance report never holds a second copy of the fleet.
+/// JSON gets the fields in this order: `schema_version`, `run`, `totals`,
+/// `landing_zones`, `targets`, `permission_checks`, `instances`, `errors`,
+/// `audit`, `events`, `performance`.
+pub struct Report<'a> {
     pub schema_version: u32,
     pub run: RunInfo,
     pub totals: Counts,
@@ -95,16 +102,71 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
     /// A dry run's EC2 `DryRun` answers, in target order; empty otherwise.
     pub permission_checks: Vec<PermissionCheckReport>,
-    /// Sorted by landing zone, region and instance id.
-    pub instances: Vec<InstanceReport>,
     /// Landing zones first, then account-regions (with their refused
     /// permission checks), then instances.
     pub errors: Vec<ErrorReport>,
-    /// Every change prepatch made, or tried to make, in time order.
-    pub audit: Vec<AuditEntry>,
     /// The execution log.
     pub events: Vec<EventReport>,
     pub performance: Performance,
+    source: &'a Run,
+    /// The run's records, sorted by landing zone, region and instance id.
+    records: Vec<&'a Record>,
+    /// Every change prepatch made, or tried to make, in time order.
+    audit: Vec<AuditKey>,
+    events_by_scope: Events<'a>,
+}
+
+impl<'a> Report<'a> {
+    /// Every instance, sorted by landing zone, region and instance id.
+    pub fn instances(&self) -> impl ExactSizeIterator<Item = InstanceReport> + '_ {
+        self.records.iter().map(|r| instance_report(r))
+    }
+
+    /// Every change prepatch made, or tried to make, in time order.
+    pub fn audit(&self) -> impl ExactSizeIterator<Item = AuditEntry> + '_ {
+        self.audit
+            .iter()
+            .map(|k| audit_entry(self.source, &self.events_by_scope, k))
+    }
+
+    pub fn audit_len(&self) -> usize {
+        self.audit.len()
+    }
+}
+
+/// A sequence made as it is serialized.
+struct Seq<I>(std::cell::RefCell<Option<I>>);
+
+impl<I: Iterator<Item = T>, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.borrow_mut().take() {
+            Some(items) => s.collect_seq(items),
+            None => s.collect_seq(std::iter::empty::<T>()),
+        }
+    }
+}
+
+fn seq<I: Iterator>(items: I) -> Seq<I> {
+    Seq(std::cell::RefCell::new(Some(items)))
+}
+
+impl Serialize for Report<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Report", 11)?;
+        st.serialize_field("schema_version", &self.schema_version)?;
+        st.serialize_field("run", &self.run)?;
+        st.serialize_field("totals", &self.totals)?;
+        st.serialize_field("landing_zones", &self.landing_zones)?;
+        st.serialize_field("targets", &self.targets)?;
+        st.serialize_field("permission_checks", &self.permission_checks)?;
+        st.serialize_field("instances", &seq(self.instances()))?;
+        st.serialize_field("errors", &self.errors)?;
+        st.serialize_field("audit", &seq(self.audit()))?;
+        st.serialize_field("events", &self.events)?;
+        st.serialize_field("performance", &self.performance)?;
+        st.end()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,27 +214,29 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, i: &InstanceReport) {
+    fn add(&mut self, r: &Record) {
         self.instances += 1;
-        match i.status {
+        match status(r) {
             Status::Ready => self.ready += 1,
             Status::NotReady => self.not_ready += 1,
             Status::NotValidated => self.not_validated += 1,
         }
-        if let Some(b) = &i.backup {
-            if b.ami_id.is_some() && !b.reused && b.created_at.is_some() {
+        if let Some(b) = &r.backup {
+            if b.ami.is_some() && !b.reused && b.created_at.is_some() {
                 self.amis_created += 1;
             }
             if b.reused {
                 self.amis_reused += 1;
             }
-            if b.failed() {
+            if b.error.is_some()
+                || matches!(b.state, Some(ImageState::Failed | ImageState::Unusable))
+            {
                 self.amis_failed += 1;
-            } else if b.state.as_deref() == Some("pending") {
+            } else if b.state == Some(ImageState::Pending) {
                 self.amis_pending += 1;
             }
         }
-        if let Some(s) = &i.start {
+        if let Some(s) = &r.start {
             if s.started_by_run {
                 self.started += 1;
             }
@@ -180,6 +244,14 @@ impl Counts {
                 self.start_failed += 1;
             }
         }
+    }
+}
+
+fn status(r: &Record) -> Status {
+    match &r.verdict {
+        Some(v) if v.ready => Status::Ready,
+        Some(_) => Status::NotReady,
+        None => Status::NotValidated,
     }
 }
 
@@ -493,11 +565,7 @@ fn refusal(c: &PermissionCheckReport) -> ErrorReport {
 
 pub(super) fn instance_report(r: &Record) -> InstanceReport {
     let i = &r.instance;
-    let status = match &r.verdict {
-        Some(v) if v.ready => Status::Ready,
-        Some(_) => Status::NotReady,
-        None => Status::NotValidated,
-    };
+    let status = status(r);
     InstanceReport {
         landing_zone: r.landing_zone.clone(),
         account_id: r.account.to_string(),
@@ -549,11 +617,6 @@ pub(super) fn instance_report(r: &Record) -> InstanceReport {
     }
 }
 
-/// Every instance of the run, in (landing zone, region, instance id) order.
-pub fn instances(run: &Run) -> Vec<InstanceReport> {
-    sorted_records(run).map(instance_report).collect()
-}
-
 /// The run's records in report order: landing zone, region, instance id.
 pub(super) fn sorted_records(run: &Run) -> impl Iterator<Item = &Record> {
     let mut records: Vec<&Record> = run.records().collect();
@@ -579,31 +642,44 @@ fn phase_calls(calls: &BTreeMap<Api, CallCount>) -> Vec<ApiCallStat> {
 }
 
 /// The run's execution log, indexed by phase and scope, to date changes.
+/// An event and its place in the run's events.
+#[derive(Clone, Copy, Debug)]
+struct Indexed<'a> {
+    at: DateTime<Utc>,
+    index: Option<usize>,
+    event: &'a Event,
+}
+
+/// The run's events by phase and scope.
 struct Events<'a> {
-    by_scope: BTreeMap<(Phase, &'a str), Vec<&'a Event>>,
+    by_scope: BTreeMap<(Phase, &'a str), Vec<Indexed<'a>>>,
 }
 
 impl<'a> Events<'a> {
     fn new(events: &'a [Event]) -> Self {
-        let mut by_scope: BTreeMap<(Phase, &str), Vec<&Event>> = BTreeMap::new();
-        for e in events {
+        let mut by_scope: BTreeMap<(Phase, &str), Vec<Indexed<'a>>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
             by_scope
                 .entry((e.phase, e.scope.as_str()))
                 .or_default()
-                .push(e);
+                .push(Indexed {
+                    at: e.at,
+                    index: Some(i),
+                    event: e,
+                });
         }
         Events { by_scope }
     }
 
-    fn find(&self, phase: Phase, scope: &str, starts: &str) -> Option<&'a Event> {
+    fn find(&self, phase: Phase, scope: &str, starts: &str) -> Option<Indexed<'a>> {
         self.by_scope
             .get(&(phase, scope))?
             .iter()
             .copied()
-            .find(|e| e.message.starts_with(starts))
+            .find(|e| e.event.message.starts_with(starts))
     }
 
-    fn all(&self, phase: Phase, scope: &str) -> Vec<&'a Event> {
+    fn all(&self, phase: Phase, scope: &str) -> Vec<Indexed<'a>> {
         self.by_scope
             .get(&(phase, scope))
             .cloned()
@@ -611,75 +687,63 @@ impl<'a> Events<'a> {
     }
 }
 
-/// The changes of the run, from what each record says was done and the
-/// execution log's timestamps for what failed.
-///
-/// Two things are known less precisely than the rest: the `prepatch:started-by`
-/// tagging of started instances is dated by the log line that follows it, and
-/// one failed tagging call in an account-region marks every instance tagged
-/// there as failed (the safe side). Snapshot tagging is listed only when it
-/// failed: the run records no time for a success.
-fn audit(run: &Run) -> Vec<AuditEntry> {
-    let events = Events::new(&run.events);
-    let run_id = run.id.as_str();
+/// What an audit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum AuditAction {
+    CreateImage,
+    TagSnapshots,
+    StartInstance,
+    TagInstance,
+}
+
+impl AuditAction {
+    fn name(self) -> &'static str {
+        match self {
+            AuditAction::CreateImage => "create_image",
+            AuditAction::TagSnapshots => "tag_snapshots",
+            AuditAction::StartInstance => "start_instance",
+            AuditAction::TagInstance => "tag_instance",
+        }
+    }
+}
+
+/// Where an audit entry comes from: enough to sort the trail and to make
+/// the entry when it is written.
+#[derive(Clone, Copy, Debug)]
+struct AuditKey {
+    /// To the second, as the reports show it.
+    at: DateTime<Utc>,
+    action: AuditAction,
+    target: usize,
+    /// The instance, by its place in the target's records.
+    record: Option<usize>,
+    /// The event that tells of a failure, by its place in the run's events.
+    event: Option<usize>,
+}
+
+/// The audit trail's entries, in time order, then landing zone, region,
+/// instance and action.
+fn audit_keys(run: &Run, events: &Events<'_>) -> Vec<AuditKey> {
     let mut out = Vec::new();
-    for t in &run.targets {
+    for (ti, t) in run.targets.iter().enumerate() {
         let target = t.target.to_string();
-        let entry = |at: DateTime<Utc>, action: &str, result: &str, detail: String| AuditEntry {
-            at: time(at),
-            action: action.to_owned(),
-            actor: t.identity.clone(),
-            landing_zone: t.target.landing_zone.clone(),
-            account_id: t.target.account.to_string(),
-            region: t.target.region.to_string(),
-            instance_id: None,
-            resource_id: None,
-            result: result.to_owned(),
-            detail,
-            tags: TagMap::new(),
+        let key = |at: DateTime<Utc>, action, record, event| AuditKey {
+            at,
+            action,
+            target: ti,
+            record,
+            event,
         };
-        let tagging_failed = events
-            .find(
-                Phase::ServerStart,
-                &target,
-                "tagging started instances failed",
-            )
-            .map(|e| e.message.clone());
-        for r in &t.records {
+        for (ri, r) in t.records.iter().enumerate() {
             let id = r.instance.id.as_str();
             if let Some(b) = r.backup.as_ref().filter(|b| !b.reused) {
                 match (&b.ami, b.created_at) {
-                    (Some(ami), Some(at)) => {
-                        let (result, detail) = match (b.state, &b.error) {
-                            (_, Some(e)) => ("failure", format!("AMI {ami}: {e}")),
-                            (Some(ImageState::Available), None) => {
-                                ("success", format!("AMI {ami} available"))
-                            }
-                            (Some(s), None) if s.is_final() => {
-                                ("failure", format!("AMI {ami} {s}"))
-                            }
-                            _ => ("pending", format!("AMI {ami} pending")),
-                        };
-                        let mut e = entry(at, "create_image", result, detail);
-                        e.instance_id = Some(id.to_owned());
-                        e.resource_id = Some(ami.to_string());
-                        e.tags = TagMap::from_iter([
-                            (tag::RUN_ID.to_owned(), run_id.to_owned()),
-                            (tag::INSTANCE_ID.to_owned(), id.to_owned()),
-                            (tag::LANDING_ZONE.to_owned(), r.landing_zone.clone()),
-                            (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
-                        ]);
-                        if let Some(x) = b.expires_at {
-                            e.tags.insert(tag::EXPIRES_AT.to_owned(), time(x));
-                        }
-                        out.push(e);
+                    (Some(_), Some(at)) => {
+                        out.push(key(at, AuditAction::CreateImage, Some(ri), None));
                     }
                     _ => {
                         if let Some(ev) = events.find(Phase::AmiBackup, id, "CreateImage failed") {
-                            let detail = b.error.clone().unwrap_or_else(|| ev.message.clone());
-                            let mut e = entry(ev.at, "create_image", "failure", detail);
-                            e.instance_id = Some(id.to_owned());
-                            out.push(e);
+                            out.push(key(ev.at, AuditAction::CreateImage, Some(ri), ev.index));
                         }
                     }
                 }
@@ -687,44 +751,19 @@ fn audit(run: &Run) -> Vec<AuditEntry> {
             if let Some(s) = &r.start {
                 match (s.started_by_run, s.started_at) {
                     (true, Some(at)) => {
-                        let (result, detail) = match &s.error {
-                            Some(err) => ("failure", err.clone()),
-                            None => (
-                                "success",
-                                format!("{} -> {}", s.initial_state, s.final_state),
-                            ),
-                        };
-                        let mut e = entry(at, "start_instance", result, detail);
-                        e.instance_id = Some(id.to_owned());
-                        e.resource_id = Some(id.to_owned());
-                        out.push(e);
-                        // Tagged right after the start; the log line that
-                        // follows the tagging dates it.
+                        out.push(key(at, AuditAction::StartInstance, Some(ri), None));
                         let tagged_at = events
                             .all(Phase::ServerStart, &target)
                             .into_iter()
-                            .filter(|e| e.message.starts_with("started ") && e.at >= at)
+                            .filter(|e| e.event.message.starts_with("started ") && e.at >= at)
                             .map(|e| e.at)
                             .next()
                             .unwrap_or(at);
-                        let (result, detail) = match &tagging_failed {
-                            Some(m) => ("failure", m.clone()),
-                            None => ("success", format!("tagged {}", tag::STARTED_BY)),
-                        };
-                        let mut e = entry(tagged_at, "tag_instance", result, detail);
-                        e.instance_id = Some(id.to_owned());
-                        e.resource_id = Some(id.to_owned());
-                        e.tags =
-                            TagMap::from_iter([(tag::STARTED_BY.to_owned(), run_id.to_owned())]);
-                        out.push(e);
+                        out.push(key(tagged_at, AuditAction::TagInstance, Some(ri), None));
                     }
                     _ => {
                         if let Some(ev) = events.find(Phase::ServerStart, id, "start failed") {
-                            let detail = s.error.clone().unwrap_or_else(|| ev.message.clone());
-                            let mut e = entry(ev.at, "start_instance", "failure", detail);
-                            e.instance_id = Some(id.to_owned());
-                            e.resource_id = Some(id.to_owned());
-                            out.push(e);
+                            out.push(key(ev.at, AuditAction::StartInstance, Some(ri), ev.index));
                         }
                     }
                 }
@@ -733,34 +772,128 @@ fn audit(run: &Run) -> Vec<AuditEntry> {
         for ev in events
             .all(Phase::AmiBackup, &target)
             .into_iter()
-            .filter(|e| e.message.starts_with("tagging ") && e.message.contains("snapshots failed"))
+            .filter(|e| {
+                e.event.message.starts_with("tagging ")
+                    && e.event.message.contains("snapshots failed")
+            })
         {
-            out.push(entry(ev.at, "tag_snapshots", "failure", ev.message.clone()));
+            out.push(key(ev.at, AuditAction::TagSnapshots, None, ev.index));
         }
     }
-    let order = |a: &str| match a {
-        "create_image" => 0,
-        "tag_snapshots" => 1,
-        "start_instance" => 2,
-        _ => 3,
+    let instance = |k: &AuditKey| {
+        k.record
+            .map(|i| run.targets[k.target].records[i].instance.id.as_str())
     };
     out.sort_by(|a, b| {
+        let (ta, tb) = (&run.targets[a.target].target, &run.targets[b.target].target);
         (
-            &a.at,
-            &a.landing_zone,
-            &a.region,
-            &a.instance_id,
-            order(&a.action),
+            a.at.timestamp(),
+            &ta.landing_zone,
+            &ta.region,
+            instance(a),
+            a.action,
         )
             .cmp(&(
-                &b.at,
-                &b.landing_zone,
-                &b.region,
-                &b.instance_id,
-                order(&b.action),
+                b.at.timestamp(),
+                &tb.landing_zone,
+                &tb.region,
+                instance(b),
+                b.action,
             ))
     });
     out
+}
+
+/// The audit entry a key stands for.
+fn audit_entry(run: &Run, events: &Events<'_>, k: &AuditKey) -> AuditEntry {
+    let t = &run.targets[k.target];
+    let r = k.record.map(|i| &t.records[i]);
+    let event = k.event.map(|i| &run.events[i]);
+    let id = r.map(|r| r.instance.id.as_str());
+    let mut e = AuditEntry {
+        at: time(k.at),
+        action: k.action.name().to_owned(),
+        actor: t.identity.clone(),
+        landing_zone: t.target.landing_zone.clone(),
+        account_id: t.target.account.to_string(),
+        region: t.target.region.to_string(),
+        instance_id: id.map(str::to_owned),
+        resource_id: None,
+        result: String::new(),
+        detail: String::new(),
+        tags: TagMap::new(),
+    };
+    let (result, detail) = match (k.action, r, event) {
+        (AuditAction::TagSnapshots, _, Some(ev)) => ("failure", ev.message.clone()),
+        (AuditAction::CreateImage, Some(r), Some(ev)) => {
+            let b = r.backup.as_ref();
+            let detail = b
+                .and_then(|b| b.error.clone())
+                .unwrap_or_else(|| ev.message.clone());
+            ("failure", detail)
+        }
+        (AuditAction::CreateImage, Some(r), None) => {
+            let Some((b, ami)) = r.backup.as_ref().and_then(|b| Some((b, b.ami.as_ref()?))) else {
+                return e;
+            };
+            e.resource_id = Some(ami.to_string());
+            let mut tags = TagMap::from_iter([
+                (tag::RUN_ID.to_owned(), run.id.as_str().to_owned()),
+                (
+                    tag::INSTANCE_ID.to_owned(),
+                    r.instance.id.as_str().to_owned(),
+                ),
+                (tag::LANDING_ZONE.to_owned(), r.landing_zone.clone()),
+                (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
+            ]);
+            if let Some(x) = b.expires_at {
+                tags.insert(tag::EXPIRES_AT.to_owned(), time(x));
+            }
+            e.tags = tags;
+            match (b.state, &b.error) {
+                (_, Some(err)) => ("failure", format!("AMI {ami}: {err}")),
+                (Some(ImageState::Available), None) => ("success", format!("AMI {ami} available")),
+                (Some(s), None) if s.is_final() => ("failure", format!("AMI {ami} {s}")),
+                _ => ("pending", format!("AMI {ami} pending")),
+            }
+        }
+        (AuditAction::StartInstance, Some(r), ev) => {
+            e.resource_id = id.map(str::to_owned);
+            let s = r.start.as_ref();
+            match (s, ev) {
+                (Some(s), None) => match &s.error {
+                    Some(err) => ("failure", err.clone()),
+                    None => (
+                        "success",
+                        format!("{} -> {}", s.initial_state, s.final_state),
+                    ),
+                },
+                (s, Some(ev)) => (
+                    "failure",
+                    s.and_then(|s| s.error.clone())
+                        .unwrap_or_else(|| ev.message.clone()),
+                ),
+                (None, None) => ("failure", String::new()),
+            }
+        }
+        (AuditAction::TagInstance, Some(_), _) => {
+            e.resource_id = id.map(str::to_owned);
+            e.tags = TagMap::from_iter([(tag::STARTED_BY.to_owned(), run.id.as_str().to_owned())]);
+            let target = t.target.to_string();
+            match events.find(
+                Phase::ServerStart,
+                &target,
+                "tagging started instances failed",
+            ) {
+                Some(m) => ("failure", m.event.message.clone()),
+                None => ("success", format!("tagged {}", tag::STARTED_BY)),
+            }
+        }
+        _ => ("failure", String::new()),
+    };
+    e.result = result.to_owned();
+    e.detail = detail;
+    e
 }
 
 fn error(
@@ -790,7 +923,7 @@ fn error(
 fn errors(
     run: &Run,
     permission_checks: &[PermissionCheckReport],
-    instances: &[InstanceReport],
+    records: &[&Record],
 ) -> Vec<ErrorReport> {
     let mut out = Vec::new();
     for f in &run.landing_zone_failures {
@@ -828,37 +961,37 @@ fn errors(
         ))
     });
     out.extend(refused.into_iter().map(refusal));
-    for i in instances {
+    for r in records {
         let at = |phase, message: &str| {
             error(
                 "instance",
                 phase,
-                &i.landing_zone,
-                &i.account_id,
-                Some(&i.region),
-                Some(&i.instance_id),
+                &r.landing_zone,
+                r.account.as_str(),
+                Some(r.region.as_str()),
+                Some(r.instance.id.as_str()),
                 message,
             )
         };
-        if let Some(e) = i.backup.as_ref().and_then(|b| b.error.as_deref()) {
+        if let Some(e) = r.backup.as_ref().and_then(|b| b.error.as_deref()) {
             out.push(at(Phase::AmiBackup, e));
         }
-        if let Some(e) = i.start.as_ref().and_then(|s| s.error.as_deref()) {
+        if let Some(e) = r.start.as_ref().and_then(|s| s.error.as_deref()) {
             out.push(at(Phase::ServerStart, e));
         }
     }
     out
 }
 
-impl Report {
+impl<'a> Report<'a> {
     /// Builds the report of a run.
-    pub fn new(run: &Run, meta: &RunMeta) -> Report {
-        let instances = instances(run);
+    pub fn new(run: &'a Run, meta: &RunMeta) -> Report<'a> {
+        let records: Vec<&Record> = sorted_records(run).collect();
         let mut totals = Counts::default();
         let mut per_lz: BTreeMap<&str, Counts> = BTreeMap::new();
-        for i in &instances {
-            totals.add(i);
-            per_lz.entry(i.landing_zone.as_str()).or_default().add(i);
+        for r in &records {
+            totals.add(r);
+            per_lz.entry(r.landing_zone.as_str()).or_default().add(r);
         }
         let mut environments: Vec<String> = meta
             .landing_zones
@@ -966,6 +1099,7 @@ impl Report {
             .collect();
         let sum = |f: fn(&ApiCallStat) -> u64| meta.api_calls.iter().map(f).sum::<u64>();
         let permission_checks = permission_checks(run);
+        let events_by_scope = Events::new(&run.events);
 
         Report {
             schema_version: SCHEMA_VERSION,
@@ -988,9 +1122,10 @@ impl Report {
             totals,
             landing_zones,
             targets,
-            errors: errors(run, &permission_checks, &instances),
+            errors: errors(run, &permission_checks, &records),
             permission_checks,
-            audit: audit(run),
+            audit: audit_keys(run, &events_by_scope),
+            events_by_scope,
             events,
             performance: Performance {
                 duration_s,
@@ -1001,7 +1136,8 @@ impl Report {
                 total_errors: sum(|c| c.errors),
                 total_retries: sum(|c| c.retries),
             },
-            instances,
+            source: run,
+            records,
         }
     }
 }

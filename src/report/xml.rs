@@ -252,7 +252,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
     x.close("permission_checks")?;
 
     x.open("instances", &[])?;
-    for i in &report.instances {
+    for i in report.instances() {
         x.open("instance", &[("status", i.status.as_str())])?;
         x.el("landing_zone", &i.landing_zone)?;
         x.el("account_id", &i.account_id)?;
@@ -320,7 +320,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
     x.close("errors")?;
 
     x.open("audit", &[])?;
-    for a in &report.audit {
+    for a in report.audit() {
         x.open("change", &[("action", &a.action), ("result", &a.result)])?;
         x.el("at", &a.at)?;
         x.el("actor", &a.actor)?;
