@@ -385,9 +385,9 @@ pub fn write_report(
         for r in &rows {
             // Values from AWS (names) could be spreadsheet formulas.
             let r = Row {
-                name: crate::report::csv::neutralise(&r.name),
-                reason: crate::report::csv::neutralise(&r.reason),
-                tag: crate::report::csv::neutralise(&r.tag),
+                name: crate::report::csv::neutralise(&r.name).into_owned(),
+                reason: crate::report::csv::neutralise(&r.reason).into_owned(),
+                tag: crate::report::csv::neutralise(&r.tag).into_owned(),
                 ..(*r).clone()
             };
             csv.serialize(&r).map_err(std::io::Error::other)?;

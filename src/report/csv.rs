@@ -4,6 +4,7 @@
 //! carriage return first) are prefixed with `'`, so a hostile tag value is
 //! shown, never evaluated. Columns are listed in [`COLUMNS`] and the README.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use super::model::{InstanceReport, Report, instance_report, sorted_records};
@@ -42,50 +43,52 @@ pub const COLUMNS: [&str; 29] = [
 ];
 
 /// Makes a cell safe to open in a spreadsheet.
-pub fn neutralise(cell: &str) -> String {
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
     match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell.to_owned(),
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => Cow::Owned(format!("'{cell}")),
+        _ => Cow::Borrowed(cell),
     }
 }
 
-fn row(i: &InstanceReport, simulated: bool) -> [String; 29] {
+fn row(i: &InstanceReport, simulated: bool) -> [Cow<'_, str>; 29] {
     let b = i.backup.as_ref();
     let s = i.start.as_ref();
     let v = i.validation.as_ref();
-    let text = |o: Option<&String>| o.cloned().unwrap_or_default();
+    fn text(o: Option<&String>) -> Cow<'_, str> {
+        Cow::Borrowed(o.map_or("", String::as_str))
+    }
+    let flag = |f: bool| Cow::Borrowed(if f { "true" } else { "false" });
     [
-        i.landing_zone.clone(),
-        i.account_id.clone(),
-        i.region.clone(),
-        i.environment.clone(),
-        i.instance_id.clone(),
+        Cow::Borrowed(i.landing_zone.as_str()),
+        Cow::Borrowed(&i.account_id),
+        Cow::Borrowed(&i.region),
+        Cow::Borrowed(&i.environment),
+        Cow::Borrowed(&i.instance_id),
         text(i.name.as_ref()),
-        i.state.clone(),
-        i.platform.clone(),
-        i.instance_type.clone(),
+        Cow::Borrowed(&i.state),
+        Cow::Borrowed(&i.platform),
+        Cow::Borrowed(&i.instance_type),
         text(i.private_ip.as_ref()),
         text(i.launch_time.as_ref()),
         text(i.patch_group.as_ref()),
         text(i.environment_tag.as_ref()),
-        i.ssm.ping_status.clone(),
+        Cow::Borrowed(&i.ssm.ping_status),
         text(i.ssm.agent_version.as_ref()),
         text(b.and_then(|b| b.ami_id.as_ref())),
         text(b.and_then(|b| b.state.as_ref())),
         text(b.and_then(|b| b.created_at.as_ref())),
         text(b.and_then(|b| b.completed_at.as_ref())),
         b.and_then(|b| b.duration_s)
-            .map(|d| d.to_string())
-            .unwrap_or_default(),
+            .map_or(Cow::Borrowed(""), |d| Cow::Owned(d.to_string())),
         text(b.and_then(|b| b.expires_at.as_ref())),
         text(b.and_then(|b| b.error.as_ref())),
-        i.initial_state.clone(),
-        s.is_some_and(|s| s.started_by_run).to_string(),
+        Cow::Borrowed(&i.initial_state),
+        flag(s.is_some_and(|s| s.started_by_run)),
         text(s.and_then(|s| s.error.as_ref())),
         text(v.map(|v| &v.verdict)),
-        v.map(|v| v.reasons.join("; ")).unwrap_or_default(),
-        simulated.to_string(),
-        serde_json::to_string(&i.tags).unwrap_or_default(),
+        v.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.reasons.join("; "))),
+        flag(simulated),
+        Cow::Owned(serde_json::to_string(&i.tags).unwrap_or_default()),
     ]
 }
 
@@ -99,7 +102,11 @@ fn write_rows(
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
     for i in rows {
-        w.write_record(row(&i, simulated).iter().map(|c| neutralise(c)))?;
+        for cell in row(&i, simulated) {
+            w.write_field(neutralise(&cell).as_bytes())?;
+        }
+        // An empty record ends the one written field by field.
+        w.write_record(std::iter::empty::<&[u8]>())?;
     }
     w.flush()?;
     Ok(())

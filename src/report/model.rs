@@ -462,8 +462,32 @@ pub struct PhaseReport {
 }
 
 /// RFC 3339, UTC, to the second: the one time format of every report.
+/// Written digit by digit: a large run's reports format millions of times,
+/// and chrono's general formatter was a tenth of their cost.
 pub fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    // Leap seconds (nanoseconds past 1e9) and years outside 0-9999 are
+    // left to chrono.
+    if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    }
+    fn two(out: &mut String, n: u32, then: char) {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+        out.push(then);
+    }
+    let year = year as u32;
+    let mut out = String::with_capacity(20);
+    out.push(char::from(b'0' + (year / 1000) as u8));
+    out.push(char::from(b'0' + (year / 100 % 10) as u8));
+    two(&mut out, year % 100, '-');
+    two(&mut out, t.month(), '-');
+    two(&mut out, t.day(), 'T');
+    two(&mut out, t.hour(), ':');
+    two(&mut out, t.minute(), ':');
+    two(&mut out, t.second(), 'Z');
+    out
 }
 
 fn opt_time(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -1197,6 +1221,21 @@ mod tests {
         let e = refusal(&check("could not check: timed out"));
         assert_eq!(e.api.as_deref(), Some("StartInstances"));
         assert_eq!(e.code, None);
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        for t in [
+            Utc.with_ymd_and_hms(2026, 11, 30, 4, 5, 6).unwrap(),
+            Utc.with_ymd_and_hms(1999, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(33, 2, 3, 10, 20, 30).unwrap(),
+            Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap()
+                + chrono::Duration::milliseconds(999),
+        ] {
+            assert_eq!(time(t), t.to_rfc3339_opts(SecondsFormat::Secs, true));
+        }
     }
 
     #[test]
