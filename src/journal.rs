@@ -10,8 +10,9 @@
 //!
 //! Each step is its own transaction (autocommit), in WAL mode with
 //! `synchronous=FULL`, so an intent is on disk before its call is sent.
-//! Simulated runs (the demo) commit their steps in batches instead
-//! ([`Journal::relaxed`]): nothing real is at stake there.
+//! Simulated runs (the demo) commit their steps in batches instead, each
+//! intent written with its outcome as one row ([`Journal::relaxed`]):
+//! nothing real is at stake there.
 //! The schema is versioned with `PRAGMA user_version`: a file from a newer
 //! prepatch, a corrupt file, or a path that is not a database is refused
 //! with one line naming the file.
@@ -250,6 +251,25 @@ pub struct Counts {
     pub amis: usize,
     pub started: usize,
     pub failures: usize,
+}
+
+/// An intent on record, or one that a relaxed journal writes with its
+/// outcome.
+#[derive(Debug)]
+pub enum Intent {
+    Written(i64),
+    Deferred(Box<PendingStep>),
+}
+
+/// A step not written yet.
+#[derive(Debug)]
+pub struct PendingStep {
+    run_id: String,
+    at: String,
+    action: String,
+    target: Target,
+    resources: String,
+    detail: Option<String>,
 }
 
 /// The parts of an account-region that phases save (schema 2).
@@ -553,7 +573,9 @@ impl Journal {
         })
     }
 
-    /// Writes an intent before a mutating call; returns its sequence number.
+    /// Writes an intent before a mutating call. In a relaxed journal
+    /// (simulated runs, whose steps are committed in batches anyway) the
+    /// intent is written with its outcome, as one row.
     pub fn intent(
         &self,
         run_id: &str,
@@ -561,33 +583,42 @@ impl Journal {
         t: &Target,
         resources: &[String],
         detail: Option<&str>,
-    ) -> Result<i64, JournalError> {
+    ) -> Result<Intent, JournalError> {
+        let step = PendingStep {
+            run_id: run_id.to_owned(),
+            at: now(),
+            action: action.to_owned(),
+            target: t.clone(),
+            resources: resources.join(" "),
+            detail: detail.map(str::to_owned),
+        };
+        if self.batch.is_some() {
+            return Ok(Intent::Deferred(Box::new(step)));
+        }
         self.step(|c| {
             // Cached: one of these per mutating call, so not parsed each time.
             c.prepare_cached(
                 "INSERT INTO steps (run_id, at, action, landing_zone, account, region, resources, detail, status)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'intent')",
             )?
-            .execute(
-                params![
-                    run_id,
-                    now(),
-                    action,
-                    t.landing_zone,
-                    t.account.as_str(),
-                    t.region.as_str(),
-                    resources.join(" "),
-                    detail
-                ],
-            )?;
-            Ok(c.last_insert_rowid())
+            .execute(params![
+                step.run_id,
+                step.at,
+                step.action,
+                step.target.landing_zone,
+                step.target.account.as_str(),
+                step.target.region.as_str(),
+                step.resources,
+                step.detail
+            ])?;
+            Ok(Intent::Written(c.last_insert_rowid()))
         })
     }
 
     /// Writes the outcome of an intent: a result (an AMI id...) or an error.
     pub fn outcome(
         &self,
-        seq: i64,
+        intent: Intent,
         result: Result<Option<&str>, &str>,
     ) -> Result<(), JournalError> {
         let (status, ok, err) = match result {
@@ -595,12 +626,32 @@ impl Journal {
             Err(e) => ("failed", None, Some(e)),
         };
         self.step(|c| {
-            c.prepare_cached(
-                "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
-            )?
-            .execute(
-                params![now(), status, ok, err, seq],
-            )?;
+            match intent {
+                Intent::Written(seq) => c
+                    .prepare_cached(
+                        "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
+                    )?
+                    .execute(params![now(), status, ok, err, seq])?,
+                Intent::Deferred(step) => c
+                    .prepare_cached(
+                        "INSERT INTO steps (run_id, at, done_at, action, landing_zone, account, region, resources, detail, status, result, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )?
+                    .execute(params![
+                        step.run_id,
+                        step.at,
+                        now(),
+                        step.action,
+                        step.target.landing_zone,
+                        step.target.account.as_str(),
+                        step.target.region.as_str(),
+                        step.resources,
+                        step.detail,
+                        status,
+                        ok,
+                        err
+                    ])?,
+            };
             Ok(())
         })
     }
@@ -953,13 +1004,13 @@ impl<'a> Journaled<'a> {
         t: &Target,
         resources: &[String],
         detail: Option<&str>,
-    ) -> Result<i64, CloudError> {
+    ) -> Result<Intent, CloudError> {
         self.journal
             .intent(&self.run_id, api.name(), t, resources, detail)
             .map_err(|e| journal_error(api, &e))
     }
 
-    fn outcome<T>(&self, seq: i64, result: &Result<T, CloudError>, value: Option<&str>) {
+    fn outcome<T>(&self, seq: Intent, result: &Result<T, CloudError>, value: Option<&str>) {
         let r = match result {
             Ok(_) => Ok(value),
             Err(e) => Err(e.to_string()),

@@ -99,6 +99,8 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         }
     };
 
+    // The same for every AMI of the target: made once, not per instance.
+    let shared_tags = run_tags(&run_id, &t.target.landing_zone, expires_at);
     let mut requests = Vec::new();
     for (i, r) in t.records.iter_mut().enumerate() {
         if let Some(image) = existing.get(r.instance.id.as_str()) {
@@ -121,7 +123,7 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             });
             continue;
         }
-        requests.push((i, image_request(wf, r, &run_id, expires_at)));
+        requests.push((i, image_request(wf, r, &run_id, &shared_tags)));
     }
 
     let target = &t.target;
@@ -233,32 +235,37 @@ async fn deprecate_new_images(wf: &Workflow<'_>, t: &TargetRun, expires_at: Date
     }
 }
 
-fn image_request(
-    wf: &Workflow<'_>,
-    r: &Record,
-    run_id: &str,
-    expires_at: DateTime<Utc>,
-) -> ImageRequest {
+fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, shared_tags: &Tags) -> ImageRequest {
     let id = r.instance.id.as_str();
     let name = ami_name(id, run_id);
     let label = r
         .instance
         .name()
-        .map(|n| format!(" ({})", n.chars().take(100).collect::<String>()))
+        .map(|n| format!(" ({})", truncate(n, 100)))
         .unwrap_or_default();
-    let mut tags = run_tags(run_id, &r.landing_zone, expires_at);
+    let mut tags = Tags::with_capacity(shared_tags.len() + 2);
+    tags.extend(shared_tags.iter().cloned());
     tags.push((tag::INSTANCE_ID.into(), id.into()));
     tags.push(("Name".into(), name.clone()));
     ImageRequest {
         instance: r.instance.id.clone(),
         name,
         // AMI descriptions are at most 255 characters.
-        description: format!("prepatch backup of {id}{label}, run {run_id}")
-            .chars()
-            .take(255)
-            .collect(),
+        description: truncate(
+            &format!("prepatch backup of {id}{label}, run {run_id}"),
+            255,
+        )
+        .to_owned(),
         no_reboot: wf.config.phases.ami_backup.no_reboot,
         tags,
+    }
+}
+
+/// At most `n` characters of `s`, cut at a character boundary.
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((at, _)) => &s[..at],
+        None => s,
     }
 }
 
@@ -407,5 +414,12 @@ mod tests {
         );
         assert!(ami_name("i-1", &"x".repeat(200)).len() <= 128);
         assert_eq!(ami_name("i-1", "a:b"), "prepatch-i-1-ab");
+    }
+
+    #[test]
+    fn descriptions_are_cut_at_a_character() {
+        assert_eq!(truncate("héllo", 2), "hé");
+        assert_eq!(truncate("héllo", 10), "héllo");
+        assert_eq!(truncate("", 3), "");
     }
 }
