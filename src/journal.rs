@@ -1,6 +1,7 @@
 //! The run journal: one SQLite file (default `<output-dir>/prepatch.db`)
 //! that records every run, restore and cleanup: its parameters, the
-//! scanned fleet (a snapshot of the run after each phase), and every
+//! scanned fleet and what each phase changed (per account-region, see
+//! [`crate::workflow::snapshot`]), and every
 //! mutating AWS call as an *intent* written before the call and its
 //! *outcome* written after.
 //!

@@ -80,7 +80,8 @@ fn write_script_safe(json: &[u8], out: &mut impl Write) -> io::Result<()> {
     out.write_all(&json[from..])
 }
 
-/// JSON that is safe inside a `<script>` element (see [`write_script_safe`]).
+/// JSON that is safe inside a `<script>` element: no `<`, `>`, `&`, U+2028
+/// or U+2029, each written as a `\\u` escape.
 pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Error> {
     let json = serde_json::to_vec(value)?;
     let mut out = Vec::with_capacity(json.len() + json.len() / 16);
