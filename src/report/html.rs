@@ -81,7 +81,7 @@ fn write_script_safe(json: &[u8], out: &mut impl Write) -> io::Result<()> {
 }
 
 /// JSON that is safe inside a `<script>` element: no `<`, `>`, `&`, U+2028
-/// or U+2029, each written as a `\\u` escape.
+/// or U+2029, each written as a `\u` escape.
 pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Error> {
     let json = serde_json::to_vec(value)?;
     let mut out = Vec::with_capacity(json.len() + json.len() / 16);
