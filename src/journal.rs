@@ -70,7 +70,7 @@ CREATE TABLE runs (
     failures      INTEGER NOT NULL DEFAULT 0,
     summary       TEXT,                   -- restore / cleanup: one line
     snapshot      TEXT,                   -- JSON of the Run after the last phase, its
-                                          -- account-regions in run_targets (v1: inline)
+                                          -- account-regions in run_parts (v1: inline)
     meta          TEXT                    -- JSON of the report's RunMeta
 );
 CREATE TABLE steps (
@@ -99,17 +99,18 @@ CREATE TABLE locks (
 ";
 
 /// What schema 2 added: a run's account-regions saved apart, each phase
-/// writing only what it changed (the whole run after every phase cost a
-/// 100,000-instance run seconds and hundreds of MB).
+/// writing only what it changed, each part a row of its own (the whole run
+/// after every phase cost a 100,000-instance run seconds and hundreds of
+/// MB; SQLite rewrites a whole row on update, so parts do not share one).
 const V2_TABLES: &str = "
-CREATE TABLE run_targets (
+CREATE TABLE run_parts (
     run_id        TEXT NOT NULL REFERENCES runs(id),
     idx           INTEGER NOT NULL,       -- the account-region's place in the run
-    scan          TEXT NOT NULL,          -- JSON: the account-region as scanned
-    backups       TEXT,                   -- JSON arrays, one entry per scanned
-    starts        TEXT,                   --   instance in scan order, written by
-    checks        TEXT,                   --   the phase that changed them
-    PRIMARY KEY (run_id, idx)
+    part          TEXT NOT NULL,          -- scan | backups | starts | checks
+    body          TEXT NOT NULL,          -- JSON: the account-region as scanned, or
+                                          -- an array with one entry per scanned
+                                          -- instance, in scan order
+    PRIMARY KEY (run_id, idx, part)
 );
 ";
 
@@ -286,8 +287,19 @@ pub enum Part {
     Checks,
 }
 
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Scan => "scan",
+            Part::Backups => "backups",
+            Part::Starts => "starts",
+            Part::Checks => "checks",
+        }
+    }
+}
+
 /// One account-region of a saved run: JSON, as saved.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TargetParts {
     pub scan: String,
     pub backups: Option<String>,
@@ -683,24 +695,14 @@ impl Journal {
         self.with(|c| {
             let tx = c.transaction()?;
             if part == Part::Scan {
-                tx.execute("DELETE FROM run_targets WHERE run_id = ?1", [run_id])?;
+                tx.execute("DELETE FROM run_parts WHERE run_id = ?1", [run_id])?;
             }
             {
-                let sql = match part {
-                    Part::Scan => "INSERT INTO run_targets (run_id, idx, scan) VALUES (?1, ?2, ?3)",
-                    Part::Backups => {
-                        "UPDATE run_targets SET backups = ?3 WHERE run_id = ?1 AND idx = ?2"
-                    }
-                    Part::Starts => {
-                        "UPDATE run_targets SET starts = ?3 WHERE run_id = ?1 AND idx = ?2"
-                    }
-                    Part::Checks => {
-                        "UPDATE run_targets SET checks = ?3 WHERE run_id = ?1 AND idx = ?2"
-                    }
-                };
-                let mut stmt = tx.prepare(sql)?;
+                let mut stmt = tx.prepare(
+                    "INSERT OR REPLACE INTO run_parts (run_id, idx, part, body) VALUES (?1, ?2, ?3, ?4)",
+                )?;
                 for (idx, json) in rows {
-                    stmt.execute(params![run_id, idx as i64, json])?;
+                    stmt.execute(params![run_id, idx as i64, part.name(), json])?;
                 }
             }
             tx.commit()
@@ -715,16 +717,31 @@ impl Journal {
     ) -> Result<Result<(), String>, JournalError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT scan, backups, starts, checks FROM run_targets WHERE run_id = ?1 ORDER BY idx",
+                "SELECT idx, part, body FROM run_parts WHERE run_id = ?1 ORDER BY idx, part",
             )?;
             let mut rows = stmt.query([run_id])?;
+            let mut current: Option<(i64, TargetParts)> = None;
             while let Some(r) = rows.next()? {
-                let parts = TargetParts {
-                    scan: r.get(0)?,
-                    backups: r.get(1)?,
-                    starts: r.get(2)?,
-                    checks: r.get(3)?,
-                };
+                let (idx, part, body): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if current.as_ref().is_some_and(|(i, _)| *i != idx) {
+                    if let Some((_, parts)) = current.take() {
+                        if let Err(e) = f(parts) {
+                            return Ok(Err(e));
+                        }
+                    }
+                }
+                let parts = &mut current
+                    .get_or_insert_with(|| (idx, TargetParts::default()))
+                    .1;
+                match part.as_str() {
+                    "scan" => parts.scan = body,
+                    "backups" => parts.backups = Some(body),
+                    "starts" => parts.starts = Some(body),
+                    "checks" => parts.checks = Some(body),
+                    other => return Ok(Err(format!("unknown part {other:?}"))),
+                }
+            }
+            if let Some((_, parts)) = current {
                 if let Err(e) = f(parts) {
                     return Ok(Err(e));
                 }

@@ -667,12 +667,21 @@ async fn execute_inner<C: Cloud>(
         // After validation the reports are written at once, this file too.
         let csv_now = csv_wanted && phase != Some(Phase::Validation);
         let csv = std::thread::scope(|scope| {
-            let csv = csv_now.then(|| scope.spawn(|| write_csv(run, &csv_path)));
+            let csv = csv_now.then(|| {
+                scope.spawn(|| {
+                    let started = std::time::Instant::now();
+                    let written = write_csv(run, &csv_path);
+                    tracing::debug!(ms = started.elapsed().as_millis(), "inventory rewritten");
+                    written
+                })
+            });
             if let Some(j) = journal {
+                let started = std::time::Instant::now();
                 journal_snapshot(j, run, phase, options);
                 if let Some(p) = phase {
                     let _ = j.note(run.id.as_str(), "Phase", &format!("{p} done"));
                 }
+                tracing::debug!(ms = started.elapsed().as_millis(), "journal saved");
             }
             csv.map(|h| {
                 h.join()
