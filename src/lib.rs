@@ -844,12 +844,9 @@ fn run_meta<C: Cloud>(
 }
 
 fn write_csv(run: &Run, path: &Path) -> Result<(), Error> {
-    let write = |w: &mut dyn Write| report::csv::write(run, w).map_err(std::io::Error::other);
-    if run.simulated {
-        report::write_atomically_unsynced(path, write)
-    } else {
-        report::write_atomically(path, write)
-    }
+    report::write_run_file(path, run.simulated, |w| {
+        report::csv::write(run, w).map_err(std::io::Error::other)
+    })
     .map_err(|source| Error::Write {
         path: path.display().to_string(),
         source,

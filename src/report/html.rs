@@ -95,20 +95,20 @@ pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Er
 /// in turn.
 fn write_rows(report: &Report, out: &mut impl Write) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut fields: Option<Vec<String>> = None;
+    let mut started = false;
     for (n, i) in report.instances().enumerate() {
         let serde_json::Value::Object(map) = serde_json::to_value(&i).map_err(io::Error::other)?
         else {
             continue;
         };
-        if fields.is_none() {
-            let names: Vec<String> = map.keys().cloned().collect();
+        if !started {
             buf.clear();
-            serde_json::to_writer(&mut buf, &names).map_err(io::Error::other)?;
+            serde_json::to_writer(&mut buf, &map.keys().collect::<Vec<_>>())
+                .map_err(io::Error::other)?;
             out.write_all(b"{\"fields\":")?;
             write_script_safe(&buf, out)?;
             out.write_all(b",\"rows\":[")?;
-            fields = Some(names);
+            started = true;
         }
         // Every row has every field, and the map keeps them sorted: the
         // values come in the order of `fields`.
@@ -120,9 +120,10 @@ fn write_rows(report: &Report, out: &mut impl Write) -> io::Result<()> {
             .map_err(io::Error::other)?;
         write_script_safe(&buf, out)?;
     }
-    match fields {
-        Some(_) => out.write_all(b"]}"),
-        None => out.write_all(b"{\"fields\":[],\"rows\":[]}"),
+    if started {
+        out.write_all(b"]}")
+    } else {
+        out.write_all(b"{\"fields\":[],\"rows\":[]}")
     }
 }
 

@@ -91,13 +91,9 @@ pub fn write_all(
 ) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     let write_one = |f: Format| -> Result<PathBuf, (PathBuf, std::io::Error)> {
         let path = dir.join(f.file_name());
-        let write = |w: &mut dyn Write| f.write(report, w);
-        let result = if report.run.simulated {
-            write_atomically_unsynced(&path, write)
-        } else {
-            write_atomically(&path, write)
-        };
-        result.map(|()| path.clone()).map_err(|e| (path, e))
+        write_run_file(&path, report.run.simulated, |w| f.write(report, w))
+            .map(|()| path.clone())
+            .map_err(|e| (path, e))
     };
     std::thread::scope(|scope| {
         let handles: Vec<_> = formats
@@ -124,14 +120,16 @@ pub fn write_atomically(
     replace_file(path, true, write)
 }
 
-/// [`write_atomically`], without waiting for the disk: for simulated runs,
-/// where nothing real is at stake (as the journal's relaxed mode). A
-/// 100,000-instance demo writes 600 MB of reports.
-pub fn write_atomically_unsynced(
+/// A file of a run's: written as [`write_atomically`] does, but for a
+/// simulated run without waiting for the disk (as its journal's steps):
+/// nothing real is at stake, and a 100,000-instance demo writes 600 MB of
+/// reports.
+pub fn write_run_file(
     path: &Path,
+    simulated: bool,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    replace_file(path, false, write)
+    replace_file(path, !simulated, write)
 }
 
 fn replace_file(
