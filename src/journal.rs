@@ -1028,6 +1028,21 @@ impl<'a> Journaled<'a> {
             .map_err(|e| journal_error(api, &e))
     }
 
+    /// A mutating call, journaled: the intent, the call, its outcome.
+    async fn journaled<T>(
+        &self,
+        api: Api,
+        t: &Target,
+        resources: &[String],
+        detail: Option<&str>,
+        call: impl std::future::Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, CloudError> {
+        let seq = self.intent(api, t, resources, detail)?;
+        let result = call.await;
+        self.outcome(seq, &result, None);
+        result
+    }
+
     fn outcome<T>(&self, seq: Intent, result: &Result<T, CloudError>, value: Option<&str>) {
         let r = match result {
             Ok(_) => Ok(value),
@@ -1125,18 +1140,26 @@ impl Cloud for Journaled<'_> {
         resources: &[String],
         tags: &Tags,
     ) -> Result<(), CloudError> {
-        let seq = self.intent(Api::CreateTags, t, resources, Some(&tags_detail(tags)))?;
-        let result = self.inner.create_tags(t, resources, tags).await;
-        self.outcome(seq, &result, None);
-        result
+        self.journaled(
+            Api::CreateTags,
+            t,
+            resources,
+            Some(&tags_detail(tags)),
+            self.inner.create_tags(t, resources, tags),
+        )
+        .await
     }
 
     async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
         let list: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-        let seq = self.intent(Api::StartInstances, t, &list, None)?;
-        let result = self.inner.start_instances(t, ids).await;
-        self.outcome(seq, &result, None);
-        result
+        self.journaled(
+            Api::StartInstances,
+            t,
+            &list,
+            None,
+            self.inner.start_instances(t, ids),
+        )
+        .await
     }
 
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
@@ -1149,17 +1172,25 @@ impl Cloud for Journaled<'_> {
 
     async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
         let list: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-        let seq = self.intent(Api::StopInstances, t, &list, None)?;
-        let result = self.inner.stop_instances(t, ids).await;
-        self.outcome(seq, &result, None);
-        result
+        self.journaled(
+            Api::StopInstances,
+            t,
+            &list,
+            None,
+            self.inner.stop_instances(t, ids),
+        )
+        .await
     }
 
     async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
-        let seq = self.intent(Api::DeregisterImage, t, &[ami.as_str().to_owned()], None)?;
-        let result = self.inner.deregister_image(t, ami).await;
-        self.outcome(seq, &result, None);
-        result
+        self.journaled(
+            Api::DeregisterImage,
+            t,
+            &[ami.as_str().to_owned()],
+            None,
+            self.inner.deregister_image(t, ami),
+        )
+        .await
     }
 
     async fn describe_snapshots(
@@ -1172,10 +1203,14 @@ impl Cloud for Journaled<'_> {
     }
 
     async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
-        let seq = self.intent(Api::DeleteSnapshot, t, &[snapshot.to_owned()], None)?;
-        let result = self.inner.delete_snapshot(t, snapshot).await;
-        self.outcome(seq, &result, None);
-        result
+        self.journaled(
+            Api::DeleteSnapshot,
+            t,
+            &[snapshot.to_owned()],
+            None,
+            self.inner.delete_snapshot(t, snapshot),
+        )
+        .await
     }
 
     async fn delete_tags(
@@ -1184,10 +1219,14 @@ impl Cloud for Journaled<'_> {
         resources: &[String],
         tags: &Tags,
     ) -> Result<(), CloudError> {
-        let seq = self.intent(Api::DeleteTags, t, resources, Some(&tags_detail(tags)))?;
-        let result = self.inner.delete_tags(t, resources, tags).await;
-        self.outcome(seq, &result, None);
-        result
+        self.journaled(
+            Api::DeleteTags,
+            t,
+            resources,
+            Some(&tags_detail(tags)),
+            self.inner.delete_tags(t, resources, tags),
+        )
+        .await
     }
 
     async fn enable_image_deprecation(
@@ -1197,15 +1236,14 @@ impl Cloud for Journaled<'_> {
         at: DateTime<Utc>,
     ) -> Result<(), CloudError> {
         let when = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let seq = self.intent(
+        self.journaled(
             Api::EnableImageDeprecation,
             t,
             &[ami.as_str().to_owned()],
             Some(&when),
-        )?;
-        let result = self.inner.enable_image_deprecation(t, ami, at).await;
-        self.outcome(seq, &result, None);
-        result
+            self.inner.enable_image_deprecation(t, ami, at),
+        )
+        .await
     }
 
     fn api_calls(&self) -> &ApiCalls {

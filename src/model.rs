@@ -538,6 +538,12 @@ pub struct Backup {
 }
 
 impl Backup {
+    /// No usable AMI: the create failed, or the AMI failed or timed out.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+            || matches!(self.state, Some(ImageState::Failed | ImageState::Unusable))
+    }
+
     /// Seconds from creation to completion.
     pub fn duration_secs(&self) -> Option<i64> {
         Some((self.completed_at? - self.created_at?).num_seconds())

@@ -362,6 +362,18 @@ impl World {
     fn schedule(&mut self, at: Instant, what: Due) {
         self.due.push(Reverse((at, what)));
     }
+
+    /// An instance enters `state` (pending, stopping), settling at `at`.
+    fn transition(&mut self, id: &InstanceId, state: InstanceState, at: Instant) {
+        if let Some(i) = self.instances.get_mut(id) {
+            i.instance.state = state;
+            i.settles_at = at;
+            if state == InstanceState::Stopping {
+                i.running_since = None;
+            }
+            self.schedule(at, Due::Instance(id.clone()));
+        }
+    }
 }
 
 /// What a simulated fleet looks like.
@@ -1129,13 +1141,9 @@ impl Cloud for SimCloud {
                 ));
             }
             for (n, id) in ids.iter().enumerate() {
-                if let Some(i) = w.instances.get_mut(id) {
-                    if i.instance.state == InstanceState::Stopped {
-                        i.instance.state = InstanceState::Pending;
-                        i.settles_at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
-                        let at = i.settles_at;
-                        w.schedule(at, Due::Instance(id.clone()));
-                    }
+                if w.instances.get(id).is_some_and(|i| i.instance.state == InstanceState::Stopped) {
+                    let at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
+                    w.transition(id, InstanceState::Pending, at);
                 }
             }
             Ok(())
@@ -1208,17 +1216,15 @@ impl Cloud for SimCloud {
                     }
                 }
                 for (n, id) in ids.iter().enumerate() {
-                    if let Some(i) = w.instances.get_mut(id) {
-                        if matches!(
+                    let stoppable = w.instances.get(id).is_some_and(|i| {
+                        matches!(
                             i.instance.state,
                             InstanceState::Running | InstanceState::Pending
-                        ) {
-                            i.instance.state = InstanceState::Stopping;
-                            i.running_since = None;
-                            i.settles_at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
-                            let at = i.settles_at;
-                            w.schedule(at, Due::Instance(id.clone()));
-                        }
+                        )
+                    });
+                    if stoppable {
+                        let at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
+                        w.transition(id, InstanceState::Stopping, at);
                     }
                 }
                 Ok(())

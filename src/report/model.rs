@@ -228,9 +228,7 @@ impl Counts {
             if b.reused {
                 self.amis_reused += 1;
             }
-            if b.error.is_some()
-                || matches!(b.state, Some(ImageState::Failed | ImageState::Unusable))
-            {
+            if b.failed() {
                 self.amis_failed += 1;
             } else if b.state == Some(ImageState::Pending) {
                 self.amis_pending += 1;
@@ -363,13 +361,6 @@ pub struct BackupReport {
     pub snapshot_ids: Vec<String>,
     pub reused: bool,
     pub error: Option<String>,
-}
-
-impl BackupReport {
-    /// No usable AMI.
-    pub fn failed(&self) -> bool {
-        self.error.is_some() || matches!(self.state.as_deref(), Some("failed" | "unusable"))
-    }
 }
 
 #[derive(Clone, Debug, Serialize)]
