@@ -10,12 +10,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A string newtype with `Display`, `AsRef<str>` and ordering.
+///
+/// The text is shared: an id is cloned into every record, journal step,
+/// map key and report row that names it (a large run clones each a dozen
+/// times), and a clone is a reference count, not a copy.
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             pub fn as_str(&self) -> &str {
@@ -58,7 +62,7 @@ impl FromStr for AccountId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(AccountId(s.to_owned()))
+            Ok(AccountId(s.into()))
         } else {
             Err(())
         }
@@ -80,7 +84,7 @@ impl FromStr for Region {
                 .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
             && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
         if shaped {
-            Ok(Region(s.to_owned()))
+            Ok(Region(s.into()))
         } else {
             Err(())
         }
@@ -88,20 +92,20 @@ impl FromStr for Region {
 }
 
 impl InstanceId {
-    pub fn new(id: impl Into<String>) -> Self {
-        InstanceId(id.into())
+    pub fn new(id: impl AsRef<str>) -> Self {
+        InstanceId(id.as_ref().into())
     }
 }
 
 impl AmiId {
-    pub fn new(id: impl Into<String>) -> Self {
-        AmiId(id.into())
+    pub fn new(id: impl AsRef<str>) -> Self {
+        AmiId(id.as_ref().into())
     }
 }
 
 impl Region {
-    pub(crate) fn from_trusted(s: impl Into<String>) -> Self {
-        Region(s.into())
+    pub(crate) fn from_trusted(s: impl AsRef<str>) -> Self {
+        Region(s.as_ref().into())
     }
 }
 
