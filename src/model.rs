@@ -121,12 +121,18 @@ impl Environment {
     pub const ALL: [&'static str; 2] = ["nonprod", "prod"];
 }
 
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Environment::Nonprod => "nonprod",
             Environment::Prod => "prod",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -201,12 +207,18 @@ pub enum Platform {
     Windows,
 }
 
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Platform::Linux => "linux",
             Platform::Windows => "windows",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -433,7 +433,7 @@ async fn every_report_validates_against_its_schema() {
 
 // ---- hostile values, format by format ----
 
-fn hostile(report: &Report) -> report::model::InstanceReport {
+fn hostile<'a>(report: &Report<'a>) -> report::model::InstanceReport<'a> {
     report
         .instances()
         .find(|i| i.instance_id == HOSTILE_ID)
@@ -445,7 +445,7 @@ async fn hostile_values_survive_every_format() {
     let f = fixture(3, false).await;
     let tags = hostile_tags();
     assert_eq!(
-        hostile(&f.report()).tags,
+        *hostile(&f.report()).tags,
         tags.clone().into_iter().collect()
     );
     let dir = write_all(&f.report());
@@ -675,7 +675,7 @@ async fn audit_lists_every_change_with_actor_and_result() {
     assert!(audit.iter().any(|a| a.action == "tag_instance"));
     for a in &audit {
         assert!(
-            a.actor.starts_with("arn:aws:sts::") && a.actor.contains(&a.account_id),
+            a.actor.starts_with("arn:aws:sts::") && a.actor.contains(a.account_id),
             "{a:?}"
         );
     }
@@ -1494,11 +1494,11 @@ fn dashboard_works_in_headless_chromium() {
         );
     }
     let backup = h.backup.as_ref().unwrap();
-    assert!(details.contains(backup.ami_id.as_deref().unwrap()));
-    for snap in &backup.snapshot_ids {
+    assert!(details.contains(backup.ami_id.unwrap()));
+    for snap in backup.snapshot_ids {
         assert!(details.contains(snap.as_str()));
     }
-    for reason in &h.validation.as_ref().unwrap().reasons {
+    for reason in h.validation.as_ref().unwrap().reasons {
         assert!(details.contains(reason.as_str()), "{reason}");
     }
     assert!(details.contains(backup.created_at.as_deref().unwrap()));

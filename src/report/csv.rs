@@ -50,52 +50,52 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
     }
 }
 
-fn row(i: &InstanceReport, simulated: bool) -> [Cow<'_, str>; 29] {
+fn row<'a>(i: &'a InstanceReport<'_>, simulated: bool) -> [Cow<'a, str>; 29] {
     let b = i.backup.as_ref();
     let s = i.start.as_ref();
     let v = i.validation.as_ref();
-    fn text(o: Option<&String>) -> Cow<'_, str> {
-        Cow::Borrowed(o.map_or("", String::as_str))
+    fn text(o: Option<&str>) -> Cow<'_, str> {
+        Cow::Borrowed(o.unwrap_or(""))
     }
     let flag = |f: bool| Cow::Borrowed(if f { "true" } else { "false" });
     [
-        Cow::Borrowed(i.landing_zone.as_str()),
-        Cow::Borrowed(&i.account_id),
-        Cow::Borrowed(&i.region),
-        Cow::Borrowed(&i.environment),
-        Cow::Borrowed(&i.instance_id),
-        text(i.name.as_ref()),
-        Cow::Borrowed(&i.state),
-        Cow::Borrowed(&i.platform),
-        Cow::Borrowed(&i.instance_type),
-        text(i.private_ip.as_ref()),
-        text(i.launch_time.as_ref()),
-        text(i.patch_group.as_ref()),
-        text(i.environment_tag.as_ref()),
-        Cow::Borrowed(&i.ssm.ping_status),
-        text(i.ssm.agent_version.as_ref()),
-        text(b.and_then(|b| b.ami_id.as_ref())),
-        text(b.and_then(|b| b.state.as_ref())),
-        text(b.and_then(|b| b.created_at.as_ref())),
-        text(b.and_then(|b| b.completed_at.as_ref())),
+        Cow::Borrowed(i.landing_zone),
+        Cow::Borrowed(i.account_id),
+        Cow::Borrowed(i.region),
+        Cow::Borrowed(i.environment),
+        Cow::Borrowed(i.instance_id),
+        text(i.name),
+        Cow::Borrowed(i.state),
+        Cow::Borrowed(i.platform),
+        Cow::Borrowed(i.instance_type),
+        text(i.private_ip),
+        text(i.launch_time.as_deref()),
+        text(i.patch_group),
+        text(i.environment_tag),
+        Cow::Borrowed(i.ssm.ping_status),
+        text(i.ssm.agent_version),
+        text(b.and_then(|b| b.ami_id)),
+        text(b.and_then(|b| b.state)),
+        text(b.and_then(|b| b.created_at.as_deref())),
+        text(b.and_then(|b| b.completed_at.as_deref())),
         b.and_then(|b| b.duration_s)
             .map_or(Cow::Borrowed(""), |d| Cow::Owned(d.to_string())),
-        text(b.and_then(|b| b.expires_at.as_ref())),
-        text(b.and_then(|b| b.error.as_ref())),
-        Cow::Borrowed(&i.initial_state),
+        text(b.and_then(|b| b.expires_at.as_deref())),
+        text(b.and_then(|b| b.error)),
+        Cow::Borrowed(i.initial_state),
         flag(s.is_some_and(|s| s.started_by_run)),
-        text(s.and_then(|s| s.error.as_ref())),
-        text(v.map(|v| &v.verdict)),
+        text(s.and_then(|s| s.error)),
+        text(v.map(|v| v.verdict)),
         v.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.reasons.join("; "))),
         flag(simulated),
-        Cow::Owned(serde_json::to_string(&i.tags).unwrap_or_default()),
+        Cow::Owned(serde_json::to_string(i.tags).unwrap_or_default()),
     ]
 }
 
 /// Writes one row per instance, one row's model at a time, so a large
 /// fleet's inventory costs no second copy of the run.
-fn write_rows(
-    rows: impl Iterator<Item = InstanceReport>,
+fn write_rows<'a>(
+    rows: impl Iterator<Item = InstanceReport<'a>>,
     simulated: bool,
     out: impl Write,
 ) -> csv::Result<()> {

@@ -151,18 +151,18 @@ fn failures(report: &Report) -> Vec<Failure> {
         })
         .collect();
     for i in report.instances() {
-        let mut messages: Vec<String> = match (&i.validation, i.status) {
-            (Some(v), Status::NotReady) => v.reasons.clone(),
+        let mut messages: Vec<&str> = match (&i.validation, i.status) {
+            (Some(v), Status::NotReady) => v.reasons.iter().map(String::as_str).collect(),
             _ => Vec::new(),
         };
         if i.validation.is_none() {
-            messages.extend(i.backup.iter().filter_map(|b| b.error.clone()));
-            messages.extend(i.start.iter().filter_map(|s| s.error.clone()));
+            messages.extend(i.backup.iter().filter_map(|b| b.error));
+            messages.extend(i.start.iter().filter_map(|s| s.error));
         }
         if !messages.is_empty() {
             out.push(Failure {
                 place: format!("{} {}", i.landing_zone, i.instance_id),
-                name: i.name.clone(),
+                name: i.name.map(str::to_owned),
                 message: messages.join("; "),
             });
         }

@@ -91,9 +91,14 @@ pub fn write_all(
 ) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     let write_one = |f: Format| -> Result<PathBuf, (PathBuf, std::io::Error)> {
         let path = dir.join(f.file_name());
-        write_run_file(&path, report.run.simulated, |w| f.write(report, w))
-            .map(|()| path.clone())
-            .map_err(|e| (path, e))
+        let started = std::time::Instant::now();
+        let written = write_run_file(&path, report.run.simulated, |w| f.write(report, w));
+        tracing::debug!(
+            format = f.name(),
+            ms = started.elapsed().as_millis(),
+            "report written"
+        );
+        written.map(|()| path.clone()).map_err(|e| (path, e))
     };
     std::thread::scope(|scope| {
         let handles: Vec<_> = formats

@@ -8,13 +8,14 @@
 //! second, already formatted, so every format shows the same string.
 
 use crate::model::TagMap;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::cloud::{Api, CallCount};
-use crate::model::{ImageState, Record, tag};
+use crate::model::{AmiId, ImageState, Record, tag};
 use crate::workflow::{Event, Phase, Plan, Run};
 
 /// The version of the report's shape, in `schema_version` and the XML
@@ -118,12 +119,12 @@ pub struct Report<'a> {
 
 impl<'a> Report<'a> {
     /// Every instance, sorted by landing zone, region and instance id.
-    pub fn instances(&self) -> impl ExactSizeIterator<Item = InstanceReport> + '_ {
+    pub fn instances(&self) -> impl ExactSizeIterator<Item = InstanceReport<'a>> + '_ {
         self.records.iter().map(|r| instance_report(r))
     }
 
     /// Every change prepatch made, or tried to make, in time order.
-    pub fn audit(&self) -> impl ExactSizeIterator<Item = AuditEntry> + '_ {
+    pub fn audit(&self) -> impl ExactSizeIterator<Item = AuditEntry<'a>> + '_ {
         self.audit
             .iter()
             .map(|k| audit_entry(self.source, &self.events_by_scope, k))
@@ -311,74 +312,75 @@ impl Status {
     }
 }
 
-/// Everything known about one instance.
+/// Everything known about one instance, borrowed from the run: a report
+/// writes 100,000 of these, one at a time, and copies no text to do it.
 #[derive(Clone, Debug, Serialize)]
-pub struct InstanceReport {
-    pub landing_zone: String,
-    pub account_id: String,
-    pub region: String,
-    pub environment: String,
-    pub instance_id: String,
+pub struct InstanceReport<'a> {
+    pub landing_zone: &'a str,
+    pub account_id: &'a str,
+    pub region: &'a str,
+    pub environment: &'static str,
+    pub instance_id: &'a str,
     /// The `Name` tag.
-    pub name: Option<String>,
+    pub name: Option<&'a str>,
     /// Last known state: after a start, its final state; else as scanned.
-    pub state: String,
+    pub state: &'static str,
     /// State at scan time.
-    pub initial_state: String,
-    pub platform: String,
-    pub instance_type: String,
-    pub private_ip: Option<String>,
-    pub launch_time: Option<String>,
+    pub initial_state: &'static str,
+    pub platform: &'static str,
+    pub instance_type: &'a str,
+    pub private_ip: Option<&'a str>,
+    pub launch_time: Option<Stamp>,
     /// The `Patch Group` (or `PatchGroup`) tag.
-    pub patch_group: Option<String>,
+    pub patch_group: Option<&'a str>,
     /// The instance's own `Environment` tag.
-    pub environment_tag: Option<String>,
+    pub environment_tag: Option<&'a str>,
     /// Every tag, by key.
-    pub tags: TagMap,
-    pub ssm: SsmReport,
-    pub backup: Option<BackupReport>,
-    pub start: Option<StartReport>,
-    pub validation: Option<ValidationReport>,
+    pub tags: &'a TagMap,
+    pub ssm: SsmReport<'a>,
+    pub backup: Option<BackupReport<'a>>,
+    pub start: Option<StartReport<'a>>,
+    pub validation: Option<ValidationReport<'a>>,
     pub status: Status,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SsmReport {
-    pub ping_status: String,
-    pub agent_version: Option<String>,
+pub struct SsmReport<'a> {
+    pub ping_status: &'static str,
+    pub agent_version: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct BackupReport {
-    pub ami_id: Option<String>,
+pub struct BackupReport<'a> {
+    pub ami_id: Option<&'a str>,
     /// `pending`, `available`, `failed`, `unusable`; none if no AMI exists.
-    pub state: Option<String>,
+    pub state: Option<&'static str>,
     /// When `CreateImage` returned; none for a reused AMI.
-    pub created_at: Option<String>,
-    pub completed_at: Option<String>,
+    pub created_at: Option<Stamp>,
+    pub completed_at: Option<Stamp>,
     pub duration_s: Option<i64>,
-    pub expires_at: Option<String>,
-    pub snapshot_ids: Vec<String>,
+    pub expires_at: Option<Stamp>,
+    pub snapshot_ids: &'a [String],
     pub reused: bool,
-    pub error: Option<String>,
+    pub error: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct StartReport {
-    pub initial_state: String,
-    pub final_state: String,
+pub struct StartReport<'a> {
+    pub initial_state: &'static str,
+    pub final_state: &'static str,
     pub started_by_run: bool,
-    pub started_at: Option<String>,
-    pub running_at: Option<String>,
-    pub error: Option<String>,
+    pub started_at: Option<Stamp>,
+    pub running_at: Option<Stamp>,
+    pub error: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ValidationReport {
+pub struct ValidationReport<'a> {
     /// `READY` or `NOT READY`.
-    pub verdict: String,
+    pub verdict: &'static str,
     pub ready: bool,
-    pub reasons: Vec<String>,
+    pub reasons: &'a [String],
 }
 
 /// A failure, where it belongs, and what AWS said when it was an AWS error.
@@ -401,21 +403,21 @@ pub struct ErrorReport {
 
 /// One change prepatch made in an account, or tried to make.
 #[derive(Clone, Debug, Serialize)]
-pub struct AuditEntry {
-    pub at: String,
+pub struct AuditEntry<'a> {
+    pub at: Stamp,
     /// `create_image`, `start_instance`, `tag_instance` or `tag_snapshots`.
-    pub action: String,
+    pub action: &'static str,
     /// The assumed role's ARN that made the call.
-    pub actor: String,
-    pub landing_zone: String,
-    pub account_id: String,
-    pub region: String,
-    pub instance_id: Option<String>,
+    pub actor: &'a str,
+    pub landing_zone: &'a str,
+    pub account_id: &'a str,
+    pub region: &'a str,
+    pub instance_id: Option<&'a str>,
     /// What the change made or touched: the AMI id, or the instance id.
-    pub resource_id: Option<String>,
+    pub resource_id: Option<&'a str>,
     /// `success`, `failure`, or `pending` (an AMI not final yet).
-    pub result: String,
-    pub detail: String,
+    pub result: &'static str,
+    pub detail: Cow<'a, str>,
     /// The tags the change wrote.
     pub tags: TagMap,
 }
@@ -453,35 +455,71 @@ pub struct PhaseReport {
 }
 
 /// RFC 3339, UTC, to the second: the one time format of every report.
-/// Written digit by digit: a large run's reports format millions of times,
-/// and chrono's general formatter was a tenth of their cost.
-pub fn time(t: DateTime<Utc>) -> String {
+/// Written digit by digit into the stamp itself: a large run's reports
+/// format millions of times, and chrono's general formatter (and then an
+/// allocation each) were a tenth of their cost.
+pub fn time(t: DateTime<Utc>) -> Stamp {
     use chrono::{Datelike, Timelike};
     let year = t.year();
     // Leap seconds (nanoseconds past 1e9) and years outside 0-9999 are
     // left to chrono.
     if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
-        return t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        return Stamp::Other(t.to_rfc3339_opts(SecondsFormat::Secs, true).into());
     }
-    fn two(out: &mut String, n: u32, then: char) {
-        out.push(char::from(b'0' + (n / 10 % 10) as u8));
-        out.push(char::from(b'0' + (n % 10) as u8));
-        out.push(then);
-    }
+    let mut out = *b"0000-00-00T00:00:00Z";
+    let mut two = |at: usize, n: u32| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
     let year = year as u32;
-    let mut out = String::with_capacity(20);
-    out.push(char::from(b'0' + (year / 1000) as u8));
-    out.push(char::from(b'0' + (year / 100 % 10) as u8));
-    two(&mut out, year % 100, '-');
-    two(&mut out, t.month(), '-');
-    two(&mut out, t.day(), 'T');
-    two(&mut out, t.hour(), ':');
-    two(&mut out, t.minute(), ':');
-    two(&mut out, t.second(), 'Z');
-    out
+    two(0, year / 100);
+    two(2, year % 100);
+    two(5, t.month());
+    two(8, t.day());
+    two(11, t.hour());
+    two(14, t.minute());
+    two(17, t.second());
+    Stamp::Short(out)
 }
 
-fn opt_time(t: Option<DateTime<Utc>>) -> Option<String> {
+/// A time as the reports write it (see [`time`]); read it as a `str`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Stamp {
+    /// `YYYY-MM-DDTHH:MM:SSZ`, ASCII.
+    Short([u8; 20]),
+    Other(Box<str>),
+}
+
+impl std::ops::Deref for Stamp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            // Only ASCII digits and separators are ever written in.
+            Stamp::Short(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Stamp::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Option<Stamp> {
     t.map(time)
 }
 
@@ -578,55 +616,52 @@ fn refusal(c: &PermissionCheckReport) -> ErrorReport {
     }
 }
 
-pub(super) fn instance_report(r: &Record) -> InstanceReport {
+pub(super) fn instance_report(r: &Record) -> InstanceReport<'_> {
     let i = &r.instance;
     let status = status(r);
     InstanceReport {
-        landing_zone: r.landing_zone.clone(),
-        account_id: r.account.to_string(),
-        region: r.region.to_string(),
-        environment: r.environment.to_string(),
-        instance_id: i.id.to_string(),
-        name: i.name().map(str::to_owned),
-        state: r.current_state().to_string(),
-        initial_state: i.state.to_string(),
-        platform: i.platform.to_string(),
-        instance_type: i.instance_type.clone(),
-        private_ip: i.private_ip.clone(),
+        landing_zone: &r.landing_zone,
+        account_id: r.account.as_str(),
+        region: r.region.as_str(),
+        environment: r.environment.as_str(),
+        instance_id: i.id.as_str(),
+        name: i.name(),
+        state: r.current_state().as_str(),
+        initial_state: i.state.as_str(),
+        platform: i.platform.as_str(),
+        instance_type: &i.instance_type,
+        private_ip: i.private_ip.as_deref(),
         launch_time: opt_time(i.launch_time),
-        patch_group: i
-            .tag(tag::PATCH_GROUP)
-            .or_else(|| i.tag("PatchGroup"))
-            .map(str::to_owned),
-        environment_tag: i.tag(tag::ENVIRONMENT).map(str::to_owned),
-        tags: i.tags.clone(),
+        patch_group: i.tag(tag::PATCH_GROUP).or_else(|| i.tag("PatchGroup")),
+        environment_tag: i.tag(tag::ENVIRONMENT),
+        tags: &i.tags,
         ssm: SsmReport {
-            ping_status: r.ssm.ping.to_string(),
-            agent_version: r.ssm.agent_version.clone(),
+            ping_status: r.ssm.ping.as_str(),
+            agent_version: r.ssm.agent_version.as_deref(),
         },
         backup: r.backup.as_ref().map(|b| BackupReport {
-            ami_id: b.ami.as_ref().map(ToString::to_string),
-            state: b.state.map(|s| s.to_string()),
+            ami_id: b.ami.as_ref().map(AmiId::as_str),
+            state: b.state.map(ImageState::as_str),
             created_at: opt_time(b.created_at),
             completed_at: opt_time(b.completed_at),
             duration_s: b.duration_secs(),
             expires_at: opt_time(b.expires_at),
-            snapshot_ids: b.snapshot_ids.clone(),
+            snapshot_ids: &b.snapshot_ids,
             reused: b.reused,
-            error: b.error.clone(),
+            error: b.error.as_deref(),
         }),
         start: r.start.as_ref().map(|s| StartReport {
-            initial_state: s.initial_state.to_string(),
-            final_state: s.final_state.to_string(),
+            initial_state: s.initial_state.as_str(),
+            final_state: s.final_state.as_str(),
             started_by_run: s.started_by_run,
             started_at: opt_time(s.started_at),
             running_at: opt_time(s.running_at),
-            error: s.error.clone(),
+            error: s.error.as_deref(),
         }),
         validation: r.verdict.as_ref().map(|v| ValidationReport {
-            verdict: v.label().to_owned(),
+            verdict: v.label(),
             ready: v.ready,
-            reasons: v.reasons.clone(),
+            reasons: &v.reasons,
         }),
         status,
     }
@@ -820,38 +855,39 @@ fn audit_keys(run: &Run, events: &Events<'_>) -> Vec<AuditKey> {
 }
 
 /// The audit entry a key stands for.
-fn audit_entry(run: &Run, events: &Events<'_>, k: &AuditKey) -> AuditEntry {
+fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -> AuditEntry<'a> {
     let t = &run.targets[k.target];
     let r = k.record.map(|i| &t.records[i]);
     let event = k.event.map(|i| &run.events[i]);
     let id = r.map(|r| r.instance.id.as_str());
     let mut e = AuditEntry {
         at: time(k.at),
-        action: k.action.name().to_owned(),
-        actor: t.identity.clone(),
-        landing_zone: t.target.landing_zone.clone(),
-        account_id: t.target.account.to_string(),
-        region: t.target.region.to_string(),
-        instance_id: id.map(str::to_owned),
+        action: k.action.name(),
+        actor: &t.identity,
+        landing_zone: &t.target.landing_zone,
+        account_id: t.target.account.as_str(),
+        region: t.target.region.as_str(),
+        instance_id: id,
         resource_id: None,
-        result: String::new(),
-        detail: String::new(),
+        result: "",
+        detail: Cow::Borrowed(""),
         tags: TagMap::new(),
     };
-    let (result, detail) = match (k.action, r, event) {
-        (AuditAction::TagSnapshots, _, Some(ev)) => ("failure", ev.message.clone()),
+    let message = |ev: &'a Event| Cow::Borrowed(ev.message.as_str());
+    let (result, detail): (&'static str, Cow<'a, str>) = match (k.action, r, event) {
+        (AuditAction::TagSnapshots, _, Some(ev)) => ("failure", message(ev)),
         (AuditAction::CreateImage, Some(r), Some(ev)) => {
             let b = r.backup.as_ref();
             let detail = b
-                .and_then(|b| b.error.clone())
-                .unwrap_or_else(|| ev.message.clone());
+                .and_then(|b| b.error.as_deref())
+                .map_or_else(|| message(ev), Cow::Borrowed);
             ("failure", detail)
         }
         (AuditAction::CreateImage, Some(r), None) => {
             let Some((b, ami)) = r.backup.as_ref().and_then(|b| Some((b, b.ami.as_ref()?))) else {
                 return e;
             };
-            e.resource_id = Some(ami.to_string());
+            e.resource_id = Some(ami.as_str());
             let mut tags = TagMap::from_iter([
                 (tag::RUN_ID.to_owned(), run.id.as_str().to_owned()),
                 (
@@ -862,37 +898,41 @@ fn audit_entry(run: &Run, events: &Events<'_>, k: &AuditKey) -> AuditEntry {
                 (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
             ]);
             if let Some(x) = b.expires_at {
-                tags.insert(tag::EXPIRES_AT.to_owned(), time(x));
+                tags.insert(tag::EXPIRES_AT.to_owned(), time(x).to_string());
             }
             e.tags = tags;
             match (b.state, &b.error) {
-                (_, Some(err)) => ("failure", format!("AMI {ami}: {err}")),
-                (Some(ImageState::Available), None) => ("success", format!("AMI {ami} available")),
-                (Some(s), None) if s.is_final() => ("failure", format!("AMI {ami} {s}")),
-                _ => ("pending", format!("AMI {ami} pending")),
+                (_, Some(err)) => ("failure", Cow::Owned(format!("AMI {ami}: {err}"))),
+                (Some(ImageState::Available), None) => {
+                    ("success", Cow::Owned(format!("AMI {ami} available")))
+                }
+                (Some(s), None) if s.is_final() => {
+                    ("failure", Cow::Owned(format!("AMI {ami} {s}")))
+                }
+                _ => ("pending", Cow::Owned(format!("AMI {ami} pending"))),
             }
         }
         (AuditAction::StartInstance, Some(r), ev) => {
-            e.resource_id = id.map(str::to_owned);
+            e.resource_id = id;
             let s = r.start.as_ref();
             match (s, ev) {
                 (Some(s), None) => match &s.error {
-                    Some(err) => ("failure", err.clone()),
+                    Some(err) => ("failure", Cow::Borrowed(err.as_str())),
                     None => (
                         "success",
-                        format!("{} -> {}", s.initial_state, s.final_state),
+                        Cow::Owned(format!("{} -> {}", s.initial_state, s.final_state)),
                     ),
                 },
                 (s, Some(ev)) => (
                     "failure",
-                    s.and_then(|s| s.error.clone())
-                        .unwrap_or_else(|| ev.message.clone()),
+                    s.and_then(|s| s.error.as_deref())
+                        .map_or_else(|| message(ev), Cow::Borrowed),
                 ),
-                (None, None) => ("failure", String::new()),
+                (None, None) => ("failure", Cow::Borrowed("")),
             }
         }
         (AuditAction::TagInstance, Some(_), _) => {
-            e.resource_id = id.map(str::to_owned);
+            e.resource_id = id;
             e.tags = TagMap::from_iter([(tag::STARTED_BY.to_owned(), run.id.as_str().to_owned())]);
             let target = t.target.to_string();
             match events.find(
@@ -900,13 +940,13 @@ fn audit_entry(run: &Run, events: &Events<'_>, k: &AuditKey) -> AuditEntry {
                 &target,
                 "tagging started instances failed",
             ) {
-                Some(m) => ("failure", m.event.message.clone()),
-                None => ("success", format!("tagged {}", tag::STARTED_BY)),
+                Some(m) => ("failure", message(m.event)),
+                None => ("success", Cow::Owned(format!("tagged {}", tag::STARTED_BY))),
             }
         }
-        _ => ("failure", String::new()),
+        _ => ("failure", Cow::Borrowed("")),
     };
-    e.result = result.to_owned();
+    e.result = result;
     e.detail = detail;
     e
 }
@@ -1083,7 +1123,7 @@ impl<'a> Report<'a> {
             .events
             .iter()
             .map(|e| EventReport {
-                at: time(e.at),
+                at: time(e.at).to_string(),
                 phase: e.phase.name().to_owned(),
                 scope: e.scope.clone(),
                 message: e.message.clone(),
@@ -1122,8 +1162,8 @@ impl<'a> Report<'a> {
                 run_id: run.id.to_string(),
                 tool: "prepatch".to_owned(),
                 tool_version: meta.tool_version.clone(),
-                started_at: time(run.started_at),
-                finished_at: opt_time(run.finished_at),
+                started_at: time(run.started_at).to_string(),
+                finished_at: opt_time(run.finished_at).map(|t| t.to_string()),
                 duration_s,
                 command_line: meta.command_line.clone(),
                 config: meta.config.clone(),
@@ -1225,7 +1265,7 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 6, 15, 12, 0, 0).unwrap()
                 + chrono::Duration::milliseconds(999),
         ] {
-            assert_eq!(time(t), t.to_rfc3339_opts(SecondsFormat::Secs, true));
+            assert_eq!(*time(t), t.to_rfc3339_opts(SecondsFormat::Secs, true));
         }
     }
 

@@ -254,50 +254,50 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
     x.open("instances", &[])?;
     for i in report.instances() {
         x.open("instance", &[("status", i.status.as_str())])?;
-        x.el("landing_zone", &i.landing_zone)?;
-        x.el("account_id", &i.account_id)?;
-        x.el("region", &i.region)?;
-        x.el("environment", &i.environment)?;
-        x.el("instance_id", &i.instance_id)?;
-        x.opt("name", i.name.as_deref())?;
-        x.el("state", &i.state)?;
-        x.el("initial_state", &i.initial_state)?;
-        x.el("platform", &i.platform)?;
-        x.el("instance_type", &i.instance_type)?;
-        x.opt("private_ip", i.private_ip.as_deref())?;
+        x.el("landing_zone", i.landing_zone)?;
+        x.el("account_id", i.account_id)?;
+        x.el("region", i.region)?;
+        x.el("environment", i.environment)?;
+        x.el("instance_id", i.instance_id)?;
+        x.opt("name", i.name)?;
+        x.el("state", i.state)?;
+        x.el("initial_state", i.initial_state)?;
+        x.el("platform", i.platform)?;
+        x.el("instance_type", i.instance_type)?;
+        x.opt("private_ip", i.private_ip)?;
         x.opt("launch_time", i.launch_time.as_deref())?;
-        x.opt("patch_group", i.patch_group.as_deref())?;
-        x.opt("environment_tag", i.environment_tag.as_deref())?;
-        x.tags(&i.tags)?;
+        x.opt("patch_group", i.patch_group)?;
+        x.opt("environment_tag", i.environment_tag)?;
+        x.tags(i.tags)?;
         x.open("ssm", &[])?;
-        x.el("ping_status", &i.ssm.ping_status)?;
-        x.opt("agent_version", i.ssm.agent_version.as_deref())?;
+        x.el("ping_status", i.ssm.ping_status)?;
+        x.opt("agent_version", i.ssm.agent_version)?;
         x.close("ssm")?;
         if let Some(b) = &i.backup {
             x.open("backup", &[("reused", flag(b.reused))])?;
-            x.opt("ami_id", b.ami_id.as_deref())?;
-            x.opt("state", b.state.as_deref())?;
+            x.opt("ami_id", b.ami_id)?;
+            x.opt("state", b.state)?;
             x.opt("created_at", b.created_at.as_deref())?;
             x.opt("completed_at", b.completed_at.as_deref())?;
             x.opt("duration_s", b.duration_s.map(|d| d.to_string()).as_deref())?;
             x.opt("expires_at", b.expires_at.as_deref())?;
-            x.list("snapshot_ids", "snapshot_id", &b.snapshot_ids)?;
-            x.opt("error", b.error.as_deref())?;
+            x.list("snapshot_ids", "snapshot_id", b.snapshot_ids)?;
+            x.opt("error", b.error)?;
             x.close("backup")?;
         }
         if let Some(s) = &i.start {
             x.open("start", &[("started_by_run", flag(s.started_by_run))])?;
-            x.el("initial_state", &s.initial_state)?;
-            x.el("final_state", &s.final_state)?;
+            x.el("initial_state", s.initial_state)?;
+            x.el("final_state", s.final_state)?;
             x.opt("started_at", s.started_at.as_deref())?;
             x.opt("running_at", s.running_at.as_deref())?;
-            x.opt("error", s.error.as_deref())?;
+            x.opt("error", s.error)?;
             x.close("start")?;
         }
         if let Some(v) = &i.validation {
             x.open("validation", &[("ready", flag(v.ready))])?;
-            x.el("verdict", &v.verdict)?;
-            x.list("reasons", "reason", &v.reasons)?;
+            x.el("verdict", v.verdict)?;
+            x.list("reasons", "reason", v.reasons)?;
             x.close("validation")?;
         }
         x.close("instance")?;
@@ -321,14 +321,14 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
 
     x.open("audit", &[])?;
     for a in report.audit() {
-        x.open("change", &[("action", &a.action), ("result", &a.result)])?;
+        x.open("change", &[("action", a.action), ("result", a.result)])?;
         x.el("at", &a.at)?;
-        x.el("actor", &a.actor)?;
-        x.el("landing_zone", &a.landing_zone)?;
-        x.el("account_id", &a.account_id)?;
-        x.el("region", &a.region)?;
-        x.opt("instance_id", a.instance_id.as_deref())?;
-        x.opt("resource_id", a.resource_id.as_deref())?;
+        x.el("actor", a.actor)?;
+        x.el("landing_zone", a.landing_zone)?;
+        x.el("account_id", a.account_id)?;
+        x.el("region", a.region)?;
+        x.opt("instance_id", a.instance_id)?;
+        x.opt("resource_id", a.resource_id)?;
         x.el("detail", &a.detail)?;
         x.tags(&a.tags)?;
         x.close("change")?;
