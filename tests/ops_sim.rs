@@ -402,3 +402,73 @@ async fn deprecation_at_expiry_is_set_on_each_new_ami_when_asked_sim() {
             .any(|(api, _)| *api == Api::EnableImageDeprecation)
     );
 }
+
+/// The simulator answers a run's AMIs from an index of the run-id tag: it
+/// must say what a look at every AMI would, whatever happened to the tag.
+#[tokio::test(start_paused = true)]
+async fn amis_by_run_id_follow_their_tags_and_deregistration_sim() {
+    use prepatch::cloud::ImageFilter;
+    use prepatch::model::AmiId;
+    let sim = SimCloud::empty();
+    let ids: Vec<InstanceId> = (0..4)
+        .map(|n| add(&sim, n, InstanceState::Running))
+        .collect();
+    let mut amis = Vec::new();
+    for id in &ids {
+        amis.push(AmiId::new(
+            image(&sim, id, "run-a", "2026-01-01T00:00:00Z", "prepatch").await,
+        ));
+    }
+    let t = target();
+    let by_run = |run: &'static str| {
+        let sim = &sim;
+        let t = &t;
+        async move {
+            let mut got: Vec<String> = sim
+                .describe_images(t, &ImageFilter::Tag(tag::RUN_ID.into(), run.into()))
+                .await
+                .expect("describe")
+                .into_iter()
+                .map(|i| i.id.to_string())
+                .collect();
+            got.sort();
+            got
+        }
+    };
+    let scan = |run: &str| {
+        let mut want: Vec<String> = sim
+            .images(&account(), &region())
+            .into_iter()
+            .filter(|i| i.tags.get(tag::RUN_ID).map(String::as_str) == Some(run))
+            .map(|i| i.id.to_string())
+            .collect();
+        want.sort();
+        want
+    };
+    assert_eq!(by_run("run-a").await.len(), 4);
+    // Re-tagged to another run, by hand and by CreateTags.
+    sim.set_image_tag(&account(), &region(), &amis[0], tag::RUN_ID, "run-b");
+    sim.create_tags(
+        &t,
+        &[amis[1].to_string()],
+        &vec![(tag::RUN_ID.into(), "run-b".into())],
+    )
+    .await
+    .expect("tag");
+    // The tag taken off, and an AMI gone.
+    sim.delete_tags(
+        &t,
+        &[amis[2].to_string()],
+        &vec![(tag::RUN_ID.into(), String::new())],
+    )
+    .await
+    .expect("untag");
+    sim.deregister_image(&t, &amis[3])
+        .await
+        .expect("deregister");
+    for run in ["run-a", "run-b"] {
+        assert_eq!(by_run(run).await, scan(run), "{run}");
+    }
+    assert_eq!(by_run("run-a").await, Vec::<String>::new());
+    assert_eq!(by_run("run-b").await.len(), 2);
+}

@@ -320,9 +320,42 @@ struct World {
     /// are due instead of looking at the whole world. An entry whose
     /// subject has moved on since is stale and skipped.
     due: BinaryHeap<Reverse<(Instant, Due)>>,
+    /// AMIs by their `prepatch:run-id` tag, kept exact by [`World::reindex`]
+    /// after every change of an AMI's tags: a run polls its AMIs by that tag
+    /// a dozen times per account-region, and reading every AMI's tags for it
+    /// was an eighth of a large backup.
+    by_run_id: HashMap<String, BTreeSet<AmiId>>,
 }
 
 impl World {
+    /// Files an AMI under its `prepatch:run-id` tag as it is now (none if
+    /// it is gone), after its tags changed or it went.
+    fn reindex(&mut self, id: &AmiId, was: Option<&str>) {
+        let now = self
+            .images
+            .get(id)
+            .and_then(|i| i.image.tags.get(tag::RUN_ID).cloned());
+        if was == now.as_deref() {
+            return;
+        }
+        if let Some(ids) = was.and_then(|w| self.by_run_id.get_mut(w)) {
+            ids.remove(id);
+        }
+        if let Some(run) = now {
+            self.by_run_id.entry(run).or_default().insert(id.clone());
+        }
+    }
+
+    /// Changes an AMI's tags, and files it again.
+    fn retag_image(&mut self, id: &AmiId, change: impl FnOnce(&mut TagMap)) {
+        let Some(img) = self.images.get_mut(id) else {
+            return;
+        };
+        let was = img.image.tags.get(tag::RUN_ID).cloned();
+        change(&mut img.image.tags);
+        self.reindex(id, was.as_deref());
+    }
+
     /// Applies the transitions that are due.
     fn tick(&mut self, now: Instant) {
         while let Some(Reverse((at, _))) = self.due.peek() {
@@ -830,9 +863,9 @@ impl SimCloud {
         value: &str,
     ) {
         self.with_world_at(account, region, |w| {
-            if let Some(img) = w.images.get_mut(ami) {
-                img.image.tags.insert(key.to_owned(), value.to_owned());
-            }
+            w.retag_image(ami, |tags| {
+                tags.insert(key.to_owned(), value.to_owned());
+            });
         });
     }
 
@@ -1030,6 +1063,7 @@ impl Cloud for SimCloud {
                         fate,
                     },
                 );
+                w.reindex(&ami, None);
                 w.schedule(now + takes, Due::Image(ami.clone()));
                 Ok(ami.clone())
             },
@@ -1055,12 +1089,21 @@ impl Cloud for SimCloud {
             ImageFilter::Name(n) => i.image.name == *n,
             ImageFilter::Owned => true,
         };
-        self.read(t, Api::DescribeImages, EC2_PAGE, |w| {
-            w.images
+        self.read(t, Api::DescribeImages, EC2_PAGE, |w| match filter {
+            ImageFilter::Tag(k, v) if k == tag::RUN_ID => w
+                .by_run_id
+                .get(v)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| w.images.get(id))
+                .map(|i| i.image.clone())
+                .collect(),
+            _ => w
+                .images
                 .values()
                 .filter(matches)
                 .map(|i| i.image.clone())
-                .collect()
+                .collect(),
         })
     }
 
@@ -1076,16 +1119,25 @@ impl Cloud for SimCloud {
             |_| 1,
             0,
             |w, _| {
+                let mut fresh: Option<TagMap> = None;
                 for r in resources {
                     if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
                         i.instance.tags.extend(tags.iter().cloned());
-                    } else if let Some(img) = w.images.get_mut(&AmiId::new(r.clone())) {
-                        img.image.tags.extend(tags.iter().cloned());
+                    } else if w.images.contains_key(&AmiId::new(r)) {
+                        w.retag_image(&AmiId::new(r), |have| {
+                            have.extend(tags.iter().cloned());
+                        });
                     } else if r.starts_with("snap-") {
-                        w.snapshot_tags
-                            .entry(r.clone())
-                            .or_default()
-                            .extend(tags.iter().cloned());
+                        // Snapshots tagged alike share one map: a run tags
+                        // 100,000 of them, a thousand in a call.
+                        let have = w.snapshot_tags.entry(r.clone()).or_default();
+                        if have.is_empty() {
+                            *have = fresh
+                                .get_or_insert_with(|| tags.iter().cloned().collect())
+                                .clone();
+                        } else {
+                            have.extend(tags.iter().cloned());
+                        }
                     } else {
                         return Err(CloudError::new(
                             Api::CreateTags,
@@ -1253,6 +1305,7 @@ impl Cloud for SimCloud {
                     ));
                 };
                 w.image_names.remove(&img.image.name);
+                w.reindex(ami, img.image.tags.get(tag::RUN_ID).map(String::as_str));
                 Ok(())
             },
         )
@@ -1334,8 +1387,8 @@ impl Cloud for SimCloud {
                 for r in resources {
                     if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
                         drop_from(&mut i.instance.tags);
-                    } else if let Some(img) = w.images.get_mut(&AmiId::new(r.clone())) {
-                        drop_from(&mut img.image.tags);
+                    } else if w.images.contains_key(&AmiId::new(r)) {
+                        w.retag_image(&AmiId::new(r), drop_from);
                     } else if let Some(snap) = w.snapshot_tags.get_mut(r) {
                         drop_from(snap);
                     }
