@@ -89,23 +89,17 @@ pub fn save(
     backup_waited: bool,
 ) -> Result<(), String> {
     for &part in phase.map_or(&[][..], |p| parts(p, backup_waited)) {
-        let mut failed: Option<serde_json::Error> = None;
+        // Made before the journal is taken: the next phase, running
+        // meanwhile, journals its calls.
         let rows = run
             .targets
             .iter()
             .enumerate()
-            .map_while(|(i, t)| match part_json(t, part) {
-                Ok(json) => Some((i, json)),
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
-            });
-        j.save_parts(run.id.as_str(), part, rows)
+            .map(|(i, t)| Ok((i, part_json(t, part)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| e.to_string())?;
-        if let Some(e) = failed {
-            return Err(e.to_string());
-        }
+        j.save_parts(run.id.as_str(), part, rows.into_iter())
+            .map_err(|e| e.to_string())?;
     }
     let header = serde_json::to_string(&header(run)).map_err(|e| e.to_string())?;
     j.save_snapshot(run.id.as_str(), &header, counts(run))
