@@ -11,9 +11,9 @@
 //!
 //! Each step is its own transaction (autocommit), in WAL mode with
 //! `synchronous=FULL`, so an intent is on disk before its call is sent.
-//! Simulated runs (the demo) commit their steps in batches instead, each
-//! intent written with its outcome as one row ([`Journal::relaxed`]):
-//! nothing real is at stake there.
+//! Simulated runs (the demo) hand their steps to a writer thread that
+//! commits them in batches instead, each intent written with its outcome as
+//! one row ([`Journal::relaxed`]): nothing real is at stake there.
 //! The schema is versioned with `PRAGMA user_version`: a file from a newer
 //! prepatch, a corrupt file, or a path that is not a database is refused
 //! with one line naming the file.
@@ -316,14 +316,149 @@ fn now() -> String {
 /// The run journal.
 pub struct Journal {
     path: PathBuf,
-    conn: Mutex<Connection>,
-    /// Simulated runs only: intents and outcomes are committed in batches
-    /// of [`BATCH`] steps (`None`: each step is its own transaction).
-    batch: Option<std::sync::atomic::AtomicUsize>,
+    conn: std::sync::Arc<Mutex<Connection>>,
+    /// Simulated runs only: their steps are written by a thread of their
+    /// own, in transactions of up to [`BATCH`] (`None`: each step is its
+    /// own transaction, written before the call it is about).
+    writer: Option<Writer>,
 }
 
 /// Steps per transaction in a simulated run's journal.
 const BATCH: usize = 1000;
+
+/// A relaxed journal's step writer: a simulated run makes thousands of
+/// steps a second on one thread, which has better things to do than SQLite.
+struct Writer {
+    to: Option<std::sync::mpsc::Sender<ToWriter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The first error it met, reported by the next step or read.
+    failed: std::sync::Arc<Mutex<Option<String>>>,
+}
+
+enum ToWriter {
+    Step(Box<PendingStep>, Done),
+    /// Answered once everything sent before is committed.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// How a step ended.
+struct Done {
+    at: String,
+    status: &'static str,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl Writer {
+    fn start(conn: std::sync::Arc<Mutex<Connection>>) -> std::io::Result<Writer> {
+        let (to, from) = std::sync::mpsc::channel();
+        let failed = std::sync::Arc::new(Mutex::new(None));
+        let failures = std::sync::Arc::clone(&failed);
+        let thread = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || write_steps(&conn, &from, &failures))?;
+        Ok(Writer {
+            to: Some(to),
+            thread: Some(thread),
+            failed,
+        })
+    }
+
+    fn send(&self, m: ToWriter) -> bool {
+        self.to.as_ref().is_some_and(|to| to.send(m).is_ok())
+    }
+
+    /// Waits until every step sent so far is committed; the first error.
+    fn flush(&self) -> Result<(), String> {
+        let (done, wait) = std::sync::mpsc::channel();
+        if !self.send(ToWriter::Flush(done)) || wait.recv().is_err() {
+            return Err("the journal's writer stopped".into());
+        }
+        self.error()
+    }
+
+    fn error(&self) -> Result<(), String> {
+        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once the queue is written.
+        drop(self.to.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer's loop: takes what is queued, up to [`BATCH`] steps, writes
+/// them in one transaction, then answers the flushes among them.
+fn write_steps(
+    conn: &Mutex<Connection>,
+    from: &std::sync::mpsc::Receiver<ToWriter>,
+    failed: &Mutex<Option<String>>,
+) {
+    while let Ok(first) = from.recv() {
+        let (mut steps, mut flushes) = (Vec::new(), Vec::new());
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m {
+                ToWriter::Step(step, done) => steps.push((step, done)),
+                ToWriter::Flush(f) => flushes.push(f),
+            }
+            next = if steps.len() < BATCH {
+                from.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !steps.is_empty() {
+            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = insert_steps(&mut c, &steps) {
+                tracing::error!(error = %e, "cannot write steps in the journal");
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e.to_string());
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+/// Writes finished steps, intent and outcome in one row each.
+fn insert_steps(c: &mut Connection, steps: &[(Box<PendingStep>, Done)]) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO steps (run_id, at, done_at, action, landing_zone, account, region, resources, detail, status, result, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for (step, done) in steps {
+            insert.execute(params![
+                step.run_id,
+                step.at,
+                done.at,
+                step.action,
+                step.target.landing_zone,
+                step.target.account.as_str(),
+                step.target.region.as_str(),
+                step.resources,
+                step.detail,
+                done.status,
+                done.result,
+                done.error
+            ])?;
+        }
+    }
+    tx.commit()
+}
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -425,9 +560,9 @@ impl Journal {
             });
         }
         Ok(Journal {
-            batch: None,
+            writer: None,
             path: path.to_owned(),
-            conn: Mutex::new(conn),
+            conn: std::sync::Arc::new(Mutex::new(conn)),
         })
     }
 
@@ -436,9 +571,11 @@ impl Journal {
     }
 
     /// For simulated runs (the demo): commits are not flushed to disk one
-    /// by one, and steps are committed a thousand at a time. Nothing real is
-    /// at stake, and the simulation runs thousands of steps a second; a
-    /// crash loses at most the last batch of a simulation.
+    /// by one, and steps are written by a thread of their own, up to a
+    /// thousand a transaction, each intent with its outcome. Nothing real
+    /// is at stake, and the simulation runs thousands of steps a second; a
+    /// crash loses at most the steps not written yet. Anything else the
+    /// journal is asked first waits for those.
     pub fn relaxed(mut self) -> Result<Journal, JournalError> {
         // NORMAL, not OFF: in WAL mode a power cut may lose the last
         // commits but cannot corrupt the file, which may also hold real
@@ -449,32 +586,13 @@ impl Journal {
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.pragma_update(None, "wal_autocheckpoint", 0)
         })?;
-        self.batch = Some(std::sync::atomic::AtomicUsize::new(0));
+        self.writer = Some(
+            Writer::start(std::sync::Arc::clone(&self.conn)).map_err(|e| JournalError::Open {
+                path: self.path.display().to_string(),
+                message: format!("cannot start its writer: {e}"),
+            })?,
+        );
         Ok(self)
-    }
-
-    /// A step (intent, outcome, lookup): in its own transaction, or in a
-    /// simulated run's open batch.
-    fn step<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, JournalError> {
-        let Some(count) = &self.batch else {
-            return self.with(f);
-        };
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let run = |c: &mut Connection| -> rusqlite::Result<T> {
-            if c.is_autocommit() {
-                c.execute_batch("BEGIN")?;
-            }
-            let out = f(c)?;
-            if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= BATCH {
-                count.store(0, std::sync::atomic::Ordering::Relaxed);
-                c.execute_batch("COMMIT")?;
-            }
-            Ok(out)
-        };
-        run(&mut conn).map_err(|e| self.sql(e))
     }
 
     fn sql(&self, e: rusqlite::Error) -> JournalError {
@@ -488,15 +606,15 @@ impl Journal {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, JournalError> {
+        // A simulated run's steps in the writer's queue come first.
+        if let Some(w) = &self.writer {
+            w.flush().map_err(|message| JournalError::Sql {
+                path: self.path.display().to_string(),
+                message,
+            })?;
+        }
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let run = |c: &mut Connection| -> rusqlite::Result<T> {
-            // Anything but a step first commits a simulated run's batch.
-            if !c.is_autocommit() {
-                c.execute_batch("COMMIT")?;
-            }
-            f(c)
-        };
-        run(&mut conn).map_err(|e| self.sql(e))
+        f(&mut conn).map_err(|e| self.sql(e))
     }
 
     /// Records a run (or restore, cleanup) starting; a run id seen before
@@ -614,10 +732,10 @@ impl Journal {
             resources: resources.join(" "),
             detail: detail.map(str::to_owned),
         };
-        if self.batch.is_some() {
+        if self.writer.is_some() {
             return Ok(Intent::Deferred(Box::new(step)));
         }
-        self.step(|c| {
+        self.with(|c| {
             // Cached: one of these per mutating call, so not parsed each time.
             c.prepare_cached(
                 "INSERT INTO steps (run_id, at, action, landing_zone, account, region, resources, detail, status)
@@ -647,33 +765,36 @@ impl Journal {
             Ok(r) => ("ok", r, None),
             Err(e) => ("failed", None, Some(e)),
         };
-        self.step(|c| {
-            match intent {
-                Intent::Written(seq) => c
-                    .prepare_cached(
-                        "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
-                    )?
-                    .execute(params![now(), status, ok, err, seq])?,
-                Intent::Deferred(step) => c
-                    .prepare_cached(
-                        "INSERT INTO steps (run_id, at, done_at, action, landing_zone, account, region, resources, detail, status, result, error)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    )?
-                    .execute(params![
-                        step.run_id,
-                        step.at,
-                        now(),
-                        step.action,
-                        step.target.landing_zone,
-                        step.target.account.as_str(),
-                        step.target.region.as_str(),
-                        step.resources,
-                        step.detail,
-                        status,
-                        ok,
-                        err
-                    ])?,
-            };
+        let intent = match intent {
+            Intent::Written(seq) => seq,
+            Intent::Deferred(step) => {
+                let w = self
+                    .writer
+                    .as_ref()
+                    .ok_or_else(|| self.sql(rusqlite::Error::InvalidQuery))?;
+                let done = Done {
+                    at: now(),
+                    status,
+                    result: ok.map(str::to_owned),
+                    error: err.map(str::to_owned),
+                };
+                if !w.send(ToWriter::Step(step, done)) {
+                    return Err(JournalError::Sql {
+                        path: self.path.display().to_string(),
+                        message: "the journal's writer stopped".into(),
+                    });
+                }
+                return w.error().map_err(|message| JournalError::Sql {
+                    path: self.path.display().to_string(),
+                    message,
+                });
+            }
+        };
+        self.with(|c| {
+            c.prepare_cached(
+                "UPDATE steps SET done_at = ?1, status = ?2, result = ?3, error = ?4 WHERE seq = ?5",
+            )?
+            .execute(params![now(), status, ok, err, intent])?;
             Ok(())
         })
     }
@@ -922,7 +1043,7 @@ impl Journal {
     /// The AMIs this run's successful `CreateImage` calls made, by
     /// instance id (the last one, if an instance has several).
     pub fn created_images(&self, run_id: &str) -> Result<HashMap<String, String>, JournalError> {
-        self.step(|c| {
+        self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT resources, result FROM steps WHERE run_id = ?1 AND action = 'CreateImage'
                  AND status = 'ok' AND result IS NOT NULL ORDER BY seq",
