@@ -579,12 +579,13 @@ impl Journal {
     pub fn relaxed(mut self) -> Result<Journal, JournalError> {
         // NORMAL, not OFF: in WAL mode a power cut may lose the last
         // commits but cannot corrupt the file, which may also hold real
-        // runs. No checkpoints (each one a copy and a flush) in the middle
-        // of a phase: the run folds the WAL in with [`Journal::checkpoint`]
-        // while it writes its reports.
+        // runs. SQLite folds the WAL into the file (a copy and a flush)
+        // every 16 MB, on the thread that commits: the writer's, or the
+        // checkpoint's, never the phases'. The run folds in the rest with
+        // [`Journal::checkpoint`] while it writes its reports.
         self.with(|c| {
             c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.pragma_update(None, "wal_autocheckpoint", 0)
+            c.pragma_update(None, "wal_autocheckpoint", 4096)
         })?;
         self.writer = Some(
             Writer::start(std::sync::Arc::clone(&self.conn)).map_err(|e| JournalError::Open {
