@@ -368,6 +368,14 @@ impl Writer {
         self.to.as_ref().is_some_and(|to| to.send(m).is_ok())
     }
 
+    /// Queues a finished step; the first error met so far, if any.
+    fn queue(&self, step: Box<PendingStep>, done: Done) -> Result<(), String> {
+        if !self.send(ToWriter::Step(step, done)) {
+            return Err("the journal's writer stopped".into());
+        }
+        self.error()
+    }
+
     /// Waits until every step sent so far is committed; the first error.
     fn flush(&self) -> Result<(), String> {
         let (done, wait) = std::sync::mpsc::channel();
@@ -597,9 +605,13 @@ impl Journal {
     }
 
     fn sql(&self, e: rusqlite::Error) -> JournalError {
+        self.failed(e.to_string())
+    }
+
+    fn failed(&self, message: impl Into<String>) -> JournalError {
         JournalError::Sql {
             path: self.path.display().to_string(),
-            message: e.to_string(),
+            message: message.into(),
         }
     }
 
@@ -609,10 +621,7 @@ impl Journal {
     ) -> Result<T, JournalError> {
         // A simulated run's steps in the writer's queue come first.
         if let Some(w) = &self.writer {
-            w.flush().map_err(|message| JournalError::Sql {
-                path: self.path.display().to_string(),
-                message,
-            })?;
+            w.flush().map_err(|e| self.failed(e))?;
         }
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| self.sql(e))
@@ -769,26 +778,17 @@ impl Journal {
         let intent = match intent {
             Intent::Written(seq) => seq,
             Intent::Deferred(step) => {
-                let w = self
-                    .writer
-                    .as_ref()
-                    .ok_or_else(|| self.sql(rusqlite::Error::InvalidQuery))?;
+                // Only a relaxed journal defers an intent, and it has a writer.
+                let Some(w) = &self.writer else {
+                    return Err(self.failed("a deferred step in a journal without a writer"));
+                };
                 let done = Done {
                     at: now(),
                     status,
                     result: ok.map(str::to_owned),
                     error: err.map(str::to_owned),
                 };
-                if !w.send(ToWriter::Step(step, done)) {
-                    return Err(JournalError::Sql {
-                        path: self.path.display().to_string(),
-                        message: "the journal's writer stopped".into(),
-                    });
-                }
-                return w.error().map_err(|message| JournalError::Sql {
-                    path: self.path.display().to_string(),
-                    message,
-                });
+                return w.queue(step, done).map_err(|e| self.failed(e));
             }
         };
         self.with(|c| {
@@ -939,7 +939,7 @@ impl Journal {
 
     /// Folds the write-ahead log into the database file and empties it, so
     /// that closing the journal has nothing left to do. A run calls it
-    /// beside its reports: a large simulated run leaves a WAL of 100 MB.
+    /// beside its reports (closing would do it on the run's own thread).
     pub fn checkpoint(&self) -> Result<(), JournalError> {
         self.with(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
     }
