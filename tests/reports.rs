@@ -553,6 +553,18 @@ async fn hostile_values_survive_every_format() {
         .unwrap();
     let back: BTreeMap<String, String> = serde_json::from_value(row[at("tags")].clone()).unwrap();
     assert_eq!(back, tags);
+    // Every row, read by its field names, is the instance as report.json
+    // has it.
+    let rows = data["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), f.report().instances().len());
+    for (row, instance) in rows.iter().zip(f.report().instances()) {
+        let row: serde_json::Map<String, Value> = fields
+            .iter()
+            .zip(row.as_array().unwrap())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_eq!(Value::Object(row), serde_json::to_value(&instance).unwrap());
+    }
 }
 
 /// An XPath 1.0 string literal for any text (concat() for mixed quotes).

@@ -498,59 +498,34 @@ fn xml(
     rows: &[&Row],
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
-                    '\u{FFFD}'
-                } else {
-                    c
-                }
-            })
-            .collect()
-    };
-    let mut w = quick_xml::Writer::new_with_indent(out, b' ', 2);
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let mut root = BytesStart::new("restore");
-    root.push_attribute(("xmlns", "urn:prepatch:restore:1"));
-    root.push_attribute(("run_id", clean(run_id).as_str()));
-    root.push_attribute(("restore_id", clean(restore_id).as_str()));
-    root.push_attribute(("dry_run", if dry_run { "true" } else { "false" }));
-    w.write_event(Event::Start(root))?;
-    let el = |w: &mut quick_xml::Writer<&mut dyn Write>, name: &str, v: &str| {
-        w.write_event(Event::Start(BytesStart::new(name)))?;
-        w.write_event(Event::Text(BytesText::new(&clean(v))))?;
-        w.write_event(Event::End(BytesEnd::new(name)))
-    };
-    el(&mut w, "summary", summary)?;
+    let mut w = crate::report::xml_writer::XmlWriter::new(out)?;
+    w.open(
+        "restore",
+        &[
+            ("xmlns", "urn:prepatch:restore:1"),
+            ("run_id", run_id),
+            ("restore_id", restore_id),
+            ("dry_run", if dry_run { "true" } else { "false" }),
+        ],
+    )?;
+    w.el("summary", summary)?;
     for r in rows {
-        let mut i = BytesStart::new("instance");
-        i.push_attribute(("action", r.action.as_str()));
-        w.write_event(Event::Start(i))?;
-        el(&mut w, "landing_zone", &r.landing_zone)?;
-        el(&mut w, "account_id", &r.account)?;
-        el(&mut w, "region", &r.region)?;
-        el(&mut w, "instance_id", &r.instance_id)?;
-        el(&mut w, "name", &r.name)?;
-        el(&mut w, "state_before", &r.state_before)?;
-        el(&mut w, "state_after", &r.state_after)?;
-        el(
-            &mut w,
-            "in_journal",
-            if r.in_journal { "true" } else { "false" },
-        )?;
-        el(&mut w, "tag", &r.tag)?;
-        el(
-            &mut w,
-            "tag_removed",
-            if r.tag_removed { "true" } else { "false" },
-        )?;
-        el(&mut w, "reason", &r.reason)?;
-        w.write_event(Event::End(BytesEnd::new("instance")))?;
+        w.open("instance", &[("action", r.action.as_str())])?;
+        w.el("landing_zone", &r.landing_zone)?;
+        w.el("account_id", &r.account)?;
+        w.el("region", &r.region)?;
+        w.el("instance_id", &r.instance_id)?;
+        w.el("name", &r.name)?;
+        w.el("state_before", &r.state_before)?;
+        w.el("state_after", &r.state_after)?;
+        w.el("in_journal", if r.in_journal { "true" } else { "false" })?;
+        w.el("tag", &r.tag)?;
+        w.el("tag_removed", if r.tag_removed { "true" } else { "false" })?;
+        w.el("reason", &r.reason)?;
+        w.close("instance")?;
     }
-    w.write_event(Event::End(BytesEnd::new("restore")))?;
-    writeln!(w.get_mut())
+    w.close("restore")?;
+    w.finish().map(drop)
 }
 
 /// `prepatch restore --run <id>`.

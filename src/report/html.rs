@@ -21,7 +21,7 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::model::{Report, Status};
+use super::model::{InstanceReport, Report, Status};
 
 const TEMPLATE: &str = include_str!("../../templates/report.html");
 const CSS: &str = include_str!("../../templates/report.css");
@@ -90,41 +90,81 @@ pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Er
     Ok(String::from_utf8(out).unwrap_or_default())
 }
 
-/// Writes the instances as a table, `{"fields": [...], "rows": [[...]]}`:
-/// field names once, then one array per row, each row made and written
-/// in turn.
+/// The instances' fields, as the page's table gets them: in the order
+/// [`InstanceReport`] declares them, each value as `report.json` has it.
+const FIELDS: [&str; 20] = [
+    "landing_zone",
+    "account_id",
+    "region",
+    "environment",
+    "instance_id",
+    "name",
+    "state",
+    "initial_state",
+    "platform",
+    "instance_type",
+    "private_ip",
+    "launch_time",
+    "patch_group",
+    "environment_tag",
+    "tags",
+    "ssm",
+    "backup",
+    "start",
+    "validation",
+    "status",
+];
+
+/// One instance as an array of its [`FIELDS`]' values: the field names
+/// travel once, not in every row.
+struct Row<'r, 'a>(&'r InstanceReport<'a>);
+
+impl Serialize for Row<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let i = self.0;
+        let mut t = s.serialize_tuple(FIELDS.len())?;
+        t.serialize_element(i.landing_zone)?;
+        t.serialize_element(i.account_id)?;
+        t.serialize_element(i.region)?;
+        t.serialize_element(i.environment)?;
+        t.serialize_element(i.instance_id)?;
+        t.serialize_element(&i.name)?;
+        t.serialize_element(i.state)?;
+        t.serialize_element(i.initial_state)?;
+        t.serialize_element(i.platform)?;
+        t.serialize_element(i.instance_type)?;
+        t.serialize_element(&i.private_ip)?;
+        t.serialize_element(&i.launch_time)?;
+        t.serialize_element(&i.patch_group)?;
+        t.serialize_element(&i.environment_tag)?;
+        t.serialize_element(i.tags)?;
+        t.serialize_element(&i.ssm)?;
+        t.serialize_element(&i.backup)?;
+        t.serialize_element(&i.start)?;
+        t.serialize_element(&i.validation)?;
+        t.serialize_element(&i.status)?;
+        t.end()
+    }
+}
+
+/// Writes the instances as a table, `{"fields": [...], "rows": [[...]]}`,
+/// each row made and written in turn.
 fn write_rows(report: &Report, out: &mut impl Write) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut started = false;
+    serde_json::to_writer(&mut buf, &FIELDS).map_err(io::Error::other)?;
+    out.write_all(b"{\"fields\":")?;
+    write_script_safe(&buf, out)?;
+    out.write_all(b",\"rows\":[")?;
     for (n, i) in report.instances().enumerate() {
-        let serde_json::Value::Object(map) = serde_json::to_value(&i).map_err(io::Error::other)?
-        else {
-            continue;
-        };
-        if !started {
-            buf.clear();
-            serde_json::to_writer(&mut buf, &map.keys().collect::<Vec<_>>())
-                .map_err(io::Error::other)?;
-            out.write_all(b"{\"fields\":")?;
-            write_script_safe(&buf, out)?;
-            out.write_all(b",\"rows\":[")?;
-            started = true;
-        }
-        // Every row has every field, and the map keeps them sorted: the
-        // values come in the order of `fields`.
         buf.clear();
         if n > 0 {
             buf.push(b',');
         }
-        serde_json::to_writer(&mut buf, &map.values().collect::<Vec<_>>())
-            .map_err(io::Error::other)?;
+        serde_json::to_writer(&mut buf, &Row(&i)).map_err(io::Error::other)?;
         write_script_safe(&buf, out)?;
     }
-    if started {
-        out.write_all(b"]}")
-    } else {
-        out.write_all(b"{\"fields\":[],\"rows\":[]}")
-    }
+    out.write_all(b"]}")
 }
 
 #[derive(Serialize)]

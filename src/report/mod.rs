@@ -7,7 +7,7 @@
 //! - [`json`]: `report.json`, everything, for automation
 //!   (`schema/report.schema.json`).
 //! - [`xml`]: `report.xml`, everything plus an audit trail, namespaced
-//!   (`schema/prepatch-report-1.xsd`).
+//!   (`schema/prepatch-report-1.xsd`), written by [`xml_writer`].
 //! - [`html`]: `report.html`, the self-contained dashboard.
 //! - [`summary`]: the table printed at the end of a run.
 
@@ -17,6 +17,7 @@ pub mod json;
 pub mod model;
 pub mod summary;
 pub mod xml;
+pub mod xml_writer;
 
 use std::fmt;
 use std::io::Write;
@@ -57,7 +58,7 @@ impl Format {
     }
 
     /// Writes `report` in this format.
-    pub fn write(self, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    pub fn write(self, report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         match self {
             Format::Csv => csv::write_report(report, out).map_err(std::io::Error::other),
             Format::Json => json::write(report, out),
@@ -115,12 +116,17 @@ pub fn write_all(
     })
 }
 
+/// The buffered file a report is written into. A concrete type, not
+/// `dyn Write`: the writers make millions of small writes, and each one
+/// is then an inlined copy into the buffer rather than a virtual call.
+pub type FileWriter = std::io::BufWriter<std::fs::File>;
+
 /// Writes a file whole or not at all: into a temporary sibling
 /// (`<name>.tmp`), flushed to disk, then renamed over it. On an error the
 /// sibling is removed and the earlier file, if any, is left as it was.
 pub fn write_atomically(
     path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    write: impl FnOnce(&mut FileWriter) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     replace_file(path, true, write)
 }
@@ -132,7 +138,7 @@ pub fn write_atomically(
 pub fn write_run_file(
     path: &Path,
     simulated: bool,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    write: impl FnOnce(&mut FileWriter) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     replace_file(path, !simulated, write)
 }
@@ -140,7 +146,7 @@ pub fn write_run_file(
 fn replace_file(
     path: &Path,
     sync: bool,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    write: impl FnOnce(&mut FileWriter) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");

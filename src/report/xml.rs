@@ -4,7 +4,7 @@
 //! element lists every change prepatch made, with time, actor and result;
 //! in a dry run, `<permission_checks>` holds EC2's `DryRun` answers.
 //!
-//! Written with quick-xml's writer, which escapes every text and attribute.
+//! Written with [`XmlWriter`], which escapes every text and attribute.
 //! Values from AWS (tags, names, messages) are element text, never
 //! attributes, so newlines survive; a carriage return is written as the
 //! character reference `&#13;` so that parsers keep it too. Characters that
@@ -14,10 +14,8 @@
 use crate::model::TagMap;
 use std::io::{self, Write};
 
-use quick_xml::Writer;
-use quick_xml::events::{BytesDecl, BytesEnd, BytesRef, BytesStart, BytesText, Event};
-
 use super::model::{ApiCallStat, Counts, Report};
+use super::xml_writer::XmlWriter;
 
 /// The XML namespace of version 1 of the report.
 pub const NAMESPACE: &str = "urn:prepatch:report:1";
@@ -25,144 +23,71 @@ pub const NAMESPACE: &str = "urn:prepatch:report:1";
 pub const SCHEMA_PATH: &str = "schema/prepatch-report-1.xsd";
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
-struct Xml<W: Write> {
-    w: Writer<W>,
+fn tags(x: &mut XmlWriter<impl Write>, tags: &TagMap) -> io::Result<()> {
+    x.open("tags", &[])?;
+    for (k, v) in tags.iter() {
+        x.open("tag", &[])?;
+        x.el("key", k)?;
+        x.el("value", v)?;
+        x.close("tag")?;
+    }
+    x.close("tags")
 }
 
-/// A character XML 1.0 can carry.
-fn xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+fn counts(x: &mut XmlWriter<impl Write>, name: &str, c: &Counts) -> io::Result<()> {
+    let n = [
+        c.instances,
+        c.ready,
+        c.not_ready,
+        c.not_validated,
+        c.amis_created,
+        c.amis_reused,
+        c.amis_failed,
+        c.amis_pending,
+        c.started,
+        c.start_failed,
+    ]
+    .map(|n| n.to_string());
+    let names = [
+        "instances",
+        "ready",
+        "not_ready",
+        "not_validated",
+        "amis_created",
+        "amis_reused",
+        "amis_failed",
+        "amis_pending",
+        "started",
+        "start_failed",
+    ];
+    let attrs: Vec<(&str, &str)> = names
+        .iter()
+        .zip(n.iter())
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    x.empty(name, &attrs)
 }
 
-impl<W: Write> Xml<W> {
-    fn event<'a>(&mut self, e: impl Into<Event<'a>>) -> io::Result<()> {
-        self.w.write_event(e)
-    }
-
-    /// Escaped text. A text event always comes before and after a
-    /// character reference, so the indenting writer never breaks the line
-    /// inside a value.
-    fn text(&mut self, s: &str) -> io::Result<()> {
-        let mut rest = s;
-        while let Some(i) = rest.find(|c: char| c == '\r' || !xml_char(c)) {
-            self.event(Event::Text(BytesText::new(&rest[..i])))?;
-            let c = rest[i..].chars().next().unwrap_or('\r');
-            if c == '\r' {
-                self.event(Event::GeneralRef(BytesRef::new("#13")))?;
-            } else {
-                self.event(Event::Text(BytesText::new("\u{FFFD}")))?;
-            }
-            rest = &rest[i + c.len_utf8()..];
-        }
-        self.event(Event::Text(BytesText::new(rest)))
-    }
-
-    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
-        let mut start = BytesStart::new(name);
-        for a in attrs {
-            start.push_attribute(*a);
-        }
-        self.event(Event::Start(start))
-    }
-
-    fn close(&mut self, name: &str) -> io::Result<()> {
-        self.event(Event::End(BytesEnd::new(name)))
-    }
-
-    fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> io::Result<()> {
-        let mut start = BytesStart::new(name);
-        for a in attrs {
-            start.push_attribute(*a);
-        }
-        self.event(Event::Empty(start))
-    }
-
-    /// `<name>value</name>`.
-    fn el(&mut self, name: &str, value: &str) -> io::Result<()> {
-        self.open(name, &[])?;
-        self.text(value)?;
-        self.close(name)
-    }
-
-    /// `<name>value</name>`, or nothing.
-    fn opt(&mut self, name: &str, value: Option<&str>) -> io::Result<()> {
-        match value {
-            Some(v) => self.el(name, v),
-            None => Ok(()),
-        }
-    }
-
-    /// `<outer><inner>v</inner>...</outer>`.
-    fn list(&mut self, outer: &str, inner: &str, values: &[String]) -> io::Result<()> {
-        self.open(outer, &[])?;
-        for v in values {
-            self.el(inner, v)?;
-        }
-        self.close(outer)
-    }
-
-    fn tags(&mut self, tags: &TagMap) -> io::Result<()> {
-        self.open("tags", &[])?;
-        for (k, v) in tags.iter() {
-            self.open("tag", &[])?;
-            self.el("key", k)?;
-            self.el("value", v)?;
-            self.close("tag")?;
-        }
-        self.close("tags")
-    }
-
-    fn counts(&mut self, name: &str, c: &Counts) -> io::Result<()> {
-        let n = [
-            c.instances,
-            c.ready,
-            c.not_ready,
-            c.not_validated,
-            c.amis_created,
-            c.amis_reused,
-            c.amis_failed,
-            c.amis_pending,
-            c.started,
-            c.start_failed,
-        ]
-        .map(|n| n.to_string());
-        let names = [
-            "instances",
-            "ready",
-            "not_ready",
-            "not_validated",
-            "amis_created",
-            "amis_reused",
-            "amis_failed",
-            "amis_pending",
-            "started",
-            "start_failed",
+fn api_calls(
+    x: &mut XmlWriter<impl Write>,
+    calls: &[ApiCallStat],
+    retries: bool,
+) -> io::Result<()> {
+    x.open("api_calls", &[])?;
+    for c in calls {
+        let nums = [c.calls, c.throttled, c.errors, c.retries].map(|n| n.to_string());
+        let mut attrs = vec![
+            ("api", c.api.as_str()),
+            ("calls", nums[0].as_str()),
+            ("throttled", nums[1].as_str()),
+            ("errors", nums[2].as_str()),
         ];
-        let attrs: Vec<(&str, &str)> = names
-            .iter()
-            .zip(n.iter())
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        self.empty(name, &attrs)
-    }
-
-    fn api_calls(&mut self, calls: &[ApiCallStat], retries: bool) -> io::Result<()> {
-        self.open("api_calls", &[])?;
-        for c in calls {
-            let nums = [c.calls, c.throttled, c.errors, c.retries].map(|n| n.to_string());
-            let mut attrs = vec![
-                ("api", c.api.as_str()),
-                ("calls", nums[0].as_str()),
-                ("throttled", nums[1].as_str()),
-                ("errors", nums[2].as_str()),
-            ];
-            if retries {
-                attrs.push(("retries", nums[3].as_str()));
-            }
-            self.empty("api_call", &attrs)?;
+        if retries {
+            attrs.push(("retries", nums[3].as_str()));
         }
-        self.close("api_calls")
+        x.empty("api_call", &attrs)?;
     }
+    x.close("api_calls")
 }
 
 fn flag(b: bool) -> &'static str {
@@ -171,10 +96,7 @@ fn flag(b: bool) -> &'static str {
 
 /// Writes the report as XML.
 pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
-    let mut x = Xml {
-        w: Writer::new_with_indent(out, b' ', 2),
-    };
-    x.event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let mut x = XmlWriter::new(out)?;
     let location = format!("{NAMESPACE} {SCHEMA_PATH}");
     let version = report.schema_version.to_string();
     x.open(
@@ -208,7 +130,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
     x.el("outcome", &r.outcome)?;
     x.close("run")?;
 
-    x.counts("totals", &report.totals)?;
+    counts(&mut x, "totals", &report.totals)?;
 
     x.open("landing_zones", &[])?;
     for lz in &report.landing_zones {
@@ -218,7 +140,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.el("environment", &lz.environment)?;
         x.list("regions", "region", &lz.regions)?;
         x.opt("error", lz.error.as_deref())?;
-        x.counts("counts", &lz.counts)?;
+        counts(&mut x, "counts", &lz.counts)?;
         x.close("landing_zone")?;
     }
     x.close("landing_zones")?;
@@ -268,7 +190,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.opt("launch_time", i.launch_time.as_deref())?;
         x.opt("patch_group", i.patch_group)?;
         x.opt("environment_tag", i.environment_tag)?;
-        x.tags(i.tags)?;
+        tags(&mut x, i.tags)?;
         x.open("ssm", &[])?;
         x.el("ping_status", i.ssm.ping_status)?;
         x.opt("agent_version", i.ssm.agent_version)?;
@@ -330,7 +252,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.opt("instance_id", a.instance_id)?;
         x.opt("resource_id", a.resource_id)?;
         x.el("detail", &a.detail)?;
-        x.tags(&a.tags)?;
+        tags(&mut x, &a.tags)?;
         x.close("change")?;
     }
     x.close("audit")?;
@@ -364,11 +286,11 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
             ],
         )?;
         x.opt("skip_reason", ph.skip_reason.as_deref())?;
-        x.api_calls(&ph.api_calls, false)?;
+        api_calls(&mut x, &ph.api_calls, false)?;
         x.close("phase")?;
     }
     x.close("phases")?;
-    x.api_calls(&p.api_calls, true)?;
+    api_calls(&mut x, &p.api_calls, true)?;
     let totals = [
         p.total_calls,
         p.total_throttled,
@@ -388,27 +310,5 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
     x.close("performance")?;
 
     x.close("report")?;
-    let mut out = x.w.into_inner();
-    out.write_all(b"\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(s: &str) -> String {
-        let mut x = Xml {
-            w: Writer::new_with_indent(Vec::new(), b' ', 2),
-        };
-        x.el("v", s).unwrap();
-        String::from_utf8(x.w.into_inner()).unwrap()
-    }
-
-    #[test]
-    fn text_is_escaped_and_carriage_returns_survive() {
-        assert_eq!(text("a<b&c]]>"), "<v>a&lt;b&amp;c]]&gt;</v>");
-        assert_eq!(text("a\r\nb\r"), "<v>a&#13;\nb&#13;</v>");
-        assert_eq!(text("\r"), "<v>&#13;</v>");
-        assert_eq!(text("x\u{1}y\u{FFFF}"), "<v>x\u{FFFD}y\u{FFFD}</v>");
-    }
+    x.finish().map(drop)
 }
