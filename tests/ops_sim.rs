@@ -193,7 +193,7 @@ async fn a_create_image_the_journal_has_is_not_sent_again_sim() {
         name: "prepatch-a".into(),
         description: String::new(),
         no_reboot: true,
-        tags: vec![(tag::RUN_ID.into(), "run-1".into())],
+        tags: [(tag::RUN_ID.into(), "run-1".into())].into_iter().collect(),
     };
     let first = journaled.create_image(&target(), &req).await.expect("made");
     // Asked again by the next attempt (a resume whose tag lookup missed
@@ -242,11 +242,13 @@ async fn image(
         name: format!("img-{id}-{run_id}"),
         description: String::new(),
         no_reboot: true,
-        tags: vec![
+        tags: [
             (tag::RUN_ID.into(), run_id.into()),
             (tag::CREATED_BY.into(), by.into()),
             (tag::EXPIRES_AT.into(), expires.into()),
-        ],
+        ]
+        .into_iter()
+        .collect(),
     };
     cloud
         .create_image(&target(), &req)

@@ -285,8 +285,8 @@ fn tags_of(tags: &[ec2::types::Tag]) -> TagMap {
         .collect()
 }
 
-fn sdk_tags(tags: &Tags) -> Vec<ec2::types::Tag> {
-    tags.iter()
+fn sdk_tags<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<ec2::types::Tag> {
+    tags.into_iter()
         .map(|(k, v)| ec2::types::Tag::builder().key(k).value(v).build())
         .collect()
 }
@@ -497,7 +497,7 @@ impl Cloud for AwsCloud {
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
         let spec = ec2::types::TagSpecification::builder()
             .resource_type(ec2::types::ResourceType::Image)
-            .set_tags(Some(sdk_tags(&req.tags)))
+            .set_tags(Some(sdk_tags(req.tags.iter())))
             .build();
         let result = self
             .ec2(t)?
@@ -556,7 +556,7 @@ impl Cloud for AwsCloud {
             .ec2(t)?
             .create_tags()
             .set_resources(Some(resources.to_vec()))
-            .set_tags(Some(sdk_tags(tags)))
+            .set_tags(Some(sdk_tags(tags.iter().map(|(k, v)| (k, v)))))
             .send()
             .await
             .map_err(|e| api_error(Api::CreateTags, e));
@@ -734,7 +734,7 @@ impl Cloud for AwsCloud {
             .ec2(t)?
             .delete_tags()
             .set_resources(Some(resources.to_vec()))
-            .set_tags(Some(sdk_tags(tags)))
+            .set_tags(Some(sdk_tags(tags.iter().map(|(k, v)| (k, v)))))
             .send()
             .await
             .map_err(|e| api_error(Api::DeleteTags, e));

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LandingZone;
 use crate::model::{
-    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StatusChecks, Tags, Target,
+    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StatusChecks, TagMap, Tags, Target,
 };
 
 /// Every AWS API action prepatch calls.
@@ -166,8 +166,9 @@ pub struct ImageRequest {
     pub name: String,
     pub description: String,
     pub no_reboot: bool,
-    /// Applied to the image in the same call.
-    pub tags: Tags,
+    /// Applied to the image in the same call. A shared map: the simulated
+    /// cloud keeps it as the image's tags without copying it.
+    pub tags: TagMap,
 }
 
 /// Instance ids in one `DescribeInstanceInformation` `InstanceIds` filter

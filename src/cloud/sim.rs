@@ -311,7 +311,9 @@ enum Due {
 #[derive(Debug, Default)]
 struct World {
     instances: BTreeMap<InstanceId, SimInstance>,
-    images: BTreeMap<AmiId, SimImage>,
+    /// By id, unordered: looked up far more often than listed (answers
+    /// that list them sort them by id).
+    images: HashMap<AmiId, SimImage>,
     /// AMI names in use: EC2 refuses a second AMI of the same name.
     image_names: HashSet<String>,
     snapshot_tags: BTreeMap<String, TagMap>,
@@ -726,7 +728,9 @@ impl SimCloud {
     /// Every AMI in a target, as EC2 would describe it now.
     pub fn images(&self, account: &AccountId, region: &Region) -> Vec<Image> {
         self.with_world_at(account, region, |w| {
-            w.images.values().map(|i| i.image.clone()).collect()
+            let mut images: Vec<Image> = w.images.values().map(|i| i.image.clone()).collect();
+            images.sort_by(|a, b| a.id.cmp(&b.id));
+            images
         })
     }
 
@@ -1044,7 +1048,7 @@ impl Cloud for SimCloud {
                     name: req.name.clone(),
                     state: ImageState::Pending,
                     state_reason: None,
-                    tags: req.tags.iter().cloned().collect(),
+                    tags: req.tags.clone(),
                     snapshot_ids: snaps,
                 };
                 let fate = if stuck {
@@ -1098,12 +1102,11 @@ impl Cloud for SimCloud {
                 .filter_map(|id| w.images.get(id))
                 .map(|i| i.image.clone())
                 .collect(),
-            _ => w
-                .images
-                .values()
-                .filter(matches)
-                .map(|i| i.image.clone())
-                .collect(),
+            _ => {
+                let mut found: Vec<&SimImage> = w.images.values().filter(matches).collect();
+                found.sort_by(|a, b| a.image.id.cmp(&b.image.id));
+                found.into_iter().map(|i| i.image.clone()).collect()
+            }
         })
     }
 

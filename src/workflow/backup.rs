@@ -19,7 +19,7 @@ use futures::StreamExt;
 
 use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
 use crate::cloud::{ImageFilter, ImageRequest};
-use crate::model::{AmiId, Backup, Image, ImageState, Record, Tags, tag};
+use crate::model::{AmiId, Backup, Image, ImageState, Record, TagMap, Tags, tag};
 
 /// CreateImage calls in flight per account-region. The pacing in
 /// `cloud::limit` keeps them inside EC2's rate; this keeps latency hidden.
@@ -243,10 +243,14 @@ fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, shared_tags: &Tags
         .name()
         .map(|n| format!(" ({})", truncate(n, 100)))
         .unwrap_or_default();
-    let mut tags = Tags::with_capacity(shared_tags.len() + 2);
-    tags.extend(shared_tags.iter().cloned());
-    tags.push((tag::INSTANCE_ID.into(), id.into()));
-    tags.push(("Name".into(), name.clone()));
+    let tags: TagMap = shared_tags
+        .iter()
+        .cloned()
+        .chain([
+            (tag::INSTANCE_ID.into(), id.into()),
+            ("Name".into(), name.clone()),
+        ])
+        .collect();
     ImageRequest {
         instance: r.instance.id.clone(),
         name,
