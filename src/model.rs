@@ -350,12 +350,14 @@ impl fmt::Display for ImageState {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
     pub id: AmiId,
-    pub name: String,
+    /// Shared, as the tags and the snapshot ids: a run polls each of its
+    /// AMIs a dozen times, and the simulated cloud answers with copies.
+    pub name: std::sync::Arc<str>,
     pub state: ImageState,
     pub state_reason: Option<String>,
     pub tags: TagMap,
     /// Read from the block device mappings; empty while AWS is still making them.
-    pub snapshot_ids: Vec<String>,
+    pub snapshot_ids: std::sync::Arc<[String]>,
 }
 
 /// `DescribeInstanceStatus` for one instance.

@@ -325,7 +325,7 @@ async fn rerun_with_the_same_run_id_creates_no_duplicate_amis_sim() {
     );
     assert_eq!(images.len(), 6);
     for image in &images {
-        for snap in &image.snapshot_ids {
+        for snap in image.snapshot_ids.iter() {
             let tags = cloud.inner().snapshot_tags(
                 &"111111111111".parse::<AccountId>().unwrap(),
                 &"us-east-1".parse().unwrap(),

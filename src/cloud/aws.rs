@@ -320,7 +320,7 @@ fn to_instance(i: &ec2::types::Instance) -> Option<Instance> {
 fn to_image(i: &ec2::types::Image) -> Option<Image> {
     Some(Image {
         id: AmiId::new(i.image_id()?),
-        name: i.name().unwrap_or_default().to_owned(),
+        name: i.name().unwrap_or_default().into(),
         state: i
             .state()
             .map_or(ImageState::Unusable, |s| ImageState::parse(s.as_str())),

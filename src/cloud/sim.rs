@@ -1008,7 +1008,7 @@ impl Cloud for SimCloud {
         let failed = self.instance_fault(FaultKind::AmiFailed, &req.instance);
         let stuck = self.instance_fault(FaultKind::AmiStuck, &req.instance);
         let ami = AmiId::new(self.next("ami"));
-        let snaps: Vec<String> = vec![self.next("snap")];
+        let snaps: std::sync::Arc<[String]> = [self.next("snap")].into();
         let result = self.request(
             t,
             Api::CreateImage,
@@ -1045,7 +1045,7 @@ impl Cloud for SimCloud {
                 let takes = Duration::from_secs(90 + u64::from(i.volume_gb) * 2);
                 let image = Image {
                     id: ami.clone(),
-                    name: req.name.clone(),
+                    name: req.name.as_str().into(),
                     state: ImageState::Pending,
                     state_reason: None,
                     tags: req.tags.clone(),
@@ -1090,7 +1090,7 @@ impl Cloud for SimCloud {
         // lengths first settles most keys without looking at their bytes.
         let matches = move |i: &&SimImage| match filter {
             ImageFilter::Tag(k, v) => i.image.tags.iter().any(|(key, val)| key == k && val == v),
-            ImageFilter::Name(n) => i.image.name == *n,
+            ImageFilter::Name(n) => *i.image.name == **n,
             ImageFilter::Owned => true,
         };
         self.read(t, Api::DescribeImages, EC2_PAGE, |w| match filter {
@@ -1307,7 +1307,7 @@ impl Cloud for SimCloud {
                         format!("The image id '[{ami}]' does not exist"),
                     ));
                 };
-                w.image_names.remove(&img.image.name);
+                w.image_names.remove(&*img.image.name);
                 w.reindex(ami, img.image.tags.get(tag::RUN_ID).map(String::as_str));
                 Ok(())
             },

@@ -180,7 +180,7 @@ pub async fn plan(
                 let due_ids: BTreeSet<&AmiId> = due.iter().map(|i| &i.id).collect();
                 let mut users: BTreeMap<&str, Vec<&AmiId>> = BTreeMap::new();
                 for image in &images {
-                    for s in &image.snapshot_ids {
+                    for s in image.snapshot_ids.iter() {
                         users.entry(s.as_str()).or_default().push(&image.id);
                     }
                 }
@@ -211,7 +211,7 @@ pub async fn plan(
                         .collect();
                     p.amis.push(AmiPlan {
                         ami: image.id.clone(),
-                        name: image.name.clone(),
+                        name: image.name.to_string(),
                         run_id: image.tags.get(tag::RUN_ID).cloned().unwrap_or_default(),
                         expires_at: image.tags.get(tag::EXPIRES_AT).cloned().unwrap_or_default(),
                         snapshots,

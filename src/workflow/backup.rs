@@ -109,7 +109,7 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
                 state: Some(image.state),
                 created_at: None,
                 expires_at: image.tags.get(tag::EXPIRES_AT).and_then(|s| s.parse().ok()),
-                snapshot_ids: image.snapshot_ids.clone(),
+                snapshot_ids: image.snapshot_ids.to_vec(),
                 reused: true,
                 ..Backup::default()
             });
@@ -330,7 +330,7 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
                     b.state = Some(image.state);
                     if b.snapshot_ids.is_empty() && !image.snapshot_ids.is_empty() {
                         new_snapshots.extend(image.snapshot_ids.iter().cloned());
-                        b.snapshot_ids = image.snapshot_ids;
+                        b.snapshot_ids = image.snapshot_ids.to_vec();
                     }
                     if !is_pending(r) && snapshots_known(r) {
                         waiting.remove(&image.id);

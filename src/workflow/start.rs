@@ -62,7 +62,7 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
                         r.backup = Some(crate::model::Backup {
                             ami: Some(image.id.clone()),
                             state: Some(image.state),
-                            snapshot_ids: image.snapshot_ids.clone(),
+                            snapshot_ids: image.snapshot_ids.to_vec(),
                             reused: true,
                             ..Default::default()
                         });
