@@ -304,16 +304,61 @@ struct SimImage {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Instance(InstanceId),
-    Image(AmiId),
+    /// An AMI, by its slot in [`Images`].
+    Image(usize),
+}
+
+/// A world's AMIs, each in a slot of its own in the order they were made
+/// (emptied when deregistered), found by id through an index. Answers that
+/// list AMIs list them in that order; the run-id index holds slots, so a
+/// run's poll walks its AMIs in memory order instead of looking each up.
+#[derive(Debug, Default)]
+struct Images {
+    slots: Vec<Option<SimImage>>,
+    by_id: HashMap<AmiId, usize>,
+}
+
+impl Images {
+    fn slot(&self, id: &AmiId) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    fn at(&self, slot: usize) -> Option<&SimImage> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    fn at_mut(&mut self, slot: usize) -> Option<&mut SimImage> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    fn contains(&self, id: &AmiId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Files a new AMI; returns its slot.
+    fn insert(&mut self, image: SimImage) -> usize {
+        let slot = self.slots.len();
+        self.by_id.insert(image.image.id.clone(), slot);
+        self.slots.push(Some(image));
+        slot
+    }
+
+    fn remove(&mut self, id: &AmiId) -> Option<(usize, SimImage)> {
+        let slot = self.by_id.remove(id)?;
+        Some((slot, self.slots.get_mut(slot)?.take()?))
+    }
+
+    /// Every AMI, oldest first.
+    fn iter(&self) -> impl Iterator<Item = &SimImage> {
+        self.slots.iter().flatten()
+    }
 }
 
 /// One account-region.
 #[derive(Debug, Default)]
 struct World {
     instances: BTreeMap<InstanceId, SimInstance>,
-    /// By id, unordered: looked up far more often than listed (answers
-    /// that list them sort them by id).
-    images: HashMap<AmiId, SimImage>,
+    images: Images,
     /// AMI names in use: EC2 refuses a second AMI of the same name.
     image_names: HashSet<String>,
     snapshot_tags: BTreeMap<String, TagMap>,
@@ -326,36 +371,46 @@ struct World {
     /// after every change of an AMI's tags: a run polls its AMIs by that tag
     /// a dozen times per account-region, and reading every AMI's tags for it
     /// was an eighth of a large backup.
-    by_run_id: HashMap<String, BTreeSet<AmiId>>,
+    by_run_id: HashMap<String, BTreeSet<usize>>,
 }
 
 impl World {
-    /// Files an AMI under its `prepatch:run-id` tag as it is now (none if
-    /// it is gone), after its tags changed or it went.
-    fn reindex(&mut self, id: &AmiId, was: Option<&str>) {
+    /// Files the AMI in `slot` under its `prepatch:run-id` tag as it is now
+    /// (none if it is gone), after its tags changed or it went.
+    fn reindex(&mut self, slot: usize, was: Option<&str>) {
         let now = self
             .images
-            .get(id)
-            .and_then(|i| i.image.tags.get(tag::RUN_ID).cloned());
-        if was == now.as_deref() {
+            .at(slot)
+            .and_then(|i| i.image.tags.get(tag::RUN_ID));
+        if was == now.map(String::as_str) {
             return;
         }
-        if let Some(ids) = was.and_then(|w| self.by_run_id.get_mut(w)) {
-            ids.remove(id);
+        if let Some(slots) = was.and_then(|w| self.by_run_id.get_mut(w)) {
+            slots.remove(&slot);
         }
         if let Some(run) = now {
-            self.by_run_id.entry(run).or_default().insert(id.clone());
+            match self.by_run_id.get_mut(run.as_str()) {
+                Some(slots) => {
+                    slots.insert(slot);
+                }
+                None => {
+                    self.by_run_id.insert(run.clone(), BTreeSet::from([slot]));
+                }
+            }
         }
     }
 
     /// Changes an AMI's tags, and files it again.
     fn retag_image(&mut self, id: &AmiId, change: impl FnOnce(&mut TagMap)) {
-        let Some(img) = self.images.get_mut(id) else {
+        let Some(slot) = self.images.slot(id) else {
+            return;
+        };
+        let Some(img) = self.images.at_mut(slot) else {
             return;
         };
         let was = img.image.tags.get(tag::RUN_ID).cloned();
         change(&mut img.image.tags);
-        self.reindex(id, was.as_deref());
+        self.reindex(slot, was.as_deref());
     }
 
     /// Applies the transitions that are due.
@@ -373,8 +428,8 @@ impl World {
                         i.tick(now);
                     }
                 }
-                Due::Image(id) => {
-                    let Some(img) = self.images.get_mut(&id) else {
+                Due::Image(slot) => {
+                    let Some(img) = self.images.at_mut(slot) else {
                         continue;
                     };
                     if img.image.state != ImageState::Pending
@@ -728,9 +783,7 @@ impl SimCloud {
     /// Every AMI in a target, as EC2 would describe it now.
     pub fn images(&self, account: &AccountId, region: &Region) -> Vec<Image> {
         self.with_world_at(account, region, |w| {
-            let mut images: Vec<Image> = w.images.values().map(|i| i.image.clone()).collect();
-            images.sort_by(|a, b| a.id.cmp(&b.id));
-            images
+            w.images.iter().map(|i| i.image.clone()).collect()
         })
     }
 
@@ -1059,16 +1112,13 @@ impl Cloud for SimCloud {
                     ImageState::Available
                 };
                 w.image_names.insert(req.name.clone());
-                w.images.insert(
-                    ami.clone(),
-                    SimImage {
-                        image,
-                        available_at: now + takes,
-                        fate,
-                    },
-                );
-                w.reindex(&ami, None);
-                w.schedule(now + takes, Due::Image(ami.clone()));
+                let slot = w.images.insert(SimImage {
+                    image,
+                    available_at: now + takes,
+                    fate,
+                });
+                w.reindex(slot, None);
+                w.schedule(now + takes, Due::Image(slot));
                 Ok(ami.clone())
             },
         );
@@ -1099,14 +1149,15 @@ impl Cloud for SimCloud {
                 .get(v)
                 .into_iter()
                 .flatten()
-                .filter_map(|id| w.images.get(id))
+                .filter_map(|&slot| w.images.at(slot))
                 .map(|i| i.image.clone())
                 .collect(),
-            _ => {
-                let mut found: Vec<&SimImage> = w.images.values().filter(matches).collect();
-                found.sort_by(|a, b| a.image.id.cmp(&b.image.id));
-                found.into_iter().map(|i| i.image.clone()).collect()
-            }
+            _ => w
+                .images
+                .iter()
+                .filter(matches)
+                .map(|i| i.image.clone())
+                .collect(),
         })
     }
 
@@ -1126,7 +1177,7 @@ impl Cloud for SimCloud {
                 for r in resources {
                     if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
                         i.instance.tags.extend(tags.iter().cloned());
-                    } else if w.images.contains_key(&AmiId::new(r)) {
+                    } else if w.images.contains(&AmiId::new(r)) {
                         w.retag_image(&AmiId::new(r), |have| {
                             have.extend(tags.iter().cloned());
                         });
@@ -1299,7 +1350,7 @@ impl Cloud for SimCloud {
             |_| 1,
             0,
             |w, _| {
-                let Some(img) = w.images.remove(ami) else {
+                let Some((slot, img)) = w.images.remove(ami) else {
                     return Err(CloudError::new(
                         Api::DeregisterImage,
                         ErrorKind::Api,
@@ -1308,7 +1359,7 @@ impl Cloud for SimCloud {
                     ));
                 };
                 w.image_names.remove(&*img.image.name);
-                w.reindex(ami, img.image.tags.get(tag::RUN_ID).map(String::as_str));
+                w.reindex(slot, img.image.tags.get(tag::RUN_ID).map(String::as_str));
                 Ok(())
             },
         )
@@ -1342,7 +1393,7 @@ impl Cloud for SimCloud {
             |w, _| {
                 if let Some(img) = w
                     .images
-                    .values()
+                    .iter()
                     .find(|i| i.image.snapshot_ids.iter().any(|s| s == snapshot))
                 {
                     return Err(CloudError::new(
@@ -1390,7 +1441,7 @@ impl Cloud for SimCloud {
                 for r in resources {
                     if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
                         drop_from(&mut i.instance.tags);
-                    } else if w.images.contains_key(&AmiId::new(r)) {
+                    } else if w.images.contains(&AmiId::new(r)) {
                         w.retag_image(&AmiId::new(r), drop_from);
                     } else if let Some(snap) = w.snapshot_tags.get_mut(r) {
                         drop_from(snap);
@@ -1413,7 +1464,7 @@ impl Cloud for SimCloud {
             |_| 1,
             0,
             |w, _| {
-                if w.images.contains_key(ami) {
+                if w.images.contains(ami) {
                     Ok(())
                 } else {
                     Err(CloudError::new(
