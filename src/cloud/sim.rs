@@ -678,6 +678,9 @@ impl SimCloud {
         landing_zones: &[LandingZone],
         seed: u64,
     ) -> Vec<Fault> {
+        if kinds.is_empty() {
+            return Vec::new();
+        }
         let mut rng = Rng::new(seed ^ 0xFA17);
         let victim_lz = landing_zones
             .iter()
