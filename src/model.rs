@@ -25,6 +25,11 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The text, shared: a reference count, not a copy.
+            pub fn shared(&self) -> std::sync::Arc<str> {
+                std::sync::Arc::clone(&self.0)
+            }
         }
 
         impl fmt::Display for $name {

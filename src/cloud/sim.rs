@@ -489,7 +489,9 @@ pub struct SimCloud {
     /// Calls refused per action because a bucket was empty.
     throttled: Mutex<BTreeMap<Api, u64>>,
     /// Order of mutating calls per instance, for "backup before start" checks.
-    log: Mutex<Vec<(Api, String)>>,
+    /// Ids shared with the world, not copied: a large run makes 120,000
+    /// of these calls.
+    log: Mutex<Vec<(Api, std::sync::Arc<str>)>>,
 }
 
 const TYPES: [&str; 6] = [
@@ -806,7 +808,12 @@ impl SimCloud {
 
     /// Mutating calls in the order they were made: (action, instance id).
     pub fn mutation_log(&self) -> Vec<(Api, String)> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(api, id)| (*api, id.to_string()))
+            .collect()
     }
 
     /// Calls refused by a rate limit, by action.
@@ -1129,7 +1136,7 @@ impl Cloud for SimCloud {
             self.log
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((Api::CreateImage, req.instance.to_string()));
+                .push((Api::CreateImage, req.instance.shared()));
         }
         result
     }
@@ -1259,7 +1266,7 @@ impl Cloud for SimCloud {
         });
         if result.is_ok() {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            log.extend(ids.iter().map(|id| (Api::StartInstances, id.to_string())));
+            log.extend(ids.iter().map(|id| (Api::StartInstances, id.shared())));
         }
         result
     }
@@ -1341,7 +1348,7 @@ impl Cloud for SimCloud {
         );
         if result.is_ok() {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            log.extend(ids.iter().map(|id| (Api::StopInstances, id.to_string())));
+            log.extend(ids.iter().map(|id| (Api::StopInstances, id.shared())));
         }
         result
     }
@@ -1483,7 +1490,7 @@ impl Cloud for SimCloud {
             self.log
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((Api::EnableImageDeprecation, ami.to_string()));
+                .push((Api::EnableImageDeprecation, ami.shared()));
         }
         result
     }

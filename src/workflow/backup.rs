@@ -267,6 +267,10 @@ fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, shared_tags: &Tags
 
 /// At most `n` characters of `s`, cut at a character boundary.
 fn truncate(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        // No more bytes than `n`, so no more characters.
+        return s;
+    }
     match s.char_indices().nth(n) {
         Some((at, _)) => &s[..at],
         None => s,
