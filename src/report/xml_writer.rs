@@ -229,6 +229,63 @@ mod tests {
         );
     }
 
+    /// What an independent parser (quick-xml's reader) reads back.
+    fn read_back(doc: &[u8]) -> (String, String) {
+        use quick_xml::events::Event;
+        let mut reader = quick_xml::Reader::from_reader(doc);
+        let (mut attr, mut text) = (String::new(), String::new());
+        let mut inside = false;
+        let mut buf = Vec::new();
+        loop {
+            match reader.read_event_into(&mut buf).unwrap() {
+                Event::Start(e) => {
+                    inside = true;
+                    for a in e.attributes() {
+                        attr = a.unwrap().unescape_value().unwrap().into_owned();
+                    }
+                }
+                Event::End(_) => inside = false,
+                Event::Text(t) if inside => text.push_str(&t.decode().unwrap()),
+                Event::GeneralRef(r) if inside => match r.resolve_char_ref().unwrap() {
+                    Some(c) => text.push(c),
+                    None => text.push_str(
+                        quick_xml::escape::resolve_predefined_entity(&r.decode().unwrap()).unwrap(),
+                    ),
+                },
+                Event::Eof => break,
+                _ => {}
+            }
+            buf.clear();
+        }
+        (attr, text)
+    }
+
+    #[test]
+    fn a_parser_reads_back_every_value() {
+        let values = [
+            "plain",
+            "",
+            "<script>alert('x') & \"y\"</script>",
+            "line\r\nnext\ttab",
+            "=HYPERLINK(\"http://x\")",
+            "é € \u{1F600} \u{FEFF} \u{FFFD}",
+            "]]> <![CDATA[ --> &amp;",
+        ];
+        for v in values {
+            let mut x = XmlWriter::new(Vec::new()).unwrap();
+            x.open("v", &[("a", v)]).unwrap();
+            x.text(v).unwrap();
+            x.close("v").unwrap();
+            let doc = x.finish().unwrap();
+            assert_eq!(read_back(&doc), (v.to_owned(), v.to_owned()), "{v:?}");
+        }
+        // What XML cannot carry comes back as U+FFFD, the rest intact.
+        let mut x = XmlWriter::new(Vec::new()).unwrap();
+        x.el("v", "a\u{0}b\u{1B}c\u{FFFE}d").unwrap();
+        let doc = x.finish().unwrap();
+        assert_eq!(read_back(&doc).1, "a\u{FFFD}b\u{FFFD}c\u{FFFD}d");
+    }
+
     #[test]
     fn attribute_values_keep_their_whitespace() {
         let mut x = XmlWriter::new(Vec::new()).unwrap();
