@@ -241,7 +241,11 @@ mod tests {
                 Event::Start(e) => {
                     inside = true;
                     for a in e.attributes() {
-                        attr = a.unwrap().unescape_value().unwrap().into_owned();
+                        attr = a
+                            .unwrap()
+                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .unwrap()
+                            .into_owned();
                     }
                 }
                 Event::End(_) => inside = false,
