@@ -213,6 +213,18 @@ async fn ssm_stub_answering_500_gives_unknown_and_the_scan_goes_on() {
         "{rows:?}"
     );
     assert!(stderr.contains("SSM status unknown"), "{stderr}");
+    // The request id the service answered with (the stub's
+    // x-amzn-RequestId header, read by the SDK) is in the message, for
+    // AWS Support.
+    assert!(stderr.contains("(request id stub-"), "{stderr}");
+    let report = s.report_json();
+    let events = report["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SSM status unknown") && m.contains("(request id stub-"))),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,15 +87,35 @@ pub enum ErrorKind {
 }
 
 /// A failed AWS call: the action, AWS's error code and message, and the
-/// request id when AWS gave one.
+/// request id when AWS gave one. Shown as `api: code: message (request id
+/// ID)`: the id is what AWS Support asks for, and it travels with the
+/// message into the records, the journal and the reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{api}: {code}: {message}")]
+#[error("{api}: {code}: {message}{}", request_id_suffix(request_id.as_deref()))]
 pub struct CloudError {
     pub api: Api,
     pub kind: ErrorKind,
     pub code: String,
     pub message: String,
     pub request_id: Option<String>,
+}
+
+/// ` (request id ID)`, or nothing.
+fn request_id_suffix(id: Option<&str>) -> String {
+    id.map(|id| format!(" ({REQUEST_ID} {id})"))
+        .unwrap_or_default()
+}
+
+/// How a request id is introduced in an error's text.
+pub const REQUEST_ID: &str = "request id";
+
+/// The request id in an error's text, if it names one (the last, when a
+/// message quotes several).
+pub fn request_id_in(message: &str) -> Option<&str> {
+    let prefix = format!("({REQUEST_ID} ");
+    let at = message.rfind(&prefix)? + prefix.len();
+    let id = &message[at..at + message[at..].find(')')?];
+    (!id.is_empty() && !id.contains(char::is_whitespace)).then_some(id)
 }
 
 impl CloudError {
@@ -335,5 +355,40 @@ impl ApiCalls {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_its_request_id_and_it_can_be_read_back() {
+        let mut e = CloudError::new(
+            Api::CreateImage,
+            ErrorKind::Api,
+            "InvalidParameterValue",
+            "bad root device",
+        );
+        assert_eq!(
+            e.to_string(),
+            "CreateImage: InvalidParameterValue: bad root device"
+        );
+        assert_eq!(request_id_in(&e.to_string()), None);
+        e.request_id = Some("59a1b8b6-2f4c-4c4e-9d1e-0c6d2b0f1a7e".into());
+        let text = format!("backup: {e}");
+        assert_eq!(
+            text,
+            "backup: CreateImage: InvalidParameterValue: bad root device \
+             (request id 59a1b8b6-2f4c-4c4e-9d1e-0c6d2b0f1a7e)"
+        );
+        assert_eq!(
+            request_id_in(&text),
+            Some("59a1b8b6-2f4c-4c4e-9d1e-0c6d2b0f1a7e")
+        );
+        // Not a request id: unclosed, empty, or words.
+        assert_eq!(request_id_in("x (request id abc"), None);
+        assert_eq!(request_id_in("x (request id )"), None);
+        assert_eq!(request_id_in("x (request id a b)"), None);
     }
 }

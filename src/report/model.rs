@@ -971,7 +971,7 @@ fn error(
         api,
         code,
         message: message.to_owned(),
-        request_id: None,
+        request_id: crate::cloud::request_id_in(message).map(str::to_owned),
     }
 }
 
@@ -1226,6 +1226,24 @@ mod tests {
         assert_eq!(parse_aws_error("pending after 1800s"), (None, None));
         assert_eq!(parse_aws_error("MyCreateImage: X: y"), (None, None));
         assert_eq!(parse_aws_error("CreateImage: has spaces: y"), (None, None));
+    }
+
+    #[test]
+    fn an_error_report_carries_the_request_id_of_its_message() {
+        let e = error(
+            "instance",
+            Phase::ServerStart,
+            "lz",
+            "111111111111",
+            Some("eu-west-1"),
+            Some("i-1"),
+            "StartInstances: InsufficientInstanceCapacity: none left (request id 7e1f-22)",
+        );
+        assert_eq!(e.api.as_deref(), Some("StartInstances"));
+        assert_eq!(e.code.as_deref(), Some("InsufficientInstanceCapacity"));
+        assert_eq!(e.request_id.as_deref(), Some("7e1f-22"));
+        let e = error("target", Phase::Scanner, "lz", "1", None, None, "no answer");
+        assert_eq!(e.request_id, None);
     }
 
     #[test]

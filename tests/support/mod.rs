@@ -419,19 +419,28 @@ impl Scratch {
         self.dir.path().join("reports")
     }
 
-    /// The one run folder's inventory, parsed: one map per row.
-    pub fn inventory(&self) -> Vec<BTreeMap<String, String>> {
-        let runs: Vec<_> = std::fs::read_dir(self.reports())
+    /// The newest run folder.
+    pub fn run_dir(&self) -> PathBuf {
+        std::fs::read_dir(self.reports())
             .expect("reports dir")
             .flatten()
-            .collect();
-        // Run folders only: the run journal (prepatch.db) sits beside them.
-        let newest = runs
-            .iter()
             .map(|e| e.path())
+            // Run folders only: the run journal (prepatch.db) sits beside them.
             .filter(|p| p.is_dir())
             .max()
-            .expect("a run folder");
+            .expect("a run folder")
+    }
+
+    /// The newest run's report.json.
+    pub fn report_json(&self) -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(self.run_dir().join("report.json")).expect("report.json");
+        serde_json::from_str(&text).expect("report.json is JSON")
+    }
+
+    /// The newest run's inventory, parsed: one map per row.
+    pub fn inventory(&self) -> Vec<BTreeMap<String, String>> {
+        let newest = self.run_dir();
         let mut rd = csv::Reader::from_path(newest.join("inventory.csv")).expect("inventory.csv");
         let headers = rd.headers().expect("headers").clone();
         rd.records()
