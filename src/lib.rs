@@ -777,12 +777,15 @@ async fn execute_inner<C: Cloud>(
         write_error.get_or_insert(e);
     }
     let run = run?;
+    if let Some(j) = journal {
+        // The last phase's part, if it was left for now, and the header:
+        // saved even if an inventory could not be written.
+        save_phase(j, &run, unsaved, options.wait_backup);
+    }
     if let Some(e) = write_error {
         return Err(e);
     }
     if let Some(j) = journal {
-        // The last phase's part, if it was left for now, and the header.
-        save_phase(j, &run, unsaved, options.wait_backup);
         let meta = run_meta(cloud, config, landing_zones);
         if let Err(e) = serde_json::to_string(&meta)
             .map_err(|e| e.to_string())

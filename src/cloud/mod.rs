@@ -101,7 +101,7 @@ pub struct CloudError {
 }
 
 /// ` (request id ID)`, or nothing.
-fn request_id_suffix(id: Option<&str>) -> String {
+pub fn request_id_suffix(id: Option<&str>) -> String {
     id.map(|id| format!(" ({REQUEST_ID} {id})"))
         .unwrap_or_default()
 }
@@ -109,13 +109,24 @@ fn request_id_suffix(id: Option<&str>) -> String {
 /// How a request id is introduced in an error's text.
 pub const REQUEST_ID: &str = "request id";
 
-/// The request id in an error's text, if it names one (the last, when a
-/// message quotes several).
-pub fn request_id_in(message: &str) -> Option<&str> {
+/// The first request id in a text, if it names one: `(request id ID)`,
+/// the id being letters, digits and dashes (AWS's are UUIDs). Give it the
+/// part of a message that is one error's, not a whole message that quotes
+/// several.
+pub fn request_id_in(text: &str) -> Option<&str> {
     let prefix = format!("({REQUEST_ID} ");
-    let at = message.rfind(&prefix)? + prefix.len();
-    let id = &message[at..at + message[at..].find(')')?];
-    (!id.is_empty() && !id.contains(char::is_whitespace)).then_some(id)
+    let mut rest = text;
+    while let Some(at) = rest.find(&prefix) {
+        rest = &rest[at + prefix.len()..];
+        let len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            .count();
+        if len > 0 && rest.as_bytes().get(len) == Some(&b')') {
+            return Some(&rest[..len]);
+        }
+    }
+    None
 }
 
 impl CloudError {
@@ -386,9 +397,15 @@ mod tests {
             request_id_in(&text),
             Some("59a1b8b6-2f4c-4c4e-9d1e-0c6d2b0f1a7e")
         );
-        // Not a request id: unclosed, empty, or words.
+        // Not a request id: unclosed, empty, words, other characters.
         assert_eq!(request_id_in("x (request id abc"), None);
         assert_eq!(request_id_in("x (request id )"), None);
         assert_eq!(request_id_in("x (request id a b)"), None);
+        assert_eq!(request_id_in("x (request id a(b)"), None);
+        // The first that is one.
+        assert_eq!(
+            request_id_in("(request id no way) then (request id 12-ab) (request id 34)"),
+            Some("12-ab")
+        );
     }
 }

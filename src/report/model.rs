@@ -549,9 +549,21 @@ fn is_error_code(code: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
 }
 
-/// Finds `Action: Code: ...` (how a cloud error reads) in a message.
-pub fn parse_aws_error(message: &str) -> (Option<String>, Option<String>) {
-    let mut best: Option<(usize, &str, &str)> = None;
+/// The first AWS error a message quotes (`Action: Code: ...`, as a
+/// [`CloudError`](crate::cloud::CloudError) reads): its action, its code,
+/// and its request id, looked for only in that error's own part of the
+/// message (up to the next error it quotes), so that one call's code is
+/// never paired with another call's id.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct QuotedError {
+    pub api: Option<String>,
+    pub code: Option<String>,
+    pub request_id: Option<String>,
+}
+
+pub fn parse_aws_error(message: &str) -> QuotedError {
+    // Where each quoted error starts, with its action and code.
+    let mut found: Vec<(usize, &str, &str)> = Vec::new();
     for api in API_NAMES {
         let mut from = 0;
         while let Some(pos) = message[from..].find(api) {
@@ -565,14 +577,20 @@ pub fn parse_aws_error(message: &str) -> (Option<String>, Option<String>) {
                 continue;
             };
             let code = rest.split(": ").next().unwrap_or_default();
-            if starts_word && is_error_code(code) && best.is_none_or(|(b, _, _)| at < b) {
-                best = Some((at, api, code));
+            if starts_word && is_error_code(code) {
+                found.push((at, api, code));
             }
         }
     }
-    match best {
-        Some((_, api, code)) => (Some(api.to_owned()), Some(code.to_owned())),
-        None => (None, None),
+    found.sort_unstable_by_key(|(at, _, _)| *at);
+    let Some(&(at, api, code)) = found.first() else {
+        return QuotedError::default();
+    };
+    let end = found.get(1).map_or(message.len(), |(next, _, _)| *next);
+    QuotedError {
+        api: Some(api.to_owned()),
+        code: Some(code.to_owned()),
+        request_id: crate::cloud::request_id_in(&message[at..end]).map(str::to_owned),
     }
 }
 
@@ -596,7 +614,7 @@ fn permission_checks(run: &Run) -> Vec<PermissionCheckReport> {
 /// not be made) may still name an AWS action and code.
 fn refusal(c: &PermissionCheckReport) -> ErrorReport {
     let reason = c.error.as_deref().unwrap_or("refused");
-    let (api, code) = parse_aws_error(reason);
+    let quoted = parse_aws_error(reason);
     let denied_code = reason
         .strip_prefix("denied: ")
         .and_then(|rest| rest.split(": ").next())
@@ -609,10 +627,13 @@ fn refusal(c: &PermissionCheckReport) -> ErrorReport {
         account_id: c.account_id.clone(),
         region: Some(c.region.clone()),
         instance_id: None,
-        api: api.or_else(|| Some(c.action.clone())),
-        code: denied_code.or(code),
+        api: quoted.api.or_else(|| Some(c.action.clone())),
+        code: denied_code.or(quoted.code),
         message: format!("ec2:{} (DryRun): {reason}", c.action),
-        request_id: None,
+        // A refusal is worded `denied: Code: message (request id ID)`.
+        request_id: quoted
+            .request_id
+            .or_else(|| crate::cloud::request_id_in(reason).map(str::to_owned)),
     }
 }
 
@@ -960,7 +981,11 @@ fn error(
     instance_id: Option<&str>,
     message: &str,
 ) -> ErrorReport {
-    let (api, code) = parse_aws_error(message);
+    let QuotedError {
+        api,
+        code,
+        request_id,
+    } = parse_aws_error(message);
     ErrorReport {
         scope: scope.to_owned(),
         phase: phase.name().to_owned(),
@@ -971,7 +996,7 @@ fn error(
         api,
         code,
         message: message.to_owned(),
-        request_id: crate::cloud::request_id_in(message).map(str::to_owned),
+        request_id,
     }
 }
 
@@ -1203,29 +1228,31 @@ mod tests {
 
     #[test]
     fn aws_errors_are_found_in_messages() {
+        let p = |m: &str| {
+            let q = parse_aws_error(m);
+            (q.api, q.code)
+        };
         assert_eq!(
-            parse_aws_error(
-                "cannot assume arn:aws:iam::1:role/R: AssumeRole: AccessDenied: not allowed"
-            ),
+            p("cannot assume arn:aws:iam::1:role/R: AssumeRole: AccessDenied: not allowed"),
             (Some("AssumeRole".into()), Some("AccessDenied".into()))
         );
         assert_eq!(
-            parse_aws_error("StartInstances: InsufficientInstanceCapacity: none left"),
+            p("StartInstances: InsufficientInstanceCapacity: none left"),
             (
                 Some("StartInstances".into()),
                 Some("InsufficientInstanceCapacity".into())
             )
         );
         assert_eq!(
-            parse_aws_error("CreateImage: InvalidAMIName.Duplicate: x"),
+            p("CreateImage: InvalidAMIName.Duplicate: x"),
             (
                 Some("CreateImage".into()),
                 Some("InvalidAMIName.Duplicate".into())
             )
         );
-        assert_eq!(parse_aws_error("pending after 1800s"), (None, None));
-        assert_eq!(parse_aws_error("MyCreateImage: X: y"), (None, None));
-        assert_eq!(parse_aws_error("CreateImage: has spaces: y"), (None, None));
+        assert_eq!(p("pending after 1800s"), (None, None));
+        assert_eq!(p("MyCreateImage: X: y"), (None, None));
+        assert_eq!(p("CreateImage: has spaces: y"), (None, None));
     }
 
     #[test]
@@ -1244,6 +1271,33 @@ mod tests {
         assert_eq!(e.request_id.as_deref(), Some("7e1f-22"));
         let e = error("target", Phase::Scanner, "lz", "1", None, None, "no answer");
         assert_eq!(e.request_id, None);
+        // Two calls quoted in one message: the first call's code goes with
+        // its own id, never with the second's.
+        let m = "CreateImage: InternalError: boom; looking it up: \
+                 DescribeImages: Unavailable: later (request id 9-9)";
+        assert_eq!(
+            parse_aws_error(m),
+            QuotedError {
+                api: Some("CreateImage".into()),
+                code: Some("InternalError".into()),
+                request_id: None,
+            }
+        );
+        let m = "CreateImage: InternalError: boom (request id 1-1); looking it up: \
+                 DescribeImages: Unavailable: later (request id 9-9)";
+        assert_eq!(parse_aws_error(m).request_id.as_deref(), Some("1-1"));
+        // A refused permission check keeps the id of the refusal.
+        let c = PermissionCheckReport {
+            landing_zone: "lz".into(),
+            account_id: "1".into(),
+            region: "eu-west-1".into(),
+            action: "CreateImage".into(),
+            allowed: false,
+            error: Some("denied: UnauthorizedOperation: no (request id 5-5)".into()),
+        };
+        let e = refusal(&c);
+        assert_eq!(e.code.as_deref(), Some("UnauthorizedOperation"));
+        assert_eq!(e.request_id.as_deref(), Some("5-5"));
     }
 
     #[test]

@@ -61,7 +61,12 @@ async fn check_target(
             action: probe.api().to_string(),
             allowed: result.is_ok(),
             error: result.as_ref().err().map(|e| match e.kind {
-                ErrorKind::Denied => format!("denied: {}: {}", e.code, e.message),
+                ErrorKind::Denied => format!(
+                    "denied: {}: {}{}",
+                    e.code,
+                    e.message,
+                    crate::cloud::request_id_suffix(e.request_id.as_deref())
+                ),
                 _ => format!("could not check: {e}"),
             }),
         };
