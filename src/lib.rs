@@ -528,19 +528,14 @@ pub fn environments_of(landing_zones: &[LandingZone]) -> String {
     envs.into_iter().collect::<Vec<_>>().join(",")
 }
 
-/// Saves what the last phase changed (none: the run's header only) into
-/// the journal; a failure is logged, not fatal (the changes themselves are
-/// journaled step by step).
-fn journal_snapshot(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_waited: bool) {
+/// Saves what `phase` changed (none: the run's header only) into the
+/// journal, and notes the phase done; a failure is logged, not fatal (the
+/// changes themselves are journaled step by step).
+fn save_phase(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_waited: bool) {
+    let started = std::time::Instant::now();
     if let Err(e) = workflow::snapshot::save(j, run, phase, backup_waited) {
         tracing::error!(error = %e, "cannot save the run in the journal");
     }
-}
-
-/// Saves what `phase` changed, and notes it done.
-fn save_phase(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_waited: bool) {
-    let started = std::time::Instant::now();
-    journal_snapshot(j, run, phase, backup_waited);
     if let Some(p) = phase {
         let _ = j.note(run.id.as_str(), "Phase", &format!("{p} done"));
     }

@@ -100,24 +100,23 @@ pub struct CloudError {
     pub request_id: Option<String>,
 }
 
+/// How a request id is introduced in an error's text.
+const REQUEST_ID_OPEN: &str = "(request id ";
+
 /// ` (request id ID)`, or nothing.
 pub fn request_id_suffix(id: Option<&str>) -> String {
-    id.map(|id| format!(" ({REQUEST_ID} {id})"))
+    id.map(|id| format!(" {REQUEST_ID_OPEN}{id})"))
         .unwrap_or_default()
 }
-
-/// How a request id is introduced in an error's text.
-pub const REQUEST_ID: &str = "request id";
 
 /// The first request id in a text, if it names one: `(request id ID)`,
 /// the id being letters, digits and dashes (AWS's are UUIDs). Give it the
 /// part of a message that is one error's, not a whole message that quotes
 /// several.
 pub fn request_id_in(text: &str) -> Option<&str> {
-    let prefix = format!("({REQUEST_ID} ");
     let mut rest = text;
-    while let Some(at) = rest.find(&prefix) {
-        rest = &rest[at + prefix.len()..];
+    while let Some(at) = rest.find(REQUEST_ID_OPEN) {
+        rest = &rest[at + REQUEST_ID_OPEN.len()..];
         let len = rest
             .bytes()
             .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-')
