@@ -84,6 +84,7 @@ fn simulate(config: &Config, instances: usize, stopped_share: f64, options: &Opt
             clock: Clock::start(DateTime::<Utc>::UNIX_EPOCH),
             shutdown: Shutdown::never(),
             progress: Progress::hidden(),
+            witnesses: Default::default(),
         };
         let lzs: Vec<_> = config.landing_zones.iter().collect();
         let mut no_checkpoint = |_: &Run| {};

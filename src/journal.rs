@@ -37,7 +37,8 @@ use crate::cloud::{
 };
 use crate::config::LandingZone;
 use crate::model::{
-    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StatusChecks, Tags, Target,
+    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StateChange, StatusChecks, Tags, Target,
+    Witness, Witnesses,
 };
 
 /// The schema this prepatch writes and understands.
@@ -712,6 +713,34 @@ impl Journal {
         })
     }
 
+    /// Takes the lock on `landing_zones` for `run_id` and keeps it alive:
+    /// a heartbeat every `every` (production: [`HEARTBEAT_EVERY`]) for as
+    /// long as the guard lives, so that a second run over the same landing
+    /// zones is refused however long this one takes. Every command that
+    /// changes anything holds one; dropping it releases the lock.
+    pub fn hold_lock(
+        self: &std::sync::Arc<Self>,
+        run_id: &str,
+        landing_zones: &[String],
+        every: std::time::Duration,
+    ) -> Result<HeldLock, JournalError> {
+        self.lock(run_id, landing_zones)?;
+        let (journal, id) = (std::sync::Arc::clone(self), run_id.to_owned());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = journal.heartbeat(&id) {
+                    tracing::warn!(error = %e, "journal heartbeat failed");
+                }
+            }
+        });
+        Ok(HeldLock {
+            journal: std::sync::Arc::clone(self),
+            run_id: run_id.to_owned(),
+            heartbeat,
+        })
+    }
+
     /// Releases this process's locks for `run_id`.
     pub fn unlock(&self, run_id: &str) -> Result<(), JournalError> {
         self.with(|c| {
@@ -1054,8 +1083,52 @@ impl Journal {
         })
     }
 
-    /// Instances a successful `StartInstances` of this run started, by
-    /// (landing zone, account, region).
+    /// What this journal says of a run's `CreateImage` calls, by instance
+    /// (the witness for [`Image::backup_of`](crate::model::Image::backup_of)),
+    /// and of the instances it started.
+    pub fn backup_witnesses(&self, run_id: &str) -> Result<Witnesses, JournalError> {
+        let mut by_instance: HashMap<String, Witness> = HashMap::new();
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT resources, status, result FROM steps WHERE run_id = ?1 AND action = 'CreateImage' ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![run_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (instance, status, result) = row?;
+                let w = by_instance.entry(instance).or_insert(Witness::Attempted);
+                if let (true, Some(ami)) = (status == "ok", result) {
+                    *w = Witness::Made(AmiId::new(ami));
+                }
+            }
+            Ok(())
+        })?;
+        // The journal speaks for the run's backups once it has any of them:
+        // then an AMI of an instance it never asked for is not the run's.
+        let known = !by_instance.is_empty();
+        let started = self
+            .started_instances(run_id)?
+            .into_values()
+            .flatten()
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(Witnesses {
+            known,
+            by_instance,
+            started,
+        })
+    }
+
+    /// Instances this run started, by (landing zone, account, region): those
+    /// that a successful `StartInstances` of the run found `stopped`, by
+    /// AWS's answer. An instance someone else started a moment before is
+    /// not among them. A step from before answers were journaled counts
+    /// every instance it named (restore's tag check still applies).
     pub fn started_instances(&self, run_id: &str) -> Result<Started, JournalError> {
         let mut out = Started::new();
         for s in self.steps(run_id)? {
@@ -1063,7 +1136,11 @@ impl Journal {
                 let ids = out
                     .entry((s.landing_zone.clone(), s.account.clone(), s.region.clone()))
                     .or_default();
-                for r in s.resources {
+                let named: Vec<String> = match started_in(s.result.as_deref()) {
+                    Some(started) => started.into_iter().map(str::to_owned).collect(),
+                    None => s.resources,
+                };
+                for r in named {
                     let id = InstanceId::new(r);
                     if !ids.contains(&id) {
                         ids.push(id);
@@ -1071,6 +1148,7 @@ impl Journal {
                 }
             }
         }
+        out.retain(|_, ids| !ids.is_empty());
         Ok(out)
     }
 }
@@ -1122,6 +1200,23 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// A lock on landing zones, kept alive by a heartbeat until dropped
+/// ([`Journal::hold_lock`]).
+pub struct HeldLock {
+    journal: std::sync::Arc<Journal>,
+    run_id: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if let Err(e) = self.journal.unlock(&self.run_id) {
+            tracing::error!(error = %e, run = %self.run_id, "cannot release the lock");
+        }
+    }
 }
 
 /// A [`Cloud`] whose mutating calls are journaled: the intent before the
@@ -1205,6 +1300,37 @@ impl<'a> Journaled<'a> {
 /// off the record.
 fn journal_error(api: Api, e: &JournalError) -> CloudError {
     CloudError::new(api, ErrorKind::Api, "JournalWriteFailed", e.to_string())
+}
+
+/// What a `StartInstances` answer says, as journaled: the instances this
+/// call started (`stopped` before it), then every instance's change.
+/// `started: i-a i-b; i-a stopped->pending, i-b stopped->pending, i-c
+/// running->running`. Only the ids before the `;` were started by the run.
+fn start_result(changes: &[StateChange]) -> String {
+    let started: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.previous == crate::model::InstanceState::Stopped)
+        .map(|c| c.id.as_str())
+        .collect();
+    format!("started: {}; {}", started.join(" "), changes_text(changes))
+}
+
+/// `i-a stopped->pending, i-b running->running`.
+fn changes_text(changes: &[StateChange]) -> String {
+    changes
+        .iter()
+        .map(|c| format!("{} {}->{}", c.id, c.previous, c.current))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The instances a journaled `StartInstances` started: those its answer
+/// names as `stopped` before the call. `None` for a step journaled before
+/// answers were recorded (no `started:` result).
+fn started_in(result: Option<&str>) -> Option<Vec<&str>> {
+    let list = result?.strip_prefix("started:")?;
+    let list = list.split(';').next().unwrap_or_default();
+    Some(list.split_whitespace().collect())
 }
 
 fn tags_detail(tags: &Tags) -> String {
@@ -1293,16 +1419,17 @@ impl Cloud for Journaled<'_> {
         .await
     }
 
-    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn start_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         let list: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-        self.journaled(
-            Api::StartInstances,
-            t,
-            &list,
-            None,
-            self.inner.start_instances(t, ids),
-        )
-        .await
+        let seq = self.intent(Api::StartInstances, t, &list, None)?;
+        let result = self.inner.start_instances(t, ids).await;
+        let started = result.as_ref().ok().map(|changes| start_result(changes));
+        self.outcome(seq, &result, started.as_deref());
+        result
     }
 
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
@@ -1313,16 +1440,17 @@ impl Cloud for Journaled<'_> {
         self.inner.permitted(t, probe).await
     }
 
-    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn stop_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         let list: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-        self.journaled(
-            Api::StopInstances,
-            t,
-            &list,
-            None,
-            self.inner.stop_instances(t, ids),
-        )
-        .await
+        let seq = self.intent(Api::StopInstances, t, &list, None)?;
+        let result = self.inner.stop_instances(t, ids).await;
+        let answer = result.as_ref().ok().map(|changes| changes_text(changes));
+        self.outcome(seq, &result, answer.as_deref());
+        result
     }
 
     async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
@@ -1479,6 +1607,55 @@ mod tests {
     }
 
     #[test]
+    fn only_what_a_start_found_stopped_was_started_by_the_run() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = Journal::open_or_create(&dir.path().join("j.db")).expect("open");
+        let lzs = vec!["lz".to_owned()];
+        j.begin(&new_run("r1", &lzs)).expect("begin");
+        let changes = [
+            StateChange {
+                id: InstanceId::new("i-1"),
+                previous: crate::model::InstanceState::Stopped,
+                current: crate::model::InstanceState::Pending,
+            },
+            // Someone else started it a moment before this call.
+            StateChange {
+                id: InstanceId::new("i-2"),
+                previous: crate::model::InstanceState::Pending,
+                current: crate::model::InstanceState::Pending,
+            },
+        ];
+        let text = start_result(&changes);
+        assert_eq!(
+            text,
+            "started: i-1; i-1 stopped->pending, i-2 pending->pending"
+        );
+        let s = j
+            .intent(
+                "r1",
+                "StartInstances",
+                &target(),
+                &["i-1".into(), "i-2".into()],
+                None,
+            )
+            .expect("intent");
+        j.outcome(s, Ok(Some(&text))).expect("outcome");
+        // A call whose every instance someone else had started.
+        let none = start_result(&changes[1..]);
+        let s = j
+            .intent("r1", "StartInstances", &target(), &["i-2".into()], None)
+            .expect("intent");
+        j.outcome(s, Ok(Some(&none))).expect("outcome");
+        let started = j.started_instances("r1").expect("started");
+        assert_eq!(
+            started.values().next().expect("one target"),
+            &[InstanceId::new("i-1")]
+        );
+        assert_eq!(started_in(Some(&none)), Some(vec![]));
+        assert_eq!(started_in(None), None, "an old step names no answer");
+    }
+
+    #[test]
     fn a_second_live_run_on_the_same_landing_zone_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let j = Journal::open_or_create(&dir.path().join("j.db")).expect("open");
@@ -1518,6 +1695,50 @@ mod tests {
             .unwrap();
         j.lock("r4", &["b".to_owned()])
             .expect("no heartbeat for 11 minutes: stale");
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_beats_until_dropped_then_is_free() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j =
+            std::sync::Arc::new(Journal::open_or_create(&dir.path().join("j.db")).expect("open"));
+        let lzs = vec!["a".to_owned()];
+        let heartbeat = |j: &Journal| -> Option<String> {
+            j.with(|c| {
+                c.query_row(
+                    "SELECT heartbeat FROM locks WHERE landing_zone = 'a'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .unwrap()
+        };
+        let held = j
+            .hold_lock("restore-1", &lzs, std::time::Duration::from_millis(20))
+            .expect("lock");
+        // Age the heartbeat past the stale-lock age, as hours of work would.
+        let old = (Utc::now() - chrono::Duration::minutes(11)).to_rfc3339();
+        j.with(|c| c.execute("UPDATE locks SET heartbeat = ?1", [&old]))
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let fresh = heartbeat(&j).expect("still locked");
+        assert_ne!(fresh, old, "the heartbeat renewed it");
+        // Another host would now see it live.
+        j.with(|c| c.execute("UPDATE locks SET host = 'elsewhere', pid = 999999999", []))
+            .unwrap();
+        let err = j.lock("run-2", &lzs).unwrap_err();
+        assert!(err.to_string().contains("in use by run restore-1"), "{err}");
+        j.with(|c| {
+            c.execute(
+                "UPDATE locks SET host = ?1, pid = ?2",
+                params![hostname(), i64::from(std::process::id())],
+            )
+        })
+        .unwrap();
+        drop(held);
+        assert_eq!(heartbeat(&j), None, "released");
+        j.lock("run-2", &lzs).expect("free again");
     }
 
     #[test]

@@ -619,20 +619,11 @@ pub async fn execute_journaled<C: Cloud>(
         && [Phase::AmiBackup, Phase::ServerStart]
             .iter()
             .any(|p| options.plans.get(p).is_none_or(|plan| *plan == Plan::Run));
-    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+    let mut lock: Option<journal::HeldLock> = None;
     let locked = journal.is_some() && mutating && !cloud.is_simulated();
     if let Some((j, params)) = journal {
         if locked {
-            j.lock(&run_id, &lz_names)?;
-            let (j2, id) = (std::sync::Arc::clone(j), run_id.clone());
-            heartbeat = Some(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(journal::HEARTBEAT_EVERY).await;
-                    if let Err(e) = j2.heartbeat(&id) {
-                        tracing::warn!(error = %e, "journal heartbeat failed");
-                    }
-                }
-            }));
+            lock = Some(j.hold_lock(&run_id, &lz_names, journal::HEARTBEAT_EVERY)?);
         }
         j.begin(&journal::NewRun {
             id: &run_id,
@@ -654,9 +645,6 @@ pub async fn execute_journaled<C: Cloud>(
         journal.map(|(j, _)| j),
     )
     .await;
-    if let Some(h) = heartbeat {
-        h.abort();
-    }
     if let Some((j, _)) = journal {
         let status = match &result {
             Ok(o) if o.interrupted => journal::Status::Interrupted,
@@ -668,12 +656,8 @@ pub async fn execute_journaled<C: Cloud>(
         if let Err(e) = j.finish(&run_id, status, summary.as_deref()) {
             tracing::error!(error = %e, "cannot finish the run in the journal");
         }
-        if locked {
-            if let Err(e) = j.unlock(&run_id) {
-                tracing::error!(error = %e, "cannot release the run's lock");
-            }
-        }
     }
+    drop(lock);
     result
 }
 
@@ -708,6 +692,11 @@ async fn execute_inner<C: Cloud>(
     });
 
     let journaled = journal.map(|j| journal::Journaled::new(cloud, j, options.run_id.as_str()));
+    // What earlier attempts of this run made and started, by the journal.
+    let witnesses = match journal {
+        Some(j) => j.backup_witnesses(options.run_id.as_str())?,
+        None => Default::default(),
+    };
     let wf_cloud: &dyn Cloud = match &journaled {
         Some(j) => j,
         None => cloud,
@@ -720,6 +709,7 @@ async fn execute_inner<C: Cloud>(
         clock: Clock::start(chrono::Utc::now()),
         shutdown,
         progress: workflow::progress::Progress::new(options.show_progress),
+        witnesses,
     };
     let mut write_error: Option<Error> = None;
     let csv_wanted = config.reports.formats.contains(&report::Format::Csv);

@@ -363,6 +363,131 @@ pub struct Image {
     pub tags: TagMap,
     /// Read from the block device mappings; empty while AWS is still making them.
     pub snapshot_ids: std::sync::Arc<[String]>,
+    /// AWS's own record of where the AMI came from: the instance, for an
+    /// AMI made by `CreateImage` (`SourceInstanceId`)...
+    pub source_instance: Option<InstanceId>,
+    /// ... or the AMI it was copied from, for a `CopyImage` copy
+    /// (`SourceImageId`). Tags can be copied with an AMI; these cannot.
+    pub source_image: Option<AmiId>,
+}
+
+/// The AMI name of a run's backup of an instance: unique per instance and
+/// run, in AMI name characters.
+pub fn ami_name(instance: &str, run_id: &str) -> String {
+    let name = format!("prepatch-{instance}-{run_id}");
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "()[]./-'@_ ".contains(*c))
+        .take(128)
+        .collect()
+}
+
+/// What a run's journal says of its `CreateImage` for one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Witness {
+    /// This journal does not have the run (another machine's run, a lost
+    /// journal): AWS's own fields decide alone.
+    NoRecord,
+    /// The journal has the run, and no `CreateImage` for this instance.
+    NotAttempted,
+    /// A `CreateImage` was sent, and its answer is not known (a crash
+    /// before the outcome was written, or an error).
+    Attempted,
+    /// A `CreateImage` of the run made this AMI.
+    Made(AmiId),
+}
+
+/// What a journal says of one run, for the checks that must not rest on
+/// tags alone: its `CreateImage` calls by instance id (the witness
+/// [`Image::backup_of`] asks), and the instances its `StartInstances`
+/// found stopped. Empty and not `known` when the journal does not have the
+/// run, or there is no journal.
+#[derive(Clone, Debug, Default)]
+pub struct Witnesses {
+    pub known: bool,
+    pub by_instance: std::collections::HashMap<String, Witness>,
+    pub started: std::collections::HashSet<String>,
+}
+
+impl Witnesses {
+    /// The journal has a start of this instance by the run.
+    pub fn started(&self, instance: &InstanceId) -> bool {
+        self.started.contains(instance.as_str())
+    }
+
+    pub fn of(&self, instance: &InstanceId) -> Witness {
+        match self.by_instance.get(instance.as_str()) {
+            Some(w) => w.clone(),
+            None if self.known => Witness::NotAttempted,
+            None => Witness::NoRecord,
+        }
+    }
+}
+
+impl Image {
+    /// Whether this AMI is a backup that prepatch made with `CreateImage`
+    /// for `run_id`, and of which instance; or why not. Tags only say
+    /// which instance and run to check against, as anyone can copy them
+    /// (`CopyImage` carries them when asked): what decides is AWS's own
+    /// record (`SourceInstanceId`, set only by `CreateImage`; a copy has
+    /// `SourceImageId` instead), the name prepatch gives, and the journal's
+    /// `CreateImage` outcome where the journal has the run.
+    pub fn backup_of(
+        &self,
+        run_id: &str,
+        witness: impl Fn(&InstanceId) -> Witness,
+    ) -> Result<InstanceId, String> {
+        let tagged = |k: &str| self.tags.get(k).map(String::as_str);
+        if tagged(tag::CREATED_BY) != Some(tag::CREATED_BY_VALUE)
+            || tagged(tag::RUN_ID) != Some(run_id)
+        {
+            return Err(format!("not tagged as a backup of run {run_id}"));
+        }
+        let Some(instance) = tagged(tag::INSTANCE_ID).map(InstanceId::new) else {
+            return Err(format!("no {} tag", tag::INSTANCE_ID));
+        };
+        if let Some(source) = &self.source_image {
+            return Err(format!(
+                "a copy of {source} (CopyImage), not a backup that prepatch made"
+            ));
+        }
+        let name = ami_name(instance.as_str(), run_id);
+        if *self.name != *name {
+            return Err(format!("its name {:?} is not {name:?}", self.name));
+        }
+        let source_ok = match &self.source_instance {
+            Some(source) if *source != instance => {
+                return Err(format!(
+                    "AWS says it was made from {source}, not from {instance}"
+                ));
+            }
+            Some(_) => true,
+            None => false,
+        };
+        match witness(&instance) {
+            Witness::Made(ami) if ami == self.id => Ok(instance),
+            Witness::Made(ami) => Err(format!(
+                "the journal has {ami} as this run's backup of {instance}"
+            )),
+            Witness::NotAttempted => Err(format!(
+                "the journal has run {run_id} and no CreateImage of {instance} in it"
+            )),
+            Witness::NoRecord | Witness::Attempted if source_ok => Ok(instance),
+            Witness::NoRecord | Witness::Attempted => {
+                Err("AWS names no source instance for it and the journal does not name it".into())
+            }
+        }
+    }
+}
+
+/// One instance in a `StartInstances` or `StopInstances` answer: the state
+/// it was in when AWS took the request, and the state it is going to.
+/// `previous` is what tells prepatch whether it started (or stopped) the
+/// instance, or whether someone else did a moment before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub id: InstanceId,
+    pub previous: InstanceState,
+    pub current: InstanceState,
 }
 
 /// `DescribeInstanceStatus` for one instance.

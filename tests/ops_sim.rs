@@ -99,6 +99,7 @@ async fn run_journaled(cloud: &dyn Cloud, config: &Config, run_id: &str) -> Run 
         clock: Clock::start(chrono::Utc::now()),
         shutdown: Shutdown::never(),
         progress: Progress::hidden(),
+        witnesses: Default::default(),
     };
     let lzs: Vec<_> = config.landing_zones.iter().collect();
     let mut no_checkpoint = |_: &Run| {};
@@ -194,6 +195,7 @@ async fn a_create_image_the_journal_has_is_not_sent_again_sim() {
         description: String::new(),
         no_reboot: true,
         tags: [(tag::RUN_ID.into(), "run-1".into())].into_iter().collect(),
+        snapshot_tags: Default::default(),
     };
     let first = journaled.create_image(&target(), &req).await.expect("made");
     // Asked again by the next attempt (a resume whose tag lookup missed
@@ -237,18 +239,21 @@ async fn image(
     expires: &str,
     by: &str,
 ) -> String {
+    // A backup as prepatch makes it: its name, the instance's tag.
     let req = ImageRequest {
         instance: id.clone(),
-        name: format!("img-{id}-{run_id}"),
+        name: prepatch::model::ami_name(id.as_str(), run_id),
         description: String::new(),
         no_reboot: true,
         tags: [
             (tag::RUN_ID.into(), run_id.into()),
             (tag::CREATED_BY.into(), by.into()),
             (tag::EXPIRES_AT.into(), expires.into()),
+            (tag::INSTANCE_ID.into(), id.as_str().into()),
         ]
         .into_iter()
         .collect(),
+        snapshot_tags: Default::default(),
     };
     cloud
         .create_image(&target(), &req)
@@ -302,7 +307,15 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
 
     let lzs = config.landing_zones.clone();
     let now = chrono::Utc::now();
-    let plans = cleanup::plan(&cloud, &lzs, now, cleanup::Criterion::OlderThan(30), "s").await;
+    let plans = cleanup::plan(
+        &cloud,
+        &lzs,
+        now,
+        cleanup::Criterion::OlderThan(30),
+        "s",
+        &|_| Default::default(),
+    )
+    .await;
     let due: Vec<&str> = plans[0].amis.iter().map(|a| a.ami.as_str()).collect();
     assert_eq!(due.len(), 3, "{due:?}");
     assert!(
@@ -310,7 +323,10 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
         "no time in its run id: not due by age"
     );
 
-    let mut plans = cleanup::plan(&cloud, &lzs, now, cleanup::Criterion::Expired, "s").await;
+    let mut plans = cleanup::plan(&cloud, &lzs, now, cleanup::Criterion::Expired, "s", &|_| {
+        Default::default()
+    })
+    .await;
     let due: Vec<&str> = plans[0].amis.iter().map(|a| a.ami.as_str()).collect();
     assert_eq!(due, {
         let mut d = vec![expired.as_str(), snapless.as_str()];

@@ -190,6 +190,7 @@ async fn fixture_with(per_target: usize, dry_run: bool, faults: Vec<Fault>) -> F
         clock: Clock::start(Utc.with_ymd_and_hms(2026, 11, 30, 4, 0, 0).unwrap()),
         shutdown: Shutdown::never(),
         progress: Progress::hidden(),
+        witnesses: Default::default(),
     };
     let lzs: Vec<_> = config.landing_zones.iter().collect();
     let mut no_checkpoint = |_: &Run| {};

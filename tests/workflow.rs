@@ -82,6 +82,7 @@ async fn run(cloud: &Paced<SimCloud>, config: &Config, options: &Options) -> Run
         clock: Clock::start(chrono::Utc::now()),
         shutdown: Shutdown::never(),
         progress: Progress::hidden(),
+        witnesses: Default::default(),
     };
     let lzs: Vec<_> = config.landing_zones.iter().collect();
     let mut no_checkpoint = |_: &Run| {};

@@ -28,7 +28,7 @@ use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageReque
 use crate::config::LandingZone;
 use crate::model::{
     AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, Snapshot, SsmInfo,
-    SsmPing, StatusChecks, Tags, Target,
+    SsmPing, StateChange, StatusChecks, Tags, Target,
 };
 
 /// `DescribeInstances`, `DescribeInstanceStatus`: the API's page maximum.
@@ -59,38 +59,76 @@ pub struct AwsCloud {
 /// Renew a session when less than this is left of it.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 
+/// The longest session STS gives a role assumed with credentials that are
+/// themselves a role's (role chaining), and the default `MaxSessionDuration`
+/// of a role.
+const CHAINED_SESSION_MAX: Duration = Duration::from_secs(3600);
+
 /// A landing zone's STS session, handed to its clients as their credentials
-/// provider. The SDK's identity cache asks again shortly before the
-/// credentials expire, and the session then assumes the role again: a run
-/// longer than `aws.session_duration` (a long AMI wait) keeps working.
+/// provider. The credentials it hands out say they expire
+/// [`RENEW_BEFORE`] before they really do: the SDK's identity cache asks
+/// its provider again only seconds before the expiry it is told, so this
+/// is what makes the session renew five minutes early, and a run longer
+/// than `aws.session_duration` (a long AMI wait) keeps working without a
+/// request ever carrying credentials about to lapse.
 #[derive(Debug)]
 struct RoleSession {
     sts: sts::Client,
     role_arn: String,
     session_name: String,
+    /// The session length STS accepted (see [`RoleSession::assume`]).
     duration: Duration,
     calls: Arc<ApiCalls>,
+    /// The credentials with their real expiry.
     current: tokio::sync::Mutex<ec2::config::Credentials>,
 }
 
+/// Whether STS refused a session length: longer than the role's
+/// `MaxSessionDuration`, or than the hour that role chaining allows.
+fn duration_refused(e: &CloudError) -> bool {
+    e.code == "ValidationException" && e.message.contains("DurationSeconds")
+}
+
 impl RoleSession {
-    /// `AssumeRole`: the credentials and the assumed role's ARN.
+    /// `AssumeRole`: the credentials, the assumed role's ARN, and the
+    /// session length used. A length STS refuses for this caller (role
+    /// chaining caps it at an hour, a role's `MaxSessionDuration` may too)
+    /// is asked again at one hour, with a warning, rather than failing the
+    /// landing zone: renewal keeps a long run going either way.
     async fn assume(
         sts: &sts::Client,
         role_arn: &str,
         session_name: &str,
         duration: Duration,
         calls: &ApiCalls,
-    ) -> Result<(ec2::config::Credentials, Option<String>), CloudError> {
-        let result = sts
-            .assume_role()
-            .role_arn(role_arn)
-            .role_session_name(session_name)
-            .duration_seconds(duration.as_secs().try_into().unwrap_or(3600))
-            .send()
+    ) -> Result<(ec2::config::Credentials, Option<String>, Duration), CloudError> {
+        let ask = |duration: Duration| {
+            sts.assume_role()
+                .role_arn(role_arn)
+                .role_session_name(session_name)
+                .duration_seconds(duration.as_secs().try_into().unwrap_or(3600))
+                .send()
+        };
+        let mut duration = duration;
+        let mut result = ask(duration)
             .await
             .map_err(|e| api_error(Api::AssumeRole, e));
         calls.record(Api::AssumeRole, &result);
+        if let Err(e) = &result {
+            if duration > CHAINED_SESSION_MAX && duration_refused(e) {
+                tracing::warn!(
+                    role = role_arn,
+                    asked = duration.as_secs(),
+                    error = %e,
+                    "STS refused aws.session_duration for this caller; using 3600 s (sessions are renewed before they expire)"
+                );
+                duration = CHAINED_SESSION_MAX;
+                result = ask(duration)
+                    .await
+                    .map_err(|e| api_error(Api::AssumeRole, e));
+                calls.record(Api::AssumeRole, &result);
+            }
+        }
         let out = result?;
         let Some(c) = out.credentials() else {
             return Err(CloudError::new(
@@ -108,14 +146,15 @@ impl RoleSession {
             "prepatch-assume-role",
         );
         let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
-        Ok((credentials, arn))
+        Ok((credentials, arn, duration))
     }
 
-    /// The current credentials, renewed first if they expire soon.
+    /// The current credentials, renewed first if they expire soon, as the
+    /// SDK is to see them: expiring [`RENEW_BEFORE`] early.
     async fn credentials(&self) -> Result<ec2::config::Credentials, CloudError> {
         let mut current = self.current.lock().await;
         if expires_soon(current.expiry(), SystemTime::now()) {
-            let (fresh, _) = Self::assume(
+            let (fresh, _, _) = Self::assume(
                 &self.sts,
                 &self.role_arn,
                 &self.session_name,
@@ -126,12 +165,25 @@ impl RoleSession {
             tracing::info!(role = %self.role_arn, "STS session renewed");
             *current = fresh;
         }
-        Ok(current.clone())
+        Ok(renew_early(&current))
     }
 }
 
+/// Less than [`RENEW_BEFORE`] is left, with a minute's slack for the
+/// identity cache, which asks a few seconds before the expiry it was told.
 fn expires_soon(expiry: Option<SystemTime>, now: SystemTime) -> bool {
-    expiry.is_some_and(|e| e <= now + RENEW_BEFORE)
+    expiry.is_some_and(|e| e <= now + RENEW_BEFORE + Duration::from_secs(60))
+}
+
+/// The same credentials, saying they expire [`RENEW_BEFORE`] early.
+fn renew_early(c: &ec2::config::Credentials) -> ec2::config::Credentials {
+    ec2::config::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        c.session_token().map(str::to_owned),
+        c.expiry().map(|e| e - RENEW_BEFORE),
+        "prepatch-assume-role",
+    )
 }
 
 impl ProvideCredentials for RoleSession {
@@ -335,7 +387,43 @@ fn to_image(i: &ec2::types::Image) -> Option<Image> {
             .filter_map(|m| m.ebs()?.snapshot_id())
             .map(str::to_owned)
             .collect(),
+        source_instance: i.source_instance_id().map(InstanceId::new),
+        source_image: i.source_image_id().map(AmiId::new),
     })
+}
+
+/// The instances of a `StartInstances` / `StopInstances` answer.
+fn state_changes(changes: &[ec2::types::InstanceStateChange]) -> Vec<StateChange> {
+    let state = |s: Option<&ec2::types::InstanceState>| {
+        s.and_then(|s| s.name())
+            .map_or(InstanceState::Unknown, |n| InstanceState::parse(n.as_str()))
+    };
+    changes
+        .iter()
+        .filter_map(|c| {
+            Some(StateChange {
+                id: InstanceId::new(c.instance_id()?),
+                previous: state(c.previous_state()),
+                current: state(c.current_state()),
+            })
+        })
+        .collect()
+}
+
+/// The tag specifications of a `CreateImage`: the image's, and its
+/// snapshots' when there are any.
+fn image_tag_specs(req: &ImageRequest) -> Vec<ec2::types::TagSpecification> {
+    let spec = |kind: ec2::types::ResourceType, tags: &crate::model::TagMap| {
+        ec2::types::TagSpecification::builder()
+            .resource_type(kind)
+            .set_tags(Some(sdk_tags(tags.iter())))
+            .build()
+    };
+    let mut specs = vec![spec(ec2::types::ResourceType::Image, &req.tags)];
+    if !req.snapshot_tags.is_empty() {
+        specs.push(spec(ec2::types::ResourceType::Snapshot, &req.snapshot_tags));
+    }
+    specs
 }
 
 fn filter(name: &str, values: &[&str]) -> ec2::types::Filter {
@@ -410,7 +498,7 @@ impl Cloud for AwsCloud {
             conf = conf.region(sts::config::Region::new(region));
         }
         let sts = sts::Client::from_conf(conf.build());
-        let (credentials, arn) = RoleSession::assume(
+        let (credentials, arn, duration) = RoleSession::assume(
             &sts,
             &lz.role_arn,
             session_name,
@@ -422,7 +510,7 @@ impl Cloud for AwsCloud {
             sts,
             role_arn: lz.role_arn.clone(),
             session_name: session_name.to_owned(),
-            duration: self.session_duration,
+            duration,
             calls: Arc::clone(&self.calls),
             current: tokio::sync::Mutex::new(credentials),
         };
@@ -495,10 +583,6 @@ impl Cloud for AwsCloud {
     }
 
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
-        let spec = ec2::types::TagSpecification::builder()
-            .resource_type(ec2::types::ResourceType::Image)
-            .set_tags(Some(sdk_tags(req.tags.iter())))
-            .build();
         let result = self
             .ec2(t)?
             .create_image()
@@ -506,7 +590,7 @@ impl Cloud for AwsCloud {
             .name(&req.name)
             .description(&req.description)
             .no_reboot(req.no_reboot)
-            .tag_specifications(spec)
+            .set_tag_specifications(Some(image_tag_specs(req)))
             .send()
             .await
             .map_err(|e| api_error(Api::CreateImage, e));
@@ -532,6 +616,7 @@ impl Cloud for AwsCloud {
             .ec2(t)?
             .describe_images()
             .owners("self")
+            .include_disabled(true)
             .set_filters(f.map(|f| vec![f]))
             .max_results(IMAGES_PAGE);
         Ok(all_pages!(
@@ -564,7 +649,11 @@ impl Cloud for AwsCloud {
         result.map(|_| ())
     }
 
-    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn start_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         let result = self
             .ec2(t)?
             .start_instances()
@@ -573,7 +662,7 @@ impl Cloud for AwsCloud {
             .await
             .map_err(|e| api_error(Api::StartInstances, e));
         self.calls.record(Api::StartInstances, &result);
-        result.map(|_| ())
+        result.map(|out| state_changes(out.starting_instances()))
     }
 
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
@@ -613,25 +702,22 @@ impl Cloud for AwsCloud {
         let ec2 = self.ec2(t)?;
         let ids = |ids: &[InstanceId]| ids.iter().map(|i| i.as_str().to_owned()).collect();
         let result = match probe {
-            Probe::CreateImage(id) => ec2
+            Probe::CreateImage(req) => ec2
                 .create_image()
-                .instance_id(id.as_str())
-                .name("prepatch-permission-check")
-                .no_reboot(true)
+                .instance_id(req.instance.as_str())
+                .name(&req.name)
+                .description(&req.description)
+                .no_reboot(req.no_reboot)
+                .set_tag_specifications(Some(image_tag_specs(req)))
                 .dry_run(true)
                 .send()
                 .await
                 .map(|_| ())
                 .map_err(|e| api_error(Api::CreateImage, e)),
-            Probe::CreateTags(id) => ec2
+            Probe::CreateTags(id, tags) => ec2
                 .create_tags()
                 .resources(id.as_str())
-                .tags(
-                    ec2::types::Tag::builder()
-                        .key(crate::model::tag::CREATED_BY)
-                        .value(crate::model::tag::CREATED_BY_VALUE)
-                        .build(),
-                )
+                .set_tags(Some(sdk_tags(tags.iter().map(|(k, v)| (k, v)))))
                 .dry_run(true)
                 .send()
                 .await
@@ -661,7 +747,11 @@ impl Cloud for AwsCloud {
         result
     }
 
-    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn stop_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         let result = self
             .ec2(t)?
             .stop_instances()
@@ -670,7 +760,7 @@ impl Cloud for AwsCloud {
             .await
             .map_err(|e| api_error(Api::StopInstances, e));
         self.calls.record(Api::StopInstances, &result);
-        result.map(|_| ())
+        result.map(|out| state_changes(out.stopping_instances()))
     }
 
     async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
@@ -800,9 +890,34 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_session_is_used_as_is() {
         let s = session(Duration::from_secs(3000));
+        let real = s.current.lock().await.expiry().expect("an expiry");
         let c = s.credentials().await.expect("no call needed");
         assert_eq!(c.access_key_id(), "AKID");
         assert!(s.calls.snapshot().is_empty(), "no AssumeRole");
+        // The SDK's cache refreshes a few seconds before the expiry it is
+        // told: told five minutes early, it renews five minutes early.
+        assert_eq!(c.expiry(), Some(real - RENEW_BEFORE));
+    }
+
+    #[tokio::test]
+    async fn the_sdk_cache_asking_at_the_expiry_it_was_told_gets_a_renewal() {
+        // Told expiry = real - 5 min; the cache asks ~10 s before that.
+        let s = session(RENEW_BEFORE + Duration::from_secs(10));
+        let e = s.credentials().await.expect_err("STS is unreachable here");
+        assert_eq!(e.api, Api::AssumeRole, "it tried to renew");
+    }
+
+    #[test]
+    fn only_a_refused_duration_is_asked_again_at_an_hour() {
+        let chained = CloudError::new(
+            Api::AssumeRole,
+            ErrorKind::Api,
+            "ValidationException",
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
+        );
+        assert!(duration_refused(&chained));
+        let denied = CloudError::new(Api::AssumeRole, ErrorKind::Denied, "AccessDenied", "no");
+        assert!(!duration_refused(&denied));
     }
 
     #[tokio::test]

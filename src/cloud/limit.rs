@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
-    AccountId, AmiId, Image, Instance, InstanceId, Region, Snapshot, SsmInfo, StatusChecks, Tags,
-    Target,
+    AccountId, AmiId, Image, Instance, InstanceId, Region, Snapshot, SsmInfo, StateChange,
+    StatusChecks, Tags, Target,
 };
 
 /// The size and refill rate of one bucket.
@@ -342,7 +342,11 @@ impl<C: Cloud> Cloud for Paced<C> {
         .await
     }
 
-    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn start_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         self.call(t, Api::StartInstances, ids.len(), || {
             self.inner.start_instances(t, ids)
         })
@@ -361,7 +365,11 @@ impl<C: Cloud> Cloud for Paced<C> {
             .await
     }
 
-    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn stop_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         self.call(t, Api::StopInstances, ids.len(), || {
             self.inner.stop_instances(t, ids)
         })

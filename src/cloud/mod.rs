@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LandingZone;
 use crate::model::{
-    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StatusChecks, TagMap, Tags, Target,
+    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StateChange, StatusChecks, TagMap, Tags,
+    Target,
 };
 
 /// Every AWS API action prepatch calls.
@@ -199,6 +200,10 @@ pub struct ImageRequest {
     /// Applied to the image in the same call. A shared map: the simulated
     /// cloud keeps it as the image's tags without copying it.
     pub tags: TagMap,
+    /// Applied to the AMI's snapshots in the same call (a snapshot
+    /// `TagSpecification`): each snapshot is tagged the moment it exists,
+    /// whatever happens to the run next.
+    pub snapshot_tags: TagMap,
 }
 
 /// Instance ids in one `DescribeInstanceInformation` `InstanceIds` filter
@@ -208,9 +213,13 @@ pub const SSM_FILTER_IDS: usize = 40;
 /// A change asked of EC2 with its `DryRun` parameter: AWS checks the
 /// caller's permission for it and changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Each carries the same parameters as the real call it stands for (the
+/// tag specifications too): a role that may create an image but not tag
+/// it on creation fails the dry run, not the run.
 pub enum Probe {
-    CreateImage(InstanceId),
-    CreateTags(InstanceId),
+    CreateImage(ImageRequest),
+    CreateTags(InstanceId, Tags),
     StartInstances(Vec<InstanceId>),
 }
 
@@ -218,7 +227,7 @@ impl Probe {
     pub fn api(&self) -> Api {
         match self {
             Probe::CreateImage(_) => Api::CreateImage,
-            Probe::CreateTags(_) => Api::CreateTags,
+            Probe::CreateTags(..) => Api::CreateTags,
             Probe::StartInstances(_) => Api::StartInstances,
         }
     }
@@ -254,7 +263,9 @@ pub trait Cloud: Send + Sync {
     /// `CreateImage` with the image's tags.
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError>;
 
-    /// `DescribeImages` owned by the account, every page.
+    /// `DescribeImages` owned by the account, every page, disabled AMIs
+    /// included (`IncludeDisabled`): a run's own AMIs must be found
+    /// whatever someone did to them since.
     async fn describe_images(
         &self,
         t: &Target,
@@ -269,9 +280,14 @@ pub trait Cloud: Send + Sync {
         tags: &Tags,
     ) -> Result<(), CloudError>;
 
-    /// `StartInstances` for many instances at once. An error fails the call
+    /// `StartInstances` for many instances at once: each instance's
+    /// previous and current state, as AWS answered. An error fails the call
     /// for all of them; the workflow isolates the culprit.
-    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError>;
+    async fn start_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError>;
 
     /// `DescribeInstanceStatus` with `IncludeAllInstances`, every page.
     async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError>;
@@ -281,8 +297,13 @@ pub trait Cloud: Send + Sync {
     /// otherwise (`UnauthorizedOperation` is [`ErrorKind::Denied`]).
     async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError>;
 
-    /// `StopInstances` for many instances at once (restore only).
-    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError>;
+    /// `StopInstances` for many instances at once (restore only): each
+    /// instance's previous and current state, as AWS answered.
+    async fn stop_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError>;
 
     /// `DeregisterImage` (retention cleanup only). Leaves the snapshots.
     async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError>;

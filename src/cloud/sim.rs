@@ -26,7 +26,7 @@ use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageReque
 use crate::config::LandingZone;
 use crate::model::{
     AccountId, AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, Region,
-    SsmInfo, SsmPing, StatusChecks, Tags, Target, tag,
+    SsmInfo, SsmPing, StateChange, StatusChecks, Tags, Target, tag,
 };
 
 /// Page sizes of the real APIs, for counting calls as AWS would.
@@ -1112,8 +1112,16 @@ impl Cloud for SimCloud {
                     state: ImageState::Pending,
                     state_reason: None,
                     tags: req.tags.clone(),
-                    snapshot_ids: snaps,
+                    snapshot_ids: snaps.clone(),
+                    source_instance: Some(req.instance.clone()),
+                    source_image: None,
                 };
+                // The snapshot tag specification: tagged as they are made.
+                if !req.snapshot_tags.is_empty() {
+                    for s in snaps.iter() {
+                        w.snapshot_tags.insert(s.clone(), req.snapshot_tags.clone());
+                    }
+                }
                 let fate = if stuck {
                     ImageState::Pending
                 } else if failed {
@@ -1216,7 +1224,11 @@ impl Cloud for SimCloud {
         )
     }
 
-    async fn start_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn start_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         if let Some(e) = self.denied(t, Api::StartInstances) {
             self.calls.record_n(Api::StartInstances, 1, Some(&e));
             return Err(e);
@@ -1256,13 +1268,18 @@ impl Cloud for SimCloud {
                     "We currently do not have sufficient capacity in the Availability Zone you requested.",
                 ));
             }
+            let mut changes = Vec::with_capacity(ids.len());
             for (n, id) in ids.iter().enumerate() {
-                if w.instances.get(id).is_some_and(|i| i.instance.state == InstanceState::Stopped) {
+                let previous = w.instances.get(id).map_or(InstanceState::Unknown, |i| i.instance.state);
+                let mut current = previous;
+                if previous == InstanceState::Stopped {
                     let at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
                     w.transition(id, InstanceState::Pending, at);
+                    current = InstanceState::Pending;
                 }
+                changes.push(StateChange { id: id.clone(), previous, current });
             }
-            Ok(())
+            Ok(changes)
         });
         if result.is_ok() {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -1319,7 +1336,11 @@ impl Cloud for SimCloud {
         self.request(t, api, |_| 1, 0, |_, _| Ok(()))
     }
 
-    async fn stop_instances(&self, t: &Target, ids: &[InstanceId]) -> Result<(), CloudError> {
+    async fn stop_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         let result = self.request(
             t,
             Api::StopInstances,
@@ -1331,19 +1352,25 @@ impl Cloud for SimCloud {
                         return Err(not_found(Api::StopInstances, id.as_str()));
                     }
                 }
+                let mut changes = Vec::with_capacity(ids.len());
                 for (n, id) in ids.iter().enumerate() {
-                    let stoppable = w.instances.get(id).is_some_and(|i| {
-                        matches!(
-                            i.instance.state,
-                            InstanceState::Running | InstanceState::Pending
-                        )
-                    });
-                    if stoppable {
+                    let previous = w
+                        .instances
+                        .get(id)
+                        .map_or(InstanceState::Unknown, |i| i.instance.state);
+                    let mut current = previous;
+                    if matches!(previous, InstanceState::Running | InstanceState::Pending) {
                         let at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
                         w.transition(id, InstanceState::Stopping, at);
+                        current = InstanceState::Stopping;
                     }
+                    changes.push(StateChange {
+                        id: id.clone(),
+                        previous,
+                        current,
+                    });
                 }
-                Ok(())
+                Ok(changes)
             },
         );
         if result.is_ok() {

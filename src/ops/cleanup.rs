@@ -3,10 +3,17 @@
 //! run began more than DAYS days ago, by the time in the run id), and
 //! deletes their snapshots.
 //!
-//! It never touches what prepatch did not make, whatever the flags say:
-//! an AMI must carry `prepatch:created-by=prepatch` (exactly) and a
-//! `prepatch:run-id`; a snapshot must carry `prepatch:created-by=prepatch`
-//! and be used by no AMI that stays. Per account-region: one
+//! It never touches what prepatch did not make, whatever the flags say.
+//! Tags only point at candidates: an AMI must carry
+//! `prepatch:created-by=prepatch` (exactly), a `prepatch:run-id` and a
+//! `prepatch:instance-id`, and then be that run's backup of that instance
+//! by AWS's own fields and the journal ([`Image::backup_of`]: made by
+//! `CreateImage` from that instance, not a `CopyImage` copy, named as
+//! prepatch names it, and the AMI the journal's `CreateImage` made where
+//! this journal has the run). Anything else carrying the tags is LEFT
+//! ALONE with the reason, and so are its snapshots. A snapshot must come
+//! from such an AMI's block device mappings, carry
+//! `prepatch:created-by=prepatch`, and be used by no AMI that stays. Per account-region: one
 //! `DescribeImages` (every AMI the account owns, so that shared snapshots
 //! are seen) and one `DescribeSnapshots` (prepatch's), then one
 //! `DeregisterImage` / `DeleteSnapshot` per resource, paced by
@@ -25,7 +32,7 @@ use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, ImageFilter};
 use crate::config::{Config, LandingZone};
 use crate::journal::{Journal, Journaled, NewRun, Status};
-use crate::model::{AmiId, Environment, RunId, Target, tag};
+use crate::model::{AmiId, Environment, RunId, Target, Witnesses, tag};
 use crate::{Error, Outcome, journal_path};
 
 /// Which AMIs are due.
@@ -77,6 +84,9 @@ pub struct TargetPlan {
     pub kept: usize,
     /// prepatch-tagged AMIs whose tags cannot be read as prepatch writes them.
     pub unreadable: Vec<String>,
+    /// AMIs tagged as prepatch's that are not backups it made (a copy, a
+    /// forged tag), with the reason: never touched.
+    pub left_alone: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -89,14 +99,19 @@ pub fn run_time(run_id: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Finds the due AMIs and their deletable snapshots in every target.
+/// `witnesses` gives what the journal says of a run (nothing, for a run
+/// it does not have).
 pub async fn plan(
     cloud: &dyn Cloud,
     landing_zones: &[LandingZone],
     now: DateTime<Utc>,
     criterion: Criterion,
     session_name: &str,
+    witnesses: &dyn Fn(&str) -> Witnesses,
 ) -> Vec<TargetPlan> {
     let mut plans = Vec::new();
+    // Asked once per run met.
+    let mut known: BTreeMap<String, Witnesses> = BTreeMap::new();
     for lz in landing_zones {
         let assumed = cloud.assume_role(lz, session_name).await;
         for region in &lz.regions {
@@ -111,6 +126,7 @@ pub async fn plan(
                 amis: Vec::new(),
                 kept: 0,
                 unreadable: Vec::new(),
+                left_alone: Vec::new(),
                 error: None,
             };
             if let Err(e) = &assumed {
@@ -152,10 +168,16 @@ pub async fn plan(
                     Criterion::OlderThan(days) => run_time(run_id)
                         .is_some_and(|at| now - at > chrono::Duration::days(days.into())),
                 };
-                if is_due {
-                    due.push(image);
-                } else {
+                if !is_due {
                     p.kept += 1;
+                    continue;
+                }
+                let w = known
+                    .entry(run_id.clone())
+                    .or_insert_with(|| witnesses(run_id));
+                match image.backup_of(run_id, |id| w.of(id)) {
+                    Ok(_) => due.push(image),
+                    Err(why) => p.left_alone.push(format!("{}: {why}", image.id)),
                 }
             }
             if !due.is_empty() {
@@ -361,6 +383,9 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
         for u in &p.unreadable {
             writeln!(out, "    left alone: {u}")?;
         }
+        for u in &p.left_alone {
+            writeln!(out, "    LEFT ALONE {u}")?;
+        }
         for a in &p.amis {
             let done = match &a.done {
                 Done::Planned => String::new(),
@@ -414,13 +439,14 @@ pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
     let config = Config::load(&args.config)?;
     let landing_zones =
         crate::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
-    let journal = Journal::open_or_create(&journal_path(cli, Some(&config)))?;
+    let journal = std::sync::Arc::new(Journal::open_or_create(&journal_path(cli, Some(&config)))?);
     let id = RunId::generate(Utc::now()).to_string();
     let delete = args.yes && !args.dry_run;
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
-    if delete {
-        journal.lock(&id, &lz_names)?;
-    }
+    let lock = match delete {
+        true => Some(journal.hold_lock(&id, &lz_names, crate::journal::HEARTBEAT_EVERY)?),
+        false => None,
+    };
     journal.begin(&NewRun {
         id: &id,
         kind: "cleanup",
@@ -449,12 +475,20 @@ pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
         .older_than
         .map_or(Criterion::Expired, Criterion::OlderThan);
     let now = Utc::now();
+    // What the journal says of a run met.
+    let witnesses = |run: &str| -> Witnesses {
+        journal.backup_witnesses(run).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, run, "cannot read the journal: AWS's fields decide alone");
+            Witnesses::default()
+        })
+    };
     let mut plans = plan(
         &jc,
         &landing_zones,
         now,
         criterion,
         &format!("prepatch-{id}"),
+        &witnesses,
     )
     .await;
     let mut out = std::io::stdout().lock();
@@ -502,9 +536,7 @@ pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
         },
         Some(&line),
     );
-    if delete {
-        let _ = journal.unlock(&id);
-    }
+    drop(lock);
     written?;
     Ok(Outcome {
         failures,

@@ -219,7 +219,37 @@ pub async fn apply(cloud: &dyn Cloud, plans: &mut [TargetPlan], run_id: &str, wa
                 .map(|&i| InstanceId::new(p.rows[i].instance_id.clone()))
                 .collect();
             match cloud.stop_instances(&t, &ids).await {
-                Ok(()) => asked.extend(ids.iter().map(ToString::to_string)),
+                // Each stop judged by AWS's answer: one that was no longer
+                // running when the call reached it was stopped by someone
+                // else, and is not this restore's.
+                Ok(changes) => {
+                    let previous: BTreeMap<&str, InstanceState> = changes
+                        .iter()
+                        .map(|c| (c.id.as_str(), c.previous))
+                        .collect();
+                    for &i in batch {
+                        let r = &mut p.rows[i];
+                        match previous.get(r.instance_id.as_str()) {
+                            Some(InstanceState::Running | InstanceState::Pending) => {
+                                asked.insert(r.instance_id.clone());
+                            }
+                            Some(s @ (InstanceState::Stopping | InstanceState::Stopped)) => {
+                                r.action = Action::AlreadyStopped;
+                                r.state_after = s.to_string();
+                                r.reason = format!(
+                                    "it was {s} when StopInstances reached it: stopped by someone else"
+                                );
+                            }
+                            other => {
+                                r.action = Action::Failed;
+                                r.reason = match other {
+                                    Some(s) => format!("StopInstances found it {s}"),
+                                    None => "StopInstances did not answer for it".into(),
+                                };
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     for &i in batch {
                         p.rows[i].action = Action::Failed;
@@ -531,7 +561,7 @@ fn xml(
 /// `prepatch restore --run <id>`.
 pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
     let path = journal_path(cli, None);
-    let journal = Journal::open_existing(&path)?;
+    let journal = std::sync::Arc::new(Journal::open_existing(&path)?);
     let row = journal.run(&args.run)?;
     if row.kind != "run" || row.simulated || row.dry_run {
         return Err(Error::Usage(format!(
@@ -586,9 +616,12 @@ pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
     }
     let restore_id = RunId::generate(chrono::Utc::now()).to_string();
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
-    if !args.dry_run {
-        journal.lock(&restore_id, &lz_names)?;
-    }
+    let lock = match args.dry_run {
+        false => {
+            Some(journal.hold_lock(&restore_id, &lz_names, crate::journal::HEARTBEAT_EVERY)?)
+        }
+        true => None,
+    };
     journal.begin(&NewRun {
         id: &restore_id,
         kind: "restore",
@@ -630,9 +663,7 @@ pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
     if let Err(e) = journal.finish(&restore_id, status, Some(&summary)) {
         tracing::error!(error = %e, "cannot finish the restore in the journal");
     }
-    if !args.dry_run {
-        let _ = journal.unlock(&restore_id);
-    }
+    drop(lock);
     result.map(|(o, _)| o)
 }
 

@@ -1,15 +1,20 @@
 //! Phase 2: one AMI per instance, running or stopped, before anything is
 //! started, so a bad boot after patching can be rolled back.
 //!
-//! Idempotent by tags: before creating, one `DescribeImages` per
-//! account-region finds this run's AMIs (`prepatch:run-id`); an instance
-//! that has one is not backed up again, so a rerun after a crash makes no
-//! duplicates. AWS's `InvalidAMIName.Duplicate` means the same: adopt it.
+//! Idempotent: before creating, one `DescribeImages` per account-region
+//! finds the AMIs tagged with this run (`prepatch:run-id`, disabled ones
+//! included); an instance that has one is not backed up again, so a rerun
+//! after a crash makes no duplicates. AWS's `InvalidAMIName.Duplicate`
+//! means the same. Either way an AMI is adopted only if it is one that
+//! prepatch made ([`Image::backup_of`]): the tags say which instance and
+//! run to check, AWS's `SourceInstanceId`, the name and the journal decide.
+//! A copy with the tags, or anything else, is left alone and reported.
 //!
-//! Snapshots get the run's tags in one `CreateTags` per account-region and
-//! poll, from the AMIs' block device mappings (a snapshot tag
-//! specification inside `CreateImage` is valid on AWS, but the emulator we
-//! test on refuses it; this way is right on both).
+//! `CreateImage` tags the AMI and its snapshots in the same call, so every
+//! snapshot carries the run's tags from the moment it exists, whatever
+//! happens next (`--no-wait-backup`, a crash). `CreateTags` on snapshots
+//! is only a repair, for AMIs adopted from an earlier attempt (which may
+//! be from a version that tagged them later).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,7 +24,7 @@ use futures::StreamExt;
 
 use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
 use crate::cloud::{ImageFilter, ImageRequest};
-use crate::model::{AmiId, Backup, Image, ImageState, Record, TagMap, Tags, tag};
+use crate::model::{AmiId, Backup, Image, ImageState, InstanceId, Record, TagMap, Tags, tag};
 
 /// CreateImage calls in flight per account-region. The pacing in
 /// `cloud::limit` keeps them inside EC2's rate; this keeps latency hidden.
@@ -32,17 +37,15 @@ const CREATES_IN_FLIGHT: usize = 16;
 pub const POLL_FIRST: Duration = Duration::from_secs(30);
 pub const POLL_MAX: Duration = Duration::from_secs(180);
 
-/// The AMI name: unique per instance and run, in AMI name characters.
-pub fn ami_name(instance: &str, run_id: &str) -> String {
-    let name = format!("prepatch-{instance}-{run_id}");
-    name.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "()[]./-'@_ ".contains(*c))
-        .take(128)
-        .collect()
+pub use crate::model::ami_name;
+
+/// When AMIs made now expire (`ami_backup.retention_days`).
+pub(super) fn expiry(wf: &Workflow<'_>) -> DateTime<Utc> {
+    wf.clock.now() + chrono::Duration::days(wf.config.phases.ami_backup.retention_days.into())
 }
 
 /// Tags shared by everything a run creates.
-fn run_tags(run_id: &str, landing_zone: &str, expires_at: DateTime<Utc>) -> Tags {
+pub(super) fn run_tags(run_id: &str, landing_zone: &str, expires_at: DateTime<Utc>) -> Tags {
     vec![
         (tag::RUN_ID.into(), run_id.into()),
         (tag::LANDING_ZONE.into(), landing_zone.into()),
@@ -71,16 +74,11 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     let bar = wf
         .progress
         .bar(Phase::AmiBackup, &t.target, t.records.len() as u64);
-    let expires_at =
-        wf.clock.now() + chrono::Duration::days(wf.config.phases.ami_backup.retention_days.into());
+    let expires_at = expiry(wf);
 
     // This run's AMIs from an earlier attempt, by instance.
-    let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.clone());
-    let existing: BTreeMap<String, Image> = match cloud.describe_images(&t.target, &mine).await {
-        Ok(images) => images
-            .into_iter()
-            .filter_map(|i| Some((i.tags.get(tag::INSTANCE_ID)?.clone(), i)))
-            .collect(),
+    let existing: BTreeMap<InstanceId, Image> = match own_images(wf, &t.target).await {
+        Ok(images) => images,
         Err(e) => {
             // Without this lookup a create could duplicate: touch nothing.
             let msg = format!("cannot look up this run's AMIs, nothing backed up here: {e}");
@@ -103,7 +101,7 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     let shared_tags = run_tags(&run_id, &t.target.landing_zone, expires_at);
     let mut requests = Vec::new();
     for (i, r) in t.records.iter_mut().enumerate() {
-        if let Some(image) = existing.get(r.instance.id.as_str()) {
+        if let Some(image) = existing.get(&r.instance.id) {
             r.backup = Some(Backup {
                 ami: Some(image.id.clone()),
                 state: Some(image.state),
@@ -128,22 +126,27 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
 
     let target = &t.target;
     let bar = &bar;
+    let run_id = run_id.as_str();
     let created: Vec<(usize, Result<AmiId, String>, DateTime<Utc>)> =
         futures::stream::iter(requests)
             .map(|(i, req)| async move {
                 let result = match cloud.create_image(target, &req).await {
                     Ok(ami) => Ok(ami),
-                    // AWS refuses a second AMI of the same name: it is ours, adopt it.
+                    // AWS refuses a second AMI of the same name: adopt it
+                    // if it is this run's backup of this instance.
                     Err(e) if e.code == "InvalidAMIName.Duplicate" => {
                         match cloud
                             .describe_images(target, &ImageFilter::Name(req.name.clone()))
                             .await
                         {
-                            Ok(found) => found
-                                .into_iter()
-                                .next()
-                                .map(|i| i.id)
-                                .ok_or_else(|| e.to_string()),
+                            Ok(found) => match found.into_iter().next() {
+                                None => Err(e.to_string()),
+                                Some(i) => match i.backup_of(run_id, |id| wf.witnesses.of(id)) {
+                                    Ok(of) if of == req.instance => Ok(i.id),
+                                    Ok(of) => Err(format!("{e}; it is the backup of {of}")),
+                                    Err(why) => Err(format!("{e}; {} is left alone: {why}", i.id)),
+                                },
+                            },
                             Err(e2) => Err(format!("{e}; looking it up: {e2}")),
                         }
                     }
@@ -188,7 +191,15 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
 
     if wf.options.wait_backup {
         bar.message("waiting for AMIs");
-        wait_for_images(wf, t, wf.config.phases.ami_backup.timeout).await;
+        wait_for_images(
+            wf,
+            t,
+            wf.config.phases.ami_backup.timeout,
+            Repair::Snapshots,
+        )
+        .await;
+    } else {
+        repair_adopted_snapshots(wf, t).await;
     }
 
     for r in &t.records {
@@ -235,7 +246,40 @@ async fn deprecate_new_images(wf: &Workflow<'_>, t: &TargetRun, expires_at: Date
     }
 }
 
-fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, shared_tags: &Tags) -> ImageRequest {
+/// The AMIs tagged with this run in a target that are its backups, by
+/// instance (one `DescribeImages`, disabled AMIs included). Any other AMI
+/// carrying the run's tags (a copy, a forgery) is left alone, with an event
+/// saying why.
+pub(super) async fn own_images(
+    wf: &Workflow<'_>,
+    target: &crate::model::Target,
+) -> Result<BTreeMap<InstanceId, Image>, crate::cloud::CloudError> {
+    let run_id = wf.options.run_id.as_str();
+    let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
+    let mut own = BTreeMap::new();
+    for image in wf.cloud.describe_images(target, &mine).await? {
+        match image.backup_of(run_id, |id| wf.witnesses.of(id)) {
+            Ok(instance) => {
+                own.insert(instance, image);
+            }
+            Err(why) => wf.event(
+                Phase::AmiBackup,
+                target,
+                format!("LEFT ALONE {}: {why}", image.id),
+            ),
+        }
+    }
+    Ok(own)
+}
+
+/// The request for one instance's backup; the dry run's permission check
+/// sends the same.
+pub(super) fn image_request(
+    wf: &Workflow<'_>,
+    r: &Record,
+    run_id: &str,
+    shared_tags: &Tags,
+) -> ImageRequest {
     let id = r.instance.id.as_str();
     let name = ami_name(id, run_id);
     let label = r
@@ -251,8 +295,14 @@ fn image_request(wf: &Workflow<'_>, r: &Record, run_id: &str, shared_tags: &Tags
             ("Name".into(), name.clone()),
         ])
         .collect();
+    let snapshot_tags: TagMap = shared_tags
+        .iter()
+        .cloned()
+        .chain([(tag::INSTANCE_ID.into(), id.into())])
+        .collect();
     ImageRequest {
         instance: r.instance.id.clone(),
+        snapshot_tags,
         name,
         // AMI descriptions are at most 255 characters.
         description: truncate(
@@ -277,10 +327,25 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
+/// Whether a wait for AMIs may repair the tags of adopted AMIs' snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repair {
+    /// The backup phase: it holds the lock and the prod confirmation.
+    Snapshots,
+    /// Validation: it only reads.
+    Nothing,
+}
+
 /// Polls this run's AMIs in a target (one `DescribeImages` per poll) until
-/// none is pending or `timeout` passes, tagging snapshots as they appear.
-/// Used by the backup phase, and by validation when the backup did not wait.
-pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeout: Duration) {
+/// none is pending or `timeout` passes. Used by the backup phase (which
+/// also repairs adopted AMIs' snapshot tags as their snapshots appear), and
+/// by validation when the backup did not wait.
+pub(super) async fn wait_for_images(
+    wf: &Workflow<'_>,
+    t: &mut TargetRun,
+    timeout: Duration,
+    repair: Repair,
+) {
     let run_id = wf.options.run_id.as_str();
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
     let deadline = tokio::time::Instant::now() + timeout;
@@ -295,16 +360,8 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
         .filter(|(_, r)| is_pending(r) || !snapshots_known(r))
         .filter_map(|(i, r)| Some((r.backup.as_ref()?.ami.clone()?, i)))
         .collect();
-    // AMIs adopted from an earlier attempt: that attempt may have stopped
-    // before it tagged their snapshots (tagging again changes nothing).
-    let adopted: Vec<String> = t
-        .records
-        .iter()
-        .filter_map(|r| r.backup.as_ref().filter(|b| b.reused))
-        .flat_map(|b| b.snapshot_ids.iter().cloned())
-        .collect();
-    if !adopted.is_empty() {
-        tag_snapshots(wf, t, &adopted).await;
+    if repair == Repair::Snapshots {
+        repair_adopted_snapshots(wf, t).await;
     }
     while !waiting.is_empty() {
         match wf.cloud.describe_images(&t.target, &mine).await {
@@ -333,7 +390,11 @@ pub(super) async fn wait_for_images(wf: &Workflow<'_>, t: &mut TargetRun, timeou
                     }
                     b.state = Some(image.state);
                     if b.snapshot_ids.is_empty() && !image.snapshot_ids.is_empty() {
-                        new_snapshots.extend(image.snapshot_ids.iter().cloned());
+                        // A new AMI's snapshots were tagged by CreateImage;
+                        // an adopted one's may not have been.
+                        if b.reused && repair == Repair::Snapshots {
+                            new_snapshots.extend(image.snapshot_ids.iter().cloned());
+                        }
                         b.snapshot_ids = image.snapshot_ids.to_vec();
                     }
                     if !is_pending(r) && snapshots_known(r) {
@@ -384,6 +445,22 @@ fn snapshots_known(r: &Record) -> bool {
     r.backup
         .as_ref()
         .is_none_or(|b| b.ami.is_none() || !b.snapshot_ids.is_empty())
+}
+
+/// AMIs adopted from an earlier attempt: that attempt may have been made
+/// by a version that tagged snapshots after the AMI, and stopped before it
+/// did (tagging again changes nothing). Snapshots not known yet are tagged
+/// by the wait when they appear.
+async fn repair_adopted_snapshots(wf: &Workflow<'_>, t: &TargetRun) {
+    let adopted: Vec<String> = t
+        .records
+        .iter()
+        .filter_map(|r| r.backup.as_ref().filter(|b| b.reused))
+        .flat_map(|b| b.snapshot_ids.iter().cloned())
+        .collect();
+    if !adopted.is_empty() {
+        tag_snapshots(wf, t, &adopted).await;
+    }
 }
 
 /// One `CreateTags` per 1000 snapshots, with the run's tags.

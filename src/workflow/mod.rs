@@ -242,6 +242,9 @@ pub struct Workflow<'a> {
     pub clock: Clock,
     pub shutdown: Shutdown,
     pub progress: Progress,
+    /// What the journal says of this run's earlier attempts: which AMIs it
+    /// made, which instances it started. Read once, before the run.
+    pub witnesses: crate::model::Witnesses,
 }
 
 /// Runs a phase's work on every target at once. Waiting costs nothing, so

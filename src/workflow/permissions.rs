@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, Run, TargetRun, Workflow, for_each_target, start};
+use super::{Phase, Run, TargetRun, Workflow, backup, for_each_target, start};
 use crate::cloud::{ErrorKind, Probe};
-use crate::model::Target;
+use crate::model::{Target, tag};
 
 /// The answer for one action in one account-region.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,9 +32,10 @@ async fn check_target(
     backup: bool,
     starts: bool,
 ) -> Vec<PermissionCheck> {
-    let Some(first) = t.records.first().map(|r| r.instance.id.clone()) else {
+    let Some(first) = t.records.first() else {
         return Vec::new();
     };
+    let run_id = wf.options.run_id.as_str();
     let stopped: Vec<_> = t
         .records
         .iter()
@@ -44,14 +45,18 @@ async fn check_target(
         .collect();
     let mut probes = Vec::new();
     if backup {
-        probes.push(Probe::CreateImage(first.clone()));
+        // The very request the backup sends: its image and snapshot tag
+        // specifications need ec2:CreateTags on create.
+        let shared = backup::run_tags(run_id, &t.target.landing_zone, backup::expiry(wf));
+        probes.push(Probe::CreateImage(backup::image_request(
+            wf, first, run_id, &shared,
+        )));
     }
-    if starts && !stopped.is_empty() {
-        probes.push(Probe::StartInstances(stopped));
-    }
-    if !probes.is_empty() {
-        // AMI snapshots and started instances are tagged.
-        probes.push(Probe::CreateTags(first));
+    if let (true, Some(one)) = (starts, stopped.first()) {
+        // Started instances are tagged with this one key, and no other.
+        let tags = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
+        probes.push(Probe::StartInstances(stopped.clone()));
+        probes.push(Probe::CreateTags(one.clone(), tags));
     }
     let mut out = Vec::new();
     for probe in probes {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
 use crate::cloud::{CloudError, Scope};
-use crate::model::{InstanceId, InstanceState, Start, tag};
+use crate::model::{InstanceId, InstanceState, Start, StateChange, tag};
 
 /// Instance ids per `StartInstances` call.
 pub const START_BATCH: usize = 100;
@@ -50,15 +50,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
     let wants_any = t.records.iter().any(|r| wants_start(r.instance.state));
     if require_backup && !backup_ran && wants_any {
         // One DescribeImages finds this run's AMIs from an earlier attempt.
-        let mine = crate::cloud::ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
-        match wf.cloud.describe_images(&t.target, &mine).await {
+        match super::backup::own_images(wf, &t.target).await {
             Ok(images) => {
                 for r in &mut t.records {
-                    let found = images.iter().find(|i| {
-                        i.tags.get(tag::INSTANCE_ID).map(String::as_str)
-                            == Some(r.instance.id.as_str())
-                    });
-                    if let Some(image) = found {
+                    if let Some(image) = images.get(&r.instance.id) {
                         r.backup = Some(crate::model::Backup {
                             ami: Some(image.id.clone()),
                             state: Some(image.state),
@@ -79,7 +74,9 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
     let mut wanted: Vec<usize> = Vec::new();
     for (i, r) in t.records.iter_mut().enumerate() {
         let state = r.instance.state;
-        let mine = r.instance.tag(tag::STARTED_BY) == Some(run_id);
+        // The journal says an earlier attempt started it; its tag agrees.
+        let mine =
+            r.instance.tag(tag::STARTED_BY) == Some(run_id) && wf.witnesses.started(&r.instance.id);
         if !wants_start(state) {
             // Running already; if an earlier attempt of this run started it, say so.
             if mine {
@@ -147,7 +144,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
 
     // When each instance's StartInstances succeeded.
     let mut started_at: BTreeMap<InstanceId, DateTime<Utc>> = BTreeMap::new();
+    // What the calls were answered for: started by this run (`stopped`
+    // before the call) or not (someone else started it a moment before).
     let mut started: Vec<InstanceId> = Vec::new();
+    let mut raced: Vec<StateChange> = Vec::new();
     for batch in startable.chunks(START_BATCH) {
         if wf.shutdown.requested() {
             for id in batch {
@@ -155,8 +155,23 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             }
             continue;
         }
-        let (ok, failed) = start_isolating(wf, t, batch.to_vec()).await;
+        let (changes, failed) = start_isolating(wf, t, batch.to_vec()).await;
         let now = wf.clock.now();
+        let (ok, others): (Vec<StateChange>, Vec<StateChange>) = changes
+            .into_iter()
+            .partition(|c| c.previous == InstanceState::Stopped);
+        let ok: Vec<InstanceId> = ok.into_iter().map(|c| c.id).collect();
+        for c in &others {
+            wf.event(
+                Phase::ServerStart,
+                &c.id,
+                format!(
+                    "not started by this run: it was {} when StartInstances reached it (someone else started it)",
+                    c.previous
+                ),
+            );
+        }
+        raced.extend(others);
         started_at.extend(ok.iter().map(|id| (id.clone(), now)));
         if !ok.is_empty() {
             let ids: Vec<String> = ok.iter().map(|i| i.as_str().to_owned()).collect();
@@ -181,11 +196,12 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         started.extend(ok);
     }
 
-    // Wait for `running`, watching only what was started.
+    // Wait for `running`, watching only what was started (by anyone).
     let started_set: BTreeSet<&InstanceId> = started.iter().collect();
     let mut running: Observed = started
         .iter()
         .map(|id| (id.clone(), (InstanceState::Pending, None)))
+        .chain(raced.iter().map(|c| (c.id.clone(), (c.current, None))))
         .collect();
     if !running.is_empty() {
         poll_states(wf, t, &mut running, deadline, |s| {
@@ -245,7 +261,7 @@ async fn start_isolating(
     wf: &Workflow<'_>,
     t: &TargetRun,
     ids: Vec<InstanceId>,
-) -> (Vec<InstanceId>, Vec<(InstanceId, CloudError)>) {
+) -> (Vec<StateChange>, Vec<(InstanceId, CloudError)>) {
     let mut started = Vec::new();
     let mut failed = Vec::new();
     let mut queue = vec![ids];
@@ -254,7 +270,7 @@ async fn start_isolating(
             continue;
         }
         match wf.cloud.start_instances(&t.target, &batch).await {
-            Ok(()) => started.extend(batch),
+            Ok(changes) => started.extend(changes),
             Err(e)
                 if batch.len() == 1
                     || e.is_throttle()

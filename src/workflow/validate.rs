@@ -63,7 +63,13 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
             .is_some_and(|b| b.state == Some(ImageState::Pending))
     }) {
         bar.message("waiting for AMIs");
-        backup::wait_for_images(wf, t, wf.config.phases.ami_backup.timeout).await;
+        backup::wait_for_images(
+            wf,
+            t,
+            wf.config.phases.ami_backup.timeout,
+            backup::Repair::Nothing,
+        )
+        .await;
     }
     let deadline = tokio::time::Instant::now() + v.timeout;
     let mut interval = POLL_FIRST;
