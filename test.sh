@@ -21,6 +21,24 @@ if ! .venv/bin/python -c 'import jsonschema' 2>/dev/null; then
 fi
 export PREPATCH_VENV="$PWD/.venv"
 
+# The shipped IAM policies are linted with parliament (an IAM policy linter,
+# from PyPI), its community auditors included: any finding fails the run.
+PARLIAMENT_VERSION=1.6.4
+if [ "$(.venv/bin/parliament --version 2>/dev/null)" != "parliament $PARLIAMENT_VERSION" ]; then
+    echo "test.sh: installing parliament==$PARLIAMENT_VERSION into .venv/" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "parliament==$PARLIAMENT_VERSION"
+fi
+for policy in docs/iam-policy*.json; do
+    rc=0
+    findings=$(.venv/bin/parliament --include-community-auditors --minimum_severity INFO <"$policy") || rc=$?
+    if [ -n "$findings" ] || [ "$rc" != 0 ]; then
+        echo "test.sh: parliament finds problems in $policy:" >&2
+        echo "$findings" >&2
+        exit 1
+    fi
+    echo "test.sh: parliament: $policy: no findings"
+done
+
 # ... validate every report.xml with xmllint, and open the dashboard in
 # headless Chromium through chromedriver: Debian's packages. A machine that
 # has them pays nothing here.

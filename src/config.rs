@@ -70,6 +70,9 @@ pub struct Reports {
 pub struct Aws {
     pub regions: Vec<Region>,
     pub role_name: String,
+    /// The role `restore` and `cleanup` assume (stop, deregister, delete),
+    /// when it is not the run's: see the README's two-role setup.
+    pub restore_role_name: Option<String>,
     pub session_duration: Duration,
     pub endpoint_url: Option<String>,
     /// How many account-regions are worked on at once.
@@ -85,6 +88,9 @@ pub struct LandingZone {
     pub regions: Vec<Region>,
     /// The role to assume in the account.
     pub role_arn: String,
+    /// The role `restore` and `cleanup` assume in this account: the
+    /// `aws.restore_role_name` role, else the run's.
+    pub restore_role_arn: String,
     pub enabled: bool,
 }
 
@@ -303,6 +309,7 @@ struct RawReports {
 struct RawAws {
     regions: Option<Vec<String>>,
     role_name: Option<String>,
+    restore_role_name: Option<String>,
     session_duration: Option<u64>,
     endpoint_url: Option<String>,
     max_concurrency: Option<usize>,
@@ -475,6 +482,9 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         .role_name
         .unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
     check_role_name(&c, "aws.role_name", &role_name)?;
+    if let Some(name) = &raw.aws.restore_role_name {
+        check_role_name(&c, "aws.restore_role_name", name)?;
+    }
     let session_duration = raw.aws.session_duration.unwrap_or(3600);
     if !(900..=43_200).contains(&session_duration) {
         return Err(c.err(
@@ -500,6 +510,7 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let aws = Aws {
         regions,
         role_name,
+        restore_role_name: raw.aws.restore_role_name,
         session_duration: Duration::from_secs(session_duration),
         endpoint_url: raw.aws.endpoint_url,
         max_concurrency,
@@ -568,12 +579,17 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             }
             (None, None) => format!("arn:aws:iam::{account_id}:role/{}", aws.role_name),
         };
+        let restore_role_arn = match &aws.restore_role_name {
+            Some(name) => format!("arn:aws:iam::{account_id}:role/{name}"),
+            None => role_arn.clone(),
+        };
         landing_zones.push(LandingZone {
             name: lz.name,
             account_id,
             environment,
             regions,
             role_arn,
+            restore_role_arn,
             enabled: lz.enabled.unwrap_or(true),
         });
     }
@@ -752,6 +768,15 @@ pub fn valid_lz_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl LandingZone {
+    /// The landing zone as `restore` and `cleanup` reach it: through the
+    /// restore role.
+    pub fn with_restore_role(mut self) -> LandingZone {
+        self.role_arn = self.restore_role_arn.clone();
+        self
+    }
 }
 
 impl fmt::Display for LandingZone {

@@ -191,6 +191,32 @@ pub struct RunParams {
     pub skip_validation: bool,
     pub no_wait_backup: bool,
     pub output_dir: PathBuf,
+    /// Each landing zone's environment when the run began, by name: the
+    /// prod guard of a resume or a restore asks if this says `prod`, even
+    /// if the config it is given now says otherwise.
+    #[serde(default)]
+    pub environments: BTreeMap<String, String>,
+}
+
+impl RunParams {
+    /// The run's record calls this landing zone prod: its own entry, or,
+    /// for a run recorded before entries were kept, any prod in the run's
+    /// environments (`run_environment`, as the runs table keeps it).
+    pub fn recorded_prod(&self, landing_zone: &str, run_environment: &str) -> bool {
+        match self.environments.get(landing_zone) {
+            Some(e) => e == "prod",
+            None => run_environment.split(',').any(|e| e.trim() == "prod"),
+        }
+    }
+
+    /// Marks as prod every landing zone the record calls prod.
+    pub fn guard_recorded_prod(&self, landing_zones: &mut [LandingZone], run_environment: &str) {
+        for lz in landing_zones {
+            if self.recorded_prod(&lz.name, run_environment) {
+                lz.environment = crate::model::Environment::Prod;
+            }
+        }
+    }
 }
 
 /// One row of `prepatch runs`.

@@ -143,8 +143,11 @@ async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
         skip_validation: args.phases.skip_validation,
         no_wait_backup: args.phases.no_wait_backup,
         output_dir: cli.output.output_dir.clone(),
+        environments: Default::default(),
     };
     let mut phases = args.phases.clone();
+    // The resumed run's row: its record of environments guards it.
+    let mut recorded_environment: Option<String> = None;
     let mut resumed: Option<(std::sync::Arc<journal::Journal>, String)> = None;
     if let Some(which) = &args.resume {
         let path = journal_path(cli, None);
@@ -206,6 +209,7 @@ async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
             row.landing_zones,
             row.attempts + 1
         );
+        recorded_environment = Some(row.environment.clone());
         resumed = Some((std::sync::Arc::new(j), row.id));
     }
     let environment = params.environment.as_deref().map(|e| {
@@ -216,8 +220,18 @@ async fn run_aws(cli: &Cli) -> Result<Outcome, Error> {
         }
     });
     let config = with_cli_formats(Config::load(&params.config)?, cli);
-    let landing_zones =
+    let mut landing_zones =
         select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
+    match &recorded_environment {
+        // A resume: prod by the record is prod, whatever the config says now.
+        Some(env) => params.guard_recorded_prod(&mut landing_zones, env),
+        None => {
+            params.environments = landing_zones
+                .iter()
+                .map(|lz| (lz.name.clone(), lz.environment.to_string()))
+                .collect()
+        }
+    }
     let options = options(&config, &phases, cli)?;
     let journal = match resumed {
         Some((j, _)) => j,

@@ -437,8 +437,11 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 /// `prepatch cleanup`.
 pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
     let config = Config::load(&args.config)?;
-    let landing_zones =
-        crate::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?;
+    let landing_zones: Vec<LandingZone> =
+        crate::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?
+            .into_iter()
+            .map(LandingZone::with_restore_role)
+            .collect();
     let journal = std::sync::Arc::new(Journal::open_or_create(&journal_path(cli, Some(&config)))?);
     let id = RunId::generate(Utc::now()).to_string();
     let delete = args.yes && !args.dry_run;

@@ -594,7 +594,7 @@ pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
                 config.source.display()
             )));
         };
-        let mut lz = lz.clone();
+        let mut lz = lz.clone().with_restore_role();
         if !params.regions.is_empty() {
             lz.regions = params
                 .regions
@@ -614,6 +614,9 @@ pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
         }
         landing_zones.push(lz);
     }
+    // Prod by the run's record is prod: a config that now calls a landing
+    // zone nonprod does not bypass the guard.
+    params.guard_recorded_prod(&mut landing_zones, &row.environment);
     let restore_id = RunId::generate(chrono::Utc::now()).to_string();
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
     let lock = match args.dry_run {

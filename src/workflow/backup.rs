@@ -463,8 +463,31 @@ async fn repair_adopted_snapshots(wf: &Workflow<'_>, t: &TargetRun) {
     }
 }
 
-/// One `CreateTags` per 1000 snapshots, with the run's tags.
+/// Tags the snapshots among `snapshots` that do not carry the run's tags
+/// yet (one `DescribeSnapshots` says which do), one `CreateTags` per 1000.
+/// The shipped run policy allows snapshot tags only inside `CreateImage`:
+/// a repair it refuses is reported, and changes nothing.
 async fn tag_snapshots(wf: &Workflow<'_>, t: &TargetRun, snapshots: &[String]) {
+    let run_id = wf.options.run_id.as_str();
+    let tagged: std::collections::HashSet<String> = match wf
+        .cloud
+        .describe_snapshots(&t.target, tag::RUN_ID, run_id)
+        .await
+    {
+        Ok(found) => found.into_iter().map(|s| s.id).collect(),
+        Err(e) => {
+            tracing::warn!(target_ = %t.target, error = %e, "DescribeSnapshots failed; repairing every adopted snapshot's tags");
+            Default::default()
+        }
+    };
+    let snapshots: Vec<String> = snapshots
+        .iter()
+        .filter(|s| !tagged.contains(*s))
+        .cloned()
+        .collect();
+    if snapshots.is_empty() {
+        return;
+    }
     let expires_at = t
         .records
         .iter()
