@@ -225,7 +225,7 @@ impl AwsCloud {
             session_duration: options.session_duration,
             sessions: Mutex::default(),
             clients: Mutex::default(),
-            calls: Arc::default(),
+            calls: Arc::new(ApiCalls::per_attempt()),
         }
     }
 
@@ -253,12 +253,14 @@ impl AwsCloud {
             ec2::config::Builder::from(&self.base)
                 .region(region.clone())
                 .credentials_provider(creds.clone())
+                .interceptor(CountAttempts(Arc::clone(&self.calls)))
                 .build(),
         );
         let ssm = ssm::Client::from_conf(
             ssm::config::Builder::from(&self.base)
                 .region(region)
                 .credentials_provider(creds)
+                .interceptor(CountAttempts(Arc::clone(&self.calls)))
                 .build(),
         );
         clients.insert(t.clone(), (ec2.clone(), ssm.clone()));
@@ -267,6 +269,51 @@ impl AwsCloud {
 
     fn ec2(&self, t: &Target) -> Result<ec2::Client, CloudError> {
         self.clients(t).map(|c| c.0)
+    }
+}
+
+/// Counts every HTTP attempt the SDK makes, by action, and the throttles
+/// among them: the SDK retries a throttle by itself, and those retries are
+/// requests that spent the rate limit too.
+#[derive(Debug)]
+struct CountAttempts(Arc<ApiCalls>);
+
+/// Error codes that mean "slow down", found in an error body.
+const THROTTLE_CODES: [&str; 4] = [
+    "RequestLimitExceeded",
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+];
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "prepatch::CountAttempts"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut ec2::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some(api) = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .and_then(|m| Api::from_name(m.name()))
+        else {
+            return Ok(());
+        };
+        let throttled = context.response().is_some_and(|r| {
+            let status = r.status().as_u16();
+            status == 429
+                || (status >= 400
+                    && r.body().bytes().is_some_and(|b| {
+                        let text = String::from_utf8_lossy(b);
+                        THROTTLE_CODES.iter().any(|c| text.contains(c))
+                    }))
+        });
+        self.0.attempt(api, throttled);
+        Ok(())
     }
 }
 
@@ -493,7 +540,8 @@ impl Cloud for AwsCloud {
         session_name: &str,
     ) -> Result<String, CloudError> {
         let region = lz.regions.first().map(|r| r.as_str().to_owned());
-        let mut conf = sts::config::Builder::from(&self.base);
+        let mut conf = sts::config::Builder::from(&self.base)
+            .interceptor(CountAttempts(Arc::clone(&self.calls)));
         if let Some(region) = region {
             conf = conf.region(sts::config::Region::new(region));
         }

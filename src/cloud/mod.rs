@@ -67,6 +67,30 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The action of an AWS operation name (`DescribeInstances`).
+    pub fn from_name(name: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub const ALL: [Api; 14] = [
+        Api::AssumeRole,
+        Api::DescribeInstances,
+        Api::DescribeInstanceInformation,
+        Api::CreateImage,
+        Api::DescribeImages,
+        Api::CreateTags,
+        Api::StartInstances,
+        Api::DescribeInstanceStatus,
+        Api::StopInstances,
+        Api::DeregisterImage,
+        Api::DescribeSnapshots,
+        Api::DeleteSnapshot,
+        Api::DeleteTags,
+        Api::EnableImageDeprecation,
+    ];
+}
+
 impl fmt::Display for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -349,11 +373,12 @@ pub trait Cloud: Send + Sync {
 /// Counts of one action's calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCount {
-    /// Requests sent, whatever their outcome.
+    /// Requests sent, whatever their outcome: on AWS every HTTP attempt,
+    /// the SDK's own retries and every page included.
     pub calls: u64,
     /// Of those, answered with a throttling error.
     pub throttled: u64,
-    /// Of those, answered with any other error.
+    /// Calls that failed in the end with any other error.
     pub errors: u64,
 }
 
@@ -362,9 +387,20 @@ pub struct CallCount {
 #[derive(Debug, Default)]
 pub struct ApiCalls {
     counts: Mutex<BTreeMap<Api, CallCount>>,
+    /// Requests and throttles are counted per HTTP attempt, by
+    /// [`ApiCalls::attempt`] (the AWS SDK's interceptor), not per call.
+    per_attempt: bool,
 }
 
 impl ApiCalls {
+    /// Counts that [`ApiCalls::attempt`] feeds with every HTTP attempt.
+    pub fn per_attempt() -> ApiCalls {
+        ApiCalls {
+            per_attempt: true,
+            ..ApiCalls::default()
+        }
+    }
+
     pub fn record<T>(&self, api: Api, result: &Result<T, CloudError>) {
         self.record_n(api, 1, result.as_ref().err());
     }
@@ -373,12 +409,22 @@ impl ApiCalls {
     pub fn record_n(&self, api: Api, pages: u64, error: Option<&CloudError>) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let c = counts.entry(api).or_default();
-        c.calls += pages;
-        match error {
-            Some(e) if e.is_throttle() => c.throttled += 1,
-            Some(_) => c.errors += 1,
-            None => {}
+        match (self.per_attempt, error) {
+            (false, Some(e)) if e.is_throttle() => c.throttled += 1,
+            (_, Some(e)) if !e.is_throttle() => c.errors += 1,
+            _ => {}
         }
+        if !self.per_attempt {
+            c.calls += pages;
+        }
+    }
+
+    /// One HTTP attempt of `api`, and whether it was answered with a throttle.
+    pub fn attempt(&self, api: Api, throttled: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let c = counts.entry(api).or_default();
+        c.calls += 1;
+        c.throttled += u64::from(throttled);
     }
 
     pub fn snapshot(&self) -> BTreeMap<Api, CallCount> {
