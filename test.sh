@@ -11,7 +11,6 @@ if [ "$(.venv/bin/python -c 'import moto; print(moto.__version__)' 2>/dev/null)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
-export PREPATCH_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
 # The report tests validate every report.json with jsonschema (moto brings
 # it; make sure) and find the venv through PREPATCH_VENV.

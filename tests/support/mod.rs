@@ -6,60 +6,40 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2 as ec2;
 
-/// A moto server on 127.0.0.1, killed when dropped.
+pub mod stage;
+
+/// moto behind the test stage (`stage::Stage`), on 127.0.0.1, killed when
+/// dropped. With no configuration the stage is transparent apart from what
+/// it fixes to make moto answer like AWS; `moto.configure(...)` sets faults.
 pub struct Moto {
-    child: Child,
+    pub stage: stage::Stage,
     pub url: String,
 }
 
 impl Moto {
     /// Starts one. A missing moto is a failure, never a skip: run `./test.sh`,
-    /// which installs it, or set PREPATCH_MOTO_SERVER.
+    /// which installs it into .venv/, or set PREPATCH_VENV.
     pub fn start() -> Moto {
-        let bin = std::env::var("PREPATCH_MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
-            });
-        assert!(
-            bin.exists(),
-            "moto_server not found at {}: run ./test.sh (it installs moto into .venv/) or set PREPATCH_MOTO_SERVER",
-            bin.display()
-        );
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let moto = Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(port, "/moto-api/").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on port {port} within 60s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let stage = stage::Stage::start();
+        Moto {
+            url: stage.url.clone(),
+            stage,
         }
-        moto
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Moto {
+    type Target = stage::Stage;
+
+    fn deref(&self) -> &stage::Stage {
+        &self.stage
     }
 }
 

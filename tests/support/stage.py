@@ -1,0 +1,1011 @@
+#!/usr/bin/env python3
+"""The test stage: moto's WSGI app wrapped in a middleware that behaves like AWS.
+
+moto never races, keeps a state pending, throttles, pages small or refuses;
+AWS does all of those. Each test starts one stage and configures it over
+plain HTTP (unsigned, JSON):
+
+    POST /_stage/config      replace the whole configuration (JSON body); also
+                             resets the rule counters and the random generator
+    GET  /_stage/log         the request log, a JSON array in arrival order
+    POST /_stage/log/clear   empty the log
+    GET  /_stage/health      200 "ok"
+
+Everything else goes on to moto (including /moto-api/). Usage:
+
+    .venv/bin/python tests/support/stage.py [--host 127.0.0.1] [--port 0]
+
+prints one line `STAGE READY http://HOST:PORT` once it serves and exits when
+its standard input closes.
+
+Configuration (every key optional, a missing one is off; unknown keys are
+refused with 400 so a typo cannot pass silently):
+
+    seed          the random generator's seed (default 0)
+    latency_ms    [lo, hi]: each AWS request waits uniform(lo, hi) ms
+    throttle      [{service, action, account, region, percent, first}]: the
+                  first N matching requests and/or that percentage of them get
+                  the service's throttling error (EC2 503 RequestLimitExceeded,
+                  STS 400 Throttling, JSON services 400 ThrottlingException)
+    deny          [{service, action, account, region}]: AWS's refusal (EC2 403
+                  UnauthorizedOperation, also for DryRun; STS 403 AccessDenied;
+                  JSON services 400 AccessDeniedException)
+    pending       {image_seconds, start_seconds, stop_seconds}: new AMIs (from
+                  CreateImage or CopyImage) read `pending`, started instances
+                  `pending`, stopped ones `stopping` for that long, in moto's
+                  model, so that filters and every describe agree
+    failed_images [instance id]: an AMI made from one ends `failed`
+    page_size     K: DescribeInstances/Images/Snapshots/InstanceStatus and SSM
+                  DescribeInstanceInformation answer at most K items a page
+    ssm           {pings: {id: PingStatus}, absent: [id]}: overrides of the
+                  stage's own DescribeInstanceInformation (running = Online,
+                  pending/stopping/stopped = ConnectionLost, terminated absent)
+    hooks         [{when: before|after, action, service, account, region,
+                  do: start|stop, instances: [id], times}]: another actor
+                  starting or stopping instances around a matching request
+                  (not around DryRun requests), `times` times (default 1)
+
+For sts:AssumeRole, a rule's `account` is the account of the role asked for.
+Rules match on the fields they give; an absent field matches anything.
+
+Fixed always, as AWS behaves and moto does not: CreateImage with a snapshot
+TagSpecification, duplicate AMI names (InvalidAMIName.Duplicate), source
+fields and CopyImageTags on copies, disabled AMIs hidden unless
+IncludeDisabled, DescribeSnapshots OwnerIds, MaxResults checks and paging by
+MaxResults, StartInstances/StopInstances answers and IncorrectInstanceState,
+EC2 request ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import random
+import re
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+import warnings
+import xml.etree.ElementTree as ET
+from http import HTTPStatus
+from io import BytesIO
+from typing import Any, Callable
+
+warnings.filterwarnings("ignore")
+
+from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.amis import AmiBackend  # noqa: E402
+from moto.ec2.models.instances import Instance  # noqa: E402
+from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
+from moto.ec2.responses.instances import InstanceResponse  # noqa: E402
+from moto.iam.models import get_account_id_from  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server  # noqa: E402
+
+STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+
+CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+ROLE_ACCOUNT_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/")
+SECRET_PARAMS = re.compile(r"signature|securitytoken|security-token|secret|password|credential", re.I)
+
+# EC2 describe calls the stage pages itself: list element, id parameter
+# prefix, MaxResults range.
+PAGED_EC2 = {
+    "DescribeInstances": ("reservationSet", "InstanceId", 5, 1000),
+    "DescribeImages": ("imagesSet", "ImageId", 1, 1000),
+    "DescribeSnapshots": ("snapshotSet", "SnapshotId", 5, 1000),
+    "DescribeInstanceStatus": ("instanceStatusSet", "InstanceId", 5, 1000),
+}
+SSM_DEFAULT_PAGE = 10
+TOKEN_PREFIX = "stage-"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _keys(obj: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected an object")
+    unknown = set(obj) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(allowed)})")
+    return obj
+
+
+MATCH_KEYS = {"service", "action", "account", "region"}
+
+
+class Config:
+    """One test's configuration. Every key is optional; a missing key is off."""
+
+    def __init__(self, raw: dict[str, Any]):
+        raw = _keys(
+            raw,
+            {"seed", "latency_ms", "throttle", "deny", "pending", "failed_images", "page_size", "ssm", "hooks"},
+            "config",
+        )
+        self.seed = raw.get("seed", 0)
+        lat = raw.get("latency_ms")
+        if lat is None:
+            self.latency = None
+        elif isinstance(lat, (int, float)):
+            self.latency = (float(lat), float(lat))
+        elif isinstance(lat, list) and len(lat) == 2 and lat[0] <= lat[1]:
+            self.latency = (float(lat[0]), float(lat[1]))
+        else:
+            raise ConfigError("latency_ms: [lo, hi] in milliseconds, or one number")
+        self.throttle = [
+            _keys(r, MATCH_KEYS | {"percent", "first"}, f"throttle[{i}]") for i, r in enumerate(raw.get("throttle", []))
+        ]
+        for i, r in enumerate(self.throttle):
+            if "percent" not in r and "first" not in r:
+                raise ConfigError(f"throttle[{i}]: give percent, first or both")
+        self.deny = [_keys(r, MATCH_KEYS, f"deny[{i}]") for i, r in enumerate(raw.get("deny", []))]
+        pending = _keys(raw.get("pending", {}), {"image_seconds", "start_seconds", "stop_seconds"}, "pending")
+        self.image_seconds = float(pending.get("image_seconds", 0))
+        self.start_seconds = float(pending.get("start_seconds", 0))
+        self.stop_seconds = float(pending.get("stop_seconds", 0))
+        self.failed_images = set(raw.get("failed_images", []))
+        self.page_size = raw.get("page_size")
+        if self.page_size is not None and (not isinstance(self.page_size, int) or self.page_size < 1):
+            raise ConfigError("page_size: a positive integer")
+        ssm = _keys(raw.get("ssm", {}), {"pings", "absent"}, "ssm")
+        self.ssm_pings: dict[str, str] = dict(ssm.get("pings", {}))
+        self.ssm_absent = set(ssm.get("absent", []))
+        self.hooks = []
+        for i, h in enumerate(raw.get("hooks", [])):
+            h = _keys(h, MATCH_KEYS | {"when", "do", "instances", "times"}, f"hooks[{i}]")
+            if h.get("when") not in ("before", "after"):
+                raise ConfigError(f"hooks[{i}].when: before or after")
+            if h.get("do") not in ("start", "stop"):
+                raise ConfigError(f"hooks[{i}].do: start or stop")
+            if not isinstance(h.get("instances"), list):
+                raise ConfigError(f"hooks[{i}].instances: a list of instance ids")
+            self.hooks.append(h)
+
+
+def matches(rule: dict[str, Any], req: "Req", account: str | None = None) -> bool:
+    acct = account if account is not None else req.account
+    return (
+        rule.get("service", req.service) == req.service
+        and rule.get("action", req.action) == req.action
+        and rule.get("account", acct) == acct
+        and rule.get("region", req.region) == req.region
+    )
+
+
+class Req:
+    """What the stage knows about one AWS request."""
+
+    def __init__(self, environ: dict[str, Any], body: bytes):
+        self.environ = environ
+        self.body = body
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        m = CREDENTIAL_RE.search(auth)
+        self.key = m.group(1) if m else None
+        self.region = m.group(2) if m else None
+        self.service = m.group(3) if m else None
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        self.json: dict[str, Any] | None = None
+        self.form: list[tuple[str, str]] = []
+        self.action: str | None = None
+        if target:
+            self.action = target.rsplit(".", 1)[-1]
+            try:
+                self.json = json.loads(body or b"{}")
+            except ValueError:
+                self.json = {}
+            if self.service is None and target.startswith("AmazonSSM."):
+                self.service = "ssm"
+        else:
+            ctype = environ.get("CONTENT_TYPE", "")
+            if environ.get("REQUEST_METHOD") == "POST" and "x-www-form-urlencoded" in ctype:
+                self.form = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            if not self.form:
+                self.form = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            self.action = dict(self.form).get("Action")
+        self.params = dict(self.form)
+        self.account = get_account_id_from(self.key) if self.key else DEFAULT_ACCOUNT_ID
+        self.request_id = str(uuid.uuid4())
+
+    def log_params(self) -> Any:
+        if self.json is not None:
+            return self.json
+        return {k: v for k, v in self.form if k not in ("Action", "Version") and not SECRET_PARAMS.search(k)}
+
+    def role_account(self) -> str | None:
+        """For sts:AssumeRole, the account of the role asked for."""
+        m = ROLE_ACCOUNT_RE.match(self.params.get("RoleArn", ""))
+        return m.group(1) if m else None
+
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+
+
+def ec2_error(status: int, code: str, message: str, request_id: str) -> Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{xml_escape(message)}</Message></Error></Errors>"
+        f"<RequestID>{request_id}</RequestID></Response>"
+    )
+    return status, [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", request_id)], body.encode()
+
+
+def sts_error(status: int, code: str, message: str, request_id: str) -> Response:
+    body = (
+        f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type><Code>{code}</Code>'
+        f"<Message>{xml_escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body.encode()
+
+
+def json_answer(status: int, obj: Any, request_id: str) -> Response:
+    return (
+        status,
+        [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", request_id)],
+        json.dumps(obj).encode(),
+    )
+
+
+def json_error(status: int, code: str, message: str, request_id: str) -> Response:
+    return json_answer(status, {"__type": code, "message": message}, request_id)
+
+
+def xml_escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class Stage:
+    """State shared by the middleware and the model patches."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.config = Config({})
+        self.rng = random.Random(0)
+        self.throttle_counts: list[int] = []
+        self.hook_counts: list[int] = []
+        self.log: list[tuple[int, dict[str, Any]]] = []
+        self.seq = 0
+        # id(model object) -> (object, deadline, promote function)
+        self.transitions: dict[int, tuple[Any, float, Callable[[Any], None]]] = {}
+        # access key id -> the ARN of the identity that uses it
+        self.identities: dict[str, str] = {}
+
+    def configure(self, raw: dict[str, Any]) -> None:
+        config = Config(raw)
+        with self.lock:
+            self.config = config
+            self.rng = random.Random(config.seed)
+            self.throttle_counts = [0] * len(config.throttle)
+            self.hook_counts = [0] * len(config.hooks)
+
+    def next_seq(self) -> int:
+        with self.lock:
+            self.seq += 1
+            return self.seq
+
+    def record(self, seq: int, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.log.append((seq, entry))
+
+    def log_json(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for _, e in sorted(self.log, key=lambda p: p[0])]
+
+    # -- pending windows, kept in moto's model --------------------------------
+
+    def schedule(self, obj: Any, seconds: float, promote: Callable[[Any], None]) -> None:
+        with self.lock:
+            self.transitions[id(obj)] = (obj, time.monotonic() + seconds, promote)
+
+    def unschedule(self, obj: Any) -> None:
+        with self.lock:
+            self.transitions.pop(id(obj), None)
+
+    def promote_due(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [k for k, (_, deadline, _) in self.transitions.items() if deadline <= now]
+            for k in due:
+                obj, _, promote = self.transitions.pop(k)
+                promote(obj)
+
+    def begin_start(self, inst: Any) -> None:
+        secs = self.config.start_seconds
+        if secs > 0:
+            inst._state.name, inst._state.code = "pending", 0
+            self.schedule(inst, secs, _to_running)
+        else:
+            self.unschedule(inst)
+
+    def begin_stop(self, inst: Any) -> None:
+        secs = self.config.stop_seconds
+        if secs > 0:
+            inst._state.name, inst._state.code = "stopping", 64
+            self.schedule(inst, secs, _to_stopped)
+        else:
+            self.unschedule(inst)
+
+    def begin_image(self, ami: Any, source_instance: str | None) -> None:
+        fails = source_instance is not None and source_instance in self.config.failed_images
+        secs = self.config.image_seconds
+        promote = _to_failed if fails else _to_available
+        if secs > 0:
+            ami.state = "pending"
+            ami.ebs_snapshot.status = "pending"
+            self.schedule(ami, secs, promote)
+        else:
+            promote(ami)
+
+    # -- faults ----------------------------------------------------------------
+
+    def latency(self) -> float:
+        with self.lock:
+            lat = self.config.latency
+            return self.rng.uniform(*lat) / 1000.0 if lat else 0.0
+
+    def throttled(self, req: Req) -> bool:
+        account = req.role_account() if req.action == "AssumeRole" else None
+        hit = False
+        with self.lock:
+            for i, rule in enumerate(self.config.throttle):
+                if not matches(rule, req, account):
+                    continue
+                self.throttle_counts[i] += 1
+                if self.throttle_counts[i] <= rule.get("first", 0):
+                    hit = True
+                elif "percent" in rule and self.rng.random() * 100 < rule["percent"]:
+                    hit = True
+        return hit
+
+    def denied(self, req: Req) -> bool:
+        account = req.role_account() if req.action == "AssumeRole" else None
+        with self.lock:
+            return any(matches(rule, req, account) for rule in self.config.deny)
+
+    def due_hooks(self, when: str, req: Req) -> list[dict[str, Any]]:
+        out = []
+        with self.lock:
+            for i, hook in enumerate(self.config.hooks):
+                if hook["when"] == when and matches(hook, req) and self.hook_counts[i] < hook.get("times", 1):
+                    self.hook_counts[i] += 1
+                    out.append(hook)
+        return out
+
+    def caller_arn(self, req: Req) -> str:
+        with self.lock:
+            known = self.identities.get(req.key or "")
+        return known or f"arn:aws:iam::{req.account}:user/stage"
+
+
+STAGE = Stage()
+
+
+def _to_running(inst: Any) -> None:
+    if inst._state.name == "pending":
+        inst._state.name, inst._state.code = "running", 16
+
+
+def _to_stopped(inst: Any) -> None:
+    if inst._state.name == "stopping":
+        inst._state.name, inst._state.code = "stopped", 80
+
+
+def _to_available(ami: Any) -> None:
+    if ami.state in ("pending", "available"):
+        ami.state = "available"
+        ami.ebs_snapshot.status = "completed"
+
+
+def _to_failed(ami: Any) -> None:
+    if ami.state in ("pending", "available"):
+        ami.state = "failed"
+        ami.state_reason = {
+            "Code": "Server.InternalError",
+            "Message": "Server.InternalError: Internal error on snapshot creation (stage: failed_images)",
+        }
+        ami.ebs_snapshot.status = "completed"
+
+
+# -- patches of moto's model ----------------------------------------------------
+
+_orig_instance_start = Instance.start
+_orig_instance_stop = Instance.stop
+_orig_create_image = AmiBackend.create_image
+
+
+def _instance_start(self: Instance) -> Any:
+    previous = copy.copy(self._state)
+    if previous.name in ("running", "pending", "terminated", "shutting-down"):
+        return previous
+    _orig_instance_start(self)
+    STAGE.begin_start(self)
+    return previous
+
+
+def _instance_stop(self: Instance) -> Any:
+    previous = copy.copy(self._state)
+    if previous.name in ("stopped", "stopping", "terminated", "shutting-down"):
+        return previous
+    _orig_instance_stop(self)
+    STAGE.begin_stop(self)
+    return previous
+
+
+def _create_image(self: AmiBackend, instance_id: str, name: str, description: str, tag_specifications: list) -> Any:
+    account = self.account_id  # type: ignore[attr-defined]
+    for ami in list(self.amis.values()):
+        if ami.name == name and ami.owner_id == account:
+            raise EC2ClientError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {ami.id}")
+    image_specs, snapshot_tags = [], []
+    for spec in tag_specifications or []:
+        if spec.get("ResourceType") == "snapshot":
+            snapshot_tags += spec.get("Tags", [])
+        else:
+            image_specs.append(spec)
+    ami = _orig_create_image(self, instance_id, name, description, image_specs)
+    for tag in snapshot_tags:
+        ami.ebs_snapshot.add_tag(tag["Key"], tag.get("Value", ""))
+    STAGE.begin_image(ami, instance_id)
+    return ami
+
+
+def _copy_image_response(self: AmisResponse) -> ActionResult:
+    source_image_id = self._get_param("SourceImageId")
+    source_region = self._get_param("SourceRegion")
+    name = self._get_param("Name")
+    description = self._get_param("Description")
+    copy_tags = self._get_bool_param("CopyImageTags", False)
+    tag_specifications = self._get_param("TagSpecifications", [])
+    self.error_on_dryrun()
+    image = self.ec2_backend.copy_image(source_image_id, source_region, name, description)
+    image.source_image_id = source_image_id
+    image.source_image_region = source_region
+    if copy_tags:
+        source = ec2_backends[self.current_account][source_region].amis.get(source_image_id)
+        for tag in source.get_tags() if source else []:
+            image.add_tag(tag["key"], tag["value"])
+    for spec in tag_specifications:
+        target = image.ebs_snapshot if spec.get("ResourceType") == "snapshot" else image
+        for tag in spec.get("Tags", []):
+            target.add_tag(tag["Key"], tag.get("Value", ""))
+    STAGE.begin_image(image, None)
+    return ActionResult({"ImageId": image.id})
+
+
+def _describe_images_response(self: AmisResponse) -> ActionResult:
+    self.error_on_dryrun()
+    images = self.ec2_backend.describe_images(
+        ami_ids=self._get_param("ImageIds", []),
+        filters=self._filters_from_querystring(),
+        exec_users=self._get_param("ExecutableUsers", []),
+        owners=self._get_param("Owners", []),
+    )
+    # AWS leaves disabled AMIs out unless asked for them.
+    if not self._get_bool_param("IncludeDisabled", False):
+        images = [i for i in images if i.state != "disabled"]
+    return ActionResult({"Images": images})
+
+
+def _describe_snapshots_response(self: ElasticBlockStore) -> ActionResult:
+    snapshots = self.ec2_backend.describe_snapshots(
+        snapshot_ids=self._get_param("SnapshotIds", []),
+        filters=self._filters_from_querystring(),
+    )
+    # moto ignores OwnerIds; AWS reads "self" as the caller's account.
+    owners = self._get_param("OwnerIds", [])
+    if owners:
+        wanted = {self.current_account if o == "self" else o for o in owners}
+        snapshots = [s for s in snapshots if s.owner_id in wanted]
+    return ActionResult({"Snapshots": snapshots})
+
+
+def _incorrect_state(instance_id: str, verb: str) -> EC2ClientError:
+    return EC2ClientError(
+        "IncorrectInstanceState",
+        f"The instance '{instance_id}' is not in a state from which it can be {verb}.",
+    )
+
+
+def _start_instances_response(self: InstanceResponse) -> ActionResult:
+    instance_ids = self._get_param("InstanceIds", [])
+    self.error_on_dryrun()
+    for inst in self.ec2_backend.get_multi_instances_by_id(instance_ids):
+        if inst._state.name not in ("stopped", "running", "pending"):
+            raise _incorrect_state(inst.id, "started")
+    started = self.ec2_backend.start_instances(instance_ids)
+    out = []
+    for inst, previous in started:
+        if previous.name == "stopped":
+            current = {"Code": 0, "Name": "pending"}
+        else:
+            current = {"Code": inst._state.code, "Name": inst._state.name}
+        out.append({"InstanceId": inst.id, "CurrentState": current, "PreviousState": previous})
+    return ActionResult({"StartingInstances": out})
+
+
+def _stop_instances_response(self: InstanceResponse) -> ActionResult:
+    instance_ids = self._get_param("InstanceIds", [])
+    self.error_on_dryrun()
+    for inst in self.ec2_backend.get_multi_instances_by_id(instance_ids):
+        if inst._state.name not in ("running", "stopping", "stopped"):
+            raise _incorrect_state(inst.id, "stopped")
+    stopped = self.ec2_backend.stop_instances(instance_ids)
+    out = []
+    for inst, previous in stopped:
+        if previous.name == "running":
+            current = {"Code": 64, "Name": "stopping"}
+        else:
+            current = {"Code": inst._state.code, "Name": inst._state.name}
+        out.append({"InstanceId": inst.id, "CurrentState": current, "PreviousState": previous})
+    return ActionResult({"StoppingInstances": out})
+
+
+def install_patches() -> None:
+    Instance.start = _instance_start  # type: ignore[method-assign]
+    Instance.stop = _instance_stop  # type: ignore[method-assign]
+    AmiBackend.create_image = _create_image  # type: ignore[method-assign]
+    AmisResponse.copy_image = _copy_image_response  # type: ignore[method-assign]
+    AmisResponse.describe_images = _describe_images_response  # type: ignore[method-assign]
+    ElasticBlockStore.describe_snapshots = _describe_snapshots_response  # type: ignore[method-assign]
+    InstanceResponse.start_instances = _start_instances_response  # type: ignore[method-assign]
+    InstanceResponse.stop_instances = _stop_instances_response  # type: ignore[method-assign]
+
+
+# -- the middleware ---------------------------------------------------------------
+
+
+class Middleware:
+    def __init__(self, moto: Any):
+        self.moto = moto
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_stage/"):
+            status, headers, body = self.control(environ, path)
+            return self.reply(start_response, status, headers, body)
+        body = self.read_body(environ)
+        environ["wsgi.input"] = BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        if path.startswith("/moto-api"):
+            return self.moto(environ, start_response)
+        STAGE.promote_due()
+        req = Req(environ, body)
+        if req.action is None:
+            return self.moto(environ, start_response)
+        seq = STAGE.next_seq()
+        arrived = time.time()
+        fault = None
+        try:
+            pause = STAGE.latency()
+            if pause:
+                time.sleep(pause)
+            STAGE.promote_due()
+            fault, (status, headers, out) = self.handle(req)
+        except Exception:  # a bug in the stage: say so loudly
+            traceback.print_exc(file=sys.stderr)
+            status, headers, out = 500, [("Content-Type", "text/plain")], traceback.format_exc().encode()
+        STAGE.record(
+            seq,
+            {
+                "t": arrived,
+                "service": req.service or "unknown",
+                "action": req.action,
+                "account": req.account,
+                "region": req.region,
+                "status": status,
+                "fault": fault,
+                "params": req.log_params(),
+            },
+        )
+        return self.reply(start_response, status, headers, out)
+
+    @staticmethod
+    def read_body(environ: dict[str, Any]) -> bytes:
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            return stream.read(int(length))
+        if environ.get("wsgi.input_terminated"):
+            return stream.read()
+        return b""
+
+    @staticmethod
+    def reply(start_response: Any, status: int, headers: list[tuple[str, str]], body: bytes) -> list[bytes]:
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Status"
+        start_response(f"{status} {phrase}", headers)
+        return [body]
+
+    # -- control API ----------------------------------------------------------
+
+    def control(self, environ: dict[str, Any], path: str) -> Response:
+        method = environ.get("REQUEST_METHOD")
+        text = [("Content-Type", "text/plain")]
+        if path == "/_stage/health":
+            return 200, text, b"ok"
+        if path == "/_stage/config" and method == "POST":
+            body = self.read_body(environ)
+            try:
+                STAGE.configure(json.loads(body or b"{}"))
+            except (ValueError, TypeError, KeyError) as e:
+                return 400, text, f"bad stage config: {e}".encode()
+            return 200, text, b"ok"
+        if path == "/_stage/log" and method == "GET":
+            return 200, [("Content-Type", "application/json")], json.dumps(STAGE.log_json()).encode()
+        if path == "/_stage/log/clear" and method == "POST":
+            with STAGE.lock:
+                STAGE.log.clear()
+            return 200, text, b"ok"
+        return 404, text, f"no stage endpoint {method} {path}".encode()
+
+    # -- AWS requests ---------------------------------------------------------
+
+    def handle(self, req: Req) -> tuple[str | None, Response]:
+        if STAGE.throttled(req):
+            return "throttle", self.throttle_answer(req)
+        if STAGE.denied(req):
+            return "deny", self.deny_answer(req)
+        # Another actor races real calls, not permission probes.
+        dry_run = req.params.get("DryRun", "").lower() == "true"
+        for hook in [] if dry_run else STAGE.due_hooks("before", req):
+            self.run_hook(hook, "before", req)
+        if req.service == "ssm" and req.action == "DescribeInstanceInformation":
+            answer = self.describe_instance_information(req)
+        elif req.service == "ec2" and req.action in PAGED_EC2:
+            answer = self.paged_ec2(req)
+        else:
+            answer = self.forward(req.environ, req.body)
+            if req.action == "AssumeRole" and answer[0] == 200:
+                self.learn_identity(answer[2])
+        if req.service == "ec2":
+            answer = with_request_id(answer, req.request_id)
+        if 200 <= answer[0] < 300 and not dry_run:
+            for hook in STAGE.due_hooks("after", req):
+                self.run_hook(hook, "after", req)
+        return None, answer
+
+    def forward(self, environ: dict[str, Any], body: bytes) -> Response:
+        env = dict(environ)
+        env["wsgi.input"] = BytesIO(body)
+        env["CONTENT_LENGTH"] = str(len(body))
+        captured: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"] = int(status.split(" ", 1)[0])
+            captured["headers"] = list(headers)
+            return chunks.append
+
+        result = self.moto(env, start_response)
+        try:
+            for chunk in result:
+                chunks.append(chunk)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return captured["status"], captured["headers"], b"".join(chunks)
+
+    def learn_identity(self, body: bytes) -> None:
+        text = body.decode("utf-8", "replace")
+        key = re.search(r"<AccessKeyId>([^<]+)</AccessKeyId>", text)
+        arn = re.search(r"<AssumedRoleUser>.*?<Arn>([^<]+)</Arn>", text, re.S)
+        if key and arn:
+            with STAGE.lock:
+                STAGE.identities[key.group(1)] = arn.group(1)
+
+    def throttle_answer(self, req: Req) -> Response:
+        rid = req.request_id
+        if req.service == "sts":
+            return sts_error(400, "Throttling", "Rate exceeded", rid)
+        if req.json is not None:
+            return json_error(400, "ThrottlingException", "Rate exceeded", rid)
+        return ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.", rid)
+
+    def deny_answer(self, req: Req) -> Response:
+        rid = req.request_id
+        who = STAGE.caller_arn(req)
+        if req.service == "sts":
+            resource = req.params.get("RoleArn") if req.action == "AssumeRole" else "*"
+            return sts_error(
+                403,
+                "AccessDenied",
+                f"User: {who} is not authorized to perform: sts:{req.action} on resource: {resource}",
+                rid,
+            )
+        if req.json is not None:
+            return json_error(
+                400,
+                "AccessDeniedException",
+                f"User: {who} is not authorized to perform: {req.service}:{req.action} "
+                "because no identity-based policy allows the action",
+                rid,
+            )
+        return ec2_error(
+            403,
+            "UnauthorizedOperation",
+            f"You are not authorized to perform this operation. User: {who} "
+            f"is not authorized to perform: {req.service}:{req.action}",
+            rid,
+        )
+
+    def run_hook(self, hook: dict[str, Any], when: str, req: Req) -> None:
+        account = hook.get("account", req.account)
+        region = hook.get("region", req.region) or "us-east-1"
+        backend = ec2_backends[account][region]
+        done, missing = [], []
+        for instance_id in hook["instances"]:
+            try:
+                inst = backend.get_instance(instance_id)
+            except Exception:
+                missing.append(instance_id)
+                continue
+            if hook["do"] == "start":
+                inst.start()
+            else:
+                inst.stop()
+            done.append(instance_id)
+        STAGE.record(
+            STAGE.next_seq(),
+            {
+                "t": time.time(),
+                "service": "stage",
+                "action": f"hook:{hook['do']}",
+                "account": account,
+                "region": region,
+                "status": 200 if not missing else 404,
+                "fault": None,
+                "params": {"when": when, "trigger": req.action, "instances": done, "missing": missing},
+            },
+        )
+
+    # -- paging ---------------------------------------------------------------
+
+    def paged_ec2(self, req: Req) -> Response:
+        list_name, id_prefix, lo, hi = PAGED_EC2[req.action]
+        rid = req.request_id
+        has_ids = any(k.startswith(id_prefix + ".") for k in req.params)
+        raw_max = req.params.get("MaxResults")
+        max_results = None
+        if raw_max is not None:
+            if has_ids:
+                return ec2_error(
+                    400,
+                    "InvalidParameterCombination",
+                    f"The parameter {id_prefix}s cannot be used with the parameter maxResults",
+                    rid,
+                )
+            try:
+                max_results = int(raw_max)
+            except ValueError:
+                return ec2_error(400, "InvalidParameterValue", f"Invalid value '{raw_max}' for maxResults", rid)
+            if not lo <= max_results <= hi:
+                return ec2_error(
+                    400,
+                    "InvalidParameterValue",
+                    f"Value ( {max_results} ) for parameter maxResults is invalid. "
+                    f"Expecting a value between {lo} and {hi}.",
+                    rid,
+                )
+        page = None if has_ids else STAGE.config.page_size
+        if max_results is not None:
+            page = max_results if page is None else min(page, max_results)
+        token = req.params.get("NextToken")
+        offset = 0
+        if token is not None:
+            offset = parse_token(token)
+            if offset is None:
+                return ec2_error(400, "InvalidParameterValue", f"Invalid NextToken value: {token}", rid)
+
+        form = [(k, v) for k, v in req.form if k not in ("MaxResults", "NextToken")]
+        status, headers, body = self.forward(req.environ, urllib.parse.urlencode(form).encode())
+        if status != 200:
+            return status, headers, body
+        root, ns = parse_plain(body)
+        items_el = root.find(list_name)
+        moto_token = root.find("nextToken")
+        if items_el is None:
+            return status, headers, body
+        items = list(items_el)
+        # moto pages some of these itself: collect every page it has.
+        rounds = 0
+        while moto_token is not None and moto_token.text and rounds < 1000:
+            rounds += 1
+            more_form = form + [("NextToken", moto_token.text)]
+            s2, h2, b2 = self.forward(req.environ, urllib.parse.urlencode(more_form).encode())
+            if s2 != 200:
+                return s2, h2, b2
+            more, _ = parse_plain(b2)
+            more_items = more.find(list_name)
+            items += list(more_items) if more_items is not None else []
+            moto_token = more.find("nextToken")
+        had_moto_token = root.find("nextToken") is not None
+        if page is None and offset == 0 and not had_moto_token:
+            return status, headers, body  # nothing to page: moto's bytes untouched
+        for el in root.findall("nextToken"):
+            root.remove(el)
+        end = len(items) if page is None else offset + page
+        for child in list(items_el):
+            items_el.remove(child)
+        items_el.extend(items[offset:end])
+        if end < len(items):
+            ET.SubElement(root, "nextToken").text = f"{TOKEN_PREFIX}{end}"
+        if ns:
+            root.set("xmlns", ns)
+        out = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+        return status, headers, out.encode()
+
+    # -- SSM DescribeInstanceInformation -----------------------------------------
+
+    def describe_instance_information(self, req: Req) -> Response:
+        rid = req.request_id
+        body = req.json or {}
+        max_results = body.get("MaxResults")
+        if max_results is not None and (not isinstance(max_results, int) or not 5 <= max_results <= 50):
+            return json_error(
+                400,
+                "ValidationException",
+                f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy "
+                "constraint: Member must have value between 5 and 50",
+                rid,
+            )
+        filters: dict[str, set[str]] = {}
+        for f in body.get("Filters", []) or []:
+            key, values = f.get("Key"), f.get("Values") or []
+            if not 1 <= len(values) <= 40:
+                return json_error(
+                    400,
+                    "ValidationException",
+                    f"1 validation error detected: Value at 'filters.{key}.values' failed to satisfy "
+                    "constraint: Member must have length between 1 and 40",
+                    rid,
+                )
+            if key not in ("InstanceIds", "PingStatus", "PlatformTypes"):
+                return json_error(
+                    400,
+                    "ValidationException",
+                    f"The stage does not emulate the filter key {key}",
+                    rid,
+                )
+            filters[key] = set(values)
+        if body.get("InstanceInformationFilterList"):
+            return json_error(
+                400, "ValidationException", "The stage does not emulate InstanceInformationFilterList", rid
+            )
+        page = STAGE.config.page_size or SSM_DEFAULT_PAGE
+        if max_results is not None:
+            page = min(page, max_results) if STAGE.config.page_size else max_results
+        token = body.get("NextToken")
+        offset = 0
+        if token is not None:
+            offset = parse_token(token)
+            if offset is None:
+                return json_error(400, "InvalidNextToken", "The specified token is not valid.", rid)
+
+        config = STAGE.config
+        now = time.time()
+        infos = []
+        for inst in ec2_backends[req.account][req.region or "us-east-1"].all_instances():
+            state = inst._state.name
+            if inst.id in config.ssm_absent:
+                continue
+            if inst.id in config.ssm_pings:
+                ping = config.ssm_pings[inst.id]
+            elif state == "running":
+                ping = "Online"
+            elif state in ("terminated", "shutting-down"):
+                continue
+            else:
+                ping = "ConnectionLost"
+            platform = "Windows" if (inst.platform or "").lower() == "windows" else "Linux"
+            info = {
+                "InstanceId": inst.id,
+                "PingStatus": ping,
+                "LastPingDateTime": now,
+                "AgentVersion": "3.3.987.0",
+                "IsLatestVersion": False,
+                "PlatformType": platform,
+                "ResourceType": "EC2Instance",
+                "IPAddress": inst.private_ip,
+            }
+            if "InstanceIds" in filters and inst.id not in filters["InstanceIds"]:
+                continue
+            if "PingStatus" in filters and ping not in filters["PingStatus"]:
+                continue
+            if "PlatformTypes" in filters and platform not in filters["PlatformTypes"]:
+                continue
+            infos.append(info)
+        end = offset + page
+        out: dict[str, Any] = {"InstanceInformationList": infos[offset:end]}
+        if end < len(infos):
+            out["NextToken"] = f"{TOKEN_PREFIX}{end}"
+        return json_answer(200, out, rid)
+
+
+def with_request_id(answer: Response, request_id: str) -> Response:
+    """moto's EC2 answers carry the literal `request-id`; AWS's a UUID, the
+    same in the body and the x-amzn-RequestId header."""
+    status, headers, body = answer
+    rid = request_id.encode()
+    body = body.replace(b"<requestId>request-id</requestId>", b"<requestId>" + rid + b"</requestId>")
+    body = body.replace(b"<RequestID>request-id</RequestID>", b"<RequestID>" + rid + b"</RequestID>")
+    headers = [(k, v) for k, v in headers if k.lower() != "x-amzn-requestid"]
+    headers.append(("x-amzn-RequestId", request_id))
+    return status, headers, body
+
+
+def parse_plain(body: bytes) -> tuple[ET.Element, str]:
+    """Parses an answer in one XML namespace, leaving the tags without it
+    (written back as a plain default xmlns, as AWS writes it)."""
+    root = ET.fromstring(body)
+    ns = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if ns:
+        for el in root.iter():
+            if el.tag.startswith("{"):
+                el.tag = el.tag.split("}", 1)[1]
+    return root, ns
+
+
+def parse_token(token: str) -> int | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    try:
+        n = int(token[len(TOKEN_PREFIX):])
+    except ValueError:
+        return None
+    return n if n >= 0 else None
+
+
+class QuietHandler(MotoRequestHandler):
+    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass
+
+
+def exit_on_stdin_eof() -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        os._exit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").disabled = True
+    install_patches()
+    app = Middleware(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=QuietHandler)
+    threading.Thread(target=exit_on_stdin_eof, daemon=True).start()
+    host, port = server.server_address[:2]
+    print(f"STAGE READY http://{host}:{port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
