@@ -6,7 +6,9 @@
 //! (`--phase server-start`, a rerun), the run's AMIs are looked up by tag. `StartInstances` takes up to
 //! [`START_BATCH`] ids per call; when a call fails, the instances it names
 //! fail alone and the rest are retried, and an error that names none is
-//! narrowed down by halving the batch. Started instances are tagged
+//! narrowed down by halving the batch. Only what AWS's answer says was
+//! `stopped` just before the call is started by this run (someone else may
+//! have started it a moment earlier); those alone are tagged
 //! `prepatch:started-by=<run-id>` after the start succeeds, so
 //! `prepatch restore` can stop exactly these and nothing else (a lost tag
 //! leaves an instance running, which is the safe side). Waiting is one paginated
