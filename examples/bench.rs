@@ -22,10 +22,9 @@ use prepatch::cloud::limit::Paced;
 use prepatch::cloud::sim::{FleetSpec, SimCloud};
 use prepatch::cloud::{Api, Cloud};
 use prepatch::config::Config;
+use prepatch::model::{Phase, Plan, Run};
 use prepatch::model::{Record, RunId};
-use prepatch::workflow::{
-    Clock, Confirmation, Options, Phase, Plan, Run, Shutdown, Workflow, progress::Progress,
-};
+use prepatch::workflow::{Clock, Confirmation, Options, Shutdown, Workflow, progress::Progress};
 
 const REGIONS: [&str; 4] = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1"];
 

@@ -179,7 +179,7 @@ pub struct OutputArgs {
         value_delimiter = ',',
         global = true
     )]
-    pub format: Vec<crate::report::Format>,
+    pub format: Vec<crate::model::Format>,
 }
 
 /// Which phases run and how.
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn format_is_a_global_list() {
-        use crate::report::Format;
+        use crate::model::Format;
         let cli = Cli::parse_from(["prepatch", "demo", "--format", "json,html"]);
         assert_eq!(cli.output.format, [Format::Json, Format::Html]);
         let cli = Cli::parse_from(["prepatch", "--format", "xml", "--landing-zones", "a"]);

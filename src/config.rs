@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::Format;
 use crate::model::{AccountId, Environment, InstanceId, Region};
-use crate::report::Format;
 
 /// A configuration problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]

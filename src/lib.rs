@@ -39,7 +39,8 @@ use cloud::limit::Paced;
 use config::{Config, LandingZone};
 pub use error::Error;
 use model::{AccountId, Environment, Region, RunId};
-use workflow::{Clock, Confirmation, Options, Phase, Plan, Run, Shutdown, Workflow};
+use model::{Phase, Plan, Run};
+use workflow::{Clock, Confirmation, Options, Shutdown, Workflow};
 
 /// How a run ended, for the exit code.
 #[derive(Debug)]

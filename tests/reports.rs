@@ -28,12 +28,11 @@ use prepatch::cloud::Cloud;
 use prepatch::cloud::limit::Paced;
 use prepatch::cloud::sim::{Agent, Fault, SimCloud};
 use prepatch::config::Config;
+use prepatch::model::Run;
 use prepatch::model::{Instance, InstanceId, InstanceState, Platform, RunId};
 use prepatch::report::model::{ApiCallStat, ConfigRef, LandingZoneMeta};
 use prepatch::report::{self, Format, Report, RunMeta};
-use prepatch::workflow::{
-    Clock, Confirmation, Options, Run, Shutdown, Workflow, progress::Progress,
-};
+use prepatch::workflow::{Clock, Confirmation, Options, Shutdown, Workflow, progress::Progress};
 use serde_json::{Value, json};
 
 const CONFIG: &str = "
@@ -230,7 +229,7 @@ async fn fixture_with(per_target: usize, dry_run: bool, faults: Vec<Fault>) -> F
 
 fn render(report: &Report, format: Format) -> Vec<u8> {
     let mut out = Vec::new();
-    format.write(report, &mut out).expect("the report renders");
+    report::write_format(format, report, &mut out).expect("the report renders");
     out
 }
 

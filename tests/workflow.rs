@@ -10,12 +10,11 @@ use prepatch::cloud::limit::Paced;
 use prepatch::cloud::sim::{Agent, Fault, SimCloud};
 use prepatch::cloud::{Api, Cloud};
 use prepatch::config::Config;
+use prepatch::model::Run;
 use prepatch::model::{
     AccountId, Instance, InstanceId, InstanceState, Platform, Record, Region, RunId,
 };
-use prepatch::workflow::{
-    Clock, Confirmation, Options, Run, Shutdown, Workflow, progress::Progress,
-};
+use prepatch::workflow::{Clock, Confirmation, Options, Shutdown, Workflow, progress::Progress};
 
 const CONFIG: &str = "
 aws: {regions: [us-east-1, eu-west-1]}

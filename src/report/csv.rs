@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use super::model::{InstanceReport, Report, instance_report, sorted_records};
-use crate::workflow::Run;
+use crate::model::Run;
 
 pub const COLUMNS: [&str; 29] = [
     "landing_zone",

@@ -19,65 +19,19 @@ pub mod summary;
 pub mod xml;
 pub mod xml_writer;
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+pub use crate::model::Format;
 pub use model::{Report, RunMeta};
 
-/// A report file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum Format {
-    Csv,
-    Json,
-    Html,
-    Xml,
-}
-
-impl Format {
-    pub const ALL: [Format; 4] = [Format::Csv, Format::Json, Format::Html, Format::Xml];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Json => "json",
-            Format::Html => "html",
-            Format::Xml => "xml",
-        }
-    }
-
-    /// The file it is written to, in the run's directory.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Format::Csv => "inventory.csv",
-            Format::Json => "report.json",
-            Format::Html => "report.html",
-            Format::Xml => "report.xml",
-        }
-    }
-
-    /// Writes `report` in this format.
-    pub fn write(self, report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-        match self {
-            Format::Csv => csv::write_report(report, out).map_err(std::io::Error::other),
-            Format::Json => json::write(report, out),
-            Format::Html => html::write(report, out),
-            Format::Xml => xml::write(report, out),
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Format {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Format::ALL.into_iter().find(|f| f.name() == s).ok_or(())
+/// Writes `report` in `format`.
+pub fn write_format(format: Format, report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    match format {
+        Format::Csv => csv::write_report(report, out).map_err(std::io::Error::other),
+        Format::Json => json::write(report, out),
+        Format::Html => html::write(report, out),
+        Format::Xml => xml::write(report, out),
     }
 }
 
@@ -93,7 +47,7 @@ pub fn write_all(
     let write_one = |f: Format| -> Result<PathBuf, (PathBuf, std::io::Error)> {
         let path = dir.join(f.file_name());
         let started = std::time::Instant::now();
-        let written = write_run_file(&path, report.run.simulated, |w| f.write(report, w));
+        let written = write_run_file(&path, report.run.simulated, |w| write_format(f, report, w));
         tracing::debug!(
             format = f.name(),
             ms = started.elapsed().as_millis(),

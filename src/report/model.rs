@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::cloud::{Api, CallCount};
 use crate::model::{AmiId, ImageState, Record, tag};
-use crate::workflow::{Event, Phase, Plan, Run};
+use crate::model::{Event, Phase, Plan, Run};
 
 /// The version of the report's shape, in `schema_version` and the XML
 /// namespace (`urn:prepatch:report:1`). Adding optional fields keeps it;

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use crate::cloud::{Api, CallCount};
 use crate::model::{InstanceState, SsmPing};
-use crate::workflow::{Phase, Plan, Run};
+use crate::model::{Phase, Plan, Run};
 
 /// How many failed instances are listed before "... and N more".
 const SHOWN_FAILURES: usize = 25;

@@ -22,9 +22,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
+use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{ImageFilter, ImageRequest};
 use crate::model::{AmiId, Backup, Image, ImageState, InstanceId, Record, TagMap, Tags, tag};
+use crate::model::{Phase, Run, TargetRun};
 
 /// CreateImage calls in flight per account-region. The pacing in
 /// `cloud::limit` keeps them inside EC2's rate; this keeps latency hidden.

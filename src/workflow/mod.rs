@@ -25,56 +25,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cloud::{Api, CallCount, Cloud};
+use crate::cloud::Cloud;
 use crate::config::{Config, LandingZone};
-use crate::model::{Environment, Record, RunId, Target};
+use crate::model::api::calls_since;
+use crate::model::{
+    Environment, Event, LandingZoneFailure, Phase, PhaseSummary, Plan, Run, RunId, TargetRun,
+};
 use progress::Progress;
-
-/// The phases, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Scanner,
-    AmiBackup,
-    ServerStart,
-    Validation,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 4] = [
-        Phase::Scanner,
-        Phase::AmiBackup,
-        Phase::ServerStart,
-        Phase::Validation,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Scanner => "scanner",
-            Phase::AmiBackup => "ami-backup",
-            Phase::ServerStart => "server-start",
-            Phase::Validation => "validation",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Whether a phase runs, and if not, why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "status", content = "reason")]
-pub enum Plan {
-    Run,
-    Skip(String),
-}
 
 /// What the operator asked for, after the CLI and config were reconciled.
 #[derive(Clone, Debug)]
@@ -152,87 +112,6 @@ impl Shutdown {
     }
 }
 
-/// One account-region and the instances found there.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TargetRun {
-    pub target: Target,
-    pub environment: Environment,
-    /// The assumed role's ARN: who made the changes.
-    pub identity: String,
-    pub records: Vec<Record>,
-    /// Why the target could not be scanned, if it could not.
-    pub error: Option<String>,
-}
-
-/// A landing zone that could not be worked on at all.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LandingZoneFailure {
-    pub landing_zone: String,
-    pub account: String,
-    pub error: String,
-}
-
-/// A timestamped line of the execution log.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Event {
-    pub at: DateTime<Utc>,
-    pub phase: Phase,
-    pub scope: String,
-    pub message: String,
-}
-
-/// How a phase went.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PhaseSummary {
-    pub phase: Phase,
-    pub plan: Plan,
-    pub done: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    pub seconds: f64,
-    pub api_calls: BTreeMap<Api, CallCount>,
-}
-
-/// Everything a run did and found; the reports are made from this.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Run {
-    pub id: RunId,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub dry_run: bool,
-    pub simulated: bool,
-    pub interrupted: bool,
-    pub landing_zones: Vec<String>,
-    pub targets: Vec<TargetRun>,
-    pub landing_zone_failures: Vec<LandingZoneFailure>,
-    pub phases: Vec<PhaseSummary>,
-    pub events: Vec<Event>,
-    /// A dry run's answers to EC2's `DryRun` permission checks.
-    pub permission_checks: Vec<permissions::PermissionCheck>,
-}
-
-impl Run {
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.targets.iter().flat_map(|t| t.records.iter())
-    }
-
-    pub fn instance_count(&self) -> usize {
-        self.targets.iter().map(|t| t.records.len()).sum()
-    }
-
-    /// Anything failed or is not ready: the exit code is 1.
-    pub fn has_failures(&self) -> bool {
-        !self.landing_zone_failures.is_empty()
-            || self.interrupted
-            || self.targets.iter().any(|t| t.error.is_some())
-            || self.phases.iter().any(|p| p.failed > 0)
-            || self.permission_checks.iter().any(|c| !c.allowed)
-            || self
-                .records()
-                .any(|r| r.verdict.as_ref().is_some_and(|v| !v.ready))
-    }
-}
-
 /// What phases share: the cloud, the checked config, the options, time.
 pub struct Workflow<'a> {
     pub events: std::sync::Mutex<Vec<Event>>,
@@ -282,25 +161,6 @@ impl std::ops::AddAssign for Tally {
         self.failed += o.failed;
         self.skipped += o.skipped;
     }
-}
-
-/// Calls made between two snapshots.
-pub fn calls_since(
-    before: &BTreeMap<Api, CallCount>,
-    after: &BTreeMap<Api, CallCount>,
-) -> BTreeMap<Api, CallCount> {
-    after
-        .iter()
-        .filter_map(|(api, a)| {
-            let b = before.get(api).copied().unwrap_or_default();
-            let d = CallCount {
-                calls: a.calls - b.calls,
-                throttled: a.throttled - b.throttled,
-                errors: a.errors - b.errors,
-            };
-            (d.calls > 0).then_some((*api, d))
-        })
-        .collect()
 }
 
 /// Where the run stands after a phase, for the caller to write reports.

@@ -3,22 +3,10 @@
 //! account-region, and changes nothing. A refusal is reported before any
 //! real run would meet it halfway through.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Phase, Run, TargetRun, Workflow, backup, for_each_target, start};
+use super::{Workflow, backup, for_each_target, start};
 use crate::cloud::{ErrorKind, Probe};
-use crate::model::{Target, tag};
-
-/// The answer for one action in one account-region.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PermissionCheck {
-    pub target: Target,
-    /// The EC2 action, e.g. `CreateImage`.
-    pub action: String,
-    pub allowed: bool,
-    /// AWS's refusal, or why the check could not be made.
-    pub error: Option<String>,
-}
+use crate::model::{PermissionCheck, tag};
+use crate::model::{Phase, Run, TargetRun};
 
 /// Checks every change the planned phases would make, on every target.
 pub(super) async fn check(wf: &Workflow<'_>, run: &mut Run, backup: bool, starts: bool) {

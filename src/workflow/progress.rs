@@ -4,7 +4,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Phase;
+use crate::model::Phase;
 use crate::model::Target;
 
 #[derive(Clone)]

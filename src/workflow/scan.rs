@@ -5,9 +5,10 @@
 
 use futures::StreamExt;
 
-use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
+use super::{Tally, Workflow, for_each_target};
 use crate::cloud::Scope;
 use crate::config::LandingZone;
+use crate::model::{Phase, Run, TargetRun};
 use crate::model::{Record, SsmInfo, Target};
 
 /// STS session names: at most 64 characters of `[\w+=,.@-]`.

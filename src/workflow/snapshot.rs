@@ -11,9 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, Run, TargetRun};
 use crate::journal::{Counts, Journal, JournalError, Part};
 use crate::model::{Backup, SsmInfo, Start, Verdict};
+use crate::model::{Phase, Run, TargetRun};
 
 /// What validation changes in a record.
 #[derive(Serialize)]

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Phase, Run, Tally, TargetRun, Workflow, for_each_target};
+use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{CloudError, Scope};
 use crate::model::{InstanceId, InstanceState, Start, StateChange, tag};
+use crate::model::{Phase, Run, TargetRun};
 
 /// Instance ids per `StartInstances` call.
 pub const START_BATCH: usize = 100;

@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Phase, Plan, Run, Tally, TargetRun, Workflow, backup, for_each_target};
+use super::{Tally, Workflow, backup, for_each_target};
 use crate::cloud::Scope;
 use crate::model::{
     ImageState, InstanceId, InstanceState, Record, SsmInfo, SsmPing, StatusChecks, Verdict,
 };
+use crate::model::{Phase, Plan, Run, TargetRun};
 
 const POLL_FIRST: Duration = Duration::from_secs(20);
 const POLL_MAX: Duration = Duration::from_secs(60);

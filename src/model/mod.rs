@@ -2,12 +2,30 @@
 //!
 //! Nothing here knows the AWS SDK: `cloud::aws` converts SDK shapes into
 //! these types at the edge, and `report` reads only these types.
+//!
+//! - this file: ids, instances, images, per-instance records.
+//! - [`run`]: a run's record (phases, targets, events), what the workflow
+//!   fills in and the journal and the reports read.
+//! - [`api`]: the AWS actions, their call counts, and a failed call.
+//! - [`format`]: the report formats.
+//!
+//! Everything else depends on this module, and it on nothing of the crate.
+
+pub mod api;
+pub mod format;
+pub mod run;
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub use api::{Api, CallCount, CloudError, ErrorKind};
+pub use format::Format;
+pub use run::{
+    Event, LandingZoneFailure, PermissionCheck, Phase, PhaseSummary, Plan, Run, TargetRun,
+};
 
 /// A string newtype with `Display`, `AsRef<str>` and ordering.
 ///

@@ -1,0 +1,145 @@
+//! A run's record: the phases, what each found and did, the events. The
+//! workflow fills it in; the journal saves it; the reports are made from it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::api::{Api, CallCount};
+use super::{Environment, Record, RunId, Target};
+
+/// The phases, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Scanner,
+    AmiBackup,
+    ServerStart,
+    Validation,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Scanner,
+        Phase::AmiBackup,
+        Phase::ServerStart,
+        Phase::Validation,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Scanner => "scanner",
+            Phase::AmiBackup => "ami-backup",
+            Phase::ServerStart => "server-start",
+            Phase::Validation => "validation",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a phase runs, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "reason")]
+pub enum Plan {
+    Run,
+    Skip(String),
+}
+
+/// One account-region and the instances found there.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetRun {
+    pub target: Target,
+    pub environment: Environment,
+    /// The assumed role's ARN: who made the changes.
+    pub identity: String,
+    pub records: Vec<Record>,
+    /// Why the target could not be scanned, if it could not.
+    pub error: Option<String>,
+}
+
+/// A landing zone that could not be worked on at all.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LandingZoneFailure {
+    pub landing_zone: String,
+    pub account: String,
+    pub error: String,
+}
+
+/// A timestamped line of the execution log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub phase: Phase,
+    pub scope: String,
+    pub message: String,
+}
+
+/// How a phase went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    pub phase: Phase,
+    pub plan: Plan,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+    pub api_calls: BTreeMap<Api, CallCount>,
+}
+
+/// Everything a run did and found; the reports are made from this.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Run {
+    pub id: RunId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub dry_run: bool,
+    pub simulated: bool,
+    pub interrupted: bool,
+    pub landing_zones: Vec<String>,
+    pub targets: Vec<TargetRun>,
+    pub landing_zone_failures: Vec<LandingZoneFailure>,
+    pub phases: Vec<PhaseSummary>,
+    pub events: Vec<Event>,
+    /// A dry run's answers to EC2's `DryRun` permission checks.
+    pub permission_checks: Vec<PermissionCheck>,
+}
+
+impl Run {
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.targets.iter().flat_map(|t| t.records.iter())
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.targets.iter().map(|t| t.records.len()).sum()
+    }
+
+    /// Anything failed or is not ready: the exit code is 1.
+    pub fn has_failures(&self) -> bool {
+        !self.landing_zone_failures.is_empty()
+            || self.interrupted
+            || self.targets.iter().any(|t| t.error.is_some())
+            || self.phases.iter().any(|p| p.failed > 0)
+            || self.permission_checks.iter().any(|c| !c.allowed)
+            || self
+                .records()
+                .any(|r| r.verdict.as_ref().is_some_and(|v| !v.ready))
+    }
+}
+
+/// The answer for one action in one account-region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionCheck {
+    pub target: Target,
+    /// The EC2 action, e.g. `CreateImage`.
+    pub action: String,
+    pub allowed: bool,
+    /// AWS's refusal, or why the check could not be made.
+    pub error: Option<String>,
+}
