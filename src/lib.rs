@@ -548,7 +548,7 @@ pub fn environments_of(landing_zones: &[LandingZone]) -> String {
 /// changes themselves are journaled step by step).
 fn save_phase(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_waited: bool) {
     let started = std::time::Instant::now();
-    if let Err(e) = workflow::snapshot::save(j, run, phase, backup_waited) {
+    if let Err(e) = journal::snapshot::save(j, run, phase, backup_waited) {
         tracing::error!(error = %e, "cannot save the run in the journal");
     }
     if let Some(p) = phase {

@@ -156,10 +156,10 @@ pub fn write_show(
 pub fn report(cli: &Cli, args: &ReportArgs) -> Result<Outcome, Error> {
     let path = journal_path(cli, None);
     let journal = Journal::open_existing(&path)?;
-    let run = crate::workflow::snapshot::load(&journal, &args.run)
+    let run = crate::journal::snapshot::load(&journal, &args.run)
         .map_err(|e| match e {
-            crate::workflow::snapshot::LoadError::Journal(e) => Error::from(e),
-            crate::workflow::snapshot::LoadError::Unreadable(e) => Error::Usage(format!(
+            crate::journal::snapshot::LoadError::Journal(e) => Error::from(e),
+            crate::journal::snapshot::LoadError::Unreadable(e) => Error::Usage(format!(
                 "the state of run {} in {} cannot be read: {e}",
                 args.run,
                 path.display()

@@ -14,7 +14,6 @@ pub mod backup;
 pub mod permissions;
 pub mod progress;
 pub mod scan;
-pub mod snapshot;
 pub mod start;
 pub mod validate;
 

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Counts, Journal, JournalError, Part};
+use super::{Counts, Journal, JournalError, Part};
 use crate::model::{Backup, SsmInfo, Start, Verdict};
 use crate::model::{Phase, Run, TargetRun};
 
