@@ -45,3 +45,22 @@ impl Error {
         }
     }
 }
+
+/// How a run ended, for the exit code.
+#[derive(Debug)]
+pub struct Outcome {
+    pub failures: bool,
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(if self.interrupted {
+            EXIT_INTERRUPTED
+        } else if self.failures {
+            EXIT_FAILURES
+        } else {
+            EXIT_OK
+        })
+    }
+}

@@ -10,13 +10,13 @@ use std::time::Duration;
 use prepatch::cloud::limit::Paced;
 use prepatch::cloud::sim::{Agent, SimCloud};
 use prepatch::cloud::{Api, Cloud, ImageRequest};
+use prepatch::commands::{cleanup, restore};
 use prepatch::config::Config;
 use prepatch::journal::{Journal, Journaled, NewRun};
 use prepatch::model::Run;
 use prepatch::model::{
     AccountId, Instance, InstanceId, InstanceState, Platform, Region, RunId, Target, tag,
 };
-use prepatch::ops::{cleanup, restore};
 use prepatch::workflow::{Clock, Confirmation, Options, Shutdown, Workflow, progress::Progress};
 
 const CONFIG: &str = "

@@ -1,5 +1,5 @@
 //! Reports, all made from one model: [`model::Report`], built from the
-//! [`Run`](crate::workflow::Run) and the [`model::RunMeta`] the run does not
+//! [`Run`](crate::model::Run) and the [`model::RunMeta`] the run does not
 //! know. So the four files can never disagree.
 //!
 //! - [`csv`]: `inventory.csv`, one row per instance, also rewritten after

@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{Cli, RestoreArgs};
+use super::Context;
+use crate::cli::RestoreArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, Scope};
 use crate::config::{Config, LandingZone};
 use crate::journal::{Journal, Journaled, NewRun, RunParams, Status};
 use crate::model::{Environment, InstanceId, InstanceState, Region, RunId, Target, tag};
 use crate::workflow::Confirmation;
-use crate::{Error, Outcome, journal_path};
+use crate::{Error, Outcome};
 
 /// Instance ids per `StopInstances` call.
 pub const STOP_BATCH: usize = 100;
@@ -559,9 +560,10 @@ fn xml(
 }
 
 /// `prepatch restore --run <id>`.
-pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
-    let path = journal_path(cli, None);
-    let journal = std::sync::Arc::new(Journal::open_existing(&path)?);
+pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error> {
+    let cli = ctx.cli;
+    let path = &ctx.journal;
+    let journal = std::sync::Arc::new(Journal::open_existing(path)?);
     let row = journal.run(&args.run)?;
     if row.kind != "run" || row.simulated || row.dry_run {
         return Err(Error::Usage(format!(
@@ -630,7 +632,7 @@ pub async fn run(cli: &Cli, args: &RestoreArgs) -> Result<Outcome, Error> {
         kind: "restore",
         of_run: Some(&row.id),
         landing_zones: &lz_names,
-        environment: &crate::environments_of(&landing_zones),
+        environment: &super::execute::environments_of(&landing_zones),
         params: &serde_json::json!({"run": row.id, "dry_run": args.dry_run}).to_string(),
         simulated: false,
         dry_run: args.dry_run,
@@ -695,7 +697,7 @@ async fn restore_with<C: Cloud>(
         let what = format!(
             "this restore stops {prod_stops} instances in production landing zone(s) that run {run_id} started"
         );
-        if let Confirmation::No(why) = crate::confirm_on_terminal(&what) {
+        if let Confirmation::No(why) = super::confirm_on_terminal(&what) {
             return Err(Error::Refused(why));
         }
     }

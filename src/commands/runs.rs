@@ -1,32 +1,17 @@
-//! What the run journal makes possible, besides the run itself:
-//!
-//! - `prepatch runs` lists the runs; `runs show <id>` prints a run's
-//!   timeline, every change as an intent and its outcome (the audit trail).
-//! - `prepatch report --run <id>` writes a run's reports again from the
-//!   journal's snapshot of it.
-//! - [`restore`]: after patching, stop exactly what a run started.
-//! - [`cleanup`]: retention: deregister prepatch's expired AMIs and delete
-//!   their snapshots.
-
-pub mod cleanup;
-pub mod restore;
+//! `prepatch runs` lists the journal's runs; `runs show <id>` prints a
+//! run's timeline, every change as an intent and its outcome (the audit
+//! trail).
 
 use std::io::Write;
 
-use crate::cli::{Cli, ReportArgs, RunsArgs, RunsCommand};
+use super::{Context, stdout_error};
+use crate::cli::{RunsArgs, RunsCommand};
 use crate::journal::{Journal, RunRow};
-use crate::{Error, Outcome, journal_path, report};
-
-fn stdout_error(source: std::io::Error) -> Error {
-    Error::Write {
-        path: "stdout".into(),
-        source,
-    }
-}
+use crate::{Error, Outcome};
 
 /// `prepatch runs` and `prepatch runs show <id>`.
-pub fn runs(cli: &Cli, args: &RunsArgs) -> Result<Outcome, Error> {
-    let journal = Journal::open_existing(&journal_path(cli, None))?;
+pub fn run(ctx: &Context, args: &RunsArgs) -> Result<Outcome, Error> {
+    let journal = Journal::open_existing(&ctx.journal)?;
     let mut out = std::io::stdout().lock();
     match &args.command {
         None => write_runs(&journal.runs()?, &mut out).map_err(stdout_error)?,
@@ -150,65 +135,4 @@ pub fn write_show(
         )?;
     }
     Ok(())
-}
-
-/// `prepatch report --run <id>`: the reports, from the journal's snapshot.
-pub fn report(cli: &Cli, args: &ReportArgs) -> Result<Outcome, Error> {
-    let path = journal_path(cli, None);
-    let journal = Journal::open_existing(&path)?;
-    let run = crate::journal::snapshot::load(&journal, &args.run)
-        .map_err(|e| match e {
-            crate::journal::snapshot::LoadError::Journal(e) => Error::from(e),
-            crate::journal::snapshot::LoadError::Unreadable(e) => Error::Usage(format!(
-                "the state of run {} in {} cannot be read: {e}",
-                args.run,
-                path.display()
-            )),
-        })?
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "run {} in {} has no saved state yet (it stopped before its scan finished)",
-                args.run,
-                path.display()
-            ))
-        })?;
-    let (_, meta) = journal.snapshot(&args.run)?;
-    let unreadable = |what: &str, e: serde_json::Error| {
-        Error::Usage(format!(
-            "the {what} of run {} in {} cannot be read: {e}",
-            args.run,
-            path.display()
-        ))
-    };
-    let meta: report::RunMeta = match meta {
-        Some(m) => serde_json::from_str(&m).map_err(|e| unreadable("report metadata", e))?,
-        None => report::RunMeta {
-            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-            ..Default::default()
-        },
-    };
-    let formats = if cli.output.format.is_empty() {
-        report::Format::ALL.to_vec()
-    } else {
-        cli.output.format.clone()
-    };
-    let dir = cli.output.output_dir.join(run.id.as_str());
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let model = report::Report::new(&run, &meta);
-    let written =
-        report::write_all(&model, &dir, &formats).map_err(|(path, source)| Error::Write {
-            path: path.display().to_string(),
-            source,
-        })?;
-    let mut out = std::io::stdout().lock();
-    for p in written {
-        writeln!(out, "wrote {}", p.display()).map_err(stdout_error)?;
-    }
-    Ok(Outcome {
-        failures: false,
-        interrupted: false,
-    })
 }

@@ -27,13 +27,14 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::cli::{CleanupArgs, Cli};
+use super::Context;
+use crate::cli::CleanupArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, ImageFilter};
-use crate::config::{Config, LandingZone};
+use crate::config::LandingZone;
 use crate::journal::{Journal, Journaled, NewRun, Status};
 use crate::model::{AmiId, Environment, RunId, Target, Witnesses, tag};
-use crate::{Error, Outcome, journal_path};
+use crate::{Error, Outcome};
 
 /// Which AMIs are due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -435,14 +436,15 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 }
 
 /// `prepatch cleanup`.
-pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
-    let config = Config::load(&args.config)?;
+pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error> {
+    let cli = ctx.cli;
+    let config = ctx.config(&args.config)?;
     let landing_zones: Vec<LandingZone> =
-        crate::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?
+        super::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?
             .into_iter()
             .map(LandingZone::with_restore_role)
             .collect();
-    let journal = std::sync::Arc::new(Journal::open_or_create(&journal_path(cli, Some(&config)))?);
+    let journal = std::sync::Arc::new(Journal::open_or_create(&ctx.journal)?);
     let id = RunId::generate(Utc::now()).to_string();
     let delete = args.yes && !args.dry_run;
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
@@ -455,7 +457,7 @@ pub async fn run(cli: &Cli, args: &CleanupArgs) -> Result<Outcome, Error> {
         kind: "cleanup",
         of_run: None,
         landing_zones: &lz_names,
-        environment: &crate::environments_of(&landing_zones),
+        environment: &super::execute::environments_of(&landing_zones),
         params: &serde_json::json!({
             "older_than_days": args.older_than,
             "dry_run": args.dry_run,

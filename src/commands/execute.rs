@@ -1,0 +1,458 @@
+//! A workflow executed: journaled, checkpointed after each phase, its
+//! reports written and its summary printed. Shared by the run and the
+//! demo.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use super::demo::DEMO_CONFIG_SOURCE;
+use crate::cloud::Cloud;
+use crate::cloud::limit::Paced;
+use crate::config::{Config, LandingZone};
+use crate::model::{AccountId, Phase, Plan, Run};
+use crate::workflow::{self, Clock, Confirmation, Options, Shutdown, Workflow};
+use crate::{Error, Outcome, error, journal, report};
+
+/// Runs the workflow on a cloud and writes the reports, without a journal.
+pub async fn execute<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    output_dir: &Path,
+) -> Result<Outcome, Error> {
+    execute_journaled(cloud, config, landing_zones, options, output_dir, None).await
+}
+
+/// The environments of landing zones, as the journal lists them.
+pub fn environments_of(landing_zones: &[LandingZone]) -> String {
+    let envs: std::collections::BTreeSet<String> = landing_zones
+        .iter()
+        .map(|lz| lz.environment.to_string())
+        .collect();
+    envs.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// Saves what `phase` changed (none: the run's header only) into the
+/// journal, and notes the phase done; a failure is logged, not fatal (the
+/// changes themselves are journaled step by step).
+fn save_phase(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_waited: bool) {
+    let started = std::time::Instant::now();
+    if let Err(e) = journal::snapshot::save(j, run, phase, backup_waited) {
+        tracing::error!(error = %e, "cannot save the run in the journal");
+    }
+    if let Some(p) = phase {
+        let _ = j.note(run.id.as_str(), "Phase", &format!("{p} done"));
+    }
+    tracing::debug!(ms = started.elapsed().as_millis(), "journal saved");
+}
+
+/// What is saved after a phase: a copy of the run as the phase left it.
+struct Checkpoint {
+    run: Run,
+    phase: Option<Phase>,
+    journal: Option<std::sync::Arc<journal::Journal>>,
+    /// The inventory to rewrite, if it is.
+    csv: Option<std::path::PathBuf>,
+    backup_waited: bool,
+}
+
+impl Checkpoint {
+    /// Saves the phase in the journal and rewrites the inventory, side by
+    /// side; returns the inventory's error, if any (the journal's is logged).
+    fn write(self) -> Option<Error> {
+        let Checkpoint {
+            run,
+            phase,
+            journal,
+            csv,
+            backup_waited,
+        } = self;
+        let csv = std::thread::scope(|scope| {
+            let csv = csv.as_ref().map(|path| {
+                scope.spawn(|| {
+                    let started = std::time::Instant::now();
+                    let written = write_csv(&run, path);
+                    tracing::debug!(ms = started.elapsed().as_millis(), "inventory rewritten");
+                    written
+                })
+            });
+            if let Some(j) = &journal {
+                save_phase(j, &run, phase, backup_waited);
+            }
+            csv.map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        });
+        match csv {
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot write the inventory");
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Waits for the checkpoint in flight, if any; its error, if any.
+fn finish_checkpoint(saving: Option<std::thread::JoinHandle<Option<Error>>>) -> Option<Error> {
+    let started = std::time::Instant::now();
+    let error = saving?
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    tracing::debug!(ms = started.elapsed().as_millis(), "checkpoint waited for");
+    error
+}
+
+/// Runs the workflow on a cloud and writes the reports. With a journal
+/// (and the run's parameters as JSON), the run is recorded there: its
+/// parameters, a snapshot after each phase, and through
+/// [`journal::Journaled`] every mutating call; a run that changes
+/// anything first takes the lock on its landing zones.
+pub async fn execute_journaled<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    output_dir: &Path,
+    journal: Option<(&std::sync::Arc<journal::Journal>, &str)>,
+) -> Result<Outcome, Error> {
+    let run_id = options.run_id.as_str().to_owned();
+    let lz_names: Vec<String> = landing_zones.iter().map(|lz| lz.name.clone()).collect();
+    let mutating = !options.dry_run
+        && [Phase::AmiBackup, Phase::ServerStart]
+            .iter()
+            .any(|p| options.plans.get(p).is_none_or(|plan| *plan == Plan::Run));
+    let mut lock: Option<journal::HeldLock> = None;
+    let locked = journal.is_some() && mutating && !cloud.is_simulated();
+    if let Some((j, params)) = journal {
+        if locked {
+            lock = Some(j.hold_lock(&run_id, &lz_names, journal::HEARTBEAT_EVERY)?);
+        }
+        j.begin(&journal::NewRun {
+            id: &run_id,
+            kind: "run",
+            of_run: None,
+            landing_zones: &lz_names,
+            environment: &environments_of(landing_zones),
+            params,
+            simulated: cloud.is_simulated(),
+            dry_run: options.dry_run,
+        })?;
+    }
+    let result = execute_inner(
+        cloud,
+        config,
+        landing_zones,
+        options,
+        output_dir,
+        journal.map(|(j, _)| j),
+    )
+    .await;
+    if let Some((j, _)) = journal {
+        let status = match &result {
+            Ok(o) if o.interrupted => journal::Status::Interrupted,
+            Ok(o) if o.failures => journal::Status::Failed,
+            Ok(_) => journal::Status::Complete,
+            Err(_) => journal::Status::Failed,
+        };
+        let summary = result.as_ref().err().map(ToString::to_string);
+        if let Err(e) = j.finish(&run_id, status, summary.as_deref()) {
+            tracing::error!(error = %e, "cannot finish the run in the journal");
+        }
+    }
+    drop(lock);
+    result
+}
+
+async fn execute_inner<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    output_dir: &Path,
+    journal: Option<&std::sync::Arc<journal::Journal>>,
+) -> Result<Outcome, Error> {
+    let dir = output_dir.join(options.run_id.as_str());
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let csv_path = dir.join("inventory.csv");
+
+    let (stop, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // Not eprintln!: a closed stderr must not turn Ctrl-C into a panic.
+            let _ = writeln!(
+                std::io::stderr(),
+                "interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)"
+            );
+            let _ = stop.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(error::EXIT_INTERRUPTED));
+            }
+        }
+    });
+
+    let journaled = journal.map(|j| journal::Journaled::new(cloud, j, options.run_id.as_str()));
+    // What earlier attempts of this run made and started, by the journal.
+    let witnesses = match journal {
+        Some(j) => j.backup_witnesses(options.run_id.as_str())?,
+        None => Default::default(),
+    };
+    let wf_cloud: &dyn Cloud = match &journaled {
+        Some(j) => j,
+        None => cloud,
+    };
+    let wf = Workflow {
+        events: Default::default(),
+        cloud: wf_cloud,
+        config,
+        options,
+        clock: Clock::start(chrono::Utc::now()),
+        shutdown,
+        progress: workflow::progress::Progress::new(options.show_progress),
+        witnesses,
+    };
+    let mut write_error: Option<Error> = None;
+    let csv_wanted = config.reports.formats.contains(&report::Format::Csv);
+    // After each phase, on a thread of its own while the next phase runs
+    // (the phases keep one core busy): the journal's copy of what the phase
+    // changed, and the inventory rewritten. A large fleet's take a second.
+    // One at a time, in order: each waits for the one before.
+    let mut saving: Option<std::thread::JoinHandle<Option<Error>>> = None;
+    // Validation is the last phase: nothing would run beside its save, so
+    // its part is saved once the workflow returns, from the run itself
+    // rather than a copy (a large fleet's copy takes a tenth of a second);
+    // the reports then write the inventory.
+    let mut unsaved: Option<Phase> = None;
+    let mut checkpoint = |run: &Run| {
+        if let Some(e) = finish_checkpoint(saving.take()) {
+            write_error.get_or_insert(e);
+        }
+        let phase = run.phases.last().map(|p| p.phase);
+        if phase == Some(Phase::Validation) {
+            unsaved = phase;
+            return;
+        }
+        let save = Checkpoint {
+            run: run.clone(),
+            phase,
+            journal: journal.cloned(),
+            csv: csv_wanted.then(|| csv_path.clone()),
+            backup_waited: options.wait_backup,
+        };
+        saving = Some(std::thread::spawn(move || save.write()));
+    };
+    let interactive = options.interactive;
+    let mut confirm = |what: &str| -> Confirmation {
+        if !interactive {
+            return Confirmation::No(format!(
+                "{what}; pass --yes to confirm (no terminal to ask on)"
+            ));
+        }
+        eprint!("{what}.\nType 'yes' to go ahead: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        match std::io::stdin().read_line(&mut answer) {
+            Ok(_) if answer.trim() == "yes" => Confirmation::Yes,
+            _ => Confirmation::No("not confirmed".into()),
+        }
+    };
+    let selected: Vec<&LandingZone> = landing_zones.iter().collect();
+    let run = wf.run(&selected, &mut checkpoint, &mut confirm).await;
+    if let Some(e) = finish_checkpoint(saving.take()) {
+        write_error.get_or_insert(e);
+    }
+    let run = run?;
+    if let Some(j) = journal {
+        // The last phase's part, if it was left for now, and the header:
+        // saved even if an inventory could not be written.
+        save_phase(j, &run, unsaved, options.wait_backup);
+    }
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    if let Some(j) = journal {
+        let meta = run_meta(cloud, config, landing_zones);
+        if let Err(e) = serde_json::to_string(&meta)
+            .map_err(|e| e.to_string())
+            .and_then(|m| j.save_meta(run.id.as_str(), &m).map_err(|e| e.to_string()))
+        {
+            tracing::error!(error = %e, "cannot save the report metadata in the journal");
+        }
+    }
+    // The journal's log is folded in while the reports are written: that
+    // waits on the disk, they on the processor.
+    std::thread::scope(|scope| {
+        if let Some(j) = journal {
+            scope.spawn(move || {
+                let started = std::time::Instant::now();
+                if let Err(e) = j.checkpoint() {
+                    tracing::warn!(error = %e, "cannot checkpoint the journal");
+                }
+                tracing::debug!(ms = started.elapsed().as_millis(), "journal checkpointed");
+            });
+        }
+        write_reports(&run, cloud, config, landing_zones, &dir)
+    })?;
+
+    let mut out = std::io::stdout().lock();
+    if run.dry_run {
+        print_plan(&run, options, &mut out).map_err(|source| Error::Write {
+            path: "stdout".into(),
+            source,
+        })?;
+    }
+    report::summary::write(&run, &cloud.api_calls().snapshot(), &mut out).map_err(|source| {
+        Error::Write {
+            path: "stdout".into(),
+            source,
+        }
+    })?;
+    let _ = writeln!(out, "\nreports: {}", dir.display());
+    if let Some(j) = journal {
+        let _ = writeln!(
+            out,
+            "journal: {} (prepatch runs show {})",
+            j.path().display(),
+            run.id
+        );
+    }
+    let outcome = Outcome {
+        failures: run.has_failures(),
+        interrupted: run.interrupted,
+    };
+    // Freed on the side: a large run's records take a while to free.
+    std::thread::spawn(move || drop(run));
+    Ok(outcome)
+}
+
+/// Writes the end-of-run reports (the formats the config and `--format`
+/// chose) from one report model, each file atomically.
+fn write_reports<C: Cloud>(
+    run: &Run,
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    dir: &Path,
+) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let meta = run_meta(cloud, config, landing_zones);
+    let report = report::Report::new(run, &meta);
+    tracing::debug!(ms = started.elapsed().as_millis(), "report model built");
+    report::write_all(&report, dir, &config.reports.formats).map_err(|(path, source)| {
+        Error::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// What the reports say about the run that the run does not know.
+fn run_meta<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+) -> report::RunMeta {
+    report::RunMeta {
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        config: report::model::ConfigRef {
+            path: config.source.display().to_string(),
+            sha256: config.sha256.clone(),
+            built_in: config.source == Path::new(DEMO_CONFIG_SOURCE),
+        },
+        landing_zones: landing_zones
+            .iter()
+            .map(|lz| report::model::LandingZoneMeta {
+                name: lz.name.clone(),
+                account_id: lz.account_id.to_string(),
+                environment: lz.environment.to_string(),
+                regions: lz.regions.iter().map(ToString::to_string).collect(),
+                role_arn: lz.role_arn.clone(),
+            })
+            .collect(),
+        api_calls: report::model::ApiCallStat::list(
+            &cloud.api_calls().snapshot(),
+            &cloud.retries(),
+        ),
+    }
+}
+
+fn write_csv(run: &Run, path: &Path) -> Result<(), Error> {
+    report::write_run_file(path, run.simulated, |w| {
+        report::csv::write(run, w).map_err(std::io::Error::other)
+    })
+    .map_err(|source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// What a dry run would have done, per landing zone.
+fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Result<()> {
+    let backup = options.plans.get(&Phase::AmiBackup) == Some(&Plan::Run);
+    let start = options.plans.get(&Phase::ServerStart) == Some(&Plan::Run);
+    writeln!(out, "\ndry run: nothing was changed. The plan:")?;
+    let mut per_lz: BTreeMap<(&str, &AccountId), (usize, usize)> = BTreeMap::new();
+    for r in run.records() {
+        let e = per_lz
+            .entry((r.landing_zone.as_str(), &r.account))
+            .or_default();
+        if backup {
+            e.0 += 1;
+        }
+        if start && workflow::start::wants_start(r.instance.state) {
+            e.1 += 1;
+        }
+    }
+    for ((lz, account), (amis, starts)) in per_lz {
+        writeln!(
+            out,
+            "  {lz} ({account}): would create {amis} AMIs and start {starts} stopped instances"
+        )?;
+    }
+    if run.permission_checks.is_empty() {
+        return Ok(());
+    }
+    let denied: Vec<_> = run
+        .permission_checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .collect();
+    let targets: std::collections::BTreeSet<_> =
+        run.permission_checks.iter().map(|c| &c.target).collect();
+    if denied.is_empty() {
+        writeln!(
+            out,
+            "permissions (EC2 DryRun): {} checks over {} account-regions, all allowed",
+            run.permission_checks.len(),
+            targets.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "permissions (EC2 DryRun): {} of {} checks refused; fix the role before a real run:",
+            denied.len(),
+            run.permission_checks.len()
+        )?;
+        for c in denied {
+            writeln!(
+                out,
+                "  {} ({}): ec2:{}: {}",
+                c.target,
+                c.target.account,
+                c.action,
+                c.error.as_deref().unwrap_or("refused")
+            )?;
+        }
+    }
+    Ok(())
+}

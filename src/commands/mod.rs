@@ -1,0 +1,203 @@
+//! The commands: each resolves what it works on, then runs through the
+//! same lifecycle.
+//!
+//! - [`run`]: the four phases on AWS (and `--resume`); [`demo`]: the same
+//!   on a simulated fleet. Both go through [`execute`].
+//! - [`runs`], [`report`]: what the journal holds.
+//! - [`restore`], [`cleanup`]: after the patch.
+
+pub mod cleanup;
+pub mod demo;
+pub mod execute;
+pub mod report;
+pub mod restore;
+pub mod run;
+pub mod runs;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::cli::{Cli, Command, EnvironmentArg};
+use crate::config::{self, Config, LandingZone};
+use crate::model::{Environment, Region};
+use crate::workflow::Confirmation;
+
+/// What every command starts from, worked out once: the flags, the
+/// config the command reads (when it loads), and the journal's path.
+pub struct Context<'a> {
+    pub cli: &'a Cli,
+    /// The command's config, if its file loads. A command that needs it
+    /// calls [`Context::config`], which names the error if it does not.
+    config: Option<Config>,
+    /// `--journal`, else the config's `reports.journal`, else
+    /// `<output-dir>/prepatch.db`.
+    pub journal: PathBuf,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(cli: &'a Cli) -> Context<'a> {
+        let file = match &cli.command {
+            Some(Command::Demo(d)) => d.config.as_deref(),
+            Some(Command::Cleanup(c)) => Some(c.config.as_path()),
+            _ => Some(cli.run.config.as_path()),
+        };
+        let config = file.and_then(|f| Config::load(f).ok());
+        let journal = match &cli.output.journal {
+            Some(j) => j.clone(),
+            None => config
+                .as_ref()
+                .and_then(|c| c.reports.journal.clone())
+                .unwrap_or_else(|| cli.output.output_dir.join("prepatch.db")),
+        };
+        Context {
+            cli,
+            config,
+            journal,
+        }
+    }
+
+    /// The config at `path`, with `--format` applied: the one already
+    /// loaded if it is that file, else loaded now (a broken file's error
+    /// names it).
+    pub fn config(&self, path: &Path) -> Result<Config, Error> {
+        let config = match &self.config {
+            Some(c) if c.source == path => c.clone(),
+            _ => Config::load(path)?,
+        };
+        Ok(with_cli_formats(config, self.cli))
+    }
+}
+
+/// Picks the landing zones a run works on: named ones (each must exist and
+/// match `--environment`), or every enabled one of an environment.
+pub fn select_landing_zones(
+    config: &Config,
+    names: &[String],
+    environment: Option<EnvironmentArg>,
+    regions: &[String],
+) -> Result<Vec<LandingZone>, Error> {
+    let env = environment.map(|e| match e {
+        EnvironmentArg::Nonprod => Environment::Nonprod,
+        EnvironmentArg::Prod => Environment::Prod,
+    });
+    let known = || {
+        config
+            .landing_zones
+            .iter()
+            .map(|lz| lz.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut selected: Vec<LandingZone> = Vec::new();
+    if names.is_empty() {
+        let Some(env) = env else {
+            return Err(Error::Usage(format!(
+                "name the landing zones to work on with --landing-zones (known: {}), or a whole environment with --environment nonprod|prod",
+                known()
+            )));
+        };
+        selected.extend(
+            config
+                .landing_zones
+                .iter()
+                .filter(|lz| lz.enabled && lz.environment == env)
+                .cloned(),
+        );
+        if selected.is_empty() {
+            return Err(Error::Usage(format!(
+                "no enabled landing zone has environment {env} in {}",
+                config.source.display()
+            )));
+        }
+    } else {
+        for name in names {
+            let name = name.trim();
+            if !config::valid_lz_name(name) {
+                return Err(Error::Usage(format!(
+                    "{name:?} is not a landing zone name (letters, digits, '-', '_'); known: {}",
+                    known()
+                )));
+            }
+            let Some(lz) = config.landing_zone(name) else {
+                return Err(Error::Usage(format!(
+                    "unknown landing zone {name:?}; known in {}: {}",
+                    config.source.display(),
+                    known()
+                )));
+            };
+            if !lz.enabled {
+                return Err(Error::Usage(format!(
+                    "landing zone {name} is disabled in {} (enabled: false)",
+                    config.source.display()
+                )));
+            }
+            if let Some(env) = env {
+                if lz.environment != env {
+                    return Err(Error::Usage(format!(
+                        "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",
+                        lz.environment
+                    )));
+                }
+            }
+            if !selected.iter().any(|s| s.name == lz.name) {
+                selected.push(lz.clone());
+            }
+        }
+    }
+    if !regions.is_empty() {
+        let regions: Vec<Region> = regions
+            .iter()
+            .map(|r| {
+                r.trim().parse().map_err(|()| {
+                    Error::Usage(format!(
+                        "--region: {r:?} is not an AWS region name (like us-east-1)"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for lz in &mut selected {
+            lz.regions = regions.clone();
+        }
+    }
+    Ok(selected)
+}
+
+/// Asks on the terminal before a change to production; with no terminal,
+/// refuses (pass `--yes`).
+pub(crate) fn confirm_on_terminal(what: &str) -> Confirmation {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Confirmation::No(format!(
+            "{what}; pass --yes to confirm (no terminal to ask on)"
+        ));
+    }
+    eprint!("{what}.\nType 'yes' to go ahead: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    match std::io::stdin().read_line(&mut answer) {
+        Ok(_) if answer.trim() == "yes" => Confirmation::Yes,
+        _ => Confirmation::No("not confirmed".into()),
+    }
+}
+
+/// `--format` overrides the config's `reports.formats`.
+pub(super) fn with_cli_formats(mut config: Config, cli: &Cli) -> Config {
+    if !cli.output.format.is_empty() {
+        let mut formats = Vec::new();
+        for f in &cli.output.format {
+            if !formats.contains(f) {
+                formats.push(*f);
+            }
+        }
+        config.reports.formats = formats;
+    }
+    config
+}
+
+/// A failed write to stdout.
+pub(crate) fn stdout_error(source: std::io::Error) -> Error {
+    Error::Write {
+        path: "stdout".into(),
+        source,
+    }
+}

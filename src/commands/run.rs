@@ -1,0 +1,225 @@
+//! The run on AWS: flags and config made into the run's options, or an
+//! interrupted run's own parameters read back from the journal
+//! (`--resume`).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use super::execute::execute_journaled;
+use super::{Context, select_landing_zones};
+use crate::cli::{Cli, EnvironmentArg, PhaseArg, PhaseArgs};
+use crate::cloud;
+use crate::cloud::limit::Paced;
+use crate::config::Config;
+use crate::journal::{self, Journal};
+use crate::model::{Phase, Plan, RunId};
+use crate::workflow::Options;
+use crate::{Error, Outcome};
+
+/// `prepatch` (no subcommand): the run on AWS.
+pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
+    let cli = ctx.cli;
+    let args = &cli.run;
+    let mut params = journal::RunParams {
+        config: args.config.clone(),
+        landing_zones: args.landing_zones.clone(),
+        environment: args.environment.map(|e| match e {
+            EnvironmentArg::Nonprod => "nonprod".to_owned(),
+            EnvironmentArg::Prod => "prod".to_owned(),
+        }),
+        regions: args.region.clone(),
+        profile: args.profile.clone(),
+        scanner_only: args.phases.scanner_only,
+        phase: args.phases.phase.map(|p| phase_name(p).to_owned()),
+        skip_backup: args.phases.skip_backup,
+        skip_start: args.phases.skip_start,
+        skip_validation: args.phases.skip_validation,
+        no_wait_backup: args.phases.no_wait_backup,
+        output_dir: cli.output.output_dir.clone(),
+        environments: Default::default(),
+    };
+    let mut phases = args.phases.clone();
+    // The resumed run's row: its record of environments guards it.
+    let mut recorded_environment: Option<String> = None;
+    let mut resumed: Option<(std::sync::Arc<journal::Journal>, String)> = None;
+    if let Some(which) = &args.resume {
+        let path = &ctx.journal;
+        let j = journal::Journal::open_existing(path)?;
+        let row = if which == "latest" {
+            j.latest_interrupted()?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "--resume latest: no interrupted run in {}",
+                    path.display()
+                ))
+            })?
+        } else {
+            j.run(which)?
+        };
+        if row.kind != "run" || row.dry_run || row.simulated {
+            return Err(Error::Usage(format!(
+                "--resume: {} is a {}{}, not a run that can be resumed",
+                row.id,
+                if row.dry_run { "dry " } else { "" },
+                if row.simulated {
+                    "demo run"
+                } else {
+                    row.kind.as_str()
+                }
+            )));
+        }
+        if row.status == journal::Status::Complete {
+            return Err(Error::Usage(format!(
+                "--resume: run {} is complete: nothing to resume",
+                row.id
+            )));
+        }
+        params = serde_json::from_str(&row.params).map_err(|e| {
+            Error::Usage(format!(
+                "--resume: the parameters of run {} in {} cannot be read: {e}",
+                row.id,
+                path.display()
+            ))
+        })?;
+        phases = PhaseArgs {
+            scanner_only: params.scanner_only,
+            phase: params.phase.as_deref().and_then(|p| match p {
+                "ami-backup" => Some(PhaseArg::AmiBackup),
+                "server-start" => Some(PhaseArg::ServerStart),
+                "validation" => Some(PhaseArg::Validation),
+                _ => None,
+            }),
+            skip_backup: params.skip_backup,
+            skip_start: params.skip_start,
+            skip_validation: params.skip_validation,
+            no_wait_backup: params.no_wait_backup,
+            dry_run: false,
+            yes: args.phases.yes,
+            run_id: Some(row.id.clone()),
+        };
+        eprintln!(
+            "resuming run {} (landing zones {}; attempt {})",
+            row.id,
+            row.landing_zones,
+            row.attempts + 1
+        );
+        recorded_environment = Some(row.environment.clone());
+        resumed = Some((std::sync::Arc::new(j), row.id));
+    }
+    let environment = params.environment.as_deref().map(|e| {
+        if e == "prod" {
+            EnvironmentArg::Prod
+        } else {
+            EnvironmentArg::Nonprod
+        }
+    });
+    let config = ctx.config(&params.config)?;
+    let mut landing_zones =
+        select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
+    match &recorded_environment {
+        // A resume: prod by the record is prod, whatever the config says now.
+        Some(env) => params.guard_recorded_prod(&mut landing_zones, env),
+        None => {
+            params.environments = landing_zones
+                .iter()
+                .map(|lz| (lz.name.clone(), lz.environment.to_string()))
+                .collect()
+        }
+    }
+    let options = options(&config, &phases, cli)?;
+    let journal = match resumed {
+        Some((j, _)) => j,
+        None => Arc::new(Journal::open_or_create(&ctx.journal)?),
+    };
+    let cloud = Paced::new(
+        cloud::aws::AwsCloud::connect(cloud::aws::AwsOptions {
+            profile: params.profile.clone(),
+            endpoint_url: config.aws.endpoint_url.clone(),
+            session_duration: config.aws.session_duration,
+        })
+        .await,
+    )
+    .with_max_in_flight(config.aws.max_concurrency);
+    let params = serde_json::to_string(&params).unwrap_or_default();
+    execute_journaled(
+        &cloud,
+        &config,
+        &landing_zones,
+        &options,
+        &cli.output.output_dir,
+        Some((&journal, &params)),
+    )
+    .await
+}
+
+/// Reconciles the flags with the config's `workflow.phases`.
+pub(super) fn options(config: &Config, args: &PhaseArgs, cli: &Cli) -> Result<Options, Error> {
+    let p = &config.phases;
+    let mut plans = BTreeMap::new();
+    let configured = [
+        (
+            Phase::AmiBackup,
+            p.ami_backup.enabled,
+            args.skip_backup,
+            "--skip-backup",
+            PhaseArg::AmiBackup,
+        ),
+        (
+            Phase::ServerStart,
+            p.server_start.enabled,
+            args.skip_start,
+            "--skip-start",
+            PhaseArg::ServerStart,
+        ),
+        (
+            Phase::Validation,
+            p.validation.enabled,
+            args.skip_validation,
+            "--skip-validation",
+            PhaseArg::Validation,
+        ),
+    ];
+    for (phase, enabled, skipped, flag, arg) in configured {
+        let plan = if args.scanner_only {
+            Plan::Skip("--scanner-only".into())
+        } else if args.phase.is_some_and(|only| only != arg) {
+            Plan::Skip(format!(
+                "--phase {}",
+                args.phase.map(phase_name).unwrap_or_default()
+            ))
+        } else if skipped {
+            Plan::Skip(flag.into())
+        } else if !enabled {
+            Plan::Skip(format!(
+                "disabled in config (workflow.phases.{}.enabled)",
+                phase.name().replace('-', "_")
+            ))
+        } else {
+            Plan::Run
+        };
+        plans.insert(phase, plan);
+    }
+    let run_id = match &args.run_id {
+        Some(id) => id
+            .parse::<RunId>()
+            .map_err(|e| Error::Usage(format!("--run-id: {e}")))?,
+        None => RunId::generate(chrono::Utc::now()),
+    };
+    Ok(Options {
+        run_id,
+        plans,
+        dry_run: args.dry_run,
+        assume_yes: args.yes,
+        wait_backup: p.ami_backup.wait && !args.no_wait_backup,
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        show_progress: !cli.output.quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+fn phase_name(p: PhaseArg) -> &'static str {
+    match p {
+        PhaseArg::AmiBackup => "ami-backup",
+        PhaseArg::ServerStart => "server-start",
+        PhaseArg::Validation => "validation",
+    }
+}
