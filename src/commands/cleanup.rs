@@ -23,17 +23,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use super::Context;
+use super::{Context, Operation, connect_aws, environments_of, stdout_error};
 use crate::cli::CleanupArgs;
 use crate::cloud::limit::Paced;
-use crate::cloud::{Cloud, ImageFilter};
+use crate::cloud::{Cloud, CloudError, ImageFilter};
 use crate::config::LandingZone;
-use crate::journal::{Journal, Journaled, NewRun, Status};
-use crate::model::{AmiId, Environment, RunId, Target, Witnesses, tag};
+use crate::journal::{Journal, Journaled, NewRun};
+use crate::model::{AmiId, Environment, Image, Region, RunId, Target, Witnesses, tag};
+use crate::workflow::{Shutdown, for_each_target};
 use crate::{Error, Outcome};
 
 /// Which AMIs are due.
@@ -110,188 +112,242 @@ pub async fn plan(
     session_name: &str,
     witnesses: &dyn Fn(&str) -> Witnesses,
 ) -> Vec<TargetPlan> {
-    let mut plans = Vec::new();
-    // Asked once per run met.
-    let mut known: BTreeMap<String, Witnesses> = BTreeMap::new();
-    for lz in landing_zones {
+    // Asked once per run met, whichever account-region meets it first.
+    let known: Mutex<BTreeMap<String, Witnesses>> = Mutex::default();
+    let witnesses = |run: &str| -> Witnesses {
+        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .entry(run.to_owned())
+            .or_insert_with(|| witnesses(run))
+            .clone()
+    };
+    let witnesses = &witnesses;
+    let per_lz = landing_zones.iter().map(|lz| async move {
         let assumed = cloud.assume_role(lz, session_name).await;
-        for region in &lz.regions {
-            let target = Target {
-                landing_zone: lz.name.clone(),
-                account: lz.account_id.clone(),
-                region: region.clone(),
-            };
-            let mut p = TargetPlan {
-                target: target.clone(),
-                environment: lz.environment,
-                amis: Vec::new(),
-                kept: 0,
-                unreadable: Vec::new(),
-                left_alone: Vec::new(),
-                error: None,
-            };
-            if let Err(e) = &assumed {
-                p.error = Some(format!("cannot assume the role: {e}"));
-                plans.push(p);
-                continue;
+        let assumed = assumed.as_ref().map(drop);
+        let regions = lz
+            .regions
+            .iter()
+            .map(|region| plan_target(cloud, lz, region, assumed, now, criterion, witnesses));
+        futures::future::join_all(regions).await
+    });
+    futures::future::join_all(per_lz)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One account-region's plan: which of prepatch's AMIs are due.
+async fn plan_target(
+    cloud: &dyn Cloud,
+    lz: &LandingZone,
+    region: &Region,
+    assumed: Result<(), &CloudError>,
+    now: DateTime<Utc>,
+    criterion: Criterion,
+    witnesses: &dyn Fn(&str) -> Witnesses,
+) -> TargetPlan {
+    let target = Target {
+        landing_zone: lz.name.clone(),
+        account: lz.account_id.clone(),
+        region: region.clone(),
+    };
+    let mut p = TargetPlan {
+        target: target.clone(),
+        environment: lz.environment,
+        amis: Vec::new(),
+        kept: 0,
+        unreadable: Vec::new(),
+        left_alone: Vec::new(),
+        error: None,
+    };
+    if let Err(e) = assumed {
+        p.error = Some(format!("cannot assume the role: {e}"));
+        return p;
+    }
+    let images = match cloud.describe_images(&target, &ImageFilter::Owned).await {
+        Ok(i) => i,
+        Err(e) => {
+            p.error = Some(e.to_string());
+            return p;
+        }
+    };
+    let mut due = Vec::new();
+    for image in &images {
+        let t = &image.tags;
+        if t.get(tag::CREATED_BY).map(String::as_str) != Some(tag::CREATED_BY_VALUE) {
+            continue;
+        }
+        let (Some(run_id), Some(expires)) = (t.get(tag::RUN_ID), t.get(tag::EXPIRES_AT)) else {
+            p.unreadable
+                .push(format!("{}: no run-id or expires-at tag", image.id));
+            continue;
+        };
+        let is_due = match criterion {
+            Criterion::Expired => match expires.parse::<DateTime<Utc>>() {
+                Ok(at) => at <= now,
+                Err(_) => {
+                    p.unreadable.push(format!(
+                        "{}: expires-at {expires:?} is not a time",
+                        image.id
+                    ));
+                    continue;
+                }
+            },
+            Criterion::OlderThan(days) => {
+                run_time(run_id).is_some_and(|at| now - at > chrono::Duration::days(days.into()))
             }
-            let images = match cloud.describe_images(&target, &ImageFilter::Owned).await {
-                Ok(i) => i,
-                Err(e) => {
-                    p.error = Some(e.to_string());
-                    plans.push(p);
-                    continue;
-                }
-            };
-            let mut due = Vec::new();
-            for image in &images {
-                let t = &image.tags;
-                if t.get(tag::CREATED_BY).map(String::as_str) != Some(tag::CREATED_BY_VALUE) {
-                    continue;
-                }
-                let (Some(run_id), Some(expires)) = (t.get(tag::RUN_ID), t.get(tag::EXPIRES_AT))
-                else {
-                    p.unreadable
-                        .push(format!("{}: no run-id or expires-at tag", image.id));
-                    continue;
-                };
-                let is_due = match criterion {
-                    Criterion::Expired => match expires.parse::<DateTime<Utc>>() {
-                        Ok(at) => at <= now,
-                        Err(_) => {
-                            p.unreadable.push(format!(
-                                "{}: expires-at {expires:?} is not a time",
-                                image.id
-                            ));
-                            continue;
-                        }
-                    },
-                    Criterion::OlderThan(days) => run_time(run_id)
-                        .is_some_and(|at| now - at > chrono::Duration::days(days.into())),
-                };
-                if !is_due {
-                    p.kept += 1;
-                    continue;
-                }
-                let w = known
-                    .entry(run_id.clone())
-                    .or_insert_with(|| witnesses(run_id));
-                match image.backup_of(run_id, |id| w.of(id)) {
-                    Ok(_) => due.push(image),
-                    Err(why) => p.left_alone.push(format!("{}: {why}", image.id)),
-                }
-            }
-            if !due.is_empty() {
-                let tagged: BTreeSet<String> = match cloud
-                    .describe_snapshots(&target, tag::CREATED_BY, tag::CREATED_BY_VALUE)
-                    .await
-                {
-                    Ok(s) => s
-                        .into_iter()
-                        .filter(|s| {
-                            s.tags.get(tag::CREATED_BY).map(String::as_str)
-                                == Some(tag::CREATED_BY_VALUE)
-                        })
-                        .map(|s| s.id)
-                        .collect(),
-                    Err(e) => {
-                        // Without the tags no snapshot is known to be ours: keep them all.
-                        tracing::warn!(target_ = %target, error = %e, "DescribeSnapshots failed; snapshots are kept");
-                        BTreeSet::new()
-                    }
-                };
-                let due_ids: BTreeSet<&AmiId> = due.iter().map(|i| &i.id).collect();
-                let mut users: BTreeMap<&str, Vec<&AmiId>> = BTreeMap::new();
-                for image in &images {
-                    for s in image.snapshot_ids.iter() {
-                        users.entry(s.as_str()).or_default().push(&image.id);
-                    }
-                }
-                for image in due {
-                    let snapshots = image
-                        .snapshot_ids
-                        .iter()
-                        .map(|s| {
-                            let other = users
-                                .get(s.as_str())
-                                .into_iter()
-                                .flatten()
-                                .find(|a| !due_ids.contains(*a));
-                            let (delete, reason) = if !tagged.contains(s) {
-                                (false, "kept: not tagged by prepatch".to_owned())
-                            } else if let Some(a) = other {
-                                (false, format!("kept: also used by {a}"))
-                            } else {
-                                (true, String::new())
-                            };
-                            SnapshotPlan {
-                                id: s.clone(),
-                                delete,
-                                reason,
-                                done: Done::Planned,
-                            }
-                        })
-                        .collect();
-                    p.amis.push(AmiPlan {
-                        ami: image.id.clone(),
-                        name: image.name.to_string(),
-                        run_id: image.tags.get(tag::RUN_ID).cloned().unwrap_or_default(),
-                        expires_at: image.tags.get(tag::EXPIRES_AT).cloned().unwrap_or_default(),
-                        snapshots,
-                        done: Done::Planned,
-                    });
-                }
-            }
-            plans.push(p);
+        };
+        if !is_due {
+            p.kept += 1;
+            continue;
+        }
+        let w = witnesses(run_id);
+        match image.backup_of(run_id, |id| w.of(id)) {
+            Ok(_) => due.push(image),
+            Err(why) => p.left_alone.push(format!("{}: {why}", image.id)),
         }
     }
-    plans
+    if !due.is_empty() {
+        p.amis = ami_plans(cloud, &target, &images, due).await;
+    }
+    p
+}
+
+/// The due AMIs' plans: each snapshot deleted only if prepatch tagged it
+/// and no AMI that stays uses it.
+async fn ami_plans(
+    cloud: &dyn Cloud,
+    target: &Target,
+    images: &[Image],
+    due: Vec<&Image>,
+) -> Vec<AmiPlan> {
+    let mut amis = Vec::new();
+    let tagged: BTreeSet<String> = match cloud
+        .describe_snapshots(target, tag::CREATED_BY, tag::CREATED_BY_VALUE)
+        .await
+    {
+        Ok(s) => s
+            .into_iter()
+            .filter(|s| {
+                s.tags.get(tag::CREATED_BY).map(String::as_str) == Some(tag::CREATED_BY_VALUE)
+            })
+            .map(|s| s.id)
+            .collect(),
+        Err(e) => {
+            // Without the tags no snapshot is known to be ours: keep them all.
+            tracing::warn!(target_ = %target, error = %e, "DescribeSnapshots failed; snapshots are kept");
+            BTreeSet::new()
+        }
+    };
+    let due_ids: BTreeSet<&AmiId> = due.iter().map(|i| &i.id).collect();
+    let mut users: BTreeMap<&str, Vec<&AmiId>> = BTreeMap::new();
+    for image in images {
+        for s in image.snapshot_ids.iter() {
+            users.entry(s.as_str()).or_default().push(&image.id);
+        }
+    }
+    for image in due {
+        let snapshots = image
+            .snapshot_ids
+            .iter()
+            .map(|s| {
+                let other = users
+                    .get(s.as_str())
+                    .into_iter()
+                    .flatten()
+                    .find(|a| !due_ids.contains(*a));
+                let (delete, reason) = if !tagged.contains(s) {
+                    (false, "kept: not tagged by prepatch".to_owned())
+                } else if let Some(a) = other {
+                    (false, format!("kept: also used by {a}"))
+                } else {
+                    (true, String::new())
+                };
+                SnapshotPlan {
+                    id: s.clone(),
+                    delete,
+                    reason,
+                    done: Done::Planned,
+                }
+            })
+            .collect();
+        amis.push(AmiPlan {
+            ami: image.id.clone(),
+            name: image.name.to_string(),
+            run_id: image.tags.get(tag::RUN_ID).cloned().unwrap_or_default(),
+            expires_at: image.tags.get(tag::EXPIRES_AT).cloned().unwrap_or_default(),
+            snapshots,
+            done: Done::Planned,
+        });
+    }
+    amis
 }
 
 /// Deregisters the due AMIs, then deletes each snapshot once every due
 /// AMI using it is gone.
 pub async fn apply(cloud: &dyn Cloud, plans: &mut [TargetPlan]) {
-    for p in plans.iter_mut().filter(|p| p.error.is_none()) {
-        let t = p.target.clone();
-        for a in &mut p.amis {
-            a.done = match cloud.deregister_image(&t, &a.ami).await {
+    apply_until(cloud, plans, &Shutdown::never()).await
+}
+
+/// What was not done because of Ctrl-C.
+const INTERRUPTED: &str = "not done: interrupted";
+
+/// [`apply`] on every account-region at once, until `shutdown`: then no
+/// deletion is sent any more, and the rest is reported as not done.
+pub async fn apply_until(cloud: &dyn Cloud, plans: &mut [TargetPlan], shutdown: &Shutdown) {
+    for_each_target(plans, |p| apply_target(cloud, p, shutdown)).await;
+}
+
+async fn apply_target(cloud: &dyn Cloud, p: &mut TargetPlan, shutdown: &Shutdown) {
+    if p.error.is_some() {
+        return;
+    }
+    let t = p.target.clone();
+    for a in &mut p.amis {
+        a.done = match shutdown.requested() {
+            true => Done::Failed(INTERRUPTED.into()),
+            false => match cloud.deregister_image(&t, &a.ami).await {
                 Ok(()) => Done::Deleted,
                 Err(e) => Done::Failed(e.to_string()),
-            };
-        }
-        let gone: BTreeSet<AmiId> = p
-            .amis
-            .iter()
-            .filter(|a| a.done == Done::Deleted)
-            .map(|a| a.ami.clone())
-            .collect();
-        let mut deleted: BTreeMap<String, Done> = BTreeMap::new();
-        let snapshot_amis: BTreeMap<String, Vec<AmiId>> =
-            p.amis.iter().fold(BTreeMap::new(), |mut m, a| {
-                for s in &a.snapshots {
-                    m.entry(s.id.clone()).or_default().push(a.ami.clone());
-                }
-                m
-            });
-        for a in &mut p.amis {
-            for s in a.snapshots.iter_mut().filter(|s| s.delete) {
-                if let Some(done) = deleted.get(&s.id) {
-                    s.done = done.clone();
-                    continue;
-                }
-                let all_gone = snapshot_amis
-                    .get(&s.id)
-                    .is_some_and(|amis| amis.iter().all(|a| gone.contains(a)));
-                s.done = if !all_gone {
-                    Done::Failed("kept: its AMI was not deregistered".into())
-                } else {
-                    match cloud.delete_snapshot(&t, &s.id).await {
-                        Ok(()) => Done::Deleted,
-                        Err(e) => Done::Failed(e.to_string()),
-                    }
-                };
-                deleted.insert(s.id.clone(), s.done.clone());
+            },
+        };
+    }
+    let gone: BTreeSet<AmiId> = p
+        .amis
+        .iter()
+        .filter(|a| a.done == Done::Deleted)
+        .map(|a| a.ami.clone())
+        .collect();
+    let mut deleted: BTreeMap<String, Done> = BTreeMap::new();
+    let snapshot_amis: BTreeMap<String, Vec<AmiId>> =
+        p.amis.iter().fold(BTreeMap::new(), |mut m, a| {
+            for s in &a.snapshots {
+                m.entry(s.id.clone()).or_default().push(a.ami.clone());
             }
+            m
+        });
+    for a in &mut p.amis {
+        for s in a.snapshots.iter_mut().filter(|s| s.delete) {
+            if let Some(done) = deleted.get(&s.id) {
+                s.done = done.clone();
+                continue;
+            }
+            let all_gone = snapshot_amis
+                .get(&s.id)
+                .is_some_and(|amis| amis.iter().all(|a| gone.contains(a)));
+            s.done = if !all_gone {
+                Done::Failed("kept: its AMI was not deregistered".into())
+            } else if shutdown.requested() {
+                Done::Failed(INTERRUPTED.into())
+            } else {
+                match cloud.delete_snapshot(&t, &s.id).await {
+                    Ok(()) => Done::Deleted,
+                    Err(e) => Done::Failed(e.to_string()),
+                }
+            };
+            deleted.insert(s.id.clone(), s.done.clone());
         }
     }
 }
@@ -437,70 +493,69 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 
 /// `prepatch cleanup`.
 pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error> {
-    let cli = ctx.cli;
     let config = ctx.config(&args.config)?;
     let landing_zones: Vec<LandingZone> =
         super::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?
             .into_iter()
             .map(LandingZone::with_restore_role)
             .collect();
-    let journal = std::sync::Arc::new(Journal::open_or_create(&ctx.journal)?);
+    let journal = Arc::new(Journal::open_or_create(&ctx.journal)?);
     let id = RunId::generate(Utc::now()).to_string();
     let delete = args.yes && !args.dry_run;
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
-    let lock = match delete {
-        true => Some(journal.hold_lock(&id, &lz_names, crate::journal::HEARTBEAT_EVERY)?),
-        false => None,
-    };
-    journal.begin(&NewRun {
+    let params = serde_json::json!({
+        "older_than_days": args.older_than,
+        "dry_run": args.dry_run,
+        "yes": args.yes,
+    })
+    .to_string();
+    let row = NewRun {
         id: &id,
         kind: "cleanup",
         of_run: None,
         landing_zones: &lz_names,
-        environment: &super::execute::environments_of(&landing_zones),
-        params: &serde_json::json!({
-            "older_than_days": args.older_than,
-            "dry_run": args.dry_run,
-            "yes": args.yes,
-        })
-        .to_string(),
+        environment: &environments_of(&landing_zones),
+        params: &params,
         simulated: false,
         dry_run: !delete,
-    })?;
-    let cloud = Paced::new(
-        crate::cloud::aws::AwsCloud::connect(crate::cloud::aws::AwsOptions {
-            profile: args.profile.clone(),
-            endpoint_url: config.aws.endpoint_url.clone(),
-            session_duration: config.aws.session_duration,
-        })
-        .await,
-    );
-    let jc = Journaled::new(&cloud, &journal, id.clone());
+    };
+    let op = Operation::begin(&journal, &row, delete)?;
+    let cloud = connect_aws(args.profile.clone(), &config).await;
+    let dir = ctx.cli.output.output_dir.join(format!("cleanup-{id}"));
+    let result = cleanup_with(&cloud, &op, &landing_zones, args, &dir).await;
+    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
+    let result = result.map(|(o, _)| o);
+    op.finish(&result, summary.as_deref());
+    result
+}
+
+/// The cleanup itself: plan, print, delete when asked, report. Returns how
+/// it ended and its one-line summary.
+async fn cleanup_with<C: Cloud>(
+    cloud: &Paced<C>,
+    op: &Operation,
+    landing_zones: &[LandingZone],
+    args: &CleanupArgs,
+    dir: &Path,
+) -> Result<(Outcome, String), Error> {
+    let id = op.id.as_str();
+    let delete = args.yes && !args.dry_run;
+    let jc = Journaled::new(cloud, &op.journal, id);
     let criterion = args
         .older_than
         .map_or(Criterion::Expired, Criterion::OlderThan);
     let now = Utc::now();
     // What the journal says of a run met.
     let witnesses = |run: &str| -> Witnesses {
-        journal.backup_witnesses(run).unwrap_or_else(|e| {
+        op.journal.backup_witnesses(run).unwrap_or_else(|e| {
             tracing::warn!(error = %e, run, "cannot read the journal: AWS's fields decide alone");
             Witnesses::default()
         })
     };
-    let mut plans = plan(
-        &jc,
-        &landing_zones,
-        now,
-        criterion,
-        &format!("prepatch-{id}"),
-        &witnesses,
-    )
-    .await;
+    let session = format!("prepatch-{id}");
+    let mut plans = plan(&jc, landing_zones, now, criterion, &session, &witnesses).await;
     let mut out = std::io::stdout().lock();
-    let w = |e: std::io::Error| Error::Write {
-        path: "stdout".into(),
-        source: e,
-    };
+    let w = stdout_error;
     let due = match criterion {
         Criterion::Expired => format!(
             "prepatch:expires-at before {}",
@@ -511,7 +566,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
     writeln!(out, "cleanup {id}: prepatch AMIs due ({due}):").map_err(w)?;
     write_plan(&plans, &mut out).map_err(w)?;
     if delete {
-        apply(&jc, &mut plans).await;
+        apply_until(&jc, &mut plans, &op.shutdown).await;
         writeln!(out, "done:").map_err(w)?;
         write_plan(&plans, &mut out).map_err(w)?;
     } else if args.dry_run {
@@ -525,28 +580,13 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
     }
     let line = summary_line(&plans, delete);
     writeln!(out, "cleanup: {line}").map_err(w)?;
-    let dir = cli.output.output_dir.join(format!("cleanup-{id}"));
-    let written = write_report(&dir, &id, delete, &plans);
-    if written.is_ok() {
-        writeln!(out, "reports: {}", dir.display()).map_err(w)?;
-    }
-    let t = totals(&plans);
-    let failures = t.failed > 0 || written.is_err();
-    let _ = journal.finish(
-        &id,
-        if failures {
-            Status::Failed
-        } else {
-            Status::Complete
-        },
-        Some(&line),
-    );
-    drop(lock);
-    written?;
-    Ok(Outcome {
-        failures,
-        interrupted: false,
-    })
+    write_report(dir, id, delete, &plans)?;
+    writeln!(out, "reports: {}", dir.display()).map_err(w)?;
+    let outcome = Outcome {
+        failures: totals(&plans).failed > 0,
+        interrupted: op.shutdown.requested(),
+    };
+    Ok((outcome, line))
 }
 
 #[cfg(test)]

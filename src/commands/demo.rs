@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::Context;
-use super::execute::execute_journaled;
+use super::execute::execute;
 use super::run::options;
 use crate::cli::DemoArgs;
 use crate::cloud;
@@ -92,13 +92,14 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
     }
     let cloud = Paced::new(sim).with_max_in_flight(config.aws.max_concurrency);
     let journal = std::sync::Arc::new(journal::Journal::open_or_create(&ctx.journal)?.relaxed()?);
-    let outcome = execute_journaled(
+    let outcome = execute(
         &cloud,
         &config,
         &landing_zones,
         &options,
         &cli.output.output_dir,
-        Some((&journal, "{}")),
+        &journal,
+        "{}",
     )
     .await;
     // The simulated fleet is freed on the side: at 100,000 instances that

@@ -6,33 +6,17 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use super::demo::DEMO_CONFIG_SOURCE;
+use super::{Operation, environments_of};
 use crate::cloud::Cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
+use crate::journal::{self, Journal};
 use crate::model::{AccountId, Phase, Plan, Run};
-use crate::workflow::{self, Clock, Confirmation, Options, Shutdown, Workflow};
-use crate::{Error, Outcome, error, journal, report};
-
-/// Runs the workflow on a cloud and writes the reports, without a journal.
-pub async fn execute<C: Cloud>(
-    cloud: &Paced<C>,
-    config: &Config,
-    landing_zones: &[LandingZone],
-    options: &Options,
-    output_dir: &Path,
-) -> Result<Outcome, Error> {
-    execute_journaled(cloud, config, landing_zones, options, output_dir, None).await
-}
-
-/// The environments of landing zones, as the journal lists them.
-pub fn environments_of(landing_zones: &[LandingZone]) -> String {
-    let envs: std::collections::BTreeSet<String> = landing_zones
-        .iter()
-        .map(|lz| lz.environment.to_string())
-        .collect();
-    envs.into_iter().collect::<Vec<_>>().join(",")
-}
+use crate::workflow::{self, Clock, Confirmation, Options, Workflow};
+use crate::{Error, Outcome, report};
 
 /// Saves what `phase` changed (none: the run's header only) into the
 /// journal, and notes the phase done; a failure is logged, not fatal (the
@@ -52,7 +36,7 @@ fn save_phase(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_wait
 struct Checkpoint {
     run: Run,
     phase: Option<Phase>,
-    journal: Option<std::sync::Arc<journal::Journal>>,
+    journal: Arc<Journal>,
     /// The inventory to rewrite, if it is.
     csv: Option<std::path::PathBuf>,
     backup_waited: bool,
@@ -78,9 +62,7 @@ impl Checkpoint {
                     written
                 })
             });
-            if let Some(j) = &journal {
-                save_phase(j, &run, phase, backup_waited);
-            }
+            save_phase(&journal, &run, phase, backup_waited);
             csv.map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -106,64 +88,38 @@ fn finish_checkpoint(saving: Option<std::thread::JoinHandle<Option<Error>>>) -> 
     error
 }
 
-/// Runs the workflow on a cloud and writes the reports. With a journal
-/// (and the run's parameters as JSON), the run is recorded there: its
-/// parameters, a snapshot after each phase, and through
-/// [`journal::Journaled`] every mutating call; a run that changes
-/// anything first takes the lock on its landing zones.
-pub async fn execute_journaled<C: Cloud>(
+/// Runs the workflow on a cloud and writes the reports, recorded in the
+/// journal as an [`Operation`]: its parameters (`params`, JSON), a
+/// snapshot after each phase, and through [`journal::Journaled`] every
+/// mutating call. A run that changes anything holds the lock on its
+/// landing zones while it works.
+pub async fn execute<C: Cloud>(
     cloud: &Paced<C>,
     config: &Config,
     landing_zones: &[LandingZone],
     options: &Options,
     output_dir: &Path,
-    journal: Option<(&std::sync::Arc<journal::Journal>, &str)>,
+    journal: &Arc<Journal>,
+    params: &str,
 ) -> Result<Outcome, Error> {
-    let run_id = options.run_id.as_str().to_owned();
     let lz_names: Vec<String> = landing_zones.iter().map(|lz| lz.name.clone()).collect();
     let mutating = !options.dry_run
         && [Phase::AmiBackup, Phase::ServerStart]
             .iter()
             .any(|p| options.plans.get(p).is_none_or(|plan| *plan == Plan::Run));
-    let mut lock: Option<journal::HeldLock> = None;
-    let locked = journal.is_some() && mutating && !cloud.is_simulated();
-    if let Some((j, params)) = journal {
-        if locked {
-            lock = Some(j.hold_lock(&run_id, &lz_names, journal::HEARTBEAT_EVERY)?);
-        }
-        j.begin(&journal::NewRun {
-            id: &run_id,
-            kind: "run",
-            of_run: None,
-            landing_zones: &lz_names,
-            environment: &environments_of(landing_zones),
-            params,
-            simulated: cloud.is_simulated(),
-            dry_run: options.dry_run,
-        })?;
-    }
-    let result = execute_inner(
-        cloud,
-        config,
-        landing_zones,
-        options,
-        output_dir,
-        journal.map(|(j, _)| j),
-    )
-    .await;
-    if let Some((j, _)) = journal {
-        let status = match &result {
-            Ok(o) if o.interrupted => journal::Status::Interrupted,
-            Ok(o) if o.failures => journal::Status::Failed,
-            Ok(_) => journal::Status::Complete,
-            Err(_) => journal::Status::Failed,
-        };
-        let summary = result.as_ref().err().map(ToString::to_string);
-        if let Err(e) = j.finish(&run_id, status, summary.as_deref()) {
-            tracing::error!(error = %e, "cannot finish the run in the journal");
-        }
-    }
-    drop(lock);
+    let row = journal::NewRun {
+        id: options.run_id.as_str(),
+        kind: "run",
+        of_run: None,
+        landing_zones: &lz_names,
+        environment: &environments_of(landing_zones),
+        params,
+        simulated: cloud.is_simulated(),
+        dry_run: options.dry_run,
+    };
+    let op = Operation::begin(journal, &row, mutating && !cloud.is_simulated())?;
+    let result = execute_inner(cloud, config, landing_zones, options, output_dir, &op).await;
+    op.finish(&result, None);
     result
 }
 
@@ -173,8 +129,9 @@ async fn execute_inner<C: Cloud>(
     landing_zones: &[LandingZone],
     options: &Options,
     output_dir: &Path,
-    journal: Option<&std::sync::Arc<journal::Journal>>,
+    op: &Operation,
 ) -> Result<Outcome, Error> {
+    let journal = &op.journal;
     let dir = output_dir.join(options.run_id.as_str());
     std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
         path: dir.display().to_string(),
@@ -182,38 +139,16 @@ async fn execute_inner<C: Cloud>(
     })?;
     let csv_path = dir.join("inventory.csv");
 
-    let (stop, shutdown) = Shutdown::new();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            // Not eprintln!: a closed stderr must not turn Ctrl-C into a panic.
-            let _ = writeln!(
-                std::io::stderr(),
-                "interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)"
-            );
-            let _ = stop.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(error::EXIT_INTERRUPTED));
-            }
-        }
-    });
-
-    let journaled = journal.map(|j| journal::Journaled::new(cloud, j, options.run_id.as_str()));
+    let journaled = journal::Journaled::new(cloud, journal, options.run_id.as_str());
     // What earlier attempts of this run made and started, by the journal.
-    let witnesses = match journal {
-        Some(j) => j.backup_witnesses(options.run_id.as_str())?,
-        None => Default::default(),
-    };
-    let wf_cloud: &dyn Cloud = match &journaled {
-        Some(j) => j,
-        None => cloud,
-    };
+    let witnesses = journal.backup_witnesses(options.run_id.as_str())?;
     let wf = Workflow {
         events: Default::default(),
-        cloud: wf_cloud,
+        cloud: &journaled,
         config,
         options,
         clock: Clock::start(chrono::Utc::now()),
-        shutdown,
+        shutdown: op.shutdown.clone(),
         progress: workflow::progress::Progress::new(options.show_progress),
         witnesses,
     };
@@ -241,7 +176,7 @@ async fn execute_inner<C: Cloud>(
         let save = Checkpoint {
             run: run.clone(),
             phase,
-            journal: journal.cloned(),
+            journal: Arc::clone(journal),
             csv: csv_wanted.then(|| csv_path.clone()),
             backup_waited: options.wait_backup,
         };
@@ -268,35 +203,33 @@ async fn execute_inner<C: Cloud>(
         write_error.get_or_insert(e);
     }
     let run = run?;
-    if let Some(j) = journal {
-        // The last phase's part, if it was left for now, and the header:
-        // saved even if an inventory could not be written.
-        save_phase(j, &run, unsaved, options.wait_backup);
-    }
+    // The last phase's part, if it was left for now, and the header:
+    // saved even if an inventory could not be written.
+    save_phase(journal, &run, unsaved, options.wait_backup);
     if let Some(e) = write_error {
         return Err(e);
     }
-    if let Some(j) = journal {
-        let meta = run_meta(cloud, config, landing_zones);
-        if let Err(e) = serde_json::to_string(&meta)
-            .map_err(|e| e.to_string())
-            .and_then(|m| j.save_meta(run.id.as_str(), &m).map_err(|e| e.to_string()))
-        {
-            tracing::error!(error = %e, "cannot save the report metadata in the journal");
-        }
+    let meta = run_meta(cloud, config, landing_zones);
+    if let Err(e) = serde_json::to_string(&meta)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            journal
+                .save_meta(run.id.as_str(), &m)
+                .map_err(|e| e.to_string())
+        })
+    {
+        tracing::error!(error = %e, "cannot save the report metadata in the journal");
     }
     // The journal's log is folded in while the reports are written: that
     // waits on the disk, they on the processor.
     std::thread::scope(|scope| {
-        if let Some(j) = journal {
-            scope.spawn(move || {
-                let started = std::time::Instant::now();
-                if let Err(e) = j.checkpoint() {
-                    tracing::warn!(error = %e, "cannot checkpoint the journal");
-                }
-                tracing::debug!(ms = started.elapsed().as_millis(), "journal checkpointed");
-            });
-        }
+        scope.spawn(move || {
+            let started = std::time::Instant::now();
+            if let Err(e) = journal.checkpoint() {
+                tracing::warn!(error = %e, "cannot checkpoint the journal");
+            }
+            tracing::debug!(ms = started.elapsed().as_millis(), "journal checkpointed");
+        });
         write_reports(&run, cloud, config, landing_zones, &dir)
     })?;
 
@@ -314,14 +247,12 @@ async fn execute_inner<C: Cloud>(
         }
     })?;
     let _ = writeln!(out, "\nreports: {}", dir.display());
-    if let Some(j) = journal {
-        let _ = writeln!(
-            out,
-            "journal: {} (prepatch runs show {})",
-            j.path().display(),
-            run.id
-        );
-    }
+    let _ = writeln!(
+        out,
+        "journal: {} (prepatch runs show {})",
+        journal.path().display(),
+        run.id
+    );
     let outcome = Outcome {
         failures: run.has_failures(),
         interrupted: run.interrupted,

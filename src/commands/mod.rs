@@ -16,12 +16,16 @@ pub mod runs;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::Error;
 use crate::cli::{Cli, Command, EnvironmentArg};
+use crate::cloud::aws::{AwsCloud, AwsOptions};
+use crate::cloud::limit::Paced;
 use crate::config::{self, Config, LandingZone};
+use crate::journal::{HEARTBEAT_EVERY, HeldLock, Journal, NewRun, Status};
 use crate::model::{Environment, Region};
-use crate::workflow::Confirmation;
+use crate::workflow::{Confirmation, Shutdown};
+use crate::{Error, Outcome, error};
 
 /// What every command starts from, worked out once: the flags, the
 /// config the command reads (when it loads), and the journal's path.
@@ -67,6 +71,97 @@ impl<'a> Context<'a> {
         };
         Ok(with_cli_formats(config, self.cli))
     }
+}
+
+/// The lifecycle every journaled command goes through (the run, the demo,
+/// `restore`, `cleanup`): the lock on its landing zones, kept alive by a
+/// heartbeat for as long as it works; its row in the journal, begun and
+/// always finished; and Ctrl-C, which asks it to start nothing new and
+/// write what it knows (a second Ctrl-C aborts, exit 130).
+pub struct Operation {
+    pub id: String,
+    pub journal: Arc<Journal>,
+    /// Set by Ctrl-C.
+    pub shutdown: Shutdown,
+    lock: Option<HeldLock>,
+}
+
+impl Operation {
+    /// Takes the lock on `row`'s landing zones when `lock` (a command that
+    /// changes AWS), then records the row.
+    pub fn begin(journal: &Arc<Journal>, row: &NewRun<'_>, lock: bool) -> Result<Operation, Error> {
+        let lock = match lock {
+            true => Some(journal.hold_lock(row.id, row.landing_zones, HEARTBEAT_EVERY)?),
+            false => None,
+        };
+        journal.begin(row)?;
+        Ok(Operation {
+            id: row.id.to_owned(),
+            journal: Arc::clone(journal),
+            shutdown: on_ctrl_c(),
+            lock,
+        })
+    }
+
+    /// Records how the command ended (`summary`: its one-line result, else
+    /// the error's text), then lets the lock go.
+    pub fn finish(self, result: &Result<Outcome, Error>, summary: Option<&str>) {
+        let status = match result {
+            Ok(o) if o.interrupted => Status::Interrupted,
+            Ok(o) if o.failures => Status::Failed,
+            Ok(_) => Status::Complete,
+            Err(_) => Status::Failed,
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        let summary = summary.or(error.as_deref());
+        if let Err(e) = self.journal.finish(&self.id, status, summary) {
+            tracing::error!(error = %e, id = %self.id, "cannot finish the journal's record");
+        }
+        drop(self.lock);
+    }
+}
+
+/// A shutdown that Ctrl-C triggers: the command starts nothing new and
+/// writes what it knows; a second Ctrl-C exits at once.
+fn on_ctrl_c() -> Shutdown {
+    let (stop, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // Not eprintln!: a closed stderr must not turn Ctrl-C into a panic.
+            let _ = writeln!(
+                std::io::stderr(),
+                "interrupted: finishing calls in flight and writing reports (Ctrl-C again to abort)"
+            );
+            let _ = stop.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(error::EXIT_INTERRUPTED));
+            }
+        }
+    });
+    shutdown
+}
+
+/// The AWS SDK behind EC2's pacing, with at most `aws.max_concurrency`
+/// requests in flight: the cloud of every command that reaches AWS.
+pub async fn connect_aws(profile: Option<String>, config: &Config) -> Paced<AwsCloud> {
+    Paced::new(
+        AwsCloud::connect(AwsOptions {
+            profile,
+            endpoint_url: config.aws.endpoint_url.clone(),
+            session_duration: config.aws.session_duration,
+        })
+        .await,
+    )
+    .with_max_in_flight(config.aws.max_concurrency)
+}
+
+/// The environments of landing zones, as the journal lists them.
+pub fn environments_of(landing_zones: &[LandingZone]) -> String {
+    let envs: std::collections::BTreeSet<String> = landing_zones
+        .iter()
+        .map(|lz| lz.environment.to_string())
+        .collect();
+    envs.into_iter().collect::<Vec<_>>().join(",")
 }
 
 /// Picks the landing zones a run works on: named ones (each must exist and

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::Context;
+use super::{Context, Operation, connect_aws, environments_of};
 use crate::cli::RestoreArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, Scope};
 use crate::config::{Config, LandingZone};
-use crate::journal::{Journal, Journaled, NewRun, RunParams, Status};
+use crate::journal::{Journal, Journaled, NewRun, RunParams};
 use crate::model::{Environment, InstanceId, InstanceState, Region, RunId, Target, tag};
-use crate::workflow::Confirmation;
+use crate::workflow::{Confirmation, Shutdown, for_each_target};
 use crate::{Error, Outcome};
 
 /// Instance ids per `StopInstances` call.
@@ -98,230 +98,282 @@ pub async fn plan(
     run_id: &str,
     session_name: &str,
 ) -> Vec<TargetPlan> {
-    let mut plans = Vec::new();
-    for lz in landing_zones {
+    let per_lz = landing_zones.iter().map(|lz| async move {
         let assumed = cloud.assume_role(lz, session_name).await;
-        for region in &lz.regions {
-            let target = Target {
-                landing_zone: lz.name.clone(),
-                account: lz.account_id.clone(),
-                region: region.clone(),
-            };
-            let key = (
-                lz.name.clone(),
-                lz.account_id.to_string(),
-                region.to_string(),
-            );
-            let journal_ids: BTreeSet<&InstanceId> =
-                started.get(&key).into_iter().flatten().collect();
-            let mut p = TargetPlan {
-                target: target.clone(),
-                environment: lz.environment,
-                rows: Vec::new(),
-                error: None,
-            };
-            if let Err(e) = &assumed {
-                p.error = Some(format!("cannot assume the role: {e}"));
-                plans.push(p);
-                continue;
+        let assumed = assumed.as_ref().map(drop);
+        let regions = lz
+            .regions
+            .iter()
+            .map(|region| plan_target(cloud, lz, region, assumed, started, run_id));
+        futures::future::join_all(regions).await
+    });
+    futures::future::join_all(per_lz)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One account-region's plan.
+async fn plan_target(
+    cloud: &dyn Cloud,
+    lz: &LandingZone,
+    region: &Region,
+    assumed: Result<(), &crate::cloud::CloudError>,
+    started: &Started,
+    run_id: &str,
+) -> TargetPlan {
+    let target = Target {
+        landing_zone: lz.name.clone(),
+        account: lz.account_id.clone(),
+        region: region.clone(),
+    };
+    let key = (
+        lz.name.clone(),
+        lz.account_id.to_string(),
+        region.to_string(),
+    );
+    let journal_ids: BTreeSet<&InstanceId> = started.get(&key).into_iter().flatten().collect();
+    let mut p = TargetPlan {
+        target: target.clone(),
+        environment: lz.environment,
+        rows: Vec::new(),
+        error: None,
+    };
+    if let Err(e) = assumed {
+        p.error = Some(format!("cannot assume the role: {e}"));
+        return p;
+    }
+    let instances = match cloud.describe_instances(&target, Scope::All).await {
+        Ok(i) => i,
+        Err(e) => {
+            p.error = Some(e.to_string());
+            return p;
+        }
+    };
+    let by_id: BTreeMap<&InstanceId, &crate::model::Instance> =
+        instances.iter().map(|i| (&i.id, i)).collect();
+    let row = |id: &InstanceId, action: Action, reason: String| {
+        let i = by_id.get(id);
+        Row {
+            landing_zone: lz.name.clone(),
+            account: lz.account_id.to_string(),
+            region: region.to_string(),
+            environment: lz.environment,
+            instance_id: id.to_string(),
+            name: i.and_then(|i| i.name()).unwrap_or_default().to_owned(),
+            action,
+            state_before: i.map_or("not found".into(), |i| i.state.to_string()),
+            state_after: i.map_or("not found".into(), |i| i.state.to_string()),
+            in_journal: journal_ids.contains(id),
+            tag: i
+                .and_then(|i| i.tag(tag::STARTED_BY))
+                .unwrap_or_default()
+                .to_owned(),
+            tag_removed: false,
+            reason,
+        }
+    };
+    for id in &journal_ids {
+        let r = match by_id.get(id) {
+            None => row(id, Action::LeftAlone, "not found in EC2".into()),
+            Some(i) if i.state.is_gone() => {
+                row(id, Action::LeftAlone, format!("it is {}", i.state))
             }
-            let instances = match cloud.describe_instances(&target, Scope::All).await {
-                Ok(i) => i,
-                Err(e) => {
-                    p.error = Some(e.to_string());
-                    plans.push(p);
-                    continue;
-                }
-            };
-            let by_id: BTreeMap<&InstanceId, &crate::model::Instance> =
-                instances.iter().map(|i| (&i.id, i)).collect();
-            let row = |id: &InstanceId, action: Action, reason: String| {
-                let i = by_id.get(id);
-                Row {
-                    landing_zone: lz.name.clone(),
-                    account: lz.account_id.to_string(),
-                    region: region.to_string(),
-                    environment: lz.environment,
-                    instance_id: id.to_string(),
-                    name: i.and_then(|i| i.name()).unwrap_or_default().to_owned(),
-                    action,
-                    state_before: i.map_or("not found".into(), |i| i.state.to_string()),
-                    state_after: i.map_or("not found".into(), |i| i.state.to_string()),
-                    in_journal: journal_ids.contains(id),
-                    tag: i
-                        .and_then(|i| i.tag(tag::STARTED_BY))
-                        .unwrap_or_default()
-                        .to_owned(),
-                    tag_removed: false,
-                    reason,
-                }
-            };
-            for id in &journal_ids {
-                let r = match by_id.get(id) {
-                    None => row(id, Action::LeftAlone, "not found in EC2".into()),
-                    Some(i) if i.state.is_gone() => {
-                        row(id, Action::LeftAlone, format!("it is {}", i.state))
+            Some(i) => match i.tag(tag::STARTED_BY) {
+                None => row(
+                    id,
+                    Action::LeftAlone,
+                    format!(
+                        "the journal says this run started it, but it has no {} tag",
+                        tag::STARTED_BY
+                    ),
+                ),
+                Some(v) if v != run_id => row(
+                    id,
+                    Action::LeftAlone,
+                    format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
+                ),
+                Some(_) => match i.state {
+                    InstanceState::Running | InstanceState::Pending => {
+                        row(id, Action::WouldStop, String::new())
                     }
-                    Some(i) => match i.tag(tag::STARTED_BY) {
-                        None => row(
-                            id,
-                            Action::LeftAlone,
-                            format!(
-                                "the journal says this run started it, but it has no {} tag",
-                                tag::STARTED_BY
-                            ),
-                        ),
-                        Some(v) if v != run_id => row(
-                            id,
-                            Action::LeftAlone,
-                            format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
-                        ),
-                        Some(_) => match i.state {
-                            InstanceState::Running | InstanceState::Pending => {
-                                row(id, Action::WouldStop, String::new())
-                            }
-                            InstanceState::Stopped | InstanceState::Stopping => {
-                                row(id, Action::AlreadyStopped, String::new())
-                            }
-                            s => row(id, Action::LeftAlone, format!("it is {s}")),
-                        },
-                    },
-                };
-                p.rows.push(r);
-            }
-            for i in &instances {
-                if i.tag(tag::STARTED_BY) == Some(run_id) && !journal_ids.contains(&i.id) {
-                    p.rows.push(row(
-                        &i.id,
-                        Action::LeftAlone,
-                        "tagged as started by this run, but the journal has no start of it".into(),
-                    ));
-                }
-            }
-            plans.push(p);
+                    InstanceState::Stopped | InstanceState::Stopping => {
+                        row(id, Action::AlreadyStopped, String::new())
+                    }
+                    s => row(id, Action::LeftAlone, format!("it is {s}")),
+                },
+            },
+        };
+        p.rows.push(r);
+    }
+    for i in &instances {
+        if i.tag(tag::STARTED_BY) == Some(run_id) && !journal_ids.contains(&i.id) {
+            p.rows.push(row(
+                &i.id,
+                Action::LeftAlone,
+                "tagged as started by this run, but the journal has no start of it".into(),
+            ));
         }
     }
-    plans
+    p
 }
 
 /// Stops what the plan says, waits for `stopped` (one `DescribeInstances`
 /// per account-region per poll), then removes this run's tag from what is
 /// stopped.
 pub async fn apply(cloud: &dyn Cloud, plans: &mut [TargetPlan], run_id: &str, wait: Duration) {
-    for p in plans.iter_mut().filter(|p| p.error.is_none()) {
-        let t = p.target.clone();
-        let mut asked: BTreeSet<String> = BTreeSet::new();
-        let to_stop: Vec<usize> = (0..p.rows.len())
-            .filter(|&i| p.rows[i].action == Action::WouldStop)
+    apply_until(cloud, plans, run_id, wait, &Shutdown::never()).await
+}
+
+/// [`apply`] on every account-region at once, until `shutdown`: then no
+/// stop is sent any more, the waits end, and what is stopped by then loses
+/// its tag; the rest is reported as not done.
+pub async fn apply_until(
+    cloud: &dyn Cloud,
+    plans: &mut [TargetPlan],
+    run_id: &str,
+    wait: Duration,
+    shutdown: &Shutdown,
+) {
+    for_each_target(plans, |p| apply_target(cloud, p, run_id, wait, shutdown)).await;
+}
+
+async fn apply_target(
+    cloud: &dyn Cloud,
+    p: &mut TargetPlan,
+    run_id: &str,
+    wait: Duration,
+    shutdown: &Shutdown,
+) {
+    if p.error.is_some() {
+        return;
+    }
+    let t = p.target.clone();
+    let mut asked: BTreeSet<String> = BTreeSet::new();
+    let to_stop: Vec<usize> = (0..p.rows.len())
+        .filter(|&i| p.rows[i].action == Action::WouldStop)
+        .collect();
+    for batch in to_stop.chunks(STOP_BATCH) {
+        if shutdown.requested() {
+            for &i in batch {
+                p.rows[i].action = Action::Failed;
+                p.rows[i].reason = "not stopped: interrupted before StopInstances was sent".into();
+            }
+            continue;
+        }
+        let ids: Vec<InstanceId> = batch
+            .iter()
+            .map(|&i| InstanceId::new(p.rows[i].instance_id.clone()))
             .collect();
-        for batch in to_stop.chunks(STOP_BATCH) {
-            let ids: Vec<InstanceId> = batch
-                .iter()
-                .map(|&i| InstanceId::new(p.rows[i].instance_id.clone()))
-                .collect();
-            match cloud.stop_instances(&t, &ids).await {
-                // Each stop judged by AWS's answer: one that was no longer
-                // running when the call reached it was stopped by someone
-                // else, and is not this restore's.
-                Ok(changes) => {
-                    let previous: BTreeMap<&str, InstanceState> = changes
-                        .iter()
-                        .map(|c| (c.id.as_str(), c.previous))
-                        .collect();
-                    for &i in batch {
-                        let r = &mut p.rows[i];
-                        match previous.get(r.instance_id.as_str()) {
-                            Some(InstanceState::Running | InstanceState::Pending) => {
-                                asked.insert(r.instance_id.clone());
-                            }
-                            Some(s @ (InstanceState::Stopping | InstanceState::Stopped)) => {
-                                r.action = Action::AlreadyStopped;
-                                r.state_after = s.to_string();
-                                r.reason = format!(
-                                    "it was {s} when StopInstances reached it: stopped by someone else"
-                                );
-                            }
-                            other => {
-                                r.action = Action::Failed;
-                                r.reason = match other {
-                                    Some(s) => format!("StopInstances found it {s}"),
-                                    None => "StopInstances did not answer for it".into(),
-                                };
-                            }
+        match cloud.stop_instances(&t, &ids).await {
+            // Each stop judged by AWS's answer: one that was no longer
+            // running when the call reached it was stopped by someone
+            // else, and is not this restore's.
+            Ok(changes) => {
+                let previous: BTreeMap<&str, InstanceState> = changes
+                    .iter()
+                    .map(|c| (c.id.as_str(), c.previous))
+                    .collect();
+                for &i in batch {
+                    let r = &mut p.rows[i];
+                    match previous.get(r.instance_id.as_str()) {
+                        Some(InstanceState::Running | InstanceState::Pending) => {
+                            asked.insert(r.instance_id.clone());
+                        }
+                        Some(s @ (InstanceState::Stopping | InstanceState::Stopped)) => {
+                            r.action = Action::AlreadyStopped;
+                            r.state_after = s.to_string();
+                            r.reason = format!(
+                                "it was {s} when StopInstances reached it: stopped by someone else"
+                            );
+                        }
+                        other => {
+                            r.action = Action::Failed;
+                            r.reason = match other {
+                                Some(s) => format!("StopInstances found it {s}"),
+                                None => "StopInstances did not answer for it".into(),
+                            };
                         }
                     }
                 }
-                Err(e) => {
-                    for &i in batch {
-                        p.rows[i].action = Action::Failed;
-                        p.rows[i].reason = format!("StopInstances failed: {e}");
-                    }
+            }
+            Err(e) => {
+                for &i in batch {
+                    p.rows[i].action = Action::Failed;
+                    p.rows[i].reason = format!("StopInstances failed: {e}");
                 }
             }
         }
-        // Wait until what was asked to stop is stopped.
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut interval = POLL_FIRST;
-        let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
-        while !asked.is_empty() {
-            match cloud.describe_instances(&t, Scope::All).await {
-                Ok(all) => {
-                    states = all
-                        .into_iter()
-                        .filter(|i| asked.contains(i.id.as_str()))
-                        .map(|i| (i.id.to_string(), i.state))
-                        .collect();
-                }
-                Err(e) => {
-                    tracing::warn!(target_ = %t, error = %e, "DescribeInstances failed; will poll again")
-                }
+    }
+    // Wait until what was asked to stop is stopped.
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut interval = POLL_FIRST;
+    let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
+    while !asked.is_empty() {
+        match cloud.describe_instances(&t, Scope::All).await {
+            Ok(all) => {
+                states = all
+                    .into_iter()
+                    .filter(|i| asked.contains(i.id.as_str()))
+                    .map(|i| (i.id.to_string(), i.state))
+                    .collect();
             }
-            let done = asked.iter().all(|id| {
-                states
-                    .get(id)
-                    .is_some_and(|s| *s == InstanceState::Stopped || s.is_gone())
-            });
-            let now = tokio::time::Instant::now();
-            if done || now >= deadline {
-                break;
+            Err(e) => {
+                tracing::warn!(target_ = %t, error = %e, "DescribeInstances failed; will poll again")
             }
-            tokio::time::sleep(interval.min(deadline - now)).await;
-            interval = interval.mul_f64(1.5).min(POLL_MAX);
         }
-        for r in p.rows.iter_mut().filter(|r| r.action == Action::WouldStop) {
-            let state = states.get(&r.instance_id).copied();
-            r.state_after = state.map_or("unknown".into(), |s| s.to_string());
-            if state == Some(InstanceState::Stopped) {
-                r.action = Action::Stopped;
+        let done = asked.iter().all(|id| {
+            states
+                .get(id)
+                .is_some_and(|s| *s == InstanceState::Stopped || s.is_gone())
+        });
+        let now = tokio::time::Instant::now();
+        if done || now >= deadline {
+            break;
+        }
+        if !shutdown.sleep(interval.min(deadline - now)).await {
+            break;
+        }
+        interval = interval.mul_f64(1.5).min(POLL_MAX);
+    }
+    for r in p.rows.iter_mut().filter(|r| r.action == Action::WouldStop) {
+        let state = states.get(&r.instance_id).copied();
+        r.state_after = state.map_or("unknown".into(), |s| s.to_string());
+        if state == Some(InstanceState::Stopped) {
+            r.action = Action::Stopped;
+        } else {
+            r.action = Action::Failed;
+            r.reason = if shutdown.requested() {
+                format!("asked to stop; {} when interrupted", r.state_after)
             } else {
-                r.action = Action::Failed;
-                r.reason = format!(
+                format!(
                     "asked to stop, but {} after {}s",
                     r.state_after,
                     wait.as_secs()
-                );
-            }
+                )
+            };
         }
-        // The tag goes from what is stopped now.
-        let untag: Vec<usize> = (0..p.rows.len())
-            .filter(|&i| matches!(p.rows[i].action, Action::Stopped | Action::AlreadyStopped))
+    }
+    // The tag goes from what is stopped now.
+    let untag: Vec<usize> = (0..p.rows.len())
+        .filter(|&i| matches!(p.rows[i].action, Action::Stopped | Action::AlreadyStopped))
+        .collect();
+    let mine = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
+    for chunk in untag.chunks(1000) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|&i| p.rows[i].instance_id.clone())
             .collect();
-        let mine = vec![(tag::STARTED_BY.to_owned(), run_id.to_owned())];
-        for chunk in untag.chunks(1000) {
-            let ids: Vec<String> = chunk
-                .iter()
-                .map(|&i| p.rows[i].instance_id.clone())
-                .collect();
-            match cloud.delete_tags(&t, &ids, &mine).await {
-                Ok(()) => {
-                    for &i in chunk {
-                        p.rows[i].tag_removed = true;
-                    }
+        match cloud.delete_tags(&t, &ids, &mine).await {
+            Ok(()) => {
+                for &i in chunk {
+                    p.rows[i].tag_removed = true;
                 }
-                Err(e) => {
-                    for &i in chunk {
-                        p.rows[i].reason = format!("stopped, but removing the tag failed: {e}");
-                    }
+            }
+            Err(e) => {
+                for &i in chunk {
+                    p.rows[i].reason = format!("stopped, but removing the tag failed: {e}");
                 }
             }
         }
@@ -585,7 +637,7 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
             path.display()
         ))
     })?;
-    let config = Config::load(args.config.as_ref().unwrap_or(&params.config))?;
+    let config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
     let started = journal.started_instances(&row.id)?;
     let mut landing_zones: Vec<LandingZone> = Vec::new();
     for name in row.landing_zones.split(',').filter(|n| !n.is_empty()) {
@@ -621,70 +673,57 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
     params.guard_recorded_prod(&mut landing_zones, &row.environment);
     let restore_id = RunId::generate(chrono::Utc::now()).to_string();
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
-    let lock = match args.dry_run {
-        false => {
-            Some(journal.hold_lock(&restore_id, &lz_names, crate::journal::HEARTBEAT_EVERY)?)
-        }
-        true => None,
-    };
-    journal.begin(&NewRun {
-        id: &restore_id,
-        kind: "restore",
-        of_run: Some(&row.id),
-        landing_zones: &lz_names,
-        environment: &super::execute::environments_of(&landing_zones),
-        params: &serde_json::json!({"run": row.id, "dry_run": args.dry_run}).to_string(),
-        simulated: false,
-        dry_run: args.dry_run,
-    })?;
-    let cloud = Paced::new(
-        crate::cloud::aws::AwsCloud::connect(crate::cloud::aws::AwsOptions {
-            profile: args.profile.clone().or(params.profile.clone()),
-            endpoint_url: config.aws.endpoint_url.clone(),
-            session_duration: config.aws.session_duration,
-        })
-        .await,
-    );
+    let op = Operation::begin(
+        &journal,
+        &NewRun {
+            id: &restore_id,
+            kind: "restore",
+            of_run: Some(&row.id),
+            landing_zones: &lz_names,
+            environment: &environments_of(&landing_zones),
+            params: &serde_json::json!({"run": row.id, "dry_run": args.dry_run}).to_string(),
+            simulated: false,
+            dry_run: args.dry_run,
+        },
+        !args.dry_run,
+    )?;
+    let profile = args.profile.clone().or(params.profile.clone());
+    let cloud = connect_aws(profile, &config).await;
+    let dir = cli
+        .output
+        .output_dir
+        .join(&row.id)
+        .join(format!("restore-{restore_id}"));
     let result = restore_with(
         &cloud,
-        &journal,
+        &op,
         &config,
         &landing_zones,
         &started,
         &row.id,
-        &restore_id,
         args,
-        &cli.output
-            .output_dir
-            .join(&row.id)
-            .join(format!("restore-{restore_id}")),
+        &dir,
     )
     .await;
-    let (status, summary) = match &result {
-        Ok((o, line)) if o.failures => (Status::Failed, line.clone()),
-        Ok((_, line)) => (Status::Complete, line.clone()),
-        Err(e) => (Status::Failed, e.to_string()),
-    };
-    if let Err(e) = journal.finish(&restore_id, status, Some(&summary)) {
-        tracing::error!(error = %e, "cannot finish the restore in the journal");
-    }
-    drop(lock);
-    result.map(|(o, _)| o)
+    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
+    let result = result.map(|(o, _)| o);
+    op.finish(&result, summary.as_deref());
+    result
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn restore_with<C: Cloud>(
     cloud: &Paced<C>,
-    journal: &Journal,
+    op: &Operation,
     config: &Config,
     landing_zones: &[LandingZone],
     started: &Started,
     run_id: &str,
-    restore_id: &str,
     args: &RestoreArgs,
     dir: &Path,
 ) -> Result<(Outcome, String), Error> {
-    let jc = Journaled::new(cloud, journal, restore_id);
+    let restore_id = op.id.as_str();
+    let jc = Journaled::new(cloud, &op.journal, restore_id);
     let session = format!("prepatch-{restore_id}");
     let mut plans = plan(&jc, landing_zones, started, run_id, &session).await;
     let prod_stops = plans
@@ -702,13 +741,8 @@ async fn restore_with<C: Cloud>(
         }
     }
     if !args.dry_run {
-        apply(
-            &jc,
-            &mut plans,
-            run_id,
-            config.phases.server_start.wait_timeout,
-        )
-        .await;
+        let wait = config.phases.server_start.wait_timeout;
+        apply_until(&jc, &mut plans, run_id, wait, &op.shutdown).await;
     }
     write_report(dir, run_id, restore_id, args.dry_run, &plans)?;
     let mut out = std::io::stdout().lock();
@@ -726,7 +760,7 @@ async fn restore_with<C: Cloud>(
     Ok((
         Outcome {
             failures,
-            interrupted: false,
+            interrupted: op.shutdown.requested(),
         },
         summary_line(&plans, args.dry_run),
     ))

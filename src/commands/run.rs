@@ -6,11 +6,9 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use super::execute::execute_journaled;
-use super::{Context, select_landing_zones};
+use super::execute::execute;
+use super::{Context, connect_aws, select_landing_zones};
 use crate::cli::{Cli, EnvironmentArg, PhaseArg, PhaseArgs};
-use crate::cloud;
-use crate::cloud::limit::Paced;
 use crate::config::Config;
 use crate::journal::{self, Journal};
 use crate::model::{Phase, Plan, RunId};
@@ -131,23 +129,16 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
         Some((j, _)) => j,
         None => Arc::new(Journal::open_or_create(&ctx.journal)?),
     };
-    let cloud = Paced::new(
-        cloud::aws::AwsCloud::connect(cloud::aws::AwsOptions {
-            profile: params.profile.clone(),
-            endpoint_url: config.aws.endpoint_url.clone(),
-            session_duration: config.aws.session_duration,
-        })
-        .await,
-    )
-    .with_max_in_flight(config.aws.max_concurrency);
+    let cloud = connect_aws(params.profile.clone(), &config).await;
     let params = serde_json::to_string(&params).unwrap_or_default();
-    execute_journaled(
+    execute(
         &cloud,
         &config,
         &landing_zones,
         &options,
         &cli.output.output_dir,
-        Some((&journal, &params)),
+        &journal,
+        &params,
     )
     .await
 }

@@ -125,13 +125,13 @@ pub struct Workflow<'a> {
     pub witnesses: crate::model::Witnesses,
 }
 
-/// Runs a phase's work on every target at once. Waiting costs nothing, so
+/// Runs work on every target (an account-region's record or plan) at once. Waiting costs nothing, so
 /// no account-region waits for another's AMIs; the requests themselves are
 /// bounded by `aws.max_concurrency` in [`crate::cloud::limit::Paced`].
 /// Results come back in target order.
-pub async fn for_each_target<'t, F, Fut, T>(targets: &'t mut [TargetRun], f: F) -> Vec<T>
+pub async fn for_each_target<'t, I, F, Fut, T>(targets: &'t mut [I], f: F) -> Vec<T>
 where
-    F: Fn(&'t mut TargetRun) -> Fut,
+    F: Fn(&'t mut I) -> Fut,
     Fut: Future<Output = T> + 't,
 {
     let mut out: Vec<(usize, T)> = futures::stream::iter(targets.iter_mut().enumerate())
