@@ -113,25 +113,6 @@ pub fn request_id_suffix(id: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-/// The first request id in a text, if it names one: `(request id ID)`,
-/// the id being letters, digits and dashes (AWS's are UUIDs). Give it the
-/// part of a message that is one error's, not a whole message that quotes
-/// several.
-pub fn request_id_in(text: &str) -> Option<&str> {
-    let mut rest = text;
-    while let Some(at) = rest.find(REQUEST_ID_OPEN) {
-        rest = &rest[at + REQUEST_ID_OPEN.len()..];
-        let len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-')
-            .count();
-        if len > 0 && rest.as_bytes().get(len) == Some(&b')') {
-            return Some(&rest[..len]);
-        }
-    }
-    None
-}
-
 impl CloudError {
     pub fn new(
         api: Api,
@@ -201,4 +182,136 @@ pub fn calls_since(
             (d.calls > 0).then_some((*api, d))
         })
         .collect()
+}
+
+/// A failure as the records keep it: the words an operator reads, and,
+/// when AWS refused a call, which call, AWS's error code and the request
+/// id, typed as they came (the reports read them; nothing parses the
+/// words again).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub message: String,
+    pub api: Option<Api>,
+    pub code: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Failure {
+    /// A failure of prepatch's own (a timeout, a failed AMI): no AWS call
+    /// to name.
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            ..Failure::default()
+        }
+    }
+
+    /// The same failure, its words preceded by `context` (`CreateImage
+    /// failed: ...`).
+    pub fn context(mut self, context: impl fmt::Display) -> Failure {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// The same failure, `more` added after its words.
+    pub fn and(mut self, more: impl fmt::Display) -> Failure {
+        self.message = format!("{}; {more}", self.message);
+        self
+    }
+}
+
+impl From<&CloudError> for Failure {
+    fn from(e: &CloudError) -> Failure {
+        Failure {
+            message: e.to_string(),
+            api: Some(e.api),
+            code: Some(e.code.clone()),
+            request_id: e.request_id.clone(),
+        }
+    }
+}
+
+impl From<CloudError> for Failure {
+    fn from(e: CloudError) -> Failure {
+        Failure::from(&e)
+    }
+}
+
+/// A failure reads as its words: `failure.contains("timed out")`.
+impl std::ops::Deref for Failure {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A journal written before failures were typed keeps them as their words
+/// alone: those read back as a failure without an action or code.
+impl<'de> Deserialize<'de> for Failure {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Failure, D::Error> {
+        #[derive(Deserialize)]
+        struct Typed {
+            message: String,
+            api: Option<Api>,
+            code: Option<String>,
+            request_id: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Words(String),
+            Typed(Typed),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Words(message) => Failure::new(message),
+            Either::Typed(t) => Failure {
+                message: t.message,
+                api: t.api,
+                code: t.code,
+                request_id: t.request_id,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_the_first_calls_fields_through_its_context() {
+        let mut e = CloudError::new(Api::CreateImage, ErrorKind::Api, "InternalError", "boom");
+        e.request_id = Some("1-1".into());
+        let f = Failure::from(e)
+            .context("CreateImage failed")
+            .and("looking it up: DescribeImages: Unavailable: later (request id 9-9)");
+        assert_eq!(f.api, Some(Api::CreateImage));
+        assert_eq!(f.code.as_deref(), Some("InternalError"));
+        assert_eq!(f.request_id.as_deref(), Some("1-1"));
+        assert_eq!(
+            f.to_string(),
+            "CreateImage failed: CreateImage: InternalError: boom (request id 1-1); \
+             looking it up: DescribeImages: Unavailable: later (request id 9-9)"
+        );
+    }
+
+    #[test]
+    fn a_failure_reads_back_typed_and_as_the_words_older_journals_kept() {
+        let f = Failure {
+            message: "m".into(),
+            api: Some(Api::StartInstances),
+            code: Some("C".into()),
+            request_id: None,
+        };
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(serde_json::from_str::<Failure>(&json).unwrap(), f);
+        let old: Failure = serde_json::from_str("\"pending after 1800s\"").unwrap();
+        assert_eq!(old, Failure::new("pending after 1800s"));
+    }
 }

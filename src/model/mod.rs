@@ -21,7 +21,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use api::{Api, CallCount, CloudError, ErrorKind};
+pub use api::{Api, CallCount, CloudError, ErrorKind, Failure};
 pub use format::Format;
 pub use run::{
     Event, LandingZoneFailure, PermissionCheck, Phase, PhaseSummary, Plan, Run, TargetRun,
@@ -700,7 +700,7 @@ pub struct Backup {
     pub snapshot_ids: Vec<String>,
     /// Found from an earlier attempt of the same run, not created now.
     pub reused: bool,
-    pub error: Option<String>,
+    pub error: Option<Failure>,
 }
 
 impl Backup {
@@ -733,7 +733,7 @@ pub struct Start {
     pub started_by_run: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub running_at: Option<DateTime<Utc>>,
-    pub error: Option<String>,
+    pub error: Option<Failure>,
 }
 
 /// Phase 4's result for one instance.

@@ -7,7 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::api::{Api, CallCount};
+use super::api::{Api, CallCount, Failure};
 use super::{Environment, Record, RunId, Target};
 
 /// The phases, in order.
@@ -61,7 +61,7 @@ pub struct TargetRun {
     pub identity: String,
     pub records: Vec<Record>,
     /// Why the target could not be scanned, if it could not.
-    pub error: Option<String>,
+    pub error: Option<Failure>,
 }
 
 /// A landing zone that could not be worked on at all.
@@ -69,7 +69,7 @@ pub struct TargetRun {
 pub struct LandingZoneFailure {
     pub landing_zone: String,
     pub account: String,
-    pub error: String,
+    pub error: Failure,
 }
 
 /// A timestamped line of the execution log.
@@ -141,5 +141,5 @@ pub struct PermissionCheck {
     pub action: String,
     pub allowed: bool,
     /// AWS's refusal, or why the check could not be made.
-    pub error: Option<String>,
+    pub error: Option<Failure>,
 }

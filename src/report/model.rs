@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::cloud::{Api, CallCount};
-use crate::model::{AmiId, ImageState, Record, tag};
+use crate::model::{AmiId, Failure, ImageState, PermissionCheck, Record, tag};
 use crate::model::{Event, Phase, Plan, Run};
 
 /// The version of the report's shape, in `schema_version` and the XML
@@ -528,72 +528,6 @@ fn seconds(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
 
-/// The AWS actions prepatch calls, to find them in error messages.
-const API_NAMES: [&str; 8] = [
-    "AssumeRole",
-    "DescribeInstances",
-    "DescribeInstanceInformation",
-    "CreateImage",
-    "DescribeImages",
-    "CreateTags",
-    "StartInstances",
-    "DescribeInstanceStatus",
-];
-
-/// Looks like an AWS error code: `InvalidAMIName.Duplicate`, `AccessDenied`.
-fn is_error_code(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 100
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
-}
-
-/// The first AWS error a message quotes (`Action: Code: ...`, as a
-/// [`CloudError`](crate::cloud::CloudError) reads): its action, its code,
-/// and its request id, looked for only in that error's own part of the
-/// message (up to the next error it quotes), so that one call's code is
-/// never paired with another call's id.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct QuotedError {
-    pub api: Option<String>,
-    pub code: Option<String>,
-    pub request_id: Option<String>,
-}
-
-pub fn parse_aws_error(message: &str) -> QuotedError {
-    // Where each quoted error starts, with its action and code.
-    let mut found: Vec<(usize, &str, &str)> = Vec::new();
-    for api in API_NAMES {
-        let mut from = 0;
-        while let Some(pos) = message[from..].find(api) {
-            let at = from + pos;
-            from = at + api.len();
-            let starts_word = message[..at]
-                .chars()
-                .next_back()
-                .is_none_or(|c| !c.is_ascii_alphanumeric());
-            let Some(rest) = message[from..].strip_prefix(": ") else {
-                continue;
-            };
-            let code = rest.split(": ").next().unwrap_or_default();
-            if starts_word && is_error_code(code) {
-                found.push((at, api, code));
-            }
-        }
-    }
-    found.sort_unstable_by_key(|(at, _, _)| *at);
-    let Some(&(at, api, code)) = found.first() else {
-        return QuotedError::default();
-    };
-    let end = found.get(1).map_or(message.len(), |(next, _, _)| *next);
-    QuotedError {
-        api: Some(api.to_owned()),
-        code: Some(code.to_owned()),
-        request_id: crate::cloud::request_id_in(&message[at..end]).map(str::to_owned),
-    }
-}
-
 /// The report's permission checks, in the run's (target) order.
 fn permission_checks(run: &Run) -> Vec<PermissionCheckReport> {
     run.permission_checks
@@ -604,36 +538,31 @@ fn permission_checks(run: &Run) -> Vec<PermissionCheckReport> {
             region: c.target.region.to_string(),
             action: c.action.clone(),
             allowed: c.allowed,
-            error: c.error.clone(),
+            error: c.error.as_ref().map(|f| f.message.clone()),
         })
         .collect()
 }
 
-/// A refused permission check as an account-region's error. The check
-/// words a refusal `denied: Code: message`; anything else (the check could
-/// not be made) may still name an AWS action and code.
-fn refusal(c: &PermissionCheckReport) -> ErrorReport {
-    let reason = c.error.as_deref().unwrap_or("refused");
-    let quoted = parse_aws_error(reason);
-    let denied_code = reason
-        .strip_prefix("denied: ")
-        .and_then(|rest| rest.split(": ").next())
-        .filter(|code| is_error_code(code))
-        .map(str::to_owned);
+/// A refused permission check as an account-region's error: the action
+/// and code are AWS's, as the check met them.
+fn refusal(c: &PermissionCheck) -> ErrorReport {
+    let failure = c.error.as_ref();
+    let reason = failure.map_or("refused", |f| f.message.as_str());
     ErrorReport {
         scope: "target".to_owned(),
         phase: Phase::Scanner.name().to_owned(),
-        landing_zone: c.landing_zone.clone(),
-        account_id: c.account_id.clone(),
-        region: Some(c.region.clone()),
+        landing_zone: c.target.landing_zone.clone(),
+        account_id: c.target.account.to_string(),
+        region: Some(c.target.region.to_string()),
         instance_id: None,
-        api: quoted.api.or_else(|| Some(c.action.clone())),
-        code: denied_code.or(quoted.code),
+        api: Some(
+            failure
+                .and_then(|f| f.api)
+                .map_or_else(|| c.action.clone(), |a| a.name().to_owned()),
+        ),
+        code: failure.and_then(|f| f.code.clone()),
         message: format!("ec2:{} (DryRun): {reason}", c.action),
-        // A refusal is worded `denied: Code: message (request id ID)`.
-        request_id: quoted
-            .request_id
-            .or_else(|| crate::cloud::request_id_in(reason).map(str::to_owned)),
+        request_id: failure.and_then(|f| f.request_id.clone()),
     }
 }
 
@@ -669,7 +598,7 @@ pub(super) fn instance_report(r: &Record) -> InstanceReport<'_> {
             expires_at: opt_time(b.expires_at),
             snapshot_ids: &b.snapshot_ids,
             reused: b.reused,
-            error: b.error.as_deref(),
+            error: b.error.as_ref().map(|f| f.message.as_str()),
         }),
         start: r.start.as_ref().map(|s| StartReport {
             initial_state: s.initial_state.as_str(),
@@ -677,7 +606,7 @@ pub(super) fn instance_report(r: &Record) -> InstanceReport<'_> {
             started_by_run: s.started_by_run,
             started_at: opt_time(s.started_at),
             running_at: opt_time(s.running_at),
-            error: s.error.as_deref(),
+            error: s.error.as_ref().map(|f| f.message.as_str()),
         }),
         validation: r.verdict.as_ref().map(|v| ValidationReport {
             verdict: v.label(),
@@ -900,8 +829,8 @@ fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -> AuditEntr
         (AuditAction::CreateImage, Some(r), Some(ev)) => {
             let b = r.backup.as_ref();
             let detail = b
-                .and_then(|b| b.error.as_deref())
-                .map_or_else(|| message(ev), Cow::Borrowed);
+                .and_then(|b| b.error.as_ref())
+                .map_or_else(|| message(ev), |f| Cow::Borrowed(f.message.as_str()));
             ("failure", detail)
         }
         (AuditAction::CreateImage, Some(r), None) => {
@@ -938,7 +867,7 @@ fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -> AuditEntr
             let s = r.start.as_ref();
             match (s, ev) {
                 (Some(s), None) => match &s.error {
-                    Some(err) => ("failure", Cow::Borrowed(err.as_str())),
+                    Some(err) => ("failure", Cow::Borrowed(err.message.as_str())),
                     None => (
                         "success",
                         Cow::Owned(format!("{} -> {}", s.initial_state, s.final_state)),
@@ -946,8 +875,8 @@ fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -> AuditEntr
                 },
                 (s, Some(ev)) => (
                     "failure",
-                    s.and_then(|s| s.error.as_deref())
-                        .map_or_else(|| message(ev), Cow::Borrowed),
+                    s.and_then(|s| s.error.as_ref())
+                        .map_or_else(|| message(ev), |f| Cow::Borrowed(f.message.as_str())),
                 ),
                 (None, None) => ("failure", Cow::Borrowed("")),
             }
@@ -979,13 +908,8 @@ fn error(
     account_id: &str,
     region: Option<&str>,
     instance_id: Option<&str>,
-    message: &str,
+    failure: &Failure,
 ) -> ErrorReport {
-    let QuotedError {
-        api,
-        code,
-        request_id,
-    } = parse_aws_error(message);
     ErrorReport {
         scope: scope.to_owned(),
         phase: phase.name().to_owned(),
@@ -993,18 +917,14 @@ fn error(
         account_id: account_id.to_owned(),
         region: region.map(str::to_owned),
         instance_id: instance_id.map(str::to_owned),
-        api,
-        code,
-        message: message.to_owned(),
-        request_id,
+        api: failure.api.map(|a| a.name().to_owned()),
+        code: failure.code.clone(),
+        message: failure.message.clone(),
+        request_id: failure.request_id.clone(),
     }
 }
 
-fn errors(
-    run: &Run,
-    permission_checks: &[PermissionCheckReport],
-    records: &[&Record],
-) -> Vec<ErrorReport> {
+fn errors(run: &Run, records: &[&Record]) -> Vec<ErrorReport> {
     let mut out = Vec::new();
     for f in &run.landing_zone_failures {
         out.push(error(
@@ -1032,17 +952,26 @@ fn errors(
             ));
         }
     }
-    let mut refused: Vec<_> = permission_checks.iter().filter(|c| !c.allowed).collect();
+    let mut refused: Vec<_> = run
+        .permission_checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .collect();
+    // By name, as the report lists them (an account id as text).
     refused.sort_by(|a, b| {
-        (&a.landing_zone, &a.account_id, &a.region).cmp(&(
-            &b.landing_zone,
-            &b.account_id,
-            &b.region,
-        ))
+        let key = |c: &PermissionCheck| {
+            let t = &c.target;
+            (
+                t.landing_zone.clone(),
+                t.account.to_string(),
+                t.region.to_string(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     out.extend(refused.into_iter().map(refusal));
     for r in records {
-        let at = |phase, message: &str| {
+        let at = |phase, failure: &Failure| {
             error(
                 "instance",
                 phase,
@@ -1050,13 +979,13 @@ fn errors(
                 r.account.as_str(),
                 Some(r.region.as_str()),
                 Some(r.instance.id.as_str()),
-                message,
+                failure,
             )
         };
-        if let Some(e) = r.backup.as_ref().and_then(|b| b.error.as_deref()) {
+        if let Some(e) = r.backup.as_ref().and_then(|b| b.error.as_ref()) {
             out.push(at(Phase::AmiBackup, e));
         }
-        if let Some(e) = r.start.as_ref().and_then(|s| s.error.as_deref()) {
+        if let Some(e) = r.start.as_ref().and_then(|s| s.error.as_ref()) {
             out.push(at(Phase::ServerStart, e));
         }
     }
@@ -1113,7 +1042,7 @@ impl<'a> Report<'a> {
                         .unwrap_or_default(),
                     regions: known.map(|k| k.regions.clone()).unwrap_or_default(),
                     status: if failure.is_some() { "failed" } else { "ok" }.to_owned(),
-                    error: failure.map(|f| f.error.clone()),
+                    error: failure.map(|f| f.error.message.clone()),
                     counts: per_lz.get(name.as_str()).cloned().unwrap_or_default(),
                 }
             })
@@ -1129,7 +1058,7 @@ impl<'a> Report<'a> {
                 environment: t.environment.to_string(),
                 identity: t.identity.clone(),
                 instances: t.records.len(),
-                error: t.error.clone(),
+                error: t.error.as_ref().map(|f| f.message.clone()),
             })
             .collect();
 
@@ -1202,7 +1131,7 @@ impl<'a> Report<'a> {
             totals,
             landing_zones,
             targets,
-            errors: errors(run, &permission_checks, &records),
+            errors: errors(run, &records),
             permission_checks,
             audit: audit_keys(run, &events_by_scope),
             events_by_scope,
@@ -1225,38 +1154,23 @@ impl<'a> Report<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::CloudError;
+    use crate::model::{Api, Target};
 
-    #[test]
-    fn aws_errors_are_found_in_messages() {
-        let p = |m: &str| {
-            let q = parse_aws_error(m);
-            (q.api, q.code)
-        };
-        assert_eq!(
-            p("cannot assume arn:aws:iam::1:role/R: AssumeRole: AccessDenied: not allowed"),
-            (Some("AssumeRole".into()), Some("AccessDenied".into()))
-        );
-        assert_eq!(
-            p("StartInstances: InsufficientInstanceCapacity: none left"),
-            (
-                Some("StartInstances".into()),
-                Some("InsufficientInstanceCapacity".into())
-            )
-        );
-        assert_eq!(
-            p("CreateImage: InvalidAMIName.Duplicate: x"),
-            (
-                Some("CreateImage".into()),
-                Some("InvalidAMIName.Duplicate".into())
-            )
-        );
-        assert_eq!(p("pending after 1800s"), (None, None));
-        assert_eq!(p("MyCreateImage: X: y"), (None, None));
-        assert_eq!(p("CreateImage: has spaces: y"), (None, None));
+    fn aws(api: Api, code: &str, message: &str, request_id: Option<&str>) -> Failure {
+        let mut e = CloudError::new(api, crate::cloud::ErrorKind::Api, code, message);
+        e.request_id = request_id.map(str::to_owned);
+        Failure::from(e)
     }
 
     #[test]
-    fn an_error_report_carries_the_request_id_of_its_message() {
+    fn an_error_report_carries_the_failures_own_action_code_and_request_id() {
+        let f = aws(
+            Api::StartInstances,
+            "InsufficientInstanceCapacity",
+            "none left",
+            Some("7e1f-22"),
+        );
         let e = error(
             "instance",
             Phase::ServerStart,
@@ -1264,64 +1178,58 @@ mod tests {
             "111111111111",
             Some("eu-west-1"),
             Some("i-1"),
-            "StartInstances: InsufficientInstanceCapacity: none left (request id 7e1f-22)",
+            &f,
         );
         assert_eq!(e.api.as_deref(), Some("StartInstances"));
         assert_eq!(e.code.as_deref(), Some("InsufficientInstanceCapacity"));
         assert_eq!(e.request_id.as_deref(), Some("7e1f-22"));
-        let e = error("target", Phase::Scanner, "lz", "1", None, None, "no answer");
-        assert_eq!(e.request_id, None);
-        // Two calls quoted in one message: the first call's code goes with
-        // its own id, never with the second's.
-        let m = "CreateImage: InternalError: boom; looking it up: \
-                 DescribeImages: Unavailable: later (request id 9-9)";
         assert_eq!(
-            parse_aws_error(m),
-            QuotedError {
-                api: Some("CreateImage".into()),
-                code: Some("InternalError".into()),
-                request_id: None,
-            }
+            e.message,
+            "StartInstances: InsufficientInstanceCapacity: none left (request id 7e1f-22)"
         );
-        let m = "CreateImage: InternalError: boom (request id 1-1); looking it up: \
-                 DescribeImages: Unavailable: later (request id 9-9)";
-        assert_eq!(parse_aws_error(m).request_id.as_deref(), Some("1-1"));
-        // A refused permission check keeps the id of the refusal.
-        let c = PermissionCheckReport {
-            landing_zone: "lz".into(),
-            account_id: "1".into(),
-            region: "eu-west-1".into(),
-            action: "CreateImage".into(),
-            allowed: false,
-            error: Some("denied: UnauthorizedOperation: no (request id 5-5)".into()),
-        };
-        let e = refusal(&c);
-        assert_eq!(e.code.as_deref(), Some("UnauthorizedOperation"));
-        assert_eq!(e.request_id.as_deref(), Some("5-5"));
+        let none = Failure::new("no answer");
+        let e = error("target", Phase::Scanner, "lz", "1", None, None, &none);
+        assert_eq!((e.api, e.code, e.request_id), (None, None, None));
+        // Every action is named, not only those a list of names knew.
+        let f = aws(Api::DescribeImages, "Unavailable", "later", None)
+            .context("cannot look up this run's AMIs, nothing backed up here");
+        let e = error("target", Phase::AmiBackup, "lz", "1", None, None, &f);
+        assert_eq!(e.api.as_deref(), Some("DescribeImages"));
     }
 
     #[test]
     fn a_refused_permission_is_an_error_of_its_account_region() {
-        let check = |error: &str| PermissionCheckReport {
-            landing_zone: "app-nonprod".into(),
-            account_id: "111111111111".into(),
-            region: "eu-west-1".into(),
+        let check = |error: Failure| PermissionCheck {
+            target: Target {
+                landing_zone: "app-nonprod".into(),
+                account: "111111111111".parse().unwrap(),
+                region: "eu-west-1".parse().unwrap(),
+            },
             action: "StartInstances".into(),
             allowed: false,
-            error: Some(error.into()),
+            error: Some(error),
         };
-        let e = refusal(&check(
-            "denied: UnauthorizedOperation: You are not authorized",
-        ));
+        let denied = Failure {
+            message: "denied: UnauthorizedOperation: You are not authorized (request id 5-5)"
+                .into(),
+            ..aws(
+                Api::StartInstances,
+                "UnauthorizedOperation",
+                "You are not authorized",
+                Some("5-5"),
+            )
+        };
+        let e = refusal(&check(denied));
         assert_eq!(e.scope, "target");
         assert_eq!(e.region.as_deref(), Some("eu-west-1"));
         assert_eq!(e.api.as_deref(), Some("StartInstances"));
         assert_eq!(e.code.as_deref(), Some("UnauthorizedOperation"));
+        assert_eq!(e.request_id.as_deref(), Some("5-5"));
         assert_eq!(
             e.message,
-            "ec2:StartInstances (DryRun): denied: UnauthorizedOperation: You are not authorized"
+            "ec2:StartInstances (DryRun): denied: UnauthorizedOperation: You are not authorized (request id 5-5)"
         );
-        let e = refusal(&check("could not check: timed out"));
+        let e = refusal(&check(Failure::new("could not check: timed out")));
         assert_eq!(e.api.as_deref(), Some("StartInstances"));
         assert_eq!(e.code, None);
     }

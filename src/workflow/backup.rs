@@ -24,7 +24,9 @@ use futures::StreamExt;
 
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{ImageFilter, ImageRequest};
-use crate::model::{AmiId, Backup, Image, ImageState, InstanceId, Record, TagMap, Tags, tag};
+use crate::model::{
+    AmiId, Backup, Failure, Image, ImageState, InstanceId, Record, TagMap, Tags, tag,
+};
 use crate::model::{Phase, Run, TargetRun};
 
 /// CreateImage calls in flight per account-region. The pacing in
@@ -82,11 +84,12 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         Ok(images) => images,
         Err(e) => {
             // Without this lookup a create could duplicate: touch nothing.
-            let msg = format!("cannot look up this run's AMIs, nothing backed up here: {e}");
-            wf.event(Phase::AmiBackup, &t.target, &msg);
+            let failure =
+                Failure::from(e).context("cannot look up this run's AMIs, nothing backed up here");
+            wf.event(Phase::AmiBackup, &t.target, &failure.message);
             for r in &mut t.records {
                 r.backup = Some(Backup {
-                    error: Some(msg.clone()),
+                    error: Some(failure.clone()),
                     ..Backup::default()
                 });
             }
@@ -117,7 +120,7 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         }
         if wf.shutdown.requested() {
             r.backup = Some(Backup {
-                error: Some("interrupted before CreateImage".into()),
+                error: Some(Failure::new("interrupted before CreateImage")),
                 ..Backup::default()
             });
             continue;
@@ -128,7 +131,7 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     let target = &t.target;
     let bar = &bar;
     let run_id = run_id.as_str();
-    let created: Vec<(usize, Result<AmiId, String>, DateTime<Utc>)> =
+    let created: Vec<(usize, Result<AmiId, Failure>, DateTime<Utc>)> =
         futures::stream::iter(requests)
             .map(|(i, req)| async move {
                 let result = match cloud.create_image(target, &req).await {
@@ -141,17 +144,21 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
                             .await
                         {
                             Ok(found) => match found.into_iter().next() {
-                                None => Err(e.to_string()),
-                                Some(i) => match i.backup_of(run_id, |id| wf.witnesses.of(id)) {
-                                    Ok(of) if of == req.instance => Ok(i.id),
-                                    Ok(of) => Err(format!("{e}; it is the backup of {of}")),
-                                    Err(why) => Err(format!("{e}; {} is left alone: {why}", i.id)),
-                                },
+                                None => Err(Failure::from(e)),
+                                Some(i) => {
+                                    match i.backup_of(run_id, |id| wf.witnesses.of(id)) {
+                                        Ok(of) if of == req.instance => Ok(i.id),
+                                        Ok(of) => Err(Failure::from(e)
+                                            .and(format!("it is the backup of {of}"))),
+                                        Err(why) => Err(Failure::from(e)
+                                            .and(format!("{} is left alone: {why}", i.id))),
+                                    }
+                                }
                             },
-                            Err(e2) => Err(format!("{e}; looking it up: {e2}")),
+                            Err(e2) => Err(Failure::from(e).and(format!("looking it up: {e2}"))),
                         }
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Failure::from(e)),
                 };
                 bar.inc(1);
                 (i, result, wf.clock.now())
@@ -381,7 +388,7 @@ pub(super) async fn wait_for_images(
                             let reason = image
                                 .state_reason
                                 .unwrap_or_else(|| "no reason given".into());
-                            b.error = Some(format!("AMI {}: {reason}", image.state));
+                            b.error = Some(Failure::new(format!("AMI {}: {reason}", image.state)));
                             wf.event(
                                 Phase::AmiBackup,
                                 &r.instance.id,
@@ -423,7 +430,10 @@ pub(super) async fn wait_for_images(
                     .as_mut()
                     .filter(|b| b.state == Some(ImageState::Pending))
                 {
-                    b.error = Some(format!("pending after {}s", timeout.as_secs()));
+                    b.error = Some(Failure::new(format!(
+                        "pending after {}s",
+                        timeout.as_secs()
+                    )));
                 }
             }
             break;

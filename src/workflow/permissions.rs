@@ -5,7 +5,7 @@
 
 use super::{Workflow, backup, for_each_target, start};
 use crate::cloud::{ErrorKind, Probe};
-use crate::model::{PermissionCheck, tag};
+use crate::model::{Failure, PermissionCheck, tag};
 use crate::model::{Phase, Run, TargetRun};
 
 /// Checks every change the planned phases would make, on every target.
@@ -54,13 +54,16 @@ async fn check_target(
             action: probe.api().to_string(),
             allowed: result.is_ok(),
             error: result.as_ref().err().map(|e| match e.kind {
-                ErrorKind::Denied => format!(
-                    "denied: {}: {}{}",
-                    e.code,
-                    e.message,
-                    crate::cloud::request_id_suffix(e.request_id.as_deref())
-                ),
-                _ => format!("could not check: {e}"),
+                ErrorKind::Denied => Failure {
+                    message: format!(
+                        "denied: {}: {}{}",
+                        e.code,
+                        e.message,
+                        crate::cloud::request_id_suffix(e.request_id.as_deref())
+                    ),
+                    ..Failure::from(e)
+                },
+                _ => Failure::from(e).context("could not check"),
             }),
         };
         if let Some(error) = &check.error {

@@ -8,8 +8,8 @@ use futures::StreamExt;
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::Scope;
 use crate::config::LandingZone;
+use crate::model::{Failure, Record, SsmInfo, Target};
 use crate::model::{Phase, Run, TargetRun};
-use crate::model::{Record, SsmInfo, Target};
 
 /// STS session names: at most 64 characters of `[\w+=,.@-]`.
 pub fn session_name(run_id: &str) -> String {
@@ -57,7 +57,7 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
                 run.landing_zone_failures.push(super::LandingZoneFailure {
                     landing_zone: lz.name.clone(),
                     account: lz.account_id.to_string(),
-                    error: format!("cannot assume {}: {e}", lz.role_arn),
+                    error: Failure::from(e).context(format!("cannot assume {}", lz.role_arn)),
                 });
             }
         }
@@ -74,7 +74,7 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
 
 async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     if wf.shutdown.requested() {
-        t.error = Some("interrupted before the scan".into());
+        t.error = Some(Failure::new("interrupted before the scan"));
         return Tally {
             skipped: 1,
             ..Tally::default()
@@ -96,12 +96,12 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
                 "scan timed out after {}s (workflow.phases.scanner.timeout)",
                 timeout.as_secs()
             );
-            return fail(wf, t, &bar, msg);
+            return fail(wf, t, &bar, Failure::new(msg));
         }
     };
     let instances = match instances {
         Ok(i) => i,
-        Err(e) => return fail(wf, t, &bar, e.to_string()),
+        Err(e) => return fail(wf, t, &bar, Failure::from(e)),
     };
     // The run goes on without SSM status: each instance says Unknown.
     let ssm = ssm
@@ -153,11 +153,16 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     }
 }
 
-fn fail(wf: &Workflow<'_>, t: &mut TargetRun, bar: &super::progress::Bar, msg: String) -> Tally {
-    tracing::error!(target_ = %t.target, error = %msg, "scan failed");
-    wf.event(Phase::Scanner, &t.target, format!("scan failed: {msg}"));
+fn fail(
+    wf: &Workflow<'_>,
+    t: &mut TargetRun,
+    bar: &super::progress::Bar,
+    failure: Failure,
+) -> Tally {
+    tracing::error!(target_ = %t.target, error = %failure, "scan failed");
+    wf.event(Phase::Scanner, &t.target, format!("scan failed: {failure}"));
     bar.finish("failed");
-    t.error = Some(msg);
+    t.error = Some(failure);
     Tally {
         failed: 1,
         ..Tally::default()

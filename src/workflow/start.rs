@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{CloudError, Scope};
-use crate::model::{InstanceId, InstanceState, Start, StateChange, tag};
+use crate::model::{Failure, InstanceId, InstanceState, Start, StateChange, tag};
 use crate::model::{Phase, Run, TargetRun};
 
 /// Instance ids per `StartInstances` call.
@@ -129,7 +129,7 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         .await;
     }
 
-    let mut errors: BTreeMap<InstanceId, String> = BTreeMap::new();
+    let mut errors: BTreeMap<InstanceId, Failure> = BTreeMap::new();
     let startable: Vec<InstanceId> = states
         .iter()
         .filter(|(id, (s, _))| {
@@ -138,7 +138,7 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
             }
             errors.insert(
                 (*id).clone(),
-                format!("not started: it is {s}, not stopped"),
+                Failure::new(format!("not started: it is {s}, not stopped")),
             );
             false
         })
@@ -154,7 +154,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
     for batch in startable.chunks(START_BATCH) {
         if wf.shutdown.requested() {
             for id in batch {
-                errors.insert(id.clone(), "interrupted before StartInstances".into());
+                errors.insert(
+                    id.clone(),
+                    Failure::new("interrupted before StartInstances"),
+                );
             }
             continue;
         }
@@ -194,7 +197,7 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         }
         for (id, e) in failed {
             wf.event(Phase::ServerStart, &id, format!("start failed: {e}"));
-            errors.insert(id, e.to_string());
+            errors.insert(id, Failure::from(e));
         }
         started.extend(ok);
     }
@@ -222,10 +225,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         let was_started = started_set.contains(&id);
         let mut error = errors.remove(&id);
         if was_started && final_state != InstanceState::Running && error.is_none() {
-            error = Some(format!(
+            error = Some(Failure::new(format!(
                 "started, but {final_state} after {}s",
                 wf.config.phases.server_start.wait_timeout.as_secs()
-            ));
+            )));
         }
         if error.is_none() {
             tally.done += 1;
@@ -253,7 +256,7 @@ fn not_started(state: InstanceState, why: &str) -> Start {
         started_by_run: false,
         started_at: None,
         running_at: None,
-        error: Some(why.to_owned()),
+        error: Some(Failure::new(why)),
     }
 }
 
