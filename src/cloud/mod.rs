@@ -10,7 +10,6 @@
 //! throttles that still happen.
 
 pub mod aws;
-pub mod fleet;
 pub mod limit;
 pub mod sim;
 

@@ -61,7 +61,7 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
         agent_problems: if faults.is_empty() { 0.0 } else { 0.02 },
     };
     let sim = match &demo.fleet {
-        Some(path) => cloud::fleet::load(path, &landing_zones).map_err(Error::Usage)?,
+        Some(path) => cloud::sim::fleet::load(path, &landing_zones).map_err(Error::Usage)?,
         None => cloud::sim::SimCloud::generate(&spec),
     };
     let injected = sim.inject(&faults, &landing_zones, demo.seed);

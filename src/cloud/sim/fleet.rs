@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::sim::{Agent, SimCloud};
+use super::world::Rng;
+use super::{Agent, SimCloud};
 use crate::config::LandingZone;
-use crate::model::{Instance, InstanceId, InstanceState, Platform, Region, TagMap};
+use crate::model::{Instance, InstanceId, InstanceState, Platform, Region, TagMap, tag};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,5 +234,105 @@ mod tests {
             e("instances:\n  - {landing_zone: app-nonprod, region: us-east-1, state: paused}")
                 .contains("paused")
         );
+    }
+}
+
+/// What a simulated fleet looks like.
+#[derive(Clone, Debug)]
+pub struct FleetSpec {
+    pub landing_zones: Vec<LandingZone>,
+    /// Spread over every account-region.
+    pub instances: usize,
+    pub seed: u64,
+    /// Share of instances stopped at the start.
+    pub stopped_share: f64,
+    /// Share of SSM agents missing or disconnected, as in a real fleet.
+    pub agent_problems: f64,
+}
+
+const TYPES: [&str; 6] = [
+    "t3.medium",
+    "m5.large",
+    "m5.xlarge",
+    "c5.2xlarge",
+    "r5.large",
+    "t3.small",
+];
+const ROLES: [&str; 6] = ["web", "app", "db", "batch", "cache", "proxy"];
+
+impl SimCloud {
+    /// A reproducible fleet: same spec, same instances.
+    pub fn generate(spec: &FleetSpec) -> Self {
+        let sim = SimCloud::empty();
+        let mut rng = Rng::new(spec.seed);
+        let targets: Vec<(&LandingZone, &Region)> = spec
+            .landing_zones
+            .iter()
+            .flat_map(|lz| lz.regions.iter().map(move |r| (lz, r)))
+            .collect();
+        for n in 0..spec.instances {
+            let (lz, region) = targets[n % targets.len().max(1)];
+            let role = *rng.pick(&ROLES);
+            let state = if rng.chance(spec.stopped_share) {
+                InstanceState::Stopped
+            } else {
+                InstanceState::Running
+            };
+            let platform = if rng.chance(0.3) {
+                Platform::Windows
+            } else {
+                Platform::Linux
+            };
+            let mut tags = TagMap::from_iter([
+                (
+                    "Name".to_owned(),
+                    format!("{}-{role}-{:03}", lz.name, n / targets.len().max(1) + 1),
+                ),
+                (tag::ENVIRONMENT.to_owned(), lz.environment.to_string()),
+                (
+                    tag::PATCH_GROUP.to_owned(),
+                    format!("{role}-{}", lz.environment),
+                ),
+            ]);
+            if rng.chance(0.5) {
+                tags.insert("Owner".into(), format!("team-{}", rng.below(8)));
+            }
+            let agent = if !rng.chance(spec.agent_problems) {
+                Agent::Healthy
+            } else if rng.chance(0.5) {
+                Agent::Missing
+            } else {
+                Agent::Lost
+            };
+            let id = InstanceId::new(format!("i-0{:016x}", rng.next_u64()));
+            let instance = Instance {
+                id,
+                state,
+                platform,
+                instance_type: (*rng.pick(&TYPES)).to_owned(),
+                private_ip: Some(format!(
+                    "10.{}.{}.{}",
+                    rng.below(256),
+                    rng.below(256),
+                    1 + rng.below(254)
+                )),
+                launch_time: chrono::DateTime::from_timestamp(
+                    1_700_000_000 + rng.below(40_000_000) as i64,
+                    0,
+                ),
+                tags,
+            };
+            let volume_gb = [8, 30, 50, 100, 200, 500][rng.below(6) as usize];
+            let ssm_delay = Duration::from_secs(20 + rng.below(60));
+            sim.add(
+                &lz.account_id,
+                region,
+                instance,
+                volume_gb,
+                agent,
+                ssm_delay,
+            );
+        }
+        sim
     }
 }

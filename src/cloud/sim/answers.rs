@@ -1,0 +1,597 @@
+//! The simulated cloud's answers: the [`Cloud`] trait, call by call, with
+//! the pages, token buckets and errors AWS would give.
+
+use crate::model::TagMap;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::cloud::limit::{Bucket, TokenBucket};
+use crate::cloud::{
+    Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope,
+};
+use crate::config::LandingZone;
+use crate::model::{
+    AmiId, Image, ImageState, Instance, InstanceId, InstanceState, SsmInfo, StateChange,
+    StatusChecks, Tags, Target, tag,
+};
+
+use super::world::{SimImage, SimInstance};
+use super::*;
+
+/// Page sizes of the real APIs, for counting calls as AWS would.
+const EC2_PAGE: usize = 1000;
+const SSM_PAGE: usize = 50;
+
+/// Takes a call's tokens from every bucket it draws on, or none.
+pub(super) fn take_tokens(world: &mut World, api: Api, instances: usize) -> bool {
+    let needs = Bucket::for_call(api, instances);
+    let mut taken = Vec::new();
+    for (bucket, n) in needs {
+        let b = world
+            .buckets
+            .entry(bucket)
+            .or_insert_with(|| TokenBucket::full(bucket.rate()));
+        if b.try_take(n) {
+            taken.push((bucket, n));
+        } else {
+            for (bucket, n) in taken {
+                if let Some(b) = world.buckets.get_mut(&bucket) {
+                    b.give_back(n);
+                }
+            }
+            return false;
+        }
+    }
+    true
+}
+
+fn not_found(api: Api, id: &str) -> CloudError {
+    CloudError::new(
+        api,
+        ErrorKind::Api,
+        "InvalidInstanceID.NotFound",
+        format!("The instance ID '{id}' does not exist"),
+    )
+}
+
+#[async_trait]
+impl Cloud for SimCloud {
+    async fn assume_role(&self, lz: &LandingZone, _session: &str) -> Result<String, CloudError> {
+        let denied = self.has_fault(
+            |f| matches!(f, Fault::AssumeRoleDenied { landing_zone } if *landing_zone == lz.name),
+        );
+        let result = if denied {
+            Err(CloudError::new(
+                Api::AssumeRole,
+                ErrorKind::Denied,
+                "AccessDenied",
+                format!(
+                    "User: arn:aws:iam::123456789012:user/operator is not authorized to perform: sts:AssumeRole on resource: {}",
+                    lz.role_arn
+                ),
+            ))
+        } else {
+            Ok(lz
+                .role_arn
+                .replace(":iam::", ":sts::")
+                .replace(":role/", ":assumed-role/")
+                + "/prepatch")
+        };
+        self.calls.record(Api::AssumeRole, &result);
+        result
+    }
+
+    async fn describe_instances(
+        &self,
+        t: &Target,
+        scope: Scope,
+    ) -> Result<Vec<Instance>, CloudError> {
+        let wanted = move |i: &&SimInstance| scope == Scope::All || !i.instance.state.is_gone();
+        self.read(t, Api::DescribeInstances, EC2_PAGE, |w| {
+            w.instances
+                .values()
+                .filter(wanted)
+                .map(|i| i.instance.clone())
+                .collect()
+        })
+    }
+
+    async fn ssm_info(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        let never_online = self.fault_ids(FaultKind::SsmNeverOnline);
+        let asked: Option<HashSet<&InstanceId>> = only.map(|ids| ids.iter().collect());
+        let registered = |w: &World, now: Instant| -> Vec<(InstanceId, SsmInfo)> {
+            w.instances
+                .values()
+                .filter(|i| asked.as_ref().is_none_or(|a| a.contains(&i.instance.id)))
+                .filter_map(|i| {
+                    let info = i.ssm(now, never_online.contains(&i.instance.id))?;
+                    Some((i.instance.id.clone(), info))
+                })
+                .collect()
+        };
+        // Pages per filter chunk, as the AWS implementation sends them.
+        let requests = only.map_or(1, |ids| ids.len().div_ceil(crate::cloud::SSM_FILTER_IDS));
+        let now = Instant::now();
+        self.request(
+            t,
+            Api::DescribeInstanceInformation,
+            |w| {
+                let found = registered(w, now).len();
+                found.div_ceil(SSM_PAGE).max(requests)
+            },
+            0,
+            |w, now| Ok(registered(w, now).into_iter().collect()),
+        )
+    }
+
+    async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
+        let error = self.instance_fault(FaultKind::CreateImageError, &req.instance);
+        let failed = self.instance_fault(FaultKind::AmiFailed, &req.instance);
+        let stuck = self.instance_fault(FaultKind::AmiStuck, &req.instance);
+        let ami = AmiId::new(self.next("ami"));
+        let snaps: std::sync::Arc<[String]> = [self.next("snap")].into();
+        let result = self.request(
+            t,
+            Api::CreateImage,
+            |_| 1,
+            0,
+            |w, now| {
+                let Some(i) = w
+                    .instances
+                    .get(&req.instance)
+                    .filter(|i| !i.instance.state.is_gone())
+                else {
+                    return Err(not_found(Api::CreateImage, req.instance.as_str()));
+                };
+                if error {
+                    return Err(CloudError::new(
+                        Api::CreateImage,
+                        ErrorKind::Api,
+                        "InvalidParameterValue",
+                        format!(
+                            "Instance '{}' has an unsupported root device for imaging",
+                            req.instance
+                        ),
+                    ));
+                }
+                if w.image_names.contains(&req.name) {
+                    return Err(CloudError::new(
+                        Api::CreateImage,
+                        ErrorKind::Api,
+                        "InvalidAMIName.Duplicate",
+                        format!("AMI name {} is already in use by an AMI", req.name),
+                    ));
+                }
+                // Roughly what EBS snapshots take: a base plus time per GB.
+                let takes = Duration::from_secs(90 + u64::from(i.volume_gb) * 2);
+                let image = Image {
+                    id: ami.clone(),
+                    name: req.name.as_str().into(),
+                    state: ImageState::Pending,
+                    state_reason: None,
+                    tags: req.tags.clone(),
+                    snapshot_ids: snaps.clone(),
+                    source_instance: Some(req.instance.clone()),
+                    source_image: None,
+                };
+                // The snapshot tag specification: tagged as they are made.
+                if !req.snapshot_tags.is_empty() {
+                    for s in snaps.iter() {
+                        w.snapshot_tags.insert(s.clone(), req.snapshot_tags.clone());
+                    }
+                }
+                let fate = if stuck {
+                    ImageState::Pending
+                } else if failed {
+                    ImageState::Failed
+                } else {
+                    ImageState::Available
+                };
+                w.image_names.insert(req.name.clone());
+                let slot = w.images.insert(SimImage {
+                    image,
+                    available_at: now + takes,
+                    fate,
+                });
+                w.reindex(slot, None);
+                w.schedule(now + takes, Due::Image(slot));
+                Ok(ami.clone())
+            },
+        );
+        if result.is_ok() {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((Api::CreateImage, req.instance.shared()));
+        }
+        result
+    }
+
+    async fn describe_images(
+        &self,
+        t: &Target,
+        filter: &ImageFilter,
+    ) -> Result<Vec<Image>, CloudError> {
+        // A scan, not a binary search: with a handful of tags, comparing
+        // lengths first settles most keys without looking at their bytes.
+        let matches = move |i: &&SimImage| match filter {
+            ImageFilter::Tag(k, v) => i.image.tags.iter().any(|(key, val)| key == k && val == v),
+            ImageFilter::Name(n) => *i.image.name == **n,
+            ImageFilter::Owned => true,
+        };
+        self.read(t, Api::DescribeImages, EC2_PAGE, |w| match filter {
+            ImageFilter::Tag(k, v) if k == tag::RUN_ID => w
+                .by_run_id
+                .get(v)
+                .into_iter()
+                .flatten()
+                .filter_map(|&slot| w.images.at(slot))
+                .map(|i| i.image.clone())
+                .collect(),
+            _ => w
+                .images
+                .iter()
+                .filter(matches)
+                .map(|i| i.image.clone())
+                .collect(),
+        })
+    }
+
+    async fn create_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        self.request(
+            t,
+            Api::CreateTags,
+            |_| 1,
+            0,
+            |w, _| {
+                let mut fresh: Option<TagMap> = None;
+                for r in resources {
+                    if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
+                        i.instance.tags.extend(tags.iter().cloned());
+                    } else if w.images.contains(&AmiId::new(r)) {
+                        w.retag_image(&AmiId::new(r), |have| {
+                            have.extend(tags.iter().cloned());
+                        });
+                    } else if r.starts_with("snap-") {
+                        // Snapshots tagged alike share one map: a run tags
+                        // 100,000 of them, a thousand in a call.
+                        let have = w.snapshot_tags.entry(r.clone()).or_default();
+                        if have.is_empty() {
+                            *have = fresh
+                                .get_or_insert_with(|| tags.iter().cloned().collect())
+                                .clone();
+                        } else {
+                            have.extend(tags.iter().cloned());
+                        }
+                    } else {
+                        return Err(CloudError::new(
+                            Api::CreateTags,
+                            ErrorKind::Api,
+                            "InvalidID",
+                            format!("The ID '{r}' is not valid"),
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    async fn start_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
+        if let Some(e) = self.denied(t, Api::StartInstances) {
+            self.calls.record_n(Api::StartInstances, 1, Some(&e));
+            return Err(e);
+        }
+        let capacity = ids
+            .iter()
+            .any(|id| self.instance_fault(FaultKind::InsufficientCapacity, id));
+        let doomed: Vec<&InstanceId> = ids
+            .iter()
+            .filter(|id| self.instance_fault(FaultKind::TerminatedBeforeStart, id))
+            .collect();
+        let result = self.request(t, Api::StartInstances, |_| 1, ids.len(), |w, now| {
+            // Terminated under us, between the scan and this call.
+            for id in &doomed {
+                if let Some(i) = w.instances.get_mut(*id) {
+                    i.instance.state = InstanceState::Terminated;
+                }
+            }
+            for id in ids {
+                let Some(i) = w.instances.get(id) else {
+                    return Err(not_found(Api::StartInstances, id.as_str()));
+                };
+                if !matches!(i.instance.state, InstanceState::Stopped | InstanceState::Running | InstanceState::Pending) {
+                    return Err(CloudError::new(
+                        Api::StartInstances,
+                        ErrorKind::Api,
+                        "IncorrectInstanceState",
+                        format!("The instance '{id}' is not in a state from which it can be started."),
+                    ));
+                }
+            }
+            if capacity {
+                return Err(CloudError::new(
+                    Api::StartInstances,
+                    ErrorKind::Api,
+                    "InsufficientInstanceCapacity",
+                    "We currently do not have sufficient capacity in the Availability Zone you requested.",
+                ));
+            }
+            let mut changes = Vec::with_capacity(ids.len());
+            for (n, id) in ids.iter().enumerate() {
+                let previous = w.instances.get(id).map_or(InstanceState::Unknown, |i| i.instance.state);
+                let mut current = previous;
+                if previous == InstanceState::Stopped {
+                    let at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
+                    w.transition(id, InstanceState::Pending, at);
+                    current = InstanceState::Pending;
+                }
+                changes.push(StateChange { id: id.clone(), previous, current });
+            }
+            Ok(changes)
+        });
+        if result.is_ok() {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.extend(ids.iter().map(|id| (Api::StartInstances, id.shared())));
+        }
+        result
+    }
+
+    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+        let impaired_ids = self.fault_ids(FaultKind::Impaired);
+        let impaired = |id: &InstanceId| impaired_ids.contains(id);
+        self.request(
+            t,
+            Api::DescribeInstanceStatus,
+            |w| w.instances.len().div_ceil(EC2_PAGE),
+            0,
+            |w, now| {
+                Ok(w.instances
+                    .values()
+                    .map(|i| {
+                        let status = match (i.instance.state, i.running_since) {
+                            (InstanceState::Running, _) if impaired(&i.instance.id) => "impaired",
+                            (InstanceState::Running, Some(since))
+                                if now >= since + Duration::from_secs(120) =>
+                            {
+                                "ok"
+                            }
+                            (InstanceState::Running, _) => "initializing",
+                            _ => "not-applicable",
+                        };
+                        StatusChecks {
+                            id: i.instance.id.clone(),
+                            state: i.instance.state,
+                            instance_status: status.to_owned(),
+                            system_status: if status == "impaired" {
+                                "ok".into()
+                            } else {
+                                status.to_owned()
+                            },
+                        }
+                    })
+                    .collect())
+            },
+        )
+    }
+
+    async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
+        let api = probe.api();
+        if let Some(e) = self.denied(t, api) {
+            self.calls.record_n(api, 1, Some(&e));
+            return Err(e);
+        }
+        // The request is checked and counted like any other, changing nothing.
+        self.request(t, api, |_| 1, 0, |_, _| Ok(()))
+    }
+
+    async fn stop_instances(
+        &self,
+        t: &Target,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
+        let result = self.request(
+            t,
+            Api::StopInstances,
+            |_| 1,
+            ids.len(),
+            |w, now| {
+                for id in ids {
+                    if !w.instances.contains_key(id) {
+                        return Err(not_found(Api::StopInstances, id.as_str()));
+                    }
+                }
+                let mut changes = Vec::with_capacity(ids.len());
+                for (n, id) in ids.iter().enumerate() {
+                    let previous = w
+                        .instances
+                        .get(id)
+                        .map_or(InstanceState::Unknown, |i| i.instance.state);
+                    let mut current = previous;
+                    if matches!(previous, InstanceState::Running | InstanceState::Pending) {
+                        let at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
+                        w.transition(id, InstanceState::Stopping, at);
+                        current = InstanceState::Stopping;
+                    }
+                    changes.push(StateChange {
+                        id: id.clone(),
+                        previous,
+                        current,
+                    });
+                }
+                Ok(changes)
+            },
+        );
+        if result.is_ok() {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.extend(ids.iter().map(|id| (Api::StopInstances, id.shared())));
+        }
+        result
+    }
+
+    async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
+        self.request(
+            t,
+            Api::DeregisterImage,
+            |_| 1,
+            0,
+            |w, _| {
+                let Some((slot, img)) = w.images.remove(ami) else {
+                    return Err(CloudError::new(
+                        Api::DeregisterImage,
+                        ErrorKind::Api,
+                        "InvalidAMIID.NotFound",
+                        format!("The image id '[{ami}]' does not exist"),
+                    ));
+                };
+                w.image_names.remove(&*img.image.name);
+                w.reindex(slot, img.image.tags.get(tag::RUN_ID).map(String::as_str));
+                Ok(())
+            },
+        )
+    }
+
+    async fn describe_snapshots(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<crate::model::Snapshot>, CloudError> {
+        let found = |w: &World| -> Vec<crate::model::Snapshot> {
+            w.snapshot_tags
+                .iter()
+                .filter(|(_, tags)| tags.get(key).map(String::as_str) == Some(value))
+                .map(|(id, tags)| crate::model::Snapshot {
+                    id: id.clone(),
+                    tags: tags.clone(),
+                })
+                .collect()
+        };
+        self.read(t, Api::DescribeSnapshots, EC2_PAGE, found)
+    }
+
+    async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
+        self.request(
+            t,
+            Api::DeleteSnapshot,
+            |_| 1,
+            0,
+            |w, _| {
+                if let Some(img) = w
+                    .images
+                    .iter()
+                    .find(|i| i.image.snapshot_ids.iter().any(|s| s == snapshot))
+                {
+                    return Err(CloudError::new(
+                        Api::DeleteSnapshot,
+                        ErrorKind::Api,
+                        "InvalidSnapshot.InUse",
+                        format!(
+                            "The snapshot {snapshot} is currently in use by {}",
+                            img.image.id
+                        ),
+                    ));
+                }
+                if w.snapshot_tags.remove(snapshot).is_none() {
+                    return Err(CloudError::new(
+                        Api::DeleteSnapshot,
+                        ErrorKind::Api,
+                        "InvalidSnapshot.NotFound",
+                        format!("The snapshot '{snapshot}' does not exist."),
+                    ));
+                }
+                Ok(())
+            },
+        )
+    }
+
+    async fn delete_tags(
+        &self,
+        t: &Target,
+        resources: &[String],
+        tags: &Tags,
+    ) -> Result<(), CloudError> {
+        let drop_from = |have: &mut TagMap| {
+            for (k, v) in tags {
+                if v.is_empty() || have.get(k) == Some(v) {
+                    have.remove(k);
+                }
+            }
+        };
+        self.request(
+            t,
+            Api::DeleteTags,
+            |_| 1,
+            0,
+            |w, _| {
+                for r in resources {
+                    if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
+                        drop_from(&mut i.instance.tags);
+                    } else if w.images.contains(&AmiId::new(r)) {
+                        w.retag_image(&AmiId::new(r), drop_from);
+                    } else if let Some(snap) = w.snapshot_tags.get_mut(r) {
+                        drop_from(snap);
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    async fn enable_image_deprecation(
+        &self,
+        t: &Target,
+        ami: &AmiId,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), CloudError> {
+        let result = self.request(
+            t,
+            Api::EnableImageDeprecation,
+            |_| 1,
+            0,
+            |w, _| {
+                if w.images.contains(ami) {
+                    Ok(())
+                } else {
+                    Err(CloudError::new(
+                        Api::EnableImageDeprecation,
+                        ErrorKind::Api,
+                        "InvalidAMIID.NotFound",
+                        format!("The image id '[{ami}]' does not exist"),
+                    ))
+                }
+            },
+        );
+        if result.is_ok() {
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((Api::EnableImageDeprecation, ami.shared()));
+        }
+        result
+    }
+
+    fn api_calls(&self) -> &ApiCalls {
+        &self.calls
+    }
+
+    fn is_simulated(&self) -> bool {
+        true
+    }
+}
