@@ -105,30 +105,8 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// The YAML config.
-    #[arg(
-        short,
-        long,
-        value_name = "PATH",
-        default_value = "config/prepatch_config.yml"
-    )]
-    pub config: PathBuf,
-
-    /// Landing zones to clean up, comma-separated (names from the config).
-    #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
-    pub landing_zones: Vec<String>,
-
-    /// Every enabled landing zone of this environment.
-    #[arg(short, long, value_enum)]
-    pub environment: Option<EnvironmentArg>,
-
-    /// AWS profile for the base credentials (default: the standard chain).
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// Regions to use instead of the config's, comma-separated.
-    #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
-    pub region: Vec<String>,
+    #[command(flatten)]
+    pub select: Selection,
 
     /// Instead of prepatch:expires-at: AMIs whose run began more than DAYS
     /// days ago (the time in the prepatch:run-id tag).
@@ -222,8 +200,10 @@ pub struct PhaseArgs {
     pub run_id: Option<String>,
 }
 
+/// The config and the landing zones a command works on, and how to reach
+/// them: the same flags for the run and `cleanup`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct Selection {
     /// The YAML config.
     #[arg(
         short,
@@ -249,6 +229,12 @@ pub struct RunArgs {
     /// Regions to use instead of the config's, comma-separated.
     #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
     pub region: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: Selection,
 
     /// Continue an interrupted run with the parameters the journal has for
     /// it: a run id, or `latest` for the newest interrupted run.
@@ -323,8 +309,8 @@ mod tests {
             "--environment",
             "nonprod",
         ]);
-        assert_eq!(cli.run.landing_zones, ["lz250nonprod", "cmsnonprod"]);
-        assert_eq!(cli.run.environment, Some(EnvironmentArg::Nonprod));
+        assert_eq!(cli.run.select.landing_zones, ["lz250nonprod", "cmsnonprod"]);
+        assert_eq!(cli.run.select.environment, Some(EnvironmentArg::Nonprod));
         let cli = Cli::parse_from([
             "prepatch",
             "--scanner-only",

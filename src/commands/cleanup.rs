@@ -493,9 +493,9 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 
 /// `prepatch cleanup`.
 pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error> {
-    let config = ctx.config(&args.config)?;
+    let config = ctx.config(&args.select.config)?;
     let landing_zones: Vec<LandingZone> =
-        super::select_landing_zones(&config, &args.landing_zones, args.environment, &args.region)?
+        super::select_landing_zones(&config, &args.select.landing_zones, args.select.environment, &args.select.region)?
             .into_iter()
             .map(LandingZone::with_restore_role)
             .collect();
@@ -520,7 +520,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
         dry_run: !delete,
     };
     let op = Operation::begin(&journal, &row, delete)?;
-    let cloud = connect_aws(args.profile.clone(), &config).await;
+    let cloud = connect_aws(args.select.profile.clone(), &config).await;
     let dir = ctx.cli.output.output_dir.join(format!("cleanup-{id}"));
     let result = cleanup_with(&cloud, &op, &landing_zones, args, &dir).await;
     let summary = result.as_ref().ok().map(|(_, line)| line.clone());

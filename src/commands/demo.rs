@@ -5,16 +5,13 @@ use std::path::Path;
 
 use super::Context;
 use super::execute::execute;
-use super::run::options;
+use super::{BUILT_IN_CONFIG, options};
 use crate::cli::DemoArgs;
 use crate::cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
 use crate::journal;
 use crate::{Error, Outcome};
-
-/// What the demo's built-in config is called in messages and reports.
-pub(crate) const DEMO_CONFIG_SOURCE: &str = "(built-in demo config)";
 
 /// The built-in demo fleet: two nonprod landing zones and one prod, each in
 /// two regions.
@@ -29,7 +26,7 @@ landing_zones:
   - {name: demo-core-prod, account_id: \"333333333333\", environment: prod}
 ";
     // A constant that the unit tests parse: it cannot fail at run time.
-    Config::parse(text, Path::new(DEMO_CONFIG_SOURCE))
+    Config::parse(text, Path::new(BUILT_IN_CONFIG))
         .unwrap_or_else(|e| unreachable!("demo config: {e}"))
 }
 

@@ -8,8 +8,7 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use super::demo::DEMO_CONFIG_SOURCE;
-use super::{Operation, environments_of};
+use super::{BUILT_IN_CONFIG, Operation, environments_of};
 use crate::cloud::Cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
@@ -298,7 +297,7 @@ fn run_meta<C: Cloud>(
         config: report::model::ConfigRef {
             path: config.source.display().to_string(),
             sha256: config.sha256.clone(),
-            built_in: config.source == Path::new(DEMO_CONFIG_SOURCE),
+            built_in: config.source == Path::new(BUILT_IN_CONFIG),
         },
         landing_zones: landing_zones
             .iter()

@@ -14,17 +14,18 @@ pub mod restore;
 pub mod run;
 pub mod runs;
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, EnvironmentArg};
+use crate::cli::{Cli, Command, EnvironmentArg, PhaseArg, PhaseArgs};
 use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::limit::Paced;
 use crate::config::{self, Config, LandingZone};
 use crate::journal::{HEARTBEAT_EVERY, HeldLock, Journal, NewRun, Status};
-use crate::model::{Environment, Region};
-use crate::workflow::{Confirmation, Shutdown};
+use crate::model::{Environment, Phase, Plan, Region, RunId};
+use crate::workflow::{Confirmation, Options, Shutdown};
 use crate::{Error, Outcome, error};
 
 /// What every command starts from, worked out once: the flags, the
@@ -43,8 +44,8 @@ impl<'a> Context<'a> {
     pub fn new(cli: &'a Cli) -> Context<'a> {
         let file = match &cli.command {
             Some(Command::Demo(d)) => d.config.as_deref(),
-            Some(Command::Cleanup(c)) => Some(c.config.as_path()),
-            _ => Some(cli.run.config.as_path()),
+            Some(Command::Cleanup(c)) => Some(c.select.config.as_path()),
+            _ => Some(cli.run.select.config.as_path()),
         };
         let config = file.and_then(|f| Config::load(f).ok());
         let journal = match &cli.output.journal {
@@ -162,6 +163,81 @@ pub fn environments_of(landing_zones: &[LandingZone]) -> String {
         .map(|lz| lz.environment.to_string())
         .collect();
     envs.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// What the messages and reports call the demo's built-in config.
+pub(crate) const BUILT_IN_CONFIG: &str = "(built-in demo config)";
+
+/// Reconciles the flags with the config's `workflow.phases`.
+pub(super) fn options(config: &Config, args: &PhaseArgs, cli: &Cli) -> Result<Options, Error> {
+    let p = &config.phases;
+    let mut plans = BTreeMap::new();
+    let configured = [
+        (
+            Phase::AmiBackup,
+            p.ami_backup.enabled,
+            args.skip_backup,
+            "--skip-backup",
+            PhaseArg::AmiBackup,
+        ),
+        (
+            Phase::ServerStart,
+            p.server_start.enabled,
+            args.skip_start,
+            "--skip-start",
+            PhaseArg::ServerStart,
+        ),
+        (
+            Phase::Validation,
+            p.validation.enabled,
+            args.skip_validation,
+            "--skip-validation",
+            PhaseArg::Validation,
+        ),
+    ];
+    for (phase, enabled, skipped, flag, arg) in configured {
+        let plan = if args.scanner_only {
+            Plan::Skip("--scanner-only".into())
+        } else if args.phase.is_some_and(|only| only != arg) {
+            Plan::Skip(format!(
+                "--phase {}",
+                args.phase.map(phase_name).unwrap_or_default()
+            ))
+        } else if skipped {
+            Plan::Skip(flag.into())
+        } else if !enabled {
+            Plan::Skip(format!(
+                "disabled in config (workflow.phases.{}.enabled)",
+                phase.name().replace('-', "_")
+            ))
+        } else {
+            Plan::Run
+        };
+        plans.insert(phase, plan);
+    }
+    let run_id = match &args.run_id {
+        Some(id) => id
+            .parse::<RunId>()
+            .map_err(|e| Error::Usage(format!("--run-id: {e}")))?,
+        None => RunId::generate(chrono::Utc::now()),
+    };
+    Ok(Options {
+        run_id,
+        plans,
+        dry_run: args.dry_run,
+        assume_yes: args.yes,
+        wait_backup: p.ami_backup.wait && !args.no_wait_backup,
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        show_progress: !cli.output.quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+pub(super) fn phase_name(p: PhaseArg) -> &'static str {
+    match p {
+        PhaseArg::AmiBackup => "ami-backup",
+        PhaseArg::ServerStart => "server-start",
+        PhaseArg::Validation => "validation",
+    }
 }
 
 /// Picks the landing zones a run works on: named ones (each must exist and

@@ -2,17 +2,12 @@
 //! interrupted run's own parameters read back from the journal
 //! (`--resume`).
 
-use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use super::execute::execute;
-use super::{Context, connect_aws, select_landing_zones};
-use crate::cli::{Cli, EnvironmentArg, PhaseArg, PhaseArgs};
-use crate::config::Config;
+use super::{Context, connect_aws, options, phase_name, select_landing_zones};
+use crate::cli::{EnvironmentArg, PhaseArg, PhaseArgs};
 use crate::journal::{self, Journal};
-use crate::model::{Phase, Plan, RunId};
-use crate::workflow::Options;
 use crate::{Error, Outcome};
 
 /// `prepatch` (no subcommand): the run on AWS.
@@ -20,14 +15,14 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
     let cli = ctx.cli;
     let args = &cli.run;
     let mut params = journal::RunParams {
-        config: args.config.clone(),
-        landing_zones: args.landing_zones.clone(),
-        environment: args.environment.map(|e| match e {
+        config: args.select.config.clone(),
+        landing_zones: args.select.landing_zones.clone(),
+        environment: args.select.environment.map(|e| match e {
             EnvironmentArg::Nonprod => "nonprod".to_owned(),
             EnvironmentArg::Prod => "prod".to_owned(),
         }),
-        regions: args.region.clone(),
-        profile: args.profile.clone(),
+        regions: args.select.region.clone(),
+        profile: args.select.profile.clone(),
         scanner_only: args.phases.scanner_only,
         phase: args.phases.phase.map(|p| phase_name(p).to_owned()),
         skip_backup: args.phases.skip_backup,
@@ -141,76 +136,4 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
         &params,
     )
     .await
-}
-
-/// Reconciles the flags with the config's `workflow.phases`.
-pub(super) fn options(config: &Config, args: &PhaseArgs, cli: &Cli) -> Result<Options, Error> {
-    let p = &config.phases;
-    let mut plans = BTreeMap::new();
-    let configured = [
-        (
-            Phase::AmiBackup,
-            p.ami_backup.enabled,
-            args.skip_backup,
-            "--skip-backup",
-            PhaseArg::AmiBackup,
-        ),
-        (
-            Phase::ServerStart,
-            p.server_start.enabled,
-            args.skip_start,
-            "--skip-start",
-            PhaseArg::ServerStart,
-        ),
-        (
-            Phase::Validation,
-            p.validation.enabled,
-            args.skip_validation,
-            "--skip-validation",
-            PhaseArg::Validation,
-        ),
-    ];
-    for (phase, enabled, skipped, flag, arg) in configured {
-        let plan = if args.scanner_only {
-            Plan::Skip("--scanner-only".into())
-        } else if args.phase.is_some_and(|only| only != arg) {
-            Plan::Skip(format!(
-                "--phase {}",
-                args.phase.map(phase_name).unwrap_or_default()
-            ))
-        } else if skipped {
-            Plan::Skip(flag.into())
-        } else if !enabled {
-            Plan::Skip(format!(
-                "disabled in config (workflow.phases.{}.enabled)",
-                phase.name().replace('-', "_")
-            ))
-        } else {
-            Plan::Run
-        };
-        plans.insert(phase, plan);
-    }
-    let run_id = match &args.run_id {
-        Some(id) => id
-            .parse::<RunId>()
-            .map_err(|e| Error::Usage(format!("--run-id: {e}")))?,
-        None => RunId::generate(chrono::Utc::now()),
-    };
-    Ok(Options {
-        run_id,
-        plans,
-        dry_run: args.dry_run,
-        assume_yes: args.yes,
-        wait_backup: p.ami_backup.wait && !args.no_wait_backup,
-        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
-        show_progress: !cli.output.quiet && std::io::stderr().is_terminal(),
-    })
-}
-
-fn phase_name(p: PhaseArg) -> &'static str {
-    match p {
-        PhaseArg::AmiBackup => "ami-backup",
-        PhaseArg::ServerStart => "server-start",
-        PhaseArg::Validation => "validation",
-    }
 }
