@@ -494,11 +494,15 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 /// `prepatch cleanup`.
 pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error> {
     let config = ctx.config(&args.select.config)?;
-    let landing_zones: Vec<LandingZone> =
-        super::select_landing_zones(&config, &args.select.landing_zones, args.select.environment, &args.select.region)?
-            .into_iter()
-            .map(LandingZone::with_restore_role)
-            .collect();
+    let landing_zones: Vec<LandingZone> = super::select_landing_zones(
+        &config,
+        &args.select.landing_zones,
+        args.select.environment,
+        &args.select.region,
+    )?
+    .into_iter()
+    .map(LandingZone::with_restore_role)
+    .collect();
     let journal = Arc::new(Journal::open_or_create(&ctx.journal)?);
     let id = RunId::generate(Utc::now()).to_string();
     let delete = args.yes && !args.dry_run;
