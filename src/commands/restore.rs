@@ -14,8 +14,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{Context, Operation, connect_aws, environments_of};
 use crate::cli::RestoreArgs;
 use crate::cloud::limit::Paced;
@@ -31,62 +29,8 @@ pub const STOP_BATCH: usize = 100;
 const POLL_FIRST: Duration = Duration::from_secs(5);
 const POLL_MAX: Duration = Duration::from_secs(20);
 
-/// What restore did (or would do) with one instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Dry run: it would be stopped.
-    WouldStop,
-    Stopped,
-    /// Stopped already (by someone, or an earlier restore); its tag removed.
-    AlreadyStopped,
-    /// Not this run's to stop: see the reason.
-    LeftAlone,
-    /// The stop was asked and failed, or it did not reach `stopped`.
-    Failed,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::WouldStop => "would-stop",
-            Action::Stopped => "stopped",
-            Action::AlreadyStopped => "already-stopped",
-            Action::LeftAlone => "left-alone",
-            Action::Failed => "failed",
-        }
-    }
-}
-
-/// One instance in the restore report.
-#[derive(Clone, Debug, Serialize)]
-pub struct Row {
-    pub landing_zone: String,
-    pub account: String,
-    pub region: String,
-    pub environment: Environment,
-    pub instance_id: String,
-    pub name: String,
-    pub action: Action,
-    pub state_before: String,
-    pub state_after: String,
-    pub in_journal: bool,
-    pub tag: String,
-    pub tag_removed: bool,
-    pub reason: String,
-}
-
-/// A target's instances as restore sees them.
-#[derive(Clone, Debug)]
-pub struct TargetPlan {
-    pub target: Target,
-    pub environment: Environment,
-    pub rows: Vec<Row>,
-    /// Why the target could not be looked at, if it could not.
-    pub error: Option<String>,
-}
-
 pub use crate::journal::Started;
+pub use crate::model::restore::{Action, Row, TargetPlan, counts, summary_line};
 
 /// Looks at every target of `landing_zones`: which instances the journal
 /// and the tag both say `run_id` started. One `DescribeInstances` per
@@ -380,38 +324,6 @@ async fn apply_target(
     }
 }
 
-/// Counts by action.
-pub fn counts(plans: &[TargetPlan]) -> BTreeMap<Action, usize> {
-    let mut c = BTreeMap::new();
-    for r in plans.iter().flat_map(|p| &p.rows) {
-        *c.entry(r.action).or_insert(0) += 1;
-    }
-    c
-}
-
-/// The one-line summary, as printed and journaled.
-pub fn summary_line(plans: &[TargetPlan], dry_run: bool) -> String {
-    let c = counts(plans);
-    let n = |a: Action| c.get(&a).copied().unwrap_or(0);
-    let errors = plans.iter().filter(|p| p.error.is_some()).count();
-    if dry_run {
-        format!(
-            "dry run: would stop {}, already stopped {}, left alone {}, account-regions failed {errors}",
-            n(Action::WouldStop),
-            n(Action::AlreadyStopped),
-            n(Action::LeftAlone)
-        )
-    } else {
-        format!(
-            "stopped {}, already stopped {}, left alone {}, failed {}, account-regions failed {errors}",
-            n(Action::Stopped),
-            n(Action::AlreadyStopped),
-            n(Action::LeftAlone),
-            n(Action::Failed)
-        )
-    }
-}
-
 /// Prints the summary and the instances left alone or failed.
 pub fn write_summary(
     run_id: &str,
@@ -447,168 +359,6 @@ pub fn write_summary(
         }
     }
     Ok(())
-}
-
-/// Writes `restore.csv`, `restore.json`, `restore.html` and `restore.xml` into `dir`.
-pub fn write_report(
-    dir: &Path,
-    run_id: &str,
-    restore_id: &str,
-    dry_run: bool,
-    plans: &[TargetPlan],
-) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let rows: Vec<&Row> = plans.iter().flat_map(|p| &p.rows).collect();
-    let csv_path = dir.join("restore.csv");
-    crate::report::write_atomically(&csv_path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        for r in &rows {
-            // Values from AWS (names) could be spreadsheet formulas.
-            let r = Row {
-                name: crate::report::csv::neutralise(&r.name).into_owned(),
-                reason: crate::report::csv::neutralise(&r.reason).into_owned(),
-                tag: crate::report::csv::neutralise(&r.tag).into_owned(),
-                ..(*r).clone()
-            };
-            csv.serialize(&r).map_err(std::io::Error::other)?;
-        }
-        csv.flush()
-    })
-    .map_err(|source| Error::Write {
-        path: csv_path.display().to_string(),
-        source,
-    })?;
-    let json_path = dir.join("restore.json");
-    let errors: Vec<serde_json::Value> = plans
-        .iter()
-        .filter_map(|p| Some(serde_json::json!({"target": p.target, "error": p.error.as_ref()?})))
-        .collect();
-    let doc = serde_json::json!({
-        "restore_id": restore_id,
-        "run_id": run_id,
-        "dry_run": dry_run,
-        "summary": summary_line(plans, dry_run),
-        "instances": rows,
-        "errors": errors,
-    });
-    crate::report::write_atomically(&json_path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc).map_err(std::io::Error::other)?;
-        writeln!(w)
-    })
-    .map_err(|source| Error::Write {
-        path: json_path.display().to_string(),
-        source,
-    })?;
-    let summary = summary_line(plans, dry_run);
-    let html_path = dir.join("restore.html");
-    crate::report::write_atomically(&html_path, |w| {
-        w.write_all(html(run_id, restore_id, &summary, &rows).as_bytes())
-    })
-    .map_err(|source| Error::Write {
-        path: html_path.display().to_string(),
-        source,
-    })?;
-    let xml_path = dir.join("restore.xml");
-    crate::report::write_atomically(&xml_path, |w| {
-        xml(run_id, restore_id, dry_run, &summary, &rows, w)
-    })
-    .map_err(|source| Error::Write {
-        path: xml_path.display().to_string(),
-        source,
-    })?;
-    Ok(())
-}
-
-/// Text for HTML: escaped, control characters replaced.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\t' && c != '\n' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const RESTORE_CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.left-alone,.failed{background:#fde8e8}";
-
-/// `restore.html`: one self-contained page, no script; its CSP allows
-/// only its own style.
-fn html(run_id: &str, restore_id: &str, summary: &str, rows: &[&Row]) -> String {
-    use base64::Engine;
-    use sha2::Digest;
-    let hash = base64::engine::general_purpose::STANDARD
-        .encode(sha2::Sha256::digest(RESTORE_CSS.as_bytes()));
-    let mut body = String::new();
-    for r in rows {
-        body.push_str(&format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            r.action.as_str(),
-            esc(&r.landing_zone),
-            esc(&r.account),
-            esc(&r.region),
-            esc(&r.instance_id),
-            esc(&r.name),
-            r.action.as_str(),
-            esc(&r.state_before),
-            esc(&r.state_after),
-            esc(&r.reason)
-        ));
-    }
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-{hash}'\">\n<title>prepatch restore of {run}</title><style>{RESTORE_CSS}</style></head><body>\n<h1>Restore of run {run}</h1>\n<p>restore id {rid}: {summary}</p>\n<table><thead><tr><th>landing zone</th><th>account</th><th>region</th><th>instance</th><th>name</th><th>action</th><th>before</th><th>after</th><th>reason</th></tr></thead><tbody>\n{body}</tbody></table></body></html>\n",
-        run = esc(run_id),
-        rid = esc(restore_id),
-        summary = esc(summary),
-    )
-}
-
-/// `restore.xml`: the same rows, values as element text.
-fn xml(
-    run_id: &str,
-    restore_id: &str,
-    dry_run: bool,
-    summary: &str,
-    rows: &[&Row],
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    let mut w = crate::report::xml_writer::XmlWriter::new(out)?;
-    w.open(
-        "restore",
-        &[
-            ("xmlns", "urn:prepatch:restore:1"),
-            ("run_id", run_id),
-            ("restore_id", restore_id),
-            ("dry_run", if dry_run { "true" } else { "false" }),
-        ],
-    )?;
-    w.el("summary", summary)?;
-    for r in rows {
-        w.open("instance", &[("action", r.action.as_str())])?;
-        w.el("landing_zone", &r.landing_zone)?;
-        w.el("account_id", &r.account)?;
-        w.el("region", &r.region)?;
-        w.el("instance_id", &r.instance_id)?;
-        w.el("name", &r.name)?;
-        w.el("state_before", &r.state_before)?;
-        w.el("state_after", &r.state_after)?;
-        w.el("in_journal", if r.in_journal { "true" } else { "false" })?;
-        w.el("tag", &r.tag)?;
-        w.el("tag_removed", if r.tag_removed { "true" } else { "false" })?;
-        w.el("reason", &r.reason)?;
-        w.close("instance")?;
-    }
-    w.close("restore")?;
-    w.finish().map(drop)
 }
 
 /// `prepatch restore --run <id>`.
@@ -744,7 +494,7 @@ async fn restore_with<C: Cloud>(
         let wait = config.phases.server_start.wait_timeout;
         apply_until(&jc, &mut plans, run_id, wait, &op.shutdown).await;
     }
-    write_report(dir, run_id, restore_id, args.dry_run, &plans)?;
+    crate::report::restore::write(dir, run_id, restore_id, args.dry_run, &plans)?;
     let mut out = std::io::stdout().lock();
     write_summary(run_id, restore_id, &plans, args.dry_run, &mut out)
         .and_then(|()| writeln!(out, "reports: {}", dir.display()))

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod format;
+pub mod restore;
 pub mod run;
 
 use std::fmt;

@@ -31,7 +31,7 @@ const JS: &str = include_str!("../../templates/report.js");
 const SHOWN_FAILURES: usize = 50;
 
 /// `'sha256-…'` of a text, as CSP wants it.
-fn csp_hash(text: &str) -> String {
+pub(super) fn csp_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     format!(
         "'sha256-{}'",

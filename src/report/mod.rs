@@ -15,6 +15,7 @@ pub mod csv;
 pub mod html;
 pub mod json;
 pub mod model;
+pub mod restore;
 pub mod summary;
 pub mod xml;
 pub mod xml_writer;

@@ -1,0 +1,201 @@
+//! `restore`'s reports: `restore.csv`, `restore.json`, `restore.html` (a
+//! template, as the dashboard is) and `restore.xml`, from its rows.
+
+use std::io::Write;
+use std::path::Path;
+
+use minijinja::value::Serde;
+use minijinja::{Environment, Value, context};
+
+use crate::Error;
+use crate::model::restore::{Row, TargetPlan, summary_line};
+
+/// Writes `restore.csv`, `restore.json`, `restore.html` and `restore.xml` into `dir`.
+pub fn write(
+    dir: &Path,
+    run_id: &str,
+    restore_id: &str,
+    dry_run: bool,
+    plans: &[TargetPlan],
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let rows: Vec<&Row> = plans.iter().flat_map(|p| &p.rows).collect();
+    let csv_path = dir.join("restore.csv");
+    super::write_atomically(&csv_path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        for r in &rows {
+            // Values from AWS (names) could be spreadsheet formulas.
+            let r = Row {
+                name: super::csv::neutralise(&r.name).into_owned(),
+                reason: super::csv::neutralise(&r.reason).into_owned(),
+                tag: super::csv::neutralise(&r.tag).into_owned(),
+                ..(*r).clone()
+            };
+            csv.serialize(&r).map_err(std::io::Error::other)?;
+        }
+        csv.flush()
+    })
+    .map_err(|source| Error::Write {
+        path: csv_path.display().to_string(),
+        source,
+    })?;
+    let json_path = dir.join("restore.json");
+    let errors: Vec<serde_json::Value> = plans
+        .iter()
+        .filter_map(|p| Some(serde_json::json!({"target": p.target, "error": p.error.as_ref()?})))
+        .collect();
+    let doc = serde_json::json!({
+        "restore_id": restore_id,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "summary": summary_line(plans, dry_run),
+        "instances": rows,
+        "errors": errors,
+    });
+    super::write_atomically(&json_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc).map_err(std::io::Error::other)?;
+        writeln!(w)
+    })
+    .map_err(|source| Error::Write {
+        path: json_path.display().to_string(),
+        source,
+    })?;
+    let summary = summary_line(plans, dry_run);
+    let html_path = dir.join("restore.html");
+    super::write_atomically(&html_path, |w| {
+        let page = html(run_id, restore_id, &summary, &rows).map_err(std::io::Error::other)?;
+        w.write_all(page.as_bytes())
+    })
+    .map_err(|source| Error::Write {
+        path: html_path.display().to_string(),
+        source,
+    })?;
+    let xml_path = dir.join("restore.xml");
+    super::write_atomically(&xml_path, |w| {
+        xml(run_id, restore_id, dry_run, &summary, &rows, w)
+    })
+    .map_err(|source| Error::Write {
+        path: xml_path.display().to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+const TEMPLATE: &str = include_str!("../../templates/restore.html");
+const CSS: &str = include_str!("../../templates/restore.css");
+
+/// `restore.html`: one self-contained page, no script; its CSP allows
+/// only its own style. A minijinja template, auto-escaped; control
+/// characters (a hostile tag's) are shown as U+FFFD.
+fn html(
+    run_id: &str,
+    restore_id: &str,
+    summary: &str,
+    rows: &[&Row],
+) -> Result<String, minijinja::Error> {
+    let css = CSS.trim_end();
+    let mut env = Environment::new();
+    env.add_filter("clean", |s: String| -> String {
+        s.chars()
+            .map(|c| match c {
+                c if c.is_control() && c != '\t' && c != '\n' => '\u{FFFD}',
+                c => c,
+            })
+            .collect()
+    });
+    // Auto-escaping follows the name: `.html` escapes HTML.
+    env.add_template("restore.html", TEMPLATE)?;
+    env.get_template("restore.html")?.render(context! {
+        csp => format!("default-src 'none'; style-src {}", super::html::csp_hash(css)),
+        css => Value::from_safe_string(css.to_owned()),
+        run_id => run_id,
+        restore_id => restore_id,
+        summary => summary,
+        rows => Value::from(Serde(rows)),
+    })
+}
+
+/// `restore.xml`: the same rows, values as element text.
+fn xml(
+    run_id: &str,
+    restore_id: &str,
+    dry_run: bool,
+    summary: &str,
+    rows: &[&Row],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut w = super::xml_writer::XmlWriter::new(out)?;
+    w.open(
+        "restore",
+        &[
+            ("xmlns", "urn:prepatch:restore:1"),
+            ("run_id", run_id),
+            ("restore_id", restore_id),
+            ("dry_run", if dry_run { "true" } else { "false" }),
+        ],
+    )?;
+    w.el("summary", summary)?;
+    for r in rows {
+        w.open("instance", &[("action", r.action.as_str())])?;
+        w.el("landing_zone", &r.landing_zone)?;
+        w.el("account_id", &r.account)?;
+        w.el("region", &r.region)?;
+        w.el("instance_id", &r.instance_id)?;
+        w.el("name", &r.name)?;
+        w.el("state_before", &r.state_before)?;
+        w.el("state_after", &r.state_after)?;
+        w.el("in_journal", if r.in_journal { "true" } else { "false" })?;
+        w.el("tag", &r.tag)?;
+        w.el("tag_removed", if r.tag_removed { "true" } else { "false" })?;
+        w.el("reason", &r.reason)?;
+        w.close("instance")?;
+    }
+    w.close("restore")?;
+    w.finish().map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Environment;
+    use crate::model::restore::Action;
+
+    #[test]
+    fn the_page_escapes_hostile_values_and_its_csp_names_its_own_style() {
+        let row = Row {
+            landing_zone: "lz".into(),
+            account: "111111111111".into(),
+            region: "eu-west-1".into(),
+            environment: Environment::Nonprod,
+            instance_id: "i-1".into(),
+            name: "<script>alert(1)</script>\u{7}bell".into(),
+            action: Action::LeftAlone,
+            state_before: "running".into(),
+            state_after: "running".into(),
+            in_journal: false,
+            tag: String::new(),
+            tag_removed: false,
+            reason: "\"quoted\" & <b>".into(),
+        };
+        let page = html("run-1", "r-1", "stopped 0", &[&row]).unwrap();
+        assert!(
+            !page.contains("<script>") && !page.contains("<b>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;\u{FFFD}bell"),
+            "{page}"
+        );
+        assert!(page.contains("<tr class=\"left-alone\">"), "{page}");
+        let style = page
+            .split_once("<style>")
+            .and_then(|(_, rest)| rest.split_once("</style>"))
+            .map(|(css, _)| css)
+            .unwrap();
+        let hash = super::super::html::csp_hash(style);
+        assert!(page.contains(&hash.replace('\'', "&#x27;")), "{page}");
+    }
+}
