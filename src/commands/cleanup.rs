@@ -122,20 +122,10 @@ pub async fn plan(
             .clone()
     };
     let witnesses = &witnesses;
-    let per_lz = landing_zones.iter().map(|lz| async move {
-        let assumed = cloud.assume_role(lz, session_name).await;
-        let assumed = assumed.as_ref().map(drop);
-        let regions = lz
-            .regions
-            .iter()
-            .map(|region| plan_target(cloud, lz, region, assumed, now, criterion, witnesses));
-        futures::future::join_all(regions).await
-    });
-    futures::future::join_all(per_lz)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    super::for_each_region(cloud, landing_zones, session_name, |lz, region, assumed| {
+        plan_target(cloud, lz, region, assumed, now, criterion, witnesses)
+    })
+    .await
 }
 
 /// One account-region's plan: which of prepatch's AMIs are due.
@@ -143,7 +133,7 @@ async fn plan_target(
     cloud: &dyn Cloud,
     lz: &LandingZone,
     region: &Region,
-    assumed: Result<(), &CloudError>,
+    assumed: Result<(), CloudError>,
     now: DateTime<Utc>,
     criterion: Criterion,
     witnesses: &dyn Fn(&str) -> Witnesses,

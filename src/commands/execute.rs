@@ -8,13 +8,13 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use super::{BUILT_IN_CONFIG, Operation, environments_of};
+use super::{BUILT_IN_CONFIG, Operation, confirm, environments_of};
 use crate::cloud::Cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
 use crate::journal::{self, Journal};
 use crate::model::{AccountId, Phase, Plan, Run};
-use crate::workflow::{self, Clock, Confirmation, Options, Workflow};
+use crate::workflow::{self, Clock, Options, Workflow};
 use crate::{Error, Outcome, report};
 
 /// Saves what `phase` changed (none: the run's header only) into the
@@ -182,20 +182,7 @@ async fn execute_inner<C: Cloud>(
         saving = Some(std::thread::spawn(move || save.write()));
     };
     let interactive = options.interactive;
-    let mut confirm = |what: &str| -> Confirmation {
-        if !interactive {
-            return Confirmation::No(format!(
-                "{what}; pass --yes to confirm (no terminal to ask on)"
-            ));
-        }
-        eprint!("{what}.\nType 'yes' to go ahead: ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        match std::io::stdin().read_line(&mut answer) {
-            Ok(_) if answer.trim() == "yes" => Confirmation::Yes,
-            _ => Confirmation::No("not confirmed".into()),
-        }
-    };
+    let mut confirm = |what: &str| confirm(what, interactive);
     let selected: Vec<&LandingZone> = landing_zones.iter().collect();
     let run = wf.run(&selected, &mut checkpoint, &mut confirm).await;
     if let Some(e) = finish_checkpoint(saving.take()) {

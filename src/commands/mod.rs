@@ -15,6 +15,7 @@ pub mod run;
 pub mod runs;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use crate::cli::{Cli, Command, EnvironmentArg, PhaseArg, PhaseArgs};
 use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::limit::Paced;
+use crate::cloud::{Cloud, CloudError};
 use crate::config::{self, Config, LandingZone};
 use crate::journal::{HEARTBEAT_EVERY, HeldLock, Journal, NewRun, Status};
 use crate::model::{Environment, Phase, Plan, Region, RunId};
@@ -156,6 +158,32 @@ pub async fn connect_aws(profile: Option<String>, config: &Config) -> Paced<AwsC
     .with_max_in_flight(config.aws.max_concurrency)
 }
 
+/// Works on every account-region of `landing_zones` at once, as restore
+/// and cleanup do: each landing zone's role is assumed once, then `f` runs
+/// for each of its regions with the answer. Results in landing-zone order,
+/// then region order.
+pub(crate) async fn for_each_region<'a, T, F, Fut>(
+    cloud: &'a dyn Cloud,
+    landing_zones: &'a [LandingZone],
+    session: &'a str,
+    f: F,
+) -> Vec<T>
+where
+    F: Fn(&'a LandingZone, &'a Region, Result<(), CloudError>) -> Fut + Copy,
+    Fut: Future<Output = T>,
+{
+    let per_lz = landing_zones.iter().map(|lz| async move {
+        let assumed = cloud.assume_role(lz, session).await.map(drop);
+        let regions = lz.regions.iter().map(|r| f(lz, r, assumed.clone()));
+        futures::future::join_all(regions).await
+    });
+    futures::future::join_all(per_lz)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// The environments of landing zones, as the journal lists them.
 pub fn environments_of(landing_zones: &[LandingZone]) -> String {
     let envs: std::collections::BTreeSet<String> = landing_zones
@@ -227,7 +255,7 @@ pub(super) fn options(config: &Config, args: &PhaseArgs, cli: &Cli) -> Result<Op
         dry_run: args.dry_run,
         assume_yes: args.yes,
         wait_backup: p.ami_backup.wait && !args.no_wait_backup,
-        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        interactive: interactive(),
         show_progress: !cli.output.quiet && std::io::stderr().is_terminal(),
     })
 }
@@ -334,10 +362,15 @@ pub fn select_landing_zones(
     Ok(selected)
 }
 
-/// Asks on the terminal before a change to production; with no terminal,
-/// refuses (pass `--yes`).
-pub(crate) fn confirm_on_terminal(what: &str) -> Confirmation {
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+/// Whether there is an operator to ask: stdin and stderr are a terminal.
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks on the terminal before a change to production; with no terminal
+/// (`interactive` false), refuses: pass `--yes`.
+pub(crate) fn confirm(what: &str, interactive: bool) -> Confirmation {
+    if !interactive {
         return Confirmation::No(format!(
             "{what}; pass --yes to confirm (no terminal to ask on)"
         ));

@@ -42,20 +42,10 @@ pub async fn plan(
     run_id: &str,
     session_name: &str,
 ) -> Vec<TargetPlan> {
-    let per_lz = landing_zones.iter().map(|lz| async move {
-        let assumed = cloud.assume_role(lz, session_name).await;
-        let assumed = assumed.as_ref().map(drop);
-        let regions = lz
-            .regions
-            .iter()
-            .map(|region| plan_target(cloud, lz, region, assumed, started, run_id));
-        futures::future::join_all(regions).await
-    });
-    futures::future::join_all(per_lz)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    super::for_each_region(cloud, landing_zones, session_name, |lz, region, assumed| {
+        plan_target(cloud, lz, region, assumed, started, run_id)
+    })
+    .await
 }
 
 /// One account-region's plan.
@@ -63,7 +53,7 @@ async fn plan_target(
     cloud: &dyn Cloud,
     lz: &LandingZone,
     region: &Region,
-    assumed: Result<(), &crate::cloud::CloudError>,
+    assumed: Result<(), crate::cloud::CloudError>,
     started: &Started,
     run_id: &str,
 ) -> TargetPlan {
@@ -486,7 +476,7 @@ async fn restore_with<C: Cloud>(
         let what = format!(
             "this restore stops {prod_stops} instances in production landing zone(s) that run {run_id} started"
         );
-        if let Confirmation::No(why) = super::confirm_on_terminal(&what) {
+        if let Confirmation::No(why) = super::confirm(&what, super::interactive()) {
             return Err(Error::Refused(why));
         }
     }

@@ -324,7 +324,7 @@ impl SimCloud {
             };
             let volume_gb = [8, 30, 50, 100, 200, 500][rng.below(6) as usize];
             let ssm_delay = Duration::from_secs(20 + rng.below(60));
-            sim.add(
+            sim.add_described(
                 &lz.account_id,
                 region,
                 instance,

@@ -73,21 +73,7 @@ impl SimCloud {
         self
     }
 
-    /// Adds one instance.
-    /// Adds an instance with its volume size and agent timing (a fleet
-    /// described in YAML).
-    pub fn add_described(
-        &self,
-        account: &AccountId,
-        region: &Region,
-        instance: Instance,
-        volume_gb: u32,
-        agent: Agent,
-        ssm_delay: Duration,
-    ) {
-        self.add(account, region, instance, volume_gb, agent, ssm_delay);
-    }
-
+    /// Adds an instance: 30 GB, its agent Online 30 s after it runs.
     pub fn add_instance(
         &self,
         account: &AccountId,
@@ -95,7 +81,7 @@ impl SimCloud {
         instance: Instance,
         agent: Agent,
     ) {
-        self.add(
+        self.add_described(
             account,
             region,
             instance,
@@ -105,7 +91,9 @@ impl SimCloud {
         );
     }
 
-    fn add(
+    /// Adds an instance with its volume size and agent timing (a fleet
+    /// described in YAML).
+    pub fn add_described(
         &self,
         account: &AccountId,
         region: &Region,
