@@ -472,60 +472,11 @@ impl Checker<'_> {
 
 fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let c = Checker { path };
-
-    let regions = match raw.aws.regions {
-        Some(r) => c.regions("aws.regions", r)?,
-        None => vec![Region::from_trusted("us-east-1")],
-    };
-    let role_name = raw
-        .aws
-        .role_name
-        .unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
-    check_role_name(&c, "aws.role_name", &role_name)?;
-    if let Some(name) = &raw.aws.restore_role_name {
-        check_role_name(&c, "aws.restore_role_name", name)?;
-    }
-    let session_duration = raw.aws.session_duration.unwrap_or(3600);
-    if !(900..=43_200).contains(&session_duration) {
-        return Err(c.err(
-            "aws.session_duration",
-            format!("{session_duration} is outside what STS allows: 900 to 43200 seconds"),
-        ));
-    }
-    let max_concurrency = raw.aws.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
-    if !(1..=256).contains(&max_concurrency) {
-        return Err(c.err(
-            "aws.max_concurrency",
-            format!("{max_concurrency} must be between 1 and 256"),
-        ));
-    }
-    if let Some(url) = &raw.aws.endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(c.err(
-                "aws.endpoint_url",
-                format!("{url:?} is not an http:// or https:// URL"),
-            ));
-        }
-    }
-    let aws = Aws {
-        regions,
-        role_name,
-        restore_role_name: raw.aws.restore_role_name,
-        session_duration: Duration::from_secs(session_duration),
-        endpoint_url: raw.aws.endpoint_url,
-        max_concurrency,
-    };
-
+    let aws = check_aws(&c, raw.aws)?;
     let mut landing_zones = Vec::new();
     let mut names = BTreeSet::new();
     for (i, lz) in raw.landing_zones.into_iter().enumerate() {
         let at = |f: &str| format!("landing_zones[{i}].{f}");
-        if !valid_lz_name(&lz.name) {
-            return Err(c.err(
-                at("name"),
-                format!("{:?} is not a landing zone name: use letters, digits, '-' and '_' (at most 64)", lz.name),
-            ));
-        }
         if !names.insert(lz.name.clone()) {
             return Err(c.err(
                 at("name"),
@@ -535,66 +486,154 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        let account_text = match lz.account_id {
-            RawAccountId::Text(s) => format!("{s:?}"),
-            RawAccountId::Number(n) => n.to_string(),
-        };
-        let account_id: AccountId = account_text.trim_matches('"').parse().map_err(|()| {
-            c.err(
-                at("account_id"),
-                format!(
-                    "{account_text} is not a 12-digit account id (quote it in YAML so leading zeros survive: \"012345678901\")"
-                ),
-            )
-        })?;
-        let environment: Environment = lz.environment.parse().map_err(|()| {
-            c.err(
-                at("environment"),
-                format!(
-                    "{:?} is not an environment: use nonprod or prod",
-                    lz.environment
-                ),
-            )
-        })?;
-        let regions = match lz.regions {
-            Some(r) => c.regions(&at("regions"), r)?,
-            None => aws.regions.clone(),
-        };
-        let role_arn = match (lz.role_name, lz.role_arn) {
-            (Some(_), Some(_)) => {
-                return Err(c.err(at("role_arn"), "give role_name or role_arn, not both"));
-            }
-            (_, Some(arn)) => {
-                if !arn.starts_with("arn:aws") || !arn.contains(":role/") {
-                    return Err(c.err(
-                        at("role_arn"),
-                        format!("{arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
-                    ));
-                }
-                arn
-            }
-            (Some(name), None) => {
-                check_role_name(&c, &at("role_name"), &name)?;
-                format!("arn:aws:iam::{account_id}:role/{name}")
-            }
-            (None, None) => format!("arn:aws:iam::{account_id}:role/{}", aws.role_name),
-        };
-        let restore_role_arn = match &aws.restore_role_name {
-            Some(name) => format!("arn:aws:iam::{account_id}:role/{name}"),
-            None => role_arn.clone(),
-        };
-        landing_zones.push(LandingZone {
-            name: lz.name,
-            account_id,
-            environment,
-            regions,
-            role_arn,
-            restore_role_arn,
-            enabled: lz.enabled.unwrap_or(true),
-        });
+        landing_zones.push(check_landing_zone(&c, i, lz, &aws)?);
     }
 
-    let p = raw.workflow.phases;
+    let phases = check_phases(&c, raw.workflow.phases)?;
+    let filters = check_filters(&c, raw.filters)?;
+    let reports = Reports {
+        formats: match raw.reports.formats {
+            None => Format::ALL.to_vec(),
+            Some(names) => formats(&c, "reports.formats", &names)?,
+        },
+        journal: raw.reports.journal,
+    };
+
+    Ok(Config {
+        source: path.to_owned(),
+        aws,
+        landing_zones,
+        phases,
+        filters,
+        reports,
+        sha256: String::new(),
+    })
+}
+
+/// `aws:`, checked.
+fn check_aws(c: &Checker<'_>, raw: RawAws) -> Result<Aws, ConfigError> {
+    let regions = match raw.regions {
+        Some(r) => c.regions("aws.regions", r)?,
+        None => vec![Region::from_trusted("us-east-1")],
+    };
+    let role_name = raw
+        .role_name
+        .unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
+    check_role_name(c, "aws.role_name", &role_name)?;
+    if let Some(name) = &raw.restore_role_name {
+        check_role_name(c, "aws.restore_role_name", name)?;
+    }
+    let session_duration = raw.session_duration.unwrap_or(3600);
+    if !(900..=43_200).contains(&session_duration) {
+        return Err(c.err(
+            "aws.session_duration",
+            format!("{session_duration} is outside what STS allows: 900 to 43200 seconds"),
+        ));
+    }
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if !(1..=256).contains(&max_concurrency) {
+        return Err(c.err(
+            "aws.max_concurrency",
+            format!("{max_concurrency} must be between 1 and 256"),
+        ));
+    }
+    if let Some(url) = &raw.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(c.err(
+                "aws.endpoint_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    Ok(Aws {
+        regions,
+        role_name,
+        restore_role_name: raw.restore_role_name,
+        session_duration: Duration::from_secs(session_duration),
+        endpoint_url: raw.endpoint_url,
+        max_concurrency,
+    })
+}
+
+/// `landing_zones[i]`, checked; its role from the `aws:` defaults unless
+/// it names its own.
+fn check_landing_zone(
+    c: &Checker<'_>,
+    i: usize,
+    lz: RawLandingZone,
+    aws: &Aws,
+) -> Result<LandingZone, ConfigError> {
+    let at = |f: &str| format!("landing_zones[{i}].{f}");
+    if !valid_lz_name(&lz.name) {
+        return Err(c.err(
+            at("name"),
+            format!(
+                "{:?} is not a landing zone name: use letters, digits, '-' and '_' (at most 64)",
+                lz.name
+            ),
+        ));
+    }
+    let account_text = match lz.account_id {
+        RawAccountId::Text(s) => format!("{s:?}"),
+        RawAccountId::Number(n) => n.to_string(),
+    };
+    let account_id: AccountId = account_text.trim_matches('"').parse().map_err(|()| {
+        c.err(
+            at("account_id"),
+            format!(
+                "{account_text} is not a 12-digit account id (quote it in YAML so leading zeros survive: \"012345678901\")"
+            ),
+        )
+    })?;
+    let environment: Environment = lz.environment.parse().map_err(|()| {
+        c.err(
+            at("environment"),
+            format!(
+                "{:?} is not an environment: use nonprod or prod",
+                lz.environment
+            ),
+        )
+    })?;
+    let regions = match lz.regions {
+        Some(r) => c.regions(&at("regions"), r)?,
+        None => aws.regions.clone(),
+    };
+    let role_arn = match (lz.role_name, lz.role_arn) {
+        (Some(_), Some(_)) => {
+            return Err(c.err(at("role_arn"), "give role_name or role_arn, not both"));
+        }
+        (_, Some(arn)) => {
+            if !arn.starts_with("arn:aws") || !arn.contains(":role/") {
+                return Err(c.err(
+                    at("role_arn"),
+                    format!("{arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+                ));
+            }
+            arn
+        }
+        (Some(name), None) => {
+            check_role_name(c, &at("role_name"), &name)?;
+            format!("arn:aws:iam::{account_id}:role/{name}")
+        }
+        (None, None) => format!("arn:aws:iam::{account_id}:role/{}", aws.role_name),
+    };
+    let restore_role_arn = match &aws.restore_role_name {
+        Some(name) => format!("arn:aws:iam::{account_id}:role/{name}"),
+        None => role_arn.clone(),
+    };
+    Ok(LandingZone {
+        name: lz.name,
+        account_id,
+        environment,
+        regions,
+        role_arn,
+        restore_role_arn,
+        enabled: lz.enabled.unwrap_or(true),
+    })
+}
+
+/// `workflow.phases`, checked.
+fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
     let retention_days = p.ami_backup.retention_days.unwrap_or(7);
     if !(1..=3650).contains(&retention_days) {
         return Err(c.err(
@@ -602,7 +641,7 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             format!("{retention_days} must be between 1 and 3650 days"),
         ));
     }
-    let phases = Phases {
+    Ok(Phases {
         scanner: Scanner {
             enabled: p.scanner.enabled.unwrap_or(true),
             timeout: c.seconds("workflow.phases.scanner.timeout", p.scanner.timeout, 300)?,
@@ -638,8 +677,11 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
                 600,
             )?,
         },
-    };
+    })
+}
 
+/// `filters:`, checked.
+fn check_filters(c: &Checker<'_>, raw: RawFilters) -> Result<Filters, ConfigError> {
     let tag_sets = |field: &str, raw: BTreeMap<String, OneOrMany>| {
         raw.into_iter()
             .map(|(k, v)| {
@@ -673,35 +715,11 @@ fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             })
             .collect::<Result<BTreeSet<_>, ConfigError>>()
     };
-    let filters = Filters {
-        include_tags: tag_sets("filters.include_tags", raw.filters.include_tags)?,
-        exclude_tags: tag_sets("filters.exclude_tags", raw.filters.exclude_tags)?,
-        include_instance_ids: ids(
-            "filters.include_instance_ids",
-            raw.filters.include_instance_ids,
-        )?,
-        exclude_instance_ids: ids(
-            "filters.exclude_instance_ids",
-            raw.filters.exclude_instance_ids,
-        )?,
-    };
-
-    let reports = Reports {
-        formats: match raw.reports.formats {
-            None => Format::ALL.to_vec(),
-            Some(names) => formats(&c, "reports.formats", &names)?,
-        },
-        journal: raw.reports.journal,
-    };
-
-    Ok(Config {
-        source: path.to_owned(),
-        aws,
-        landing_zones,
-        phases,
-        filters,
-        reports,
-        sha256: String::new(),
+    Ok(Filters {
+        include_tags: tag_sets("filters.include_tags", raw.include_tags)?,
+        exclude_tags: tag_sets("filters.exclude_tags", raw.exclude_tags)?,
+        include_instance_ids: ids("filters.include_instance_ids", raw.include_instance_ids)?,
+        exclude_instance_ids: ids("filters.exclude_instance_ids", raw.exclude_instance_ids)?,
     })
 }
 
