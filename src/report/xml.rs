@@ -14,7 +14,7 @@
 use crate::model::TagMap;
 use std::io::{self, Write};
 
-use super::model::{ApiCallStat, Counts, Report};
+use super::model::{ApiCallStat, Counts, Performance, Report, RunInfo};
 use super::xml_writer::XmlWriter;
 
 /// The XML namespace of version 1 of the report.
@@ -108,8 +108,18 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
             ("schema_version", &version),
         ],
     )?;
+    run(&mut x, &report.run)?;
+    counts(&mut x, "totals", &report.totals)?;
+    scopes(&mut x, report)?;
+    instances(&mut x, report)?;
+    trail(&mut x, report)?;
+    performance(&mut x, &report.performance)?;
+    x.close("report")?;
+    x.finish().map(drop)
+}
 
-    let r = &report.run;
+/// `<run>`: what the run was.
+fn run(x: &mut XmlWriter<impl Write>, r: &RunInfo) -> io::Result<()> {
     x.open("run", &[])?;
     x.el("run_id", &r.run_id)?;
     x.el("tool", &r.tool)?;
@@ -129,9 +139,11 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
     x.el("interrupted", flag(r.interrupted))?;
     x.el("outcome", &r.outcome)?;
     x.close("run")?;
+    Ok(())
+}
 
-    counts(&mut x, "totals", &report.totals)?;
-
+/// `<landing_zones>`, `<targets>` and `<permission_checks>`.
+fn scopes(x: &mut XmlWriter<impl Write>, report: &Report) -> io::Result<()> {
     x.open("landing_zones", &[])?;
     for lz in &report.landing_zones {
         x.open("landing_zone", &[("status", &lz.status)])?;
@@ -140,7 +152,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.el("environment", &lz.environment)?;
         x.list("regions", "region", &lz.regions)?;
         x.opt("error", lz.error.as_deref())?;
-        counts(&mut x, "counts", &lz.counts)?;
+        counts(x, "counts", &lz.counts)?;
         x.close("landing_zone")?;
     }
     x.close("landing_zones")?;
@@ -172,7 +184,11 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.close("permission_check")?;
     }
     x.close("permission_checks")?;
+    Ok(())
+}
 
+/// `<instances>`: one element per instance, with its phases.
+fn instances(x: &mut XmlWriter<impl Write>, report: &Report) -> io::Result<()> {
     x.open("instances", &[])?;
     for i in report.instances() {
         x.open("instance", &[("status", i.status.as_str())])?;
@@ -190,7 +206,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.opt("launch_time", i.launch_time.as_deref())?;
         x.opt("patch_group", i.patch_group)?;
         x.opt("environment_tag", i.environment_tag)?;
-        tags(&mut x, i.tags)?;
+        tags(x, i.tags)?;
         x.open("ssm", &[])?;
         x.el("ping_status", i.ssm.ping_status)?;
         x.opt("agent_version", i.ssm.agent_version)?;
@@ -225,7 +241,11 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.close("instance")?;
     }
     x.close("instances")?;
+    Ok(())
+}
 
+/// `<errors>`, `<audit>` and `<events>`: what went wrong, what changed, when.
+fn trail(x: &mut XmlWriter<impl Write>, report: &Report) -> io::Result<()> {
     x.open("errors", &[])?;
     for e in &report.errors {
         x.open("error", &[("scope", &e.scope), ("phase", &e.phase)])?;
@@ -252,7 +272,7 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.opt("instance_id", a.instance_id)?;
         x.opt("resource_id", a.resource_id)?;
         x.el("detail", &a.detail)?;
-        tags(&mut x, &a.tags)?;
+        tags(x, &a.tags)?;
         x.close("change")?;
     }
     x.close("audit")?;
@@ -266,8 +286,11 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         x.close("event")?;
     }
     x.close("events")?;
+    Ok(())
+}
 
-    let p = &report.performance;
+/// `<performance>`: where the time went, and the calls.
+fn performance(x: &mut XmlWriter<impl Write>, p: &Performance) -> io::Result<()> {
     x.open("performance", &[])?;
     x.opt("duration_s", p.duration_s.map(|d| d.to_string()).as_deref())?;
     x.open("phases", &[])?;
@@ -286,11 +309,11 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
             ],
         )?;
         x.opt("skip_reason", ph.skip_reason.as_deref())?;
-        api_calls(&mut x, &ph.api_calls, false)?;
+        api_calls(x, &ph.api_calls, false)?;
         x.close("phase")?;
     }
     x.close("phases")?;
-    api_calls(&mut x, &p.api_calls, true)?;
+    api_calls(x, &p.api_calls, true)?;
     let totals = [
         p.total_calls,
         p.total_throttled,
@@ -308,7 +331,5 @@ pub fn write(report: &Report, out: impl Write) -> io::Result<()> {
         ],
     )?;
     x.close("performance")?;
-
-    x.close("report")?;
-    x.finish().map(drop)
+    Ok(())
 }
