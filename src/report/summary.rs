@@ -51,6 +51,22 @@ pub fn write(
         run.instance_count()
     )?;
 
+    landing_zone_table(run, out)?;
+    phase_table(run, out)?;
+    failures(run, out)?;
+    let total: u64 = total_calls.values().map(|c| c.calls).sum();
+    let throttled: u64 = total_calls.values().map(|c| c.throttled).sum();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "AWS API calls: {total} ({throttled} throttled): {}",
+        calls_line(total_calls)
+    )?;
+    Ok(())
+}
+
+/// A row per landing zone: its instances, their states, AMIs, verdicts.
+fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     let mut rows: BTreeMap<&str, Row> = run
         .landing_zones
         .iter()
@@ -114,7 +130,11 @@ pub fn write(
             r.not_ready
         )?;
     }
+    Ok(())
+}
 
+/// A row per phase: done, failed, skipped, time and calls.
+fn phase_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
@@ -140,7 +160,11 @@ pub fn write(
             )?,
         }
     }
+    Ok(())
+}
 
+/// What failed, the first few; and how to go on after an interruption.
+fn failures(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     let failures: Vec<String> = run
         .landing_zone_failures
         .iter()
@@ -181,15 +205,6 @@ pub fn write(
             run.id, run.id
         )?;
     }
-
-    let total: u64 = total_calls.values().map(|c| c.calls).sum();
-    let throttled: u64 = total_calls.values().map(|c| c.throttled).sum();
-    writeln!(out)?;
-    writeln!(
-        out,
-        "AWS API calls: {total} ({throttled} throttled): {}",
-        calls_line(total_calls)
-    )?;
     Ok(())
 }
 
