@@ -47,33 +47,145 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
 }
 
 async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Tally {
-    let run_id = wf.options.run_id.as_str();
     let require_backup = wf.config.phases.server_start.require_backup;
-    let mut tally = Tally::default();
     let wants_any = t.records.iter().any(|r| wants_start(r.instance.state));
     if require_backup && !backup_ran && wants_any {
-        // One DescribeImages finds this run's AMIs from an earlier attempt.
-        match super::backup::own_images(wf, &t.target).await {
-            Ok(images) => {
-                for r in &mut t.records {
-                    if let Some(image) = images.get(&r.instance.id) {
-                        r.backup = Some(crate::model::Backup {
-                            ami: Some(image.id.clone()),
-                            state: Some(image.state),
-                            snapshot_ids: image.snapshot_ids.to_vec(),
-                            reused: true,
-                            ..Default::default()
-                        });
-                    }
+        adopt_earlier_backups(wf, t).await;
+    }
+    let mut tally = Tally::default();
+    let wanted = select(wf, t, &mut tally);
+    if wanted.is_empty() {
+        return tally;
+    }
+    let bar = wf
+        .progress
+        .bar(Phase::ServerStart, &t.target, wanted.len() as u64);
+    let deadline = tokio::time::Instant::now() + wf.config.phases.server_start.wait_timeout;
+    let mut errors: BTreeMap<InstanceId, Failure> = BTreeMap::new();
+    let (mut states, startable) = startable(wf, t, &wanted, deadline, &mut errors).await;
+    let sent = send_starts(wf, t, &startable, &mut errors).await;
+
+    // Wait for `running`, watching only what was started (by anyone).
+    let started_set: BTreeSet<&InstanceId> = sent.started.iter().collect();
+    let mut running: Observed = sent
+        .started
+        .iter()
+        .map(|id| (id.clone(), (InstanceState::Pending, None)))
+        .chain(sent.raced.iter().map(|c| (c.id.clone(), (c.current, None))))
+        .collect();
+    if !running.is_empty() {
+        poll_states(wf, t, &mut running, deadline, |s| {
+            s != InstanceState::Pending && s != InstanceState::Stopped
+        })
+        .await;
+    }
+    states.extend(running);
+
+    for &i in &wanted {
+        let r = &mut t.records[i];
+        let (final_state, running_at) = states
+            .get(&r.instance.id)
+            .copied()
+            .unwrap_or((r.instance.state, None));
+        let id = &r.instance.id;
+        let was_started = started_set.contains(id);
+        let mut start = outcome(
+            wf,
+            r.instance.state,
+            final_state,
+            was_started,
+            errors.remove(id),
+        );
+        start.started_at = sent.started_at.get(id).copied();
+        start.running_at = running_at;
+        if start.error.is_none() {
+            tally.done += 1;
+        } else {
+            tally.failed += 1;
+        }
+        r.start = Some(start);
+        bar.inc(1);
+    }
+    bar.finish(format!("{} started, {} failed", tally.done, tally.failed));
+    tally
+}
+
+/// The wanted instances' states, and those that can be started now:
+/// `stopping` ones are waited on until `stopped`; any other state is kept
+/// in `errors`.
+async fn startable(
+    wf: &Workflow<'_>,
+    t: &TargetRun,
+    wanted: &[usize],
+    deadline: tokio::time::Instant,
+    errors: &mut BTreeMap<InstanceId, Failure>,
+) -> (Observed, Vec<InstanceId>) {
+    // `stopping` instances must reach `stopped` before they can be started.
+    let mut states: Observed = wanted
+        .iter()
+        .map(|&i| {
+            (
+                t.records[i].instance.id.clone(),
+                (t.records[i].instance.state, None),
+            )
+        })
+        .collect();
+    if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
+        poll_states(wf, t, &mut states, deadline, |s| {
+            s != InstanceState::Stopping
+        })
+        .await;
+    }
+
+    let startable: Vec<InstanceId> = states
+        .iter()
+        .filter(|(id, (s, _))| {
+            if *s == InstanceState::Stopped {
+                return true;
+            }
+            errors.insert(
+                (*id).clone(),
+                Failure::new(format!("not started: it is {s}, not stopped")),
+            );
+            false
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    (states, startable)
+}
+
+/// One `DescribeImages` finds this run's AMIs from an earlier attempt
+/// (`--phase server-start` after a backup run).
+async fn adopt_earlier_backups(wf: &Workflow<'_>, t: &mut TargetRun) {
+    // One DescribeImages finds this run's AMIs from an earlier attempt.
+    match super::backup::own_images(wf, &t.target).await {
+        Ok(images) => {
+            for r in &mut t.records {
+                if let Some(image) = images.get(&r.instance.id) {
+                    r.backup = Some(crate::model::Backup {
+                        ami: Some(image.id.clone()),
+                        state: Some(image.state),
+                        snapshot_ids: image.snapshot_ids.to_vec(),
+                        reused: true,
+                        ..Default::default()
+                    });
                 }
             }
-            Err(e) => wf.event(
-                Phase::ServerStart,
-                &t.target,
-                format!("cannot look up this run's AMIs: {e}"),
-            ),
         }
+        Err(e) => wf.event(
+            Phase::ServerStart,
+            &t.target,
+            format!("cannot look up this run's AMIs: {e}"),
+        ),
     }
+}
+
+/// The instances to start: stopped (or stopping), and backed up if the
+/// config requires it. Says why of each left alone; an instance an
+/// earlier attempt of this run started is recorded as this run's.
+fn select(wf: &Workflow<'_>, t: &mut TargetRun, tally: &mut Tally) -> Vec<usize> {
+    let run_id = wf.options.run_id.as_str();
+    let require_backup = wf.config.phases.server_start.require_backup;
     let mut wanted: Vec<usize> = Vec::new();
     for (i, r) in t.records.iter_mut().enumerate() {
         let state = r.instance.state;
@@ -104,51 +216,29 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         }
         wanted.push(i);
     }
-    if wanted.is_empty() {
-        return tally;
-    }
-    let bar = wf
-        .progress
-        .bar(Phase::ServerStart, &t.target, wanted.len() as u64);
-    let deadline = tokio::time::Instant::now() + wf.config.phases.server_start.wait_timeout;
+    wanted
+}
 
-    // `stopping` instances must reach `stopped` before they can be started.
-    let mut states: Observed = wanted
-        .iter()
-        .map(|&i| {
-            (
-                t.records[i].instance.id.clone(),
-                (t.records[i].instance.state, None),
-            )
-        })
-        .collect();
-    if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
-        poll_states(wf, t, &mut states, deadline, |s| {
-            s != InstanceState::Stopping
-        })
-        .await;
-    }
+/// What the `StartInstances` calls were answered.
+struct Sent {
+    /// When each instance's `StartInstances` succeeded.
+    started_at: BTreeMap<InstanceId, DateTime<Utc>>,
+    /// Started by this run: `stopped` before the call.
+    started: Vec<InstanceId>,
+    /// Not this run's: someone else started it a moment before.
+    raced: Vec<StateChange>,
+}
 
-    let mut errors: BTreeMap<InstanceId, Failure> = BTreeMap::new();
-    let startable: Vec<InstanceId> = states
-        .iter()
-        .filter(|(id, (s, _))| {
-            if *s == InstanceState::Stopped {
-                return true;
-            }
-            errors.insert(
-                (*id).clone(),
-                Failure::new(format!("not started: it is {s}, not stopped")),
-            );
-            false
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
-
-    // When each instance's StartInstances succeeded.
+/// Starts `startable` in batches, tagging what this run started; a
+/// failure is kept in `errors` for its instance.
+async fn send_starts(
+    wf: &Workflow<'_>,
+    t: &TargetRun,
+    startable: &[InstanceId],
+    errors: &mut BTreeMap<InstanceId, Failure>,
+) -> Sent {
+    let run_id = wf.options.run_id.as_str();
     let mut started_at: BTreeMap<InstanceId, DateTime<Utc>> = BTreeMap::new();
-    // What the calls were answered for: started by this run (`stopped`
-    // before the call) or not (someone else started it a moment before).
     let mut started: Vec<InstanceId> = Vec::new();
     let mut raced: Vec<StateChange> = Vec::new();
     for batch in startable.chunks(START_BATCH) {
@@ -201,52 +291,36 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         }
         started.extend(ok);
     }
-
-    // Wait for `running`, watching only what was started (by anyone).
-    let started_set: BTreeSet<&InstanceId> = started.iter().collect();
-    let mut running: Observed = started
-        .iter()
-        .map(|id| (id.clone(), (InstanceState::Pending, None)))
-        .chain(raced.iter().map(|c| (c.id.clone(), (c.current, None))))
-        .collect();
-    if !running.is_empty() {
-        poll_states(wf, t, &mut running, deadline, |s| {
-            s != InstanceState::Pending && s != InstanceState::Stopped
-        })
-        .await;
+    Sent {
+        started_at,
+        started,
+        raced,
     }
-    states.extend(running);
+}
 
-    for &i in &wanted {
-        let r = &mut t.records[i];
-        let id = r.instance.id.clone();
-        let (final_state, running_at) =
-            states.get(&id).copied().unwrap_or((r.instance.state, None));
-        let was_started = started_set.contains(&id);
-        let mut error = errors.remove(&id);
-        if was_started && final_state != InstanceState::Running && error.is_none() {
-            error = Some(Failure::new(format!(
-                "started, but {final_state} after {}s",
-                wf.config.phases.server_start.wait_timeout.as_secs()
-            )));
-        }
-        if error.is_none() {
-            tally.done += 1;
-        } else {
-            tally.failed += 1;
-        }
-        r.start = Some(Start {
-            initial_state: r.instance.state,
-            final_state,
-            started_by_run: was_started,
-            started_at: started_at.get(&id).copied(),
-            running_at,
-            error,
-        });
-        bar.inc(1);
+/// An instance's start as the run ends it: started by this run or not,
+/// its final state, and its failure if any (its times are the caller's).
+fn outcome(
+    wf: &Workflow<'_>,
+    initial_state: InstanceState,
+    final_state: InstanceState,
+    was_started: bool,
+    mut error: Option<Failure>,
+) -> Start {
+    if was_started && final_state != InstanceState::Running && error.is_none() {
+        error = Some(Failure::new(format!(
+            "started, but {final_state} after {}s",
+            wf.config.phases.server_start.wait_timeout.as_secs()
+        )));
     }
-    bar.finish(format!("{} started, {} failed", tally.done, tally.failed));
-    tally
+    Start {
+        initial_state,
+        final_state,
+        started_by_run: was_started,
+        started_at: None,
+        running_at: None,
+        error,
+    }
 }
 
 fn not_started(state: InstanceState, why: &str) -> Start {
