@@ -74,17 +74,48 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
     }
     let deadline = tokio::time::Instant::now() + v.timeout;
     let mut interval = POLL_FIRST;
-    // What each answer said last. The first poll asks about everything;
-    // later polls only about what may still change (a pending state, an
-    // agent registering, status checks initializing), so waiting for a few
-    // stragglers costs a request or two a poll, not a fleet's worth of pages.
-    let mut states: Option<BTreeMap<InstanceId, InstanceState>> = None;
-    let mut ssm: Option<Result<BTreeMap<InstanceId, SsmInfo>, String>> = None;
-    let mut status: Option<Result<BTreeMap<InstanceId, StatusChecks>, String>> = None;
+    let mut answers = Answers::default();
     let mut findings: Vec<Vec<Finding>> = Vec::new();
     let mut first = true;
     loop {
         bar.message("checking");
+        answers.ask(wf, t, &findings, first).await;
+        findings = answers.judge(wf, t, backup_ran);
+        first = false;
+        let waiting = findings.iter().flatten().any(|f| f.transient);
+        let now = tokio::time::Instant::now();
+        if !waiting || now >= deadline || !wf.shutdown.sleep(interval.min(deadline - now)).await {
+            break;
+        }
+        interval = interval.mul_f64(1.5).min(POLL_MAX);
+    }
+    let tally = verdicts(wf, t, findings, &bar);
+    bar.finish(format!("{} READY, {} NOT READY", tally.done, tally.failed));
+    tally
+}
+
+/// What each answer said last. The first look asks about everything;
+/// later looks only about what may still change (a pending state, an
+/// agent registering, status checks initializing), so waiting for a few
+/// stragglers costs a request or two a look, not a fleet's worth of pages.
+#[derive(Default)]
+struct Answers {
+    states: Option<BTreeMap<InstanceId, InstanceState>>,
+    ssm: Option<Result<BTreeMap<InstanceId, SsmInfo>, String>>,
+    status: Option<Result<BTreeMap<InstanceId, StatusChecks>, String>>,
+}
+
+impl Answers {
+    /// One look: the three calls at once, each only if something it
+    /// answers is still in doubt.
+    async fn ask(
+        &mut self,
+        wf: &Workflow<'_>,
+        t: &TargetRun,
+        findings: &[Vec<Finding>],
+        first: bool,
+    ) {
+        let v = &wf.config.phases.validation;
         let in_doubt = |check: Check| {
             first
                 || findings
@@ -95,11 +126,11 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
         let ask_states = in_doubt(Check::State);
         let ask_status = v.health_checks && (in_doubt(Check::Status) || in_doubt(Check::State));
         // After a good answer, only agents still in doubt, by id.
-        let ssm_ask: Option<Vec<InstanceId>> = match &ssm {
+        let ssm_ask: Option<Vec<InstanceId>> = match &self.ssm {
             Some(Ok(_)) if !first => Some(
                 t.records
                     .iter()
-                    .zip(&findings)
+                    .zip(findings)
                     .filter(|(_, f)| f.iter().any(|f| f.transient && f.check == Check::Ssm))
                     .map(|(r, _)| r.instance.id.clone())
                     .collect(),
@@ -129,13 +160,13 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
         );
         match new_states {
             None => {}
-            Some(Ok(all)) => states = Some(all.into_iter().map(|i| (i.id, i.state)).collect()),
+            Some(Ok(all)) => self.states = Some(all.into_iter().map(|i| (i.id, i.state)).collect()),
             Some(Err(e)) => {
                 tracing::warn!(target_ = %t.target, error = %e, "DescribeInstances failed");
-                states = None;
+                self.states = None;
             }
         }
-        match (new_ssm, &mut ssm, ssm_ask) {
+        match (new_ssm, &mut self.ssm, ssm_ask) {
             (None, ..) => {}
             (Some(Ok(found)), Some(Ok(seen)), Some(asked)) => {
                 for id in asked {
@@ -146,28 +177,32 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
                     seen.insert(id, info);
                 }
             }
-            (Some(answer), ..) => ssm = Some(answer.map_err(|e| e.to_string())),
+            (Some(answer), ..) => self.ssm = Some(answer.map_err(|e| e.to_string())),
         }
         if let Some(answer) = new_status {
-            status = Some(
+            self.status = Some(
                 answer
                     .map(|all| all.into_iter().map(|s| (s.id.clone(), s)).collect())
                     .map_err(|e| e.to_string()),
             );
         }
+    }
 
-        findings = t
-            .records
+    /// Each instance's findings from the answers so far; the records take
+    /// what the answers say of their SSM agent and state.
+    fn judge(&self, wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Vec<Vec<Finding>> {
+        let v = &wf.config.phases.validation;
+        t.records
             .iter_mut()
             .map(|r| {
-                let state = match &states {
+                let state = match &self.states {
                     Some(states) => states
                         .get(&r.instance.id)
                         .copied()
                         .unwrap_or(InstanceState::Terminated),
                     None => InstanceState::Unknown,
                 };
-                match &ssm {
+                match &self.ssm {
                     Some(Ok(seen)) => {
                         r.ssm = seen
                             .get(&r.instance.id)
@@ -182,20 +217,21 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
                         start.final_state = state;
                     }
                 }
-                let ssm = if v.ssm_ping { ssm.as_ref() } else { None };
-                check(r, state, ssm, status.as_ref(), backup_ran)
+                let ssm = if v.ssm_ping { self.ssm.as_ref() } else { None };
+                check(r, state, ssm, self.status.as_ref(), backup_ran)
             })
-            .collect();
-        first = false;
-
-        let waiting = findings.iter().flatten().any(|f| f.transient);
-        let now = tokio::time::Instant::now();
-        if !waiting || now >= deadline || !wf.shutdown.sleep(interval.min(deadline - now)).await {
-            break;
-        }
-        interval = interval.mul_f64(1.5).min(POLL_MAX);
+            .collect()
     }
+}
 
+/// One verdict per instance: READY, or NOT READY with every reason.
+fn verdicts(
+    wf: &Workflow<'_>,
+    t: &mut TargetRun,
+    findings: Vec<Vec<Finding>>,
+    bar: &super::progress::Bar,
+) -> Tally {
+    let v = &wf.config.phases.validation;
     let mut tally = Tally::default();
     for (r, found) in t.records.iter_mut().zip(findings) {
         let reasons: Vec<String> = found
@@ -225,7 +261,6 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
         r.verdict = Some(verdict);
         bar.inc(1);
     }
-    bar.finish(format!("{} READY, {} NOT READY", tally.done, tally.failed));
     tally
 }
 
