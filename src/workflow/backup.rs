@@ -25,7 +25,7 @@ use futures::StreamExt;
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{ImageFilter, ImageRequest};
 use crate::model::{
-    AmiId, Backup, Failure, Image, ImageState, InstanceId, Record, TagMap, Tags, tag,
+    AmiId, Backup, Failure, Image, ImageState, InstanceId, Record, TagMap, Tags, Target, tag,
 };
 use crate::model::{Phase, Run, TargetRun};
 
@@ -72,7 +72,6 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     if t.records.is_empty() {
         return Tally::default();
     }
-    let cloud = wf.cloud;
     let run_id = wf.options.run_id.as_str().to_owned();
     let bar = wf
         .progress
@@ -130,36 +129,10 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
 
     let target = &t.target;
     let bar = &bar;
-    let run_id = run_id.as_str();
     let created: Vec<(usize, Result<AmiId, Failure>, DateTime<Utc>)> =
         futures::stream::iter(requests)
             .map(|(i, req)| async move {
-                let result = match cloud.create_image(target, &req).await {
-                    Ok(ami) => Ok(ami),
-                    // AWS refuses a second AMI of the same name: adopt it
-                    // if it is this run's backup of this instance.
-                    Err(e) if e.code == "InvalidAMIName.Duplicate" => {
-                        match cloud
-                            .describe_images(target, &ImageFilter::Name(req.name.clone()))
-                            .await
-                        {
-                            Ok(found) => match found.into_iter().next() {
-                                None => Err(Failure::from(e)),
-                                Some(i) => {
-                                    match i.backup_of(run_id, |id| wf.witnesses.of(id)) {
-                                        Ok(of) if of == req.instance => Ok(i.id),
-                                        Ok(of) => Err(Failure::from(e)
-                                            .and(format!("it is the backup of {of}"))),
-                                        Err(why) => Err(Failure::from(e)
-                                            .and(format!("{} is left alone: {why}", i.id))),
-                                    }
-                                }
-                            },
-                            Err(e2) => Err(Failure::from(e).and(format!("looking it up: {e2}"))),
-                        }
-                    }
-                    Err(e) => Err(Failure::from(e)),
-                };
+                let result = create_one(wf, target, &req).await;
                 bar.inc(1);
                 (i, result, wf.clock.now())
             })
@@ -167,7 +140,6 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             .collect()
             .await;
 
-    let mut tally = Tally::default();
     for (i, result, at) in created {
         let r = &mut t.records[i];
         r.backup = Some(match result {
@@ -210,19 +182,57 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         repair_adopted_snapshots(wf, t).await;
     }
 
+    let tally = tally_of(t);
+    bar.finish(format!("{} AMIs, {} failed", tally.done, tally.failed));
+    tally
+}
+
+/// One `CreateImage`. AWS refuses a second AMI of the same name: that
+/// one is adopted if it is this run's backup of this instance (an earlier
+/// attempt's, its answer lost), and refused with the reason if not.
+async fn create_one(
+    wf: &Workflow<'_>,
+    target: &Target,
+    req: &ImageRequest,
+) -> Result<AmiId, Failure> {
+    let run_id = wf.options.run_id.as_str();
+    match wf.cloud.create_image(target, req).await {
+        Ok(ami) => Ok(ami),
+        // AWS refuses a second AMI of the same name: adopt it
+        // if it is this run's backup of this instance.
+        Err(e) if e.code == "InvalidAMIName.Duplicate" => {
+            match wf
+                .cloud
+                .describe_images(target, &ImageFilter::Name(req.name.clone()))
+                .await
+            {
+                Ok(found) => match found.into_iter().next() {
+                    None => Err(Failure::from(e)),
+                    Some(i) => match i.backup_of(run_id, |id| wf.witnesses.of(id)) {
+                        Ok(of) if of == req.instance => Ok(i.id),
+                        Ok(of) => Err(Failure::from(e).and(format!("it is the backup of {of}"))),
+                        Err(why) => {
+                            Err(Failure::from(e).and(format!("{} is left alone: {why}", i.id)))
+                        }
+                    },
+                },
+                Err(e2) => Err(Failure::from(e).and(format!("looking it up: {e2}"))),
+            }
+        }
+        Err(e) => Err(Failure::from(e)),
+    }
+}
+
+/// The phase's counts for a target: an AMI that exists is done.
+fn tally_of(t: &TargetRun) -> Tally {
+    let mut tally = Tally::default();
     for r in &t.records {
         match &r.backup {
-            Some(b)
-                if b.error.is_some()
-                    || matches!(b.state, Some(ImageState::Failed | ImageState::Unusable)) =>
-            {
-                tally.failed += 1
-            }
+            Some(b) if b.failed() => tally.failed += 1,
             Some(_) => tally.done += 1,
             None => tally.skipped += 1,
         }
     }
-    bar.finish(format!("{} AMIs, {} failed", tally.done, tally.failed));
     tally
 }
 
