@@ -72,7 +72,6 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     if t.records.is_empty() {
         return Tally::default();
     }
-    let run_id = wf.options.run_id.as_str().to_owned();
     let bar = wf
         .progress
         .bar(Phase::AmiBackup, &t.target, t.records.len() as u64);
@@ -100,8 +99,42 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         }
     };
 
+    create_images(wf, t, &existing, expires_at, &bar).await;
+
+    if wf.config.phases.ami_backup.deprecate_at_expiry {
+        deprecate_new_images(wf, t, expires_at).await;
+    }
+
+    if wf.options.wait_backup {
+        bar.message("waiting for AMIs");
+        wait_for_images(
+            wf,
+            t,
+            wf.config.phases.ami_backup.timeout,
+            Repair::Snapshots,
+        )
+        .await;
+    } else {
+        repair_adopted_snapshots(wf, t).await;
+    }
+
+    let tally = tally_of(t);
+    bar.finish(format!("{} AMIs, {} failed", tally.done, tally.failed));
+    tally
+}
+
+/// A `CreateImage` for each instance without an AMI from an earlier
+/// attempt (those are adopted), a few in flight at once.
+async fn create_images(
+    wf: &Workflow<'_>,
+    t: &mut TargetRun,
+    existing: &BTreeMap<InstanceId, Image>,
+    expires_at: DateTime<Utc>,
+    bar: &super::progress::Bar,
+) {
+    let run_id = wf.options.run_id.as_str();
     // The same for every AMI of the target: made once, not per instance.
-    let shared_tags = run_tags(&run_id, &t.target.landing_zone, expires_at);
+    let shared_tags = run_tags(run_id, &t.target.landing_zone, expires_at);
     let mut requests = Vec::new();
     for (i, r) in t.records.iter_mut().enumerate() {
         if let Some(image) = existing.get(&r.instance.id) {
@@ -124,11 +157,10 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             });
             continue;
         }
-        requests.push((i, image_request(wf, r, &run_id, &shared_tags)));
+        requests.push((i, image_request(wf, r, run_id, &shared_tags)));
     }
 
     let target = &t.target;
-    let bar = &bar;
     let created: Vec<(usize, Result<AmiId, Failure>, DateTime<Utc>)> =
         futures::stream::iter(requests)
             .map(|(i, req)| async move {
@@ -164,27 +196,6 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             }
         });
     }
-
-    if wf.config.phases.ami_backup.deprecate_at_expiry {
-        deprecate_new_images(wf, t, expires_at).await;
-    }
-
-    if wf.options.wait_backup {
-        bar.message("waiting for AMIs");
-        wait_for_images(
-            wf,
-            t,
-            wf.config.phases.ami_backup.timeout,
-            Repair::Snapshots,
-        )
-        .await;
-    } else {
-        repair_adopted_snapshots(wf, t).await;
-    }
-
-    let tally = tally_of(t);
-    bar.finish(format!("{} AMIs, {} failed", tally.done, tally.failed));
-    tally
 }
 
 /// One `CreateImage`. AWS refuses a second AMI of the same name: that
@@ -391,30 +402,7 @@ pub(super) async fn wait_for_images(
                         continue;
                     };
                     let r = &mut t.records[i];
-                    let Some(b) = r.backup.as_mut() else { continue };
-                    if b.state == Some(ImageState::Pending) && image.state.is_final() {
-                        b.completed_at = Some(now);
-                        if image.state != ImageState::Available {
-                            let reason = image
-                                .state_reason
-                                .unwrap_or_else(|| "no reason given".into());
-                            b.error = Some(Failure::new(format!("AMI {}: {reason}", image.state)));
-                            wf.event(
-                                Phase::AmiBackup,
-                                &r.instance.id,
-                                format!("AMI {} {}: {reason}", image.id, image.state),
-                            );
-                        }
-                    }
-                    b.state = Some(image.state);
-                    if b.snapshot_ids.is_empty() && !image.snapshot_ids.is_empty() {
-                        // A new AMI's snapshots were tagged by CreateImage;
-                        // an adopted one's may not have been.
-                        if b.reused && repair == Repair::Snapshots {
-                            new_snapshots.extend(image.snapshot_ids.iter().cloned());
-                        }
-                        b.snapshot_ids = image.snapshot_ids.to_vec();
-                    }
+                    seen(wf, r, &image, repair, &mut new_snapshots, now);
                     if !is_pending(r) && snapshots_known(r) {
                         waiting.remove(&image.id);
                     }
@@ -434,24 +422,64 @@ pub(super) async fn wait_for_images(
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            for r in &mut t.records {
-                if let Some(b) = r
-                    .backup
-                    .as_mut()
-                    .filter(|b| b.state == Some(ImageState::Pending))
-                {
-                    b.error = Some(Failure::new(format!(
-                        "pending after {}s",
-                        timeout.as_secs()
-                    )));
-                }
-            }
+            time_out_pending(t, timeout);
             break;
         }
         if !wf.shutdown.sleep(interval.min(deadline - now)).await {
             break;
         }
         interval = (interval.mul_f64(1.5)).min(POLL_MAX);
+    }
+}
+
+/// What one answer says of a record's AMI: its state (and when it
+/// ended), its snapshots; an adopted AMI's snapshots go to `new_snapshots`
+/// for their tags' repair.
+fn seen(
+    wf: &Workflow<'_>,
+    r: &mut Record,
+    image: &Image,
+    repair: Repair,
+    new_snapshots: &mut Vec<String>,
+    now: DateTime<Utc>,
+) {
+    let Some(b) = r.backup.as_mut() else { return };
+    if b.state == Some(ImageState::Pending) && image.state.is_final() {
+        b.completed_at = Some(now);
+        if image.state != ImageState::Available {
+            let reason = image.state_reason.as_deref().unwrap_or("no reason given");
+            b.error = Some(Failure::new(format!("AMI {}: {reason}", image.state)));
+            wf.event(
+                Phase::AmiBackup,
+                &r.instance.id,
+                format!("AMI {} {}: {reason}", image.id, image.state),
+            );
+        }
+    }
+    b.state = Some(image.state);
+    if b.snapshot_ids.is_empty() && !image.snapshot_ids.is_empty() {
+        // A new AMI's snapshots were tagged by CreateImage;
+        // an adopted one's may not have been.
+        if b.reused && repair == Repair::Snapshots {
+            new_snapshots.extend(image.snapshot_ids.iter().cloned());
+        }
+        b.snapshot_ids = image.snapshot_ids.to_vec();
+    }
+}
+
+/// Every AMI still pending at the deadline fails the backup.
+fn time_out_pending(t: &mut TargetRun, timeout: Duration) {
+    for r in &mut t.records {
+        if let Some(b) = r
+            .backup
+            .as_mut()
+            .filter(|b| b.state == Some(ImageState::Pending))
+        {
+            b.error = Some(Failure::new(format!(
+                "pending after {}s",
+                timeout.as_secs()
+            )));
+        }
     }
 }
 
