@@ -183,6 +183,36 @@ async fn apply_target(
     if p.error.is_some() {
         return;
     }
+    let asked = send_stops(cloud, p, shutdown).await;
+    let states = wait_stopped(cloud, &p.target, &asked, wait, shutdown).await;
+    for r in p.rows.iter_mut().filter(|r| r.action == Action::WouldStop) {
+        let state = states.get(&r.instance_id).copied();
+        r.state_after = state.map_or("unknown".into(), |s| s.to_string());
+        if state == Some(InstanceState::Stopped) {
+            r.action = Action::Stopped;
+        } else {
+            r.action = Action::Failed;
+            r.reason = if shutdown.requested() {
+                format!("asked to stop; {} when interrupted", r.state_after)
+            } else {
+                format!(
+                    "asked to stop, but {} after {}s",
+                    r.state_after,
+                    wait.as_secs()
+                )
+            };
+        }
+    }
+    untag(cloud, p, run_id).await;
+}
+
+/// Sends the stops in batches; each judged by AWS's answer. Returns what
+/// was asked to stop while running: this restore's to wait on.
+async fn send_stops(
+    cloud: &dyn Cloud,
+    p: &mut TargetPlan,
+    shutdown: &Shutdown,
+) -> BTreeSet<String> {
     let t = p.target.clone();
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let to_stop: Vec<usize> = (0..p.rows.len())
@@ -240,12 +270,23 @@ async fn apply_target(
             }
         }
     }
-    // Wait until what was asked to stop is stopped.
+    asked
+}
+
+/// Waits until what was asked to stop is stopped (or gone), `wait` at the
+/// most; the states last seen.
+async fn wait_stopped(
+    cloud: &dyn Cloud,
+    t: &Target,
+    asked: &BTreeSet<String>,
+    wait: Duration,
+    shutdown: &Shutdown,
+) -> BTreeMap<String, InstanceState> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut interval = POLL_FIRST;
     let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
     while !asked.is_empty() {
-        match cloud.describe_instances(&t, Scope::All).await {
+        match cloud.describe_instances(t, Scope::All).await {
             Ok(all) => {
                 states = all
                     .into_iter()
@@ -271,25 +312,12 @@ async fn apply_target(
         }
         interval = interval.mul_f64(1.5).min(POLL_MAX);
     }
-    for r in p.rows.iter_mut().filter(|r| r.action == Action::WouldStop) {
-        let state = states.get(&r.instance_id).copied();
-        r.state_after = state.map_or("unknown".into(), |s| s.to_string());
-        if state == Some(InstanceState::Stopped) {
-            r.action = Action::Stopped;
-        } else {
-            r.action = Action::Failed;
-            r.reason = if shutdown.requested() {
-                format!("asked to stop; {} when interrupted", r.state_after)
-            } else {
-                format!(
-                    "asked to stop, but {} after {}s",
-                    r.state_after,
-                    wait.as_secs()
-                )
-            };
-        }
-    }
-    // The tag goes from what is stopped now.
+    states
+}
+
+/// The tag goes from what is stopped now, this run's value only.
+async fn untag(cloud: &dyn Cloud, p: &mut TargetPlan, run_id: &str) {
+    let t = &p.target;
     let untag: Vec<usize> = (0..p.rows.len())
         .filter(|&i| matches!(p.rows[i].action, Action::Stopped | Action::AlreadyStopped))
         .collect();
@@ -299,7 +327,7 @@ async fn apply_target(
             .iter()
             .map(|&i| p.rows[i].instance_id.clone())
             .collect();
-        match cloud.delete_tags(&t, &ids, &mine).await {
+        match cloud.delete_tags(t, &ids, &mine).await {
             Ok(()) => {
                 for &i in chunk {
                     p.rows[i].tag_removed = true;
