@@ -19,8 +19,8 @@ use crate::cli::RestoreArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, Scope};
 use crate::config::{Config, LandingZone};
-use crate::journal::{Journal, Journaled, NewRun, RunParams};
-use crate::model::{Environment, InstanceId, InstanceState, Region, RunId, Target, tag};
+use crate::journal::{Journal, Journaled, NewRun, RunParams, RunRow};
+use crate::model::{Environment, Instance, InstanceId, InstanceState, Region, RunId, Target, tag};
 use crate::workflow::{Confirmation, Shutdown, for_each_target};
 use crate::{Error, Outcome};
 
@@ -85,8 +85,7 @@ async fn plan_target(
             return p;
         }
     };
-    let by_id: BTreeMap<&InstanceId, &crate::model::Instance> =
-        instances.iter().map(|i| (&i.id, i)).collect();
+    let by_id: BTreeMap<&InstanceId, &Instance> = instances.iter().map(|i| (&i.id, i)).collect();
     let row = |id: &InstanceId, action: Action, reason: String| {
         let i = by_id.get(id);
         Row {
@@ -109,37 +108,9 @@ async fn plan_target(
         }
     };
     for id in &journal_ids {
-        let r = match by_id.get(id) {
-            None => row(id, Action::LeftAlone, "not found in EC2".into()),
-            Some(i) if i.state.is_gone() => {
-                row(id, Action::LeftAlone, format!("it is {}", i.state))
-            }
-            Some(i) => match i.tag(tag::STARTED_BY) {
-                None => row(
-                    id,
-                    Action::LeftAlone,
-                    format!(
-                        "the journal says this run started it, but it has no {} tag",
-                        tag::STARTED_BY
-                    ),
-                ),
-                Some(v) if v != run_id => row(
-                    id,
-                    Action::LeftAlone,
-                    format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
-                ),
-                Some(_) => match i.state {
-                    InstanceState::Running | InstanceState::Pending => {
-                        row(id, Action::WouldStop, String::new())
-                    }
-                    InstanceState::Stopped | InstanceState::Stopping => {
-                        row(id, Action::AlreadyStopped, String::new())
-                    }
-                    s => row(id, Action::LeftAlone, format!("it is {s}")),
-                },
-            },
-        };
-        p.rows.push(r);
+        let found = by_id.get(id).copied();
+        let (action, reason) = decide(found, run_id);
+        p.rows.push(row(id, action, reason));
     }
     for i in &instances {
         if i.tag(tag::STARTED_BY) == Some(run_id) && !journal_ids.contains(&i.id) {
@@ -151,6 +122,37 @@ async fn plan_target(
         }
     }
     p
+}
+
+/// What restore does with an instance the journal says the run started:
+/// stop it only if its tag agrees and it is running; say why otherwise.
+fn decide(found: Option<&Instance>, run_id: &str) -> (Action, String) {
+    let Some(i) = found else {
+        return (Action::LeftAlone, "not found in EC2".into());
+    };
+    if i.state.is_gone() {
+        return (Action::LeftAlone, format!("it is {}", i.state));
+    }
+    match i.tag(tag::STARTED_BY) {
+        None => (
+            Action::LeftAlone,
+            format!(
+                "the journal says this run started it, but it has no {} tag",
+                tag::STARTED_BY
+            ),
+        ),
+        Some(v) if v != run_id => (
+            Action::LeftAlone,
+            format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
+        ),
+        Some(_) => match i.state {
+            InstanceState::Running | InstanceState::Pending => (Action::WouldStop, String::new()),
+            InstanceState::Stopped | InstanceState::Stopping => {
+                (Action::AlreadyStopped, String::new())
+            }
+            s => (Action::LeftAlone, format!("it is {s}")),
+        },
+    }
 }
 
 /// Stops what the plan says, waits for `stopped` (one `DescribeInstances`
@@ -407,35 +409,7 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
     })?;
     let config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
     let started = journal.started_instances(&row.id)?;
-    let mut landing_zones: Vec<LandingZone> = Vec::new();
-    for name in row.landing_zones.split(',').filter(|n| !n.is_empty()) {
-        let Some(lz) = config.landing_zone(name) else {
-            return Err(Error::Usage(format!(
-                "landing zone {name} of run {} is not in {}",
-                row.id,
-                config.source.display()
-            )));
-        };
-        let mut lz = lz.clone().with_restore_role();
-        if !params.regions.is_empty() {
-            lz.regions = params
-                .regions
-                .iter()
-                .filter_map(|r| r.trim().parse::<Region>().ok())
-                .collect();
-        }
-        // A region the journal has starts in is looked at, whatever the config says now.
-        for (l, _, region) in started.keys() {
-            if *l == lz.name {
-                if let Ok(r) = region.parse::<Region>() {
-                    if !lz.regions.contains(&r) {
-                        lz.regions.push(r);
-                    }
-                }
-            }
-        }
-        landing_zones.push(lz);
-    }
+    let mut landing_zones = landing_zones_of(&row, &params, &config, &started)?;
     // Prod by the run's record is prod: a config that now calls a landing
     // zone nonprod does not bypass the guard.
     params.guard_recorded_prod(&mut landing_zones, &row.environment);
@@ -477,6 +451,47 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
     let result = result.map(|(o, _)| o);
     op.finish(&result, summary.as_deref());
     result
+}
+
+/// The run's landing zones as restore reaches them: from the config, on
+/// the restore role, in the run's regions and every region the journal
+/// has starts in, whatever the config says now.
+fn landing_zones_of(
+    row: &RunRow,
+    params: &RunParams,
+    config: &Config,
+    started: &Started,
+) -> Result<Vec<LandingZone>, Error> {
+    let mut landing_zones: Vec<LandingZone> = Vec::new();
+    for name in row.landing_zones.split(',').filter(|n| !n.is_empty()) {
+        let Some(lz) = config.landing_zone(name) else {
+            return Err(Error::Usage(format!(
+                "landing zone {name} of run {} is not in {}",
+                row.id,
+                config.source.display()
+            )));
+        };
+        let mut lz = lz.clone().with_restore_role();
+        if !params.regions.is_empty() {
+            lz.regions = params
+                .regions
+                .iter()
+                .filter_map(|r| r.trim().parse::<Region>().ok())
+                .collect();
+        }
+        // A region the journal has starts in is looked at, whatever the config says now.
+        for (l, _, region) in started.keys() {
+            if *l == lz.name {
+                if let Ok(r) = region.parse::<Region>() {
+                    if !lz.regions.contains(&r) {
+                        lz.regions.push(r);
+                    }
+                }
+            }
+        }
+        landing_zones.push(lz);
+    }
+    Ok(landing_zones)
 }
 
 #[allow(clippy::too_many_arguments)]
