@@ -7,98 +7,19 @@ use std::sync::Arc;
 use super::execute::execute;
 use super::{Context, connect_aws, options, phase_name, select_landing_zones};
 use crate::cli::{EnvironmentArg, PhaseArg, PhaseArgs};
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, RunParams};
 use crate::{Error, Outcome};
 
 /// `prepatch` (no subcommand): the run on AWS.
 pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
     let cli = ctx.cli;
-    let args = &cli.run;
-    let mut params = journal::RunParams {
-        config: args.select.config.clone(),
-        landing_zones: args.select.landing_zones.clone(),
-        environment: args.select.environment.map(|e| match e {
-            EnvironmentArg::Nonprod => "nonprod".to_owned(),
-            EnvironmentArg::Prod => "prod".to_owned(),
-        }),
-        regions: args.select.region.clone(),
-        profile: args.select.profile.clone(),
-        scanner_only: args.phases.scanner_only,
-        phase: args.phases.phase.map(|p| phase_name(p).to_owned()),
-        skip_backup: args.phases.skip_backup,
-        skip_start: args.phases.skip_start,
-        skip_validation: args.phases.skip_validation,
-        no_wait_backup: args.phases.no_wait_backup,
-        output_dir: cli.output.output_dir.clone(),
-        environments: Default::default(),
+    let (mut params, phases, resumed) = match &cli.run.resume {
+        Some(which) => {
+            let r = resume(ctx, which)?;
+            (r.params, r.phases, Some((r.journal, r.environment)))
+        }
+        None => (params_of(ctx), cli.run.phases.clone(), None),
     };
-    let mut phases = args.phases.clone();
-    // The resumed run's row: its record of environments guards it.
-    let mut recorded_environment: Option<String> = None;
-    let mut resumed: Option<(std::sync::Arc<journal::Journal>, String)> = None;
-    if let Some(which) = &args.resume {
-        let path = &ctx.journal;
-        let j = journal::Journal::open_existing(path)?;
-        let row = if which == "latest" {
-            j.latest_interrupted()?.ok_or_else(|| {
-                Error::Usage(format!(
-                    "--resume latest: no interrupted run in {}",
-                    path.display()
-                ))
-            })?
-        } else {
-            j.run(which)?
-        };
-        if row.kind != "run" || row.dry_run || row.simulated {
-            return Err(Error::Usage(format!(
-                "--resume: {} is a {}{}, not a run that can be resumed",
-                row.id,
-                if row.dry_run { "dry " } else { "" },
-                if row.simulated {
-                    "demo run"
-                } else {
-                    row.kind.as_str()
-                }
-            )));
-        }
-        if row.status == journal::Status::Complete {
-            return Err(Error::Usage(format!(
-                "--resume: run {} is complete: nothing to resume",
-                row.id
-            )));
-        }
-        params = serde_json::from_str(&row.params).map_err(|e| {
-            Error::Usage(format!(
-                "--resume: the parameters of run {} in {} cannot be read: {e}",
-                row.id,
-                path.display()
-            ))
-        })?;
-        phases = PhaseArgs {
-            scanner_only: params.scanner_only,
-            phase: params.phase.as_deref().and_then(|p| match p {
-                "ami-backup" => Some(PhaseArg::AmiBackup),
-                "server-start" => Some(PhaseArg::ServerStart),
-                "validation" => Some(PhaseArg::Validation),
-                _ => None,
-            }),
-            skip_backup: params.skip_backup,
-            skip_start: params.skip_start,
-            skip_validation: params.skip_validation,
-            no_wait_backup: params.no_wait_backup,
-            dry_run: false,
-            yes: args.phases.yes,
-            run_id: Some(row.id.clone()),
-        };
-        eprintln!(
-            "resuming run {} (landing zones {}; attempt {})",
-            row.id,
-            row.landing_zones,
-            row.attempts + 1
-        );
-        recorded_environment = Some(row.environment.clone());
-        resumed = Some((std::sync::Arc::new(j), row.id));
-    }
     let environment = params.environment.as_deref().map(|e| {
         if e == "prod" {
             EnvironmentArg::Prod
@@ -109,9 +30,9 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
     let config = ctx.config(&params.config)?;
     let mut landing_zones =
         select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
-    match &recorded_environment {
+    match &resumed {
         // A resume: prod by the record is prod, whatever the config says now.
-        Some(env) => params.guard_recorded_prod(&mut landing_zones, env),
+        Some((_, env)) => params.guard_recorded_prod(&mut landing_zones, env),
         None => {
             params.environments = landing_zones
                 .iter()
@@ -136,4 +57,106 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
         &params,
     )
     .await
+}
+
+/// The run's parameters from the flags, as the journal keeps them.
+fn params_of(ctx: &Context<'_>) -> RunParams {
+    let args = &ctx.cli.run;
+    RunParams {
+        config: args.select.config.clone(),
+        landing_zones: args.select.landing_zones.clone(),
+        environment: args.select.environment.map(|e| match e {
+            EnvironmentArg::Nonprod => "nonprod".to_owned(),
+            EnvironmentArg::Prod => "prod".to_owned(),
+        }),
+        regions: args.select.region.clone(),
+        profile: args.select.profile.clone(),
+        scanner_only: args.phases.scanner_only,
+        phase: args.phases.phase.map(|p| phase_name(p).to_owned()),
+        skip_backup: args.phases.skip_backup,
+        skip_start: args.phases.skip_start,
+        skip_validation: args.phases.skip_validation,
+        no_wait_backup: args.phases.no_wait_backup,
+        output_dir: ctx.cli.output.output_dir.clone(),
+        environments: Default::default(),
+    }
+}
+
+/// An interrupted run, read back to go on with.
+struct Resumed {
+    journal: Arc<Journal>,
+    params: RunParams,
+    phases: PhaseArgs,
+    /// The run's record of environments: it guards the resume.
+    environment: String,
+}
+
+/// `--resume <id|latest>`: the run's own parameters from the journal; a
+/// run that is complete, a dry run or a demo cannot be resumed.
+fn resume(ctx: &Context<'_>, which: &str) -> Result<Resumed, Error> {
+    let path = &ctx.journal;
+    let j = Journal::open_existing(path)?;
+    let row = if which == "latest" {
+        j.latest_interrupted()?.ok_or_else(|| {
+            Error::Usage(format!(
+                "--resume latest: no interrupted run in {}",
+                path.display()
+            ))
+        })?
+    } else {
+        j.run(which)?
+    };
+    if row.kind != "run" || row.dry_run || row.simulated {
+        return Err(Error::Usage(format!(
+            "--resume: {} is a {}{}, not a run that can be resumed",
+            row.id,
+            if row.dry_run { "dry " } else { "" },
+            if row.simulated {
+                "demo run"
+            } else {
+                row.kind.as_str()
+            }
+        )));
+    }
+    if row.status == journal::Status::Complete {
+        return Err(Error::Usage(format!(
+            "--resume: run {} is complete: nothing to resume",
+            row.id
+        )));
+    }
+    let params: RunParams = serde_json::from_str(&row.params).map_err(|e| {
+        Error::Usage(format!(
+            "--resume: the parameters of run {} in {} cannot be read: {e}",
+            row.id,
+            path.display()
+        ))
+    })?;
+    let phases = PhaseArgs {
+        scanner_only: params.scanner_only,
+        phase: params.phase.as_deref().and_then(|p| match p {
+            "ami-backup" => Some(PhaseArg::AmiBackup),
+            "server-start" => Some(PhaseArg::ServerStart),
+            "validation" => Some(PhaseArg::Validation),
+            _ => None,
+        }),
+        skip_backup: params.skip_backup,
+        skip_start: params.skip_start,
+        skip_validation: params.skip_validation,
+        no_wait_backup: params.no_wait_backup,
+        dry_run: false,
+        yes: ctx.cli.run.phases.yes,
+        run_id: Some(row.id.clone()),
+    };
+    eprintln!(
+        "resuming run {} (landing zones {}; attempt {})",
+        row.id,
+        row.landing_zones,
+        row.attempts + 1
+    );
+    Ok(Resumed {
+        journal: Arc::new(j),
+        params,
+        phases,
+        environment: row.environment,
+    })
 }
