@@ -136,6 +136,52 @@ async fn execute_inner<C: Cloud>(
         path: dir.display().to_string(),
         source,
     })?;
+    let run = run_checkpointed(cloud, config, landing_zones, options, op, &dir).await?;
+    let meta = run_meta(cloud, config, landing_zones);
+    if let Err(e) = serde_json::to_string(&meta)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            journal
+                .save_meta(run.id.as_str(), &m)
+                .map_err(|e| e.to_string())
+        })
+    {
+        tracing::error!(error = %e, "cannot save the report metadata in the journal");
+    }
+    // The journal's log is folded in while the reports are written: that
+    // waits on the disk, they on the processor.
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let started = std::time::Instant::now();
+            if let Err(e) = journal.checkpoint() {
+                tracing::warn!(error = %e, "cannot checkpoint the journal");
+            }
+            tracing::debug!(ms = started.elapsed().as_millis(), "journal checkpointed");
+        });
+        write_reports(&run, cloud, config, landing_zones, &dir)
+    })?;
+
+    print_summary(&run, options, cloud, &dir, journal)?;
+    let outcome = Outcome {
+        failures: run.has_failures(),
+        interrupted: run.interrupted,
+    };
+    // Freed on the side: a large run's records take a while to free.
+    std::thread::spawn(move || drop(run));
+    Ok(outcome)
+}
+
+/// Runs the workflow, saving each phase in the journal and rewriting the
+/// inventory as it goes; the run, once every save is done.
+async fn run_checkpointed<C: Cloud>(
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    op: &Operation,
+    dir: &Path,
+) -> Result<Run, Error> {
+    let journal = &op.journal;
     let csv_path = dir.join("inventory.csv");
 
     let journaled = journal::Journaled::new(cloud, journal, options.run_id.as_str());
@@ -195,38 +241,26 @@ async fn execute_inner<C: Cloud>(
     if let Some(e) = write_error {
         return Err(e);
     }
-    let meta = run_meta(cloud, config, landing_zones);
-    if let Err(e) = serde_json::to_string(&meta)
-        .map_err(|e| e.to_string())
-        .and_then(|m| {
-            journal
-                .save_meta(run.id.as_str(), &m)
-                .map_err(|e| e.to_string())
-        })
-    {
-        tracing::error!(error = %e, "cannot save the report metadata in the journal");
-    }
-    // The journal's log is folded in while the reports are written: that
-    // waits on the disk, they on the processor.
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let started = std::time::Instant::now();
-            if let Err(e) = journal.checkpoint() {
-                tracing::warn!(error = %e, "cannot checkpoint the journal");
-            }
-            tracing::debug!(ms = started.elapsed().as_millis(), "journal checkpointed");
-        });
-        write_reports(&run, cloud, config, landing_zones, &dir)
-    })?;
+    Ok(run)
+}
 
+/// The plan of a dry run, the summary, and where the reports and the
+/// journal are.
+fn print_summary<C: Cloud>(
+    run: &Run,
+    options: &Options,
+    cloud: &Paced<C>,
+    dir: &Path,
+    journal: &Journal,
+) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     if run.dry_run {
-        print_plan(&run, options, &mut out).map_err(|source| Error::Write {
+        print_plan(run, options, &mut out).map_err(|source| Error::Write {
             path: "stdout".into(),
             source,
         })?;
     }
-    report::summary::write(&run, &cloud.api_calls().snapshot(), &mut out).map_err(|source| {
+    report::summary::write(run, &cloud.api_calls().snapshot(), &mut out).map_err(|source| {
         Error::Write {
             path: "stdout".into(),
             source,
@@ -239,13 +273,7 @@ async fn execute_inner<C: Cloud>(
         journal.path().display(),
         run.id
     );
-    let outcome = Outcome {
-        failures: run.has_failures(),
-        interrupted: run.interrupted,
-    };
-    // Freed on the side: a large run's records take a while to free.
-    std::thread::spawn(move || drop(run));
-    Ok(outcome)
+    Ok(())
 }
 
 /// Writes the end-of-run reports (the formats the config and `--format`
