@@ -311,34 +311,7 @@ pub fn select_landing_zones(
         }
     } else {
         for name in names {
-            let name = name.trim();
-            if !config::valid_lz_name(name) {
-                return Err(Error::Usage(format!(
-                    "{name:?} is not a landing zone name (letters, digits, '-', '_'); known: {}",
-                    known()
-                )));
-            }
-            let Some(lz) = config.landing_zone(name) else {
-                return Err(Error::Usage(format!(
-                    "unknown landing zone {name:?}; known in {}: {}",
-                    config.source.display(),
-                    known()
-                )));
-            };
-            if !lz.enabled {
-                return Err(Error::Usage(format!(
-                    "landing zone {name} is disabled in {} (enabled: false)",
-                    config.source.display()
-                )));
-            }
-            if let Some(env) = env {
-                if lz.environment != env {
-                    return Err(Error::Usage(format!(
-                        "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",
-                        lz.environment
-                    )));
-                }
-            }
+            let lz = named(config, name.trim(), env, &known)?;
             if !selected.iter().any(|s| s.name == lz.name) {
                 selected.push(lz.clone());
             }
@@ -360,6 +333,44 @@ pub fn select_landing_zones(
         }
     }
     Ok(selected)
+}
+
+/// The landing zone `name`, if it exists, is enabled and (with
+/// `--environment`) belongs to `env`; else why not, in one line.
+fn named<'c>(
+    config: &'c Config,
+    name: &str,
+    env: Option<Environment>,
+    known: &dyn Fn() -> String,
+) -> Result<&'c LandingZone, Error> {
+    if !config::valid_lz_name(name) {
+        return Err(Error::Usage(format!(
+            "{name:?} is not a landing zone name (letters, digits, '-', '_'); known: {}",
+            known()
+        )));
+    }
+    let Some(lz) = config.landing_zone(name) else {
+        return Err(Error::Usage(format!(
+            "unknown landing zone {name:?}; known in {}: {}",
+            config.source.display(),
+            known()
+        )));
+    };
+    if !lz.enabled {
+        return Err(Error::Usage(format!(
+            "landing zone {name} is disabled in {} (enabled: false)",
+            config.source.display()
+        )));
+    }
+    if let Some(env) = env {
+        if lz.environment != env {
+            return Err(Error::Usage(format!(
+                "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",
+                lz.environment
+            )));
+        }
+    }
+    Ok(lz)
 }
 
 /// Whether there is an operator to ask: stdin and stderr are a terminal.
