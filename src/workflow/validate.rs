@@ -326,35 +326,49 @@ fn check(
             ),
         }
     }
-    if let Some(status) = status {
-        if state == InstanceState::Running {
-            match status {
-                Err(e) => add(Check::Status, format!("status-check: unknown ({e})"), true),
-                Ok(all) => match all.get(&r.instance.id) {
-                    None => add(Check::Status, "status-check: no data".into(), true),
-                    Some(s) => {
-                        for (what, value) in [
-                            ("instance", &s.instance_status),
-                            ("system", &s.system_status),
-                        ] {
-                            match value.as_str() {
-                                "ok" | "not-applicable" => {}
-                                "initializing" | "insufficient-data" => add(
-                                    Check::Status,
-                                    format!("status-check: {what} {value}"),
-                                    true,
-                                ),
-                                _ => add(
-                                    Check::Status,
-                                    format!("status-check: {what} {value}"),
-                                    false,
-                                ),
-                            }
+    if let (Some(status), InstanceState::Running) = (status, state) {
+        out.extend(status_findings(r, status));
+    }
+    out
+}
+
+/// What EC2's status checks say of a running instance: a finding for each
+/// check that is not ok (still initializing: worth another look).
+fn status_findings(
+    r: &Record,
+    status: &Result<BTreeMap<crate::model::InstanceId, StatusChecks>, String>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut finding = |check: Check, reason: String, transient: bool| {
+        out.push(Finding {
+            check,
+            reason,
+            transient,
+        })
+    };
+    match status {
+        Err(e) => finding(Check::Status, format!("status-check: unknown ({e})"), true),
+        Ok(all) => match all.get(&r.instance.id) {
+            None => finding(Check::Status, "status-check: no data".into(), true),
+            Some(s) => {
+                for (what, value) in [
+                    ("instance", &s.instance_status),
+                    ("system", &s.system_status),
+                ] {
+                    match value.as_str() {
+                        "ok" | "not-applicable" => {}
+                        "initializing" | "insufficient-data" => {
+                            finding(Check::Status, format!("status-check: {what} {value}"), true)
                         }
+                        _ => finding(
+                            Check::Status,
+                            format!("status-check: {what} {value}"),
+                            false,
+                        ),
                     }
-                },
+                }
             }
-        }
+        },
     }
     out
 }
