@@ -204,33 +204,10 @@ pub(super) fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -
             ("failure", detail)
         }
         (AuditAction::CreateImage, Some(r), None) => {
-            let Some((b, ami)) = r.backup.as_ref().and_then(|b| Some((b, b.ami.as_ref()?))) else {
+            let Some(made) = image_made(run, r, &mut e) else {
                 return e;
             };
-            e.resource_id = Some(ami.as_str());
-            let mut tags = TagMap::from_iter([
-                (tag::RUN_ID.to_owned(), run.id.as_str().to_owned()),
-                (
-                    tag::INSTANCE_ID.to_owned(),
-                    r.instance.id.as_str().to_owned(),
-                ),
-                (tag::LANDING_ZONE.to_owned(), r.landing_zone.clone()),
-                (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
-            ]);
-            if let Some(x) = b.expires_at {
-                tags.insert(tag::EXPIRES_AT.to_owned(), time(x).to_string());
-            }
-            e.tags = tags;
-            match (b.state, &b.error) {
-                (_, Some(err)) => ("failure", Cow::Owned(format!("AMI {ami}: {err}"))),
-                (Some(ImageState::Available), None) => {
-                    ("success", Cow::Owned(format!("AMI {ami} available")))
-                }
-                (Some(s), None) if s.is_final() => {
-                    ("failure", Cow::Owned(format!("AMI {ami} {s}")))
-                }
-                _ => ("pending", Cow::Owned(format!("AMI {ami} pending"))),
-            }
+            made
         }
         (AuditAction::StartInstance, Some(r), ev) => {
             e.resource_id = id;
@@ -269,4 +246,35 @@ pub(super) fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -
     e.result = result;
     e.detail = detail;
     e
+}
+
+/// A made AMI's entry: its id and tags on `e`; its result and detail.
+fn image_made<'a>(
+    run: &Run,
+    r: &'a Record,
+    e: &mut AuditEntry<'a>,
+) -> Option<(&'static str, Cow<'a, str>)> {
+    let (b, ami) = r.backup.as_ref().and_then(|b| Some((b, b.ami.as_ref()?)))?;
+    e.resource_id = Some(ami.as_str());
+    let mut tags = TagMap::from_iter([
+        (tag::RUN_ID.to_owned(), run.id.as_str().to_owned()),
+        (
+            tag::INSTANCE_ID.to_owned(),
+            r.instance.id.as_str().to_owned(),
+        ),
+        (tag::LANDING_ZONE.to_owned(), r.landing_zone.clone()),
+        (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
+    ]);
+    if let Some(x) = b.expires_at {
+        tags.insert(tag::EXPIRES_AT.to_owned(), time(x).to_string());
+    }
+    e.tags = tags;
+    Some(match (b.state, &b.error) {
+        (_, Some(err)) => ("failure", Cow::Owned(format!("AMI {ami}: {err}"))),
+        (Some(ImageState::Available), None) => {
+            ("success", Cow::Owned(format!("AMI {ami} available")))
+        }
+        (Some(s), None) if s.is_final() => ("failure", Cow::Owned(format!("AMI {ami} {s}"))),
+        _ => ("pending", Cow::Owned(format!("AMI {ami} pending"))),
+    })
 }
