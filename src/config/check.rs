@@ -1,0 +1,363 @@
+//! The checks that make a [`Config`](super::Config) of the YAML: each
+//! field's range and form, one error naming the field and the fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::model::{AccountId, Environment, Format, InstanceId, Region};
+
+use super::raw::*;
+use super::*;
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn regions(&self, field: &str, raw: Vec<String>) -> Result<Vec<Region>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                field,
+                "is empty: list at least one region, e.g. [us-east-1]",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let region: Region = r.parse().map_err(|()| {
+                self.err(
+                    format!("{field}[{i}]"),
+                    format!("{r:?} is not an AWS region name (like us-east-1 or eu-west-2)"),
+                )
+            })?;
+            if seen.insert(region.clone()) {
+                out.push(region);
+            }
+        }
+        Ok(out)
+    }
+
+    fn seconds(
+        &self,
+        field: &str,
+        value: Option<u64>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        match value.unwrap_or(default) {
+            0 => Err(self.err(field, "0 is not a timeout: give seconds, at least 1")),
+            s if s > 7 * 24 * 3600 => {
+                Err(self.err(field, format!("{s} s is more than a week: give seconds")))
+            }
+            s => Ok(Duration::from_secs(s)),
+        }
+    }
+}
+
+pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let c = Checker { path };
+    let aws = check_aws(&c, raw.aws)?;
+    let mut landing_zones = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, lz) in raw.landing_zones.into_iter().enumerate() {
+        let at = |f: &str| format!("landing_zones[{i}].{f}");
+        if !names.insert(lz.name.clone()) {
+            return Err(c.err(
+                at("name"),
+                format!(
+                    "{:?} is listed twice: landing zone names must be unique",
+                    lz.name
+                ),
+            ));
+        }
+        landing_zones.push(check_landing_zone(&c, i, lz, &aws)?);
+    }
+
+    let phases = check_phases(&c, raw.workflow.phases)?;
+    let filters = check_filters(&c, raw.filters)?;
+    let reports = Reports {
+        formats: match raw.reports.formats {
+            None => Format::ALL.to_vec(),
+            Some(names) => formats(&c, "reports.formats", &names)?,
+        },
+        journal: raw.reports.journal,
+    };
+
+    Ok(Config {
+        source: path.to_owned(),
+        aws,
+        landing_zones,
+        phases,
+        filters,
+        reports,
+        sha256: String::new(),
+    })
+}
+
+/// `aws:`, checked.
+fn check_aws(c: &Checker<'_>, raw: RawAws) -> Result<Aws, ConfigError> {
+    let regions = match raw.regions {
+        Some(r) => c.regions("aws.regions", r)?,
+        None => vec![Region::from_trusted("us-east-1")],
+    };
+    let role_name = raw
+        .role_name
+        .unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned());
+    check_role_name(c, "aws.role_name", &role_name)?;
+    if let Some(name) = &raw.restore_role_name {
+        check_role_name(c, "aws.restore_role_name", name)?;
+    }
+    let session_duration = raw.session_duration.unwrap_or(3600);
+    if !(900..=43_200).contains(&session_duration) {
+        return Err(c.err(
+            "aws.session_duration",
+            format!("{session_duration} is outside what STS allows: 900 to 43200 seconds"),
+        ));
+    }
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if !(1..=256).contains(&max_concurrency) {
+        return Err(c.err(
+            "aws.max_concurrency",
+            format!("{max_concurrency} must be between 1 and 256"),
+        ));
+    }
+    if let Some(url) = &raw.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(c.err(
+                "aws.endpoint_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    Ok(Aws {
+        regions,
+        role_name,
+        restore_role_name: raw.restore_role_name,
+        session_duration: Duration::from_secs(session_duration),
+        endpoint_url: raw.endpoint_url,
+        max_concurrency,
+    })
+}
+
+/// `landing_zones[i]`, checked; its role from the `aws:` defaults unless
+/// it names its own.
+fn check_landing_zone(
+    c: &Checker<'_>,
+    i: usize,
+    lz: RawLandingZone,
+    aws: &Aws,
+) -> Result<LandingZone, ConfigError> {
+    let at = |f: &str| format!("landing_zones[{i}].{f}");
+    if !valid_lz_name(&lz.name) {
+        return Err(c.err(
+            at("name"),
+            format!(
+                "{:?} is not a landing zone name: use letters, digits, '-' and '_' (at most 64)",
+                lz.name
+            ),
+        ));
+    }
+    let account_text = match lz.account_id {
+        RawAccountId::Text(s) => format!("{s:?}"),
+        RawAccountId::Number(n) => n.to_string(),
+    };
+    let account_id: AccountId = account_text.trim_matches('"').parse().map_err(|()| {
+        c.err(
+            at("account_id"),
+            format!(
+                "{account_text} is not a 12-digit account id (quote it in YAML so leading zeros survive: \"012345678901\")"
+            ),
+        )
+    })?;
+    let environment: Environment = lz.environment.parse().map_err(|()| {
+        c.err(
+            at("environment"),
+            format!(
+                "{:?} is not an environment: use nonprod or prod",
+                lz.environment
+            ),
+        )
+    })?;
+    let regions = match lz.regions {
+        Some(r) => c.regions(&at("regions"), r)?,
+        None => aws.regions.clone(),
+    };
+    let role_arn = match (lz.role_name, lz.role_arn) {
+        (Some(_), Some(_)) => {
+            return Err(c.err(at("role_arn"), "give role_name or role_arn, not both"));
+        }
+        (_, Some(arn)) => {
+            if !arn.starts_with("arn:aws") || !arn.contains(":role/") {
+                return Err(c.err(
+                    at("role_arn"),
+                    format!("{arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+                ));
+            }
+            arn
+        }
+        (Some(name), None) => {
+            check_role_name(c, &at("role_name"), &name)?;
+            format!("arn:aws:iam::{account_id}:role/{name}")
+        }
+        (None, None) => format!("arn:aws:iam::{account_id}:role/{}", aws.role_name),
+    };
+    let restore_role_arn = match &aws.restore_role_name {
+        Some(name) => format!("arn:aws:iam::{account_id}:role/{name}"),
+        None => role_arn.clone(),
+    };
+    Ok(LandingZone {
+        name: lz.name,
+        account_id,
+        environment,
+        regions,
+        role_arn,
+        restore_role_arn,
+        enabled: lz.enabled.unwrap_or(true),
+    })
+}
+
+/// `workflow.phases`, checked.
+fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
+    let retention_days = p.ami_backup.retention_days.unwrap_or(7);
+    if !(1..=3650).contains(&retention_days) {
+        return Err(c.err(
+            "workflow.phases.ami_backup.retention_days",
+            format!("{retention_days} must be between 1 and 3650 days"),
+        ));
+    }
+    Ok(Phases {
+        scanner: Scanner {
+            enabled: p.scanner.enabled.unwrap_or(true),
+            timeout: c.seconds("workflow.phases.scanner.timeout", p.scanner.timeout, 300)?,
+        },
+        ami_backup: AmiBackup {
+            enabled: p.ami_backup.enabled.unwrap_or(true),
+            retention_days,
+            timeout: c.seconds(
+                "workflow.phases.ami_backup.timeout",
+                p.ami_backup.timeout,
+                1800,
+            )?,
+            no_reboot: p.ami_backup.no_reboot.unwrap_or(true),
+            wait: p.ami_backup.wait.unwrap_or(true),
+            deprecate_at_expiry: p.ami_backup.deprecate_at_expiry.unwrap_or(false),
+        },
+        server_start: ServerStart {
+            enabled: p.server_start.enabled.unwrap_or(true),
+            wait_timeout: c.seconds(
+                "workflow.phases.server_start.wait_timeout",
+                p.server_start.wait_timeout,
+                600,
+            )?,
+            require_backup: p.server_start.require_backup.unwrap_or(true),
+        },
+        validation: Validation {
+            enabled: p.validation.enabled.unwrap_or(true),
+            health_checks: p.validation.health_checks.unwrap_or(true),
+            ssm_ping: p.validation.ssm_ping.unwrap_or(true),
+            timeout: c.seconds(
+                "workflow.phases.validation.timeout",
+                p.validation.timeout,
+                600,
+            )?,
+        },
+    })
+}
+
+/// `filters:`, checked.
+fn check_filters(c: &Checker<'_>, raw: RawFilters) -> Result<Filters, ConfigError> {
+    let tag_sets = |field: &str, raw: BTreeMap<String, OneOrMany>| {
+        raw.into_iter()
+            .map(|(k, v)| {
+                if k.is_empty() {
+                    return Err(c.err(field, "a tag key is empty"));
+                }
+                let values = match v {
+                    OneOrMany::One(s) => BTreeSet::from([s]),
+                    OneOrMany::Many(v) => v.into_iter().collect(),
+                    OneOrMany::Any(()) => BTreeSet::new(),
+                };
+                Ok((k, values))
+            })
+            .collect::<Result<BTreeMap<_, _>, ConfigError>>()
+    };
+    let ids = |field: &str, raw: Vec<String>| {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                if id.starts_with("i-")
+                    && id.len() > 2
+                    && id[2..].bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    Ok(InstanceId::new(id))
+                } else {
+                    Err(c.err(
+                        format!("{field}[{i}]"),
+                        format!("{id:?} is not an instance id (i-0123456789abcdef0)"),
+                    ))
+                }
+            })
+            .collect::<Result<BTreeSet<_>, ConfigError>>()
+    };
+    Ok(Filters {
+        include_tags: tag_sets("filters.include_tags", raw.include_tags)?,
+        exclude_tags: tag_sets("filters.exclude_tags", raw.exclude_tags)?,
+        include_instance_ids: ids("filters.include_instance_ids", raw.include_instance_ids)?,
+        exclude_instance_ids: ids("filters.exclude_instance_ids", raw.exclude_instance_ids)?,
+    })
+}
+
+/// `[csv, json, html, xml]`, checked: known names, at least one.
+fn formats(c: &Checker<'_>, field: &str, names: &[String]) -> Result<Vec<Format>, ConfigError> {
+    let allowed = Format::ALL.map(Format::name).join(", ");
+    if names.is_empty() {
+        return Err(c.err(field, format!("is empty: list at least one of {allowed}")));
+    }
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let Ok(f) = name.trim().to_ascii_lowercase().parse::<Format>() else {
+            let best = Format::ALL
+                .map(Format::name)
+                .into_iter()
+                .map(|f| (strsim::jaro_winkler(&name.to_ascii_lowercase(), f), f))
+                .filter(|(score, _)| *score > 0.7)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match best {
+                Some((_, f)) => format!(" (did you mean `{f}`?)"),
+                None => String::new(),
+            };
+            return Err(c.err(
+                format!("{field}[{i}]"),
+                format!("unknown format {name:?}{hint}; allowed: {allowed}"),
+            ));
+        };
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+fn check_role_name(c: &Checker<'_>, field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(c.err(
+            field,
+            format!("{name:?} is not an IAM role name (letters, digits and +=,.@_-/ only)"),
+        ))
+    }
+}

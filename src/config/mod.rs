@@ -1,0 +1,364 @@
+//! The YAML configuration: parsed into `Raw*` types (serde), then checked
+//! once into [`Config`]. Nothing after this module re-checks the config.
+//!
+//! Errors name the file, the field path and the bad value, and say what is
+//! allowed: `landing_zones[1].account_id: "12345" is not a 12-digit account id`.
+//!
+//! - this file: the checked [`Config`] and how it is loaded.
+//! - `raw`: the YAML's shape (`Raw*`, serde) and parse errors made
+//!   readable.
+//! - `check`: the checks that make a [`Config`] of it.
+
+mod check;
+mod raw;
+
+use crate::model::TagMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::model::Format;
+use crate::model::{AccountId, Environment, InstanceId, Region};
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "config file {path} not found: copy config/prepatch_config.example.yml there, or pass --config PATH"
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: malformed YAML: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from (for messages and the report's digest).
+    pub source: PathBuf,
+    pub aws: Aws,
+    pub landing_zones: Vec<LandingZone>,
+    pub phases: Phases,
+    pub filters: Filters,
+    pub reports: Reports,
+    /// SHA-256 of the exact text that was parsed, lowercase hex, for the
+    /// reports: which config a run used.
+    pub sha256: String,
+}
+
+/// Which report files a run writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reports {
+    /// In the order given, without repeats. Default: all of them.
+    pub formats: Vec<Format>,
+    /// The run journal (SQLite). Default: `<output-dir>/prepatch.db`.
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub regions: Vec<Region>,
+    pub role_name: String,
+    /// The role `restore` and `cleanup` assume (stop, deregister, delete),
+    /// when it is not the run's: see the README's two-role setup.
+    pub restore_role_name: Option<String>,
+    pub session_duration: Duration,
+    pub endpoint_url: Option<String>,
+    /// How many account-regions are worked on at once.
+    pub max_concurrency: usize,
+}
+
+/// One AWS account that prepatch works in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LandingZone {
+    pub name: String,
+    pub account_id: AccountId,
+    pub environment: Environment,
+    pub regions: Vec<Region>,
+    /// The role to assume in the account.
+    pub role_arn: String,
+    /// The role `restore` and `cleanup` assume in this account: the
+    /// `aws.restore_role_name` role, else the run's.
+    pub restore_role_arn: String,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Phases {
+    pub scanner: Scanner,
+    pub ami_backup: AmiBackup,
+    pub server_start: ServerStart,
+    pub validation: Validation,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scanner {
+    pub enabled: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct AmiBackup {
+    pub enabled: bool,
+    pub retention_days: u32,
+    pub timeout: Duration,
+    /// Create images without rebooting the instance (the default): a backup
+    /// must never reboot a production server as a side effect. With `false`
+    /// EC2 reboots each running instance for a file-system-consistent image.
+    pub no_reboot: bool,
+    /// Wait until every AMI is available before moving on.
+    pub wait: bool,
+    /// Set EC2 image deprecation at `prepatch:expires-at` on each new AMI,
+    /// so the console shows expired backups as deprecated.
+    pub deprecate_at_expiry: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerStart {
+    pub enabled: bool,
+    pub wait_timeout: Duration,
+    /// Start an instance only once its AMI exists (the default).
+    pub require_backup: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Validation {
+    pub enabled: bool,
+    pub health_checks: bool,
+    pub ssm_ping: bool,
+    /// How long to wait for agents and status checks to settle after starts.
+    pub timeout: Duration,
+}
+
+/// Which instances are in scope.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    /// An instance must carry one of the listed values for every key here.
+    pub include_tags: BTreeMap<String, BTreeSet<String>>,
+    /// An instance carrying any listed value for a key here is left out.
+    pub exclude_tags: BTreeMap<String, BTreeSet<String>>,
+    pub include_instance_ids: BTreeSet<InstanceId>,
+    pub exclude_instance_ids: BTreeSet<InstanceId>,
+}
+
+impl Filters {
+    /// True if an instance with these id and tags is in scope.
+    pub fn admits(&self, id: &InstanceId, tags: &TagMap) -> bool {
+        if self.exclude_instance_ids.contains(id) {
+            return false;
+        }
+        if !self.include_instance_ids.is_empty() && !self.include_instance_ids.contains(id) {
+            return false;
+        }
+        let has = |key: &String, values: &BTreeSet<String>| {
+            tags.get(key)
+                .is_some_and(|v| values.is_empty() || values.contains(v))
+        };
+        self.include_tags.iter().all(|(k, v)| has(k, v))
+            && !self.exclude_tags.iter().any(|(k, v)| has(k, v))
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks YAML text; `path` is used only in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw = raw::parse_raw(text, path)?;
+        let mut config = check::check(raw, path)?;
+        config.sha256 = sha256_hex(text.as_bytes());
+        Ok(config)
+    }
+
+    /// The landing zone with this name.
+    pub fn landing_zone(&self, name: &str) -> Option<&LandingZone> {
+        self.landing_zones.iter().find(|lz| lz.name == name)
+    }
+}
+
+pub const DEFAULT_ROLE_NAME: &str = "PrePatchRole";
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Landing zone names appear in tags, file names and reports: keep them plain.
+pub fn valid_lz_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl LandingZone {
+    /// The landing zone as `restore` and `cleanup` reach it: through the
+    /// restore role.
+    pub fn with_restore_role(mut self) -> LandingZone {
+        self.role_arn = self.restore_role_arn.clone();
+        self
+    }
+}
+
+impl fmt::Display for LandingZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, {})",
+            self.name, self.account_id, self.environment
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("c.yml")).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "
+landing_zones:
+  - name: lz250nonprod
+    account_id: \"111111111111\"
+    environment: nonprod
+";
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        let lz = &c.landing_zones[0];
+        assert_eq!(lz.role_arn, "arn:aws:iam::111111111111:role/PrePatchRole");
+        assert_eq!(lz.regions, vec![Region::from_trusted("us-east-1")]);
+        assert!(c.phases.ami_backup.no_reboot);
+        assert_eq!(c.phases.ami_backup.retention_days, 7);
+    }
+
+    #[test]
+    fn bad_account_id_names_field_and_value() {
+        let err = parse(&MINIMAL.replace("111111111111", "12345")).unwrap_err();
+        assert_eq!(
+            err,
+            "c.yml: landing_zones[0].account_id: \"12345\" is not a 12-digit account id \
+             (quote it in YAML so leading zeros survive: \"012345678901\")"
+        );
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_right_one() {
+        let err = parse(&format!("{MINIMAL}aws:\n  regoins: [us-east-1]\n")).unwrap_err();
+        assert!(err.starts_with("c.yml: aws"), "{err}");
+        assert!(
+            err.contains("unknown key `regoins` (did you mean `regions`?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_gives_line_and_column() {
+        let err = parse("landing_zones:\n  - name: [unclosed\n").unwrap_err();
+        assert!(err.starts_with("c.yml:3:"), "{err}");
+        assert!(err.contains("malformed YAML"), "{err}");
+    }
+
+    #[test]
+    fn filters_admit_by_tag_and_id() {
+        let c = parse(&format!(
+            "{MINIMAL}filters:\n  include_tags:\n    PatchGroup: [web, db]\n  exclude_instance_ids: [i-0bad]\n"
+        ))
+        .unwrap();
+        let tags = |v: &str| TagMap::from_iter([("PatchGroup".to_owned(), v.to_owned())]);
+        assert!(c.filters.admits(&InstanceId::new("i-01"), &tags("web")));
+        assert!(!c.filters.admits(&InstanceId::new("i-01"), &tags("batch")));
+        assert!(!c.filters.admits(&InstanceId::new("i-0bad"), &tags("web")));
+        assert!(!c.filters.admits(&InstanceId::new("i-02"), &TagMap::new()));
+    }
+
+    #[test]
+    fn report_formats_default_to_all_and_unknown_ones_are_named() {
+        assert_eq!(parse(MINIMAL).unwrap().reports.formats, Format::ALL);
+        let c = parse(&format!(
+            "{MINIMAL}reports:\n  formats: [html, csv, html]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.reports.formats, [Format::Html, Format::Csv]);
+        let err = parse(&format!("{MINIMAL}reports:\n  formats: [csv, jsno]\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "c.yml: reports.formats[1]: unknown format \"jsno\" (did you mean `json`?); allowed: csv, json, html, xml"
+        );
+        let err = parse(&format!("{MINIMAL}reports:\n  formats: []\n")).unwrap_err();
+        assert!(err.contains("reports.formats: is empty"), "{err}");
+        let err = parse(&format!("{MINIMAL}reports:\n  fromats: [csv]\n")).unwrap_err();
+        assert!(err.contains("did you mean `formats`?"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../config/prepatch_config.example.yml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.reports.formats, Format::ALL);
+    }
+
+    #[test]
+    fn the_digest_is_of_the_parsed_text() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.sha256, sha256_hex(MINIMAL.as_bytes()));
+        assert_eq!(c.sha256.len(), 64);
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn role_name_and_arn_together_is_an_error() {
+        let err = parse(&format!(
+            "{MINIMAL}    role_name: a\n    role_arn: arn:aws:iam::111111111111:role/b\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("landing_zones[0].role_arn: give role_name or role_arn, not both"),
+            "{err}"
+        );
+    }
+}
