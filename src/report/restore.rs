@@ -7,7 +7,7 @@ use std::path::Path;
 use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 
-use crate::Error;
+use crate::error::Error;
 use crate::model::restore::{Row, TargetPlan, summary_line};
 
 /// Writes `restore.csv`, `restore.json`, `restore.html` and `restore.xml` into `dir`.
