@@ -395,7 +395,7 @@ fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Res
                 c.target,
                 c.target.account,
                 c.action,
-                c.error.as_ref().map_or("refused", |f| f.message.as_str())
+                c.error.as_ref().map_or("refused", |f| f.message())
             )?;
         }
     }

@@ -188,12 +188,21 @@ pub fn calls_since(
 /// when AWS refused a call, which call, AWS's error code and the request
 /// id, typed as they came (the reports read them; nothing parses the
 /// words again).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+///
+/// As small as the text it replaced (24 bytes): a fleet's records carry
+/// two of these each, nearly always empty, and AWS's fields are rare.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Failure {
-    pub message: String,
-    pub api: Option<Api>,
-    pub code: Option<String>,
-    pub request_id: Option<String>,
+    message: Box<str>,
+    aws: Option<Box<AwsFault>>,
+}
+
+/// What AWS said of a refused call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AwsFault {
+    api: Api,
+    code: String,
+    request_id: Option<String>,
 }
 
 impl Failure {
@@ -201,32 +210,59 @@ impl Failure {
     /// to name.
     pub fn new(message: impl Into<String>) -> Failure {
         Failure {
-            message: message.into(),
-            ..Failure::default()
+            message: message.into().into_boxed_str(),
+            aws: None,
         }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The AWS action that failed, if AWS refused a call.
+    pub fn api(&self) -> Option<Api> {
+        self.aws.as_ref().map(|a| a.api)
+    }
+
+    /// AWS's error code (`UnauthorizedOperation`).
+    pub fn code(&self) -> Option<&str> {
+        self.aws.as_ref().map(|a| a.code.as_str())
+    }
+
+    /// The request id AWS gave, for AWS Support.
+    pub fn request_id(&self) -> Option<&str> {
+        self.aws.as_ref()?.request_id.as_deref()
+    }
+
+    /// The same failure in other words (AWS's fields kept).
+    pub fn worded(mut self, message: impl Into<String>) -> Failure {
+        self.message = message.into().into_boxed_str();
+        self
     }
 
     /// The same failure, its words preceded by `context` (`CreateImage
     /// failed: ...`).
-    pub fn context(mut self, context: impl fmt::Display) -> Failure {
-        self.message = format!("{context}: {}", self.message);
-        self
+    pub fn context(self, context: impl fmt::Display) -> Failure {
+        let message = format!("{context}: {}", self.message);
+        self.worded(message)
     }
 
     /// The same failure, `more` added after its words.
-    pub fn and(mut self, more: impl fmt::Display) -> Failure {
-        self.message = format!("{}; {more}", self.message);
-        self
+    pub fn and(self, more: impl fmt::Display) -> Failure {
+        let message = format!("{}; {more}", self.message);
+        self.worded(message)
     }
 }
 
 impl From<&CloudError> for Failure {
     fn from(e: &CloudError) -> Failure {
         Failure {
-            message: e.to_string(),
-            api: Some(e.api),
-            code: Some(e.code.clone()),
-            request_id: e.request_id.clone(),
+            message: e.to_string().into_boxed_str(),
+            aws: Some(Box::new(AwsFault {
+                api: e.api,
+                code: e.code.clone(),
+                request_id: e.request_id.clone(),
+            })),
         }
     }
 }
@@ -251,30 +287,48 @@ impl fmt::Display for Failure {
     }
 }
 
+/// How a failure is saved (the journal's copy of a run).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    message: String,
+    api: Option<Api>,
+    code: Option<String>,
+    request_id: Option<String>,
+}
+
+impl Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Saved {
+            message: self.message.to_string(),
+            api: self.api(),
+            code: self.code().map(str::to_owned),
+            request_id: self.request_id().map(str::to_owned),
+        }
+        .serialize(s)
+    }
+}
+
 /// A journal written before failures were typed keeps them as their words
 /// alone: those read back as a failure without an action or code.
 impl<'de> Deserialize<'de> for Failure {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Failure, D::Error> {
         #[derive(Deserialize)]
-        struct Typed {
-            message: String,
-            api: Option<Api>,
-            code: Option<String>,
-            request_id: Option<String>,
-        }
-        #[derive(Deserialize)]
         #[serde(untagged)]
         enum Either {
             Words(String),
-            Typed(Typed),
+            Saved(Saved),
         }
         Ok(match Either::deserialize(d)? {
             Either::Words(message) => Failure::new(message),
-            Either::Typed(t) => Failure {
-                message: t.message,
-                api: t.api,
-                code: t.code,
-                request_id: t.request_id,
+            Either::Saved(t) => Failure {
+                message: t.message.into_boxed_str(),
+                aws: t.api.zip(t.code).map(|(api, code)| {
+                    Box::new(AwsFault {
+                        api,
+                        code,
+                        request_id: t.request_id,
+                    })
+                }),
             },
         })
     }
@@ -285,15 +339,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_is_no_larger_than_the_text_it_replaced() {
+        assert_eq!(std::mem::size_of::<Option<Failure>>(), 24);
+    }
+
+    #[test]
     fn a_failure_keeps_the_first_calls_fields_through_its_context() {
         let mut e = CloudError::new(Api::CreateImage, ErrorKind::Api, "InternalError", "boom");
         e.request_id = Some("1-1".into());
         let f = Failure::from(e)
             .context("CreateImage failed")
             .and("looking it up: DescribeImages: Unavailable: later (request id 9-9)");
-        assert_eq!(f.api, Some(Api::CreateImage));
-        assert_eq!(f.code.as_deref(), Some("InternalError"));
-        assert_eq!(f.request_id.as_deref(), Some("1-1"));
+        assert_eq!(f.api(), Some(Api::CreateImage));
+        assert_eq!(f.code(), Some("InternalError"));
+        assert_eq!(f.request_id(), Some("1-1"));
         assert_eq!(
             f.to_string(),
             "CreateImage failed: CreateImage: InternalError: boom (request id 1-1); \
@@ -303,12 +362,12 @@ mod tests {
 
     #[test]
     fn a_failure_reads_back_typed_and_as_the_words_older_journals_kept() {
-        let f = Failure {
-            message: "m".into(),
-            api: Some(Api::StartInstances),
-            code: Some("C".into()),
-            request_id: None,
-        };
+        let f = Failure::from(CloudError::new(
+            Api::StartInstances,
+            ErrorKind::Api,
+            "C",
+            "m",
+        ));
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Failure>(&json).unwrap(), f);
         let old: Failure = serde_json::from_str("\"pending after 1800s\"").unwrap();

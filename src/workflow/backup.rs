@@ -84,7 +84,7 @@ async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
             // Without this lookup a create could duplicate: touch nothing.
             let failure =
                 Failure::from(e).context("cannot look up this run's AMIs, nothing backed up here");
-            wf.event(Phase::AmiBackup, &t.target, &failure.message);
+            wf.event(Phase::AmiBackup, &t.target, failure.message());
             for r in &mut t.records {
                 r.backup = Some(Backup {
                     error: Some(failure.clone()),

@@ -54,15 +54,12 @@ async fn check_target(
             action: probe.api().to_string(),
             allowed: result.is_ok(),
             error: result.as_ref().err().map(|e| match e.kind {
-                ErrorKind::Denied => Failure {
-                    message: format!(
-                        "denied: {}: {}{}",
-                        e.code,
-                        e.message,
-                        crate::cloud::request_id_suffix(e.request_id.as_deref())
-                    ),
-                    ..Failure::from(e)
-                },
+                ErrorKind::Denied => Failure::from(e).worded(format!(
+                    "denied: {}: {}{}",
+                    e.code,
+                    e.message,
+                    crate::cloud::request_id_suffix(e.request_id.as_deref())
+                )),
                 _ => Failure::from(e).context("could not check"),
             }),
         };

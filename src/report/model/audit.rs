@@ -200,7 +200,7 @@ pub(super) fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -
             let b = r.backup.as_ref();
             let detail = b
                 .and_then(|b| b.error.as_ref())
-                .map_or_else(|| message(ev), |f| Cow::Borrowed(f.message.as_str()));
+                .map_or_else(|| message(ev), |f| Cow::Borrowed(f.message()));
             ("failure", detail)
         }
         (AuditAction::CreateImage, Some(r), None) => {
@@ -214,7 +214,7 @@ pub(super) fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -
             let s = r.start.as_ref();
             match (s, ev) {
                 (Some(s), None) => match &s.error {
-                    Some(err) => ("failure", Cow::Borrowed(err.message.as_str())),
+                    Some(err) => ("failure", Cow::Borrowed(err.message())),
                     None => (
                         "success",
                         Cow::Owned(format!("{} -> {}", s.initial_state, s.final_state)),
@@ -223,7 +223,7 @@ pub(super) fn audit_entry<'a>(run: &'a Run, events: &Events<'a>, k: &AuditKey) -
                 (s, Some(ev)) => (
                     "failure",
                     s.and_then(|s| s.error.as_ref())
-                        .map_or_else(|| message(ev), |f| Cow::Borrowed(f.message.as_str())),
+                        .map_or_else(|| message(ev), |f| Cow::Borrowed(f.message())),
                 ),
                 (None, None) => ("failure", Cow::Borrowed("")),
             }

@@ -17,7 +17,7 @@ pub(super) fn permission_checks(run: &Run) -> Vec<PermissionCheckReport> {
             region: c.target.region.to_string(),
             action: c.action.clone(),
             allowed: c.allowed,
-            error: c.error.as_ref().map(|f| f.message.clone()),
+            error: c.error.as_ref().map(|f| f.message().to_owned()),
         })
         .collect()
 }
@@ -26,7 +26,7 @@ pub(super) fn permission_checks(run: &Run) -> Vec<PermissionCheckReport> {
 /// and code are AWS's, as the check met them.
 pub(super) fn refusal(c: &PermissionCheck) -> ErrorReport {
     let failure = c.error.as_ref();
-    let reason = failure.map_or("refused", |f| f.message.as_str());
+    let reason = failure.map_or("refused", |f| f.message());
     ErrorReport {
         scope: "target".to_owned(),
         phase: Phase::Scanner.name().to_owned(),
@@ -36,12 +36,12 @@ pub(super) fn refusal(c: &PermissionCheck) -> ErrorReport {
         instance_id: None,
         api: Some(
             failure
-                .and_then(|f| f.api)
+                .and_then(|f| f.api())
                 .map_or_else(|| c.action.clone(), |a| a.name().to_owned()),
         ),
-        code: failure.and_then(|f| f.code.clone()),
+        code: failure.and_then(|f| f.code()).map(str::to_owned),
         message: format!("ec2:{} (DryRun): {reason}", c.action),
-        request_id: failure.and_then(|f| f.request_id.clone()),
+        request_id: failure.and_then(|f| f.request_id()).map(str::to_owned),
     }
 }
 
@@ -61,10 +61,10 @@ pub(super) fn error(
         account_id: account_id.to_owned(),
         region: region.map(str::to_owned),
         instance_id: instance_id.map(str::to_owned),
-        api: failure.api.map(|a| a.name().to_owned()),
-        code: failure.code.clone(),
-        message: failure.message.clone(),
-        request_id: failure.request_id.clone(),
+        api: failure.api().map(|a| a.name().to_owned()),
+        code: failure.code().map(str::to_owned),
+        message: failure.message().to_owned(),
+        request_id: failure.request_id().map(str::to_owned),
     }
 }
 
@@ -194,16 +194,13 @@ mod tests {
             allowed: false,
             error: Some(error),
         };
-        let denied = Failure {
-            message: "denied: UnauthorizedOperation: You are not authorized (request id 5-5)"
-                .into(),
-            ..aws(
-                Api::StartInstances,
-                "UnauthorizedOperation",
-                "You are not authorized",
-                Some("5-5"),
-            )
-        };
+        let denied = aws(
+            Api::StartInstances,
+            "UnauthorizedOperation",
+            "You are not authorized",
+            Some("5-5"),
+        )
+        .worded("denied: UnauthorizedOperation: You are not authorized (request id 5-5)");
         let e = refusal(&check(denied));
         assert_eq!(e.scope, "target");
         assert_eq!(e.region.as_deref(), Some("eu-west-1"));

@@ -499,7 +499,7 @@ pub(super) fn instance_report(r: &Record) -> InstanceReport<'_> {
             expires_at: opt_time(b.expires_at),
             snapshot_ids: &b.snapshot_ids,
             reused: b.reused,
-            error: b.error.as_ref().map(|f| f.message.as_str()),
+            error: b.error.as_ref().map(|f| f.message()),
         }),
         start: r.start.as_ref().map(|s| StartReport {
             initial_state: s.initial_state.as_str(),
@@ -507,7 +507,7 @@ pub(super) fn instance_report(r: &Record) -> InstanceReport<'_> {
             started_by_run: s.started_by_run,
             started_at: opt_time(s.started_at),
             running_at: opt_time(s.running_at),
-            error: s.error.as_ref().map(|f| f.message.as_str()),
+            error: s.error.as_ref().map(|f| f.message()),
         }),
         validation: r.verdict.as_ref().map(|v| ValidationReport {
             verdict: v.label(),
@@ -647,7 +647,7 @@ fn landing_zones(
                     .unwrap_or_default(),
                 regions: known.map(|k| k.regions.clone()).unwrap_or_default(),
                 status: if failure.is_some() { "failed" } else { "ok" }.to_owned(),
-                error: failure.map(|f| f.error.message.clone()),
+                error: failure.map(|f| f.error.message().to_owned()),
                 counts: per_lz.get(name.as_str()).cloned().unwrap_or_default(),
             }
         })
@@ -664,7 +664,7 @@ fn targets(run: &Run) -> Vec<TargetReport> {
             environment: t.environment.to_string(),
             identity: t.identity.clone(),
             instances: t.records.len(),
-            error: t.error.as_ref().map(|f| f.message.clone()),
+            error: t.error.as_ref().map(|f| f.message().to_owned()),
         })
         .collect()
 }
