@@ -697,3 +697,30 @@ async fn refusals_are_contained_to_their_landing_zone_or_account_region_stage() 
     let json = s.report_json().to_string();
     assert!(json.contains("AccessDenied") && json.contains("UnauthorizedOperation"));
 }
+
+/// STS throttles `AssumeRole` per account, as EC2 throttles its calls: a
+/// burst longer than the SDK's own three attempts is retried with backoff,
+/// and the landing zone is not lost to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_sts_throttles_does_not_lose_a_landing_zone_stage() {
+    let moto = Moto::start();
+    let ec2 = ec2_in(&moto, A, "us-east-1").await;
+    launch(&ec2, 2, false, &[("Name", "app")]).await;
+    let s = Scratch::new(&config(""));
+    moto.stage.configure(json!({
+        "throttle": [{"service": "sts", "action": "AssumeRole", "first": 5}],
+    }));
+    moto.stage.clear_log();
+    let (code, out, err) = run(&moto, &s, &["-l", "lza", "--scanner-only"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let calls = moto.stage.calls("AssumeRole");
+    let throttled = calls
+        .iter()
+        .filter(|e| e.fault.as_deref() == Some("throttle"))
+        .count();
+    assert_eq!(throttled, 5, "the burst was met");
+    assert!(
+        calls.iter().any(|e| e.status == 200),
+        "then the role was assumed"
+    );
+}

@@ -246,28 +246,49 @@ impl<C: Cloud> Paced<C> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, CloudError>>,
     {
-        let mut delay = self.backoff.first;
-        let mut attempt = 1;
-        loop {
+        self.retried(api, t, || async {
             self.pace(t, api, instances).await;
-            let answer = {
-                // Never closed, so acquiring cannot fail; if it did, the
-                // request would simply go unbounded.
-                let _permit = self.in_flight.acquire().await.ok();
-                f().await
-            };
-            match answer {
-                Err(e) if e.is_throttle() && attempt < self.backoff.attempts => {
+            self.in_flight(f()).await
+        })
+        .await
+    }
+
+    /// One request, holding one of the `max_in_flight` permits while it is
+    /// in flight (and not while it waits for its tokens or to retry).
+    async fn in_flight<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        // Never closed, so acquiring cannot fail; if it did, the request
+        // would simply go unbounded.
+        let _permit = self.in_flight.acquire().await.ok();
+        request.await
+    }
+
+    /// Makes `attempt` until it is not throttled, backing off with jitter
+    /// between tries, `backoff.attempts` times at the most.
+    async fn retried<T, F, Fut>(
+        &self,
+        api: Api,
+        scope: &(dyn std::fmt::Display + Sync),
+        attempt: F,
+    ) -> Result<T, CloudError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CloudError>>,
+    {
+        let mut delay = self.backoff.first;
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_throttle() && tries < self.backoff.attempts => {
                     *self
                         .retries
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .entry(api)
                         .or_default() += 1;
-                    tracing::debug!(target_ = %t, %api, attempt, "throttled, backing off");
-                    tokio::time::sleep(jitter(delay, attempt)).await;
+                    tracing::debug!(%scope, %api, attempt = tries, "throttled, backing off");
+                    tokio::time::sleep(jitter(delay, tries)).await;
                     delay = (delay * 2).min(self.backoff.max);
-                    attempt += 1;
+                    tries += 1;
                 }
                 other => return other,
             }
@@ -289,7 +310,12 @@ impl<C: Cloud> Cloud for Paced<C> {
         lz: &LandingZone,
         session_name: &str,
     ) -> Result<String, CloudError> {
-        self.inner.assume_role(lz, session_name).await
+        // STS throttles per account, as EC2 does: a landing zone is not
+        // lost to a burst of them.
+        self.retried(Api::AssumeRole, &lz.name, || {
+            self.in_flight(self.inner.assume_role(lz, session_name))
+        })
+        .await
     }
 
     async fn describe_instances(
