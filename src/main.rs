@@ -1,3 +1,6 @@
+//! The binary: parse the flags, start tokio, run the command, and turn its
+//! outcome into the exit code. Everything else is in the library.
+
 use std::process::ExitCode;
 
 use clap::Parser;
