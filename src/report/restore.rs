@@ -1,12 +1,13 @@
 //! `restore`'s reports: `restore.csv`, `restore.json`, `restore.html` (a
 //! template, as the dashboard is) and `restore.xml`, from its rows.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::Path;
 
 use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 
+use super::FileWriter;
 use crate::error::Error;
 use crate::model::restore::{Row, TargetPlan, summary_line};
 
@@ -18,13 +19,18 @@ pub fn write(
     dry_run: bool,
     plans: &[TargetPlan],
 ) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-        path: dir.display().to_string(),
+    let error = |path: &Path, source| Error::Write {
+        path: path.display().to_string(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
+    let file = |name: &str, write: &mut dyn FnMut(&mut FileWriter) -> io::Result<()>| {
+        let path = dir.join(name);
+        super::write_atomically(&path, write).map_err(|e| error(&path, e))
+    };
     let rows: Vec<&Row> = plans.iter().flat_map(|p| &p.rows).collect();
-    let csv_path = dir.join("restore.csv");
-    super::write_atomically(&csv_path, |w| {
+    let summary = summary_line(plans, dry_run);
+    file("restore.csv", &mut |w| {
         let mut csv = csv::Writer::from_writer(w);
         for r in &rows {
             // Values from AWS (names) could be spreadsheet formulas.
@@ -34,15 +40,10 @@ pub fn write(
                 tag: super::csv::neutralise(&r.tag).into_owned(),
                 ..(*r).clone()
             };
-            csv.serialize(&r).map_err(std::io::Error::other)?;
+            csv.serialize(&r).map_err(io::Error::other)?;
         }
         csv.flush()
-    })
-    .map_err(|source| Error::Write {
-        path: csv_path.display().to_string(),
-        source,
     })?;
-    let json_path = dir.join("restore.json");
     let errors: Vec<serde_json::Value> = plans
         .iter()
         .filter_map(|p| Some(serde_json::json!({"target": p.target, "error": p.error.as_ref()?})))
@@ -51,37 +52,21 @@ pub fn write(
         "restore_id": restore_id,
         "run_id": run_id,
         "dry_run": dry_run,
-        "summary": summary_line(plans, dry_run),
+        "summary": summary,
         "instances": rows,
         "errors": errors,
     });
-    super::write_atomically(&json_path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc).map_err(std::io::Error::other)?;
+    file("restore.json", &mut |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc).map_err(io::Error::other)?;
         writeln!(w)
-    })
-    .map_err(|source| Error::Write {
-        path: json_path.display().to_string(),
-        source,
     })?;
-    let summary = summary_line(plans, dry_run);
-    let html_path = dir.join("restore.html");
-    super::write_atomically(&html_path, |w| {
-        let page = html(run_id, restore_id, &summary, &rows).map_err(std::io::Error::other)?;
+    file("restore.html", &mut |w| {
+        let page = html(run_id, restore_id, &summary, &rows).map_err(io::Error::other)?;
         w.write_all(page.as_bytes())
-    })
-    .map_err(|source| Error::Write {
-        path: html_path.display().to_string(),
-        source,
     })?;
-    let xml_path = dir.join("restore.xml");
-    super::write_atomically(&xml_path, |w| {
+    file("restore.xml", &mut |w| {
         xml(run_id, restore_id, dry_run, &summary, &rows, w)
     })
-    .map_err(|source| Error::Write {
-        path: xml_path.display().to_string(),
-        source,
-    })?;
-    Ok(())
 }
 
 const TEMPLATE: &str = include_str!("../../templates/restore.html");
