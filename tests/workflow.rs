@@ -345,6 +345,7 @@ async fn calls_scale_with_account_regions_not_instances_sim() {
     let mut config = config();
     config.landing_zones.truncate(1);
     config.landing_zones[0].regions.truncate(1);
+    let mut fixed = Vec::new();
     for n in [100usize, 400] {
         let sim = SimCloud::empty();
         fleet(&sim, &config, n, n / 5);
@@ -364,16 +365,24 @@ async fn calls_scale_with_account_regions_not_instances_sim() {
             .filter(|(a, _)| !matches!(a, Api::CreateImage | Api::DescribeInstanceInformation))
             .map(|(_, c)| c.calls)
             .sum();
-        // Polls, not instances: a bound that does not grow with n.
+        // Polls, not instances: a bound that does not grow with n. Each
+        // wait looks again 2 s in, then a quarter of the time waited later:
+        // about 16 looks for AMIs (3 minutes) and as many for status
+        // checks (2 minutes).
         assert!(
-            others <= 40,
+            others <= 60,
             "{n} instances: {others} EC2 calls besides CreateImage: {calls:?}"
         );
+        fixed.push(others);
         assert!(
             calls[&Api::StartInstances].calls <= (n / 5).div_ceil(100) as u64 + 1,
             "{calls:?}"
         );
     }
+    assert!(
+        fixed[1] <= fixed[0] + 4,
+        "{fixed:?}: 4 times the fleet, 4 times the calls"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -392,5 +401,44 @@ async fn throttling_is_paced_and_never_a_failure_sim() {
     assert!(
         throttled * 20 < total,
         "{throttled} of {total} calls throttled"
+    );
+}
+
+/// With 5,000 to start in one account-region, EC2's resource bucket (1,000
+/// and 2 a second) spreads the StartInstances calls over 33 minutes, far
+/// past `server_start.wait_timeout` (10 minutes): the wait for `running`
+/// counts from the last of them, so none is reported still pending.
+#[tokio::test(start_paused = true)]
+async fn the_start_wait_counts_from_the_last_start_of_5000_sim() {
+    let mut config = config();
+    config.landing_zones.truncate(1);
+    config.landing_zones[0].regions.truncate(1);
+    config.phases.server_start.require_backup = false;
+    let sim = SimCloud::empty();
+    fleet(&sim, &config, 5000, 5000);
+    let cloud = Paced::new(sim);
+    let mut options = options("start-5000");
+    options.plans.insert(
+        prepatch::model::Phase::AmiBackup,
+        prepatch::model::Plan::Skip("not under test".into()),
+    );
+    options.plans.insert(
+        prepatch::model::Phase::Validation,
+        prepatch::model::Plan::Skip("not under test".into()),
+    );
+    let run = run(&cloud, &config, &options).await;
+    let starts: Vec<_> = run.records().filter_map(|r| r.start.as_ref()).collect();
+    assert_eq!(starts.len(), 5000);
+    for s in &starts {
+        assert_eq!(s.error, None);
+        assert_eq!(s.final_state, InstanceState::Running);
+    }
+    let sent: Vec<_> = starts.iter().filter_map(|s| s.started_at).collect();
+    let (first, last) = (sent.iter().min().unwrap(), sent.iter().max().unwrap());
+    let spread = (*last - *first).num_seconds();
+    let timeout = config.phases.server_start.wait_timeout.as_secs() as i64;
+    assert!(
+        spread >= 1990 && spread > timeout,
+        "the sends spread over {spread} s"
     );
 }

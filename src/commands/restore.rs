@@ -21,12 +21,13 @@ use crate::cloud::{Cloud, Scope};
 use crate::config::{Config, LandingZone};
 use crate::journal::{Journal, Journaled, NewRun, RunParams, RunRow};
 use crate::model::{Environment, Instance, InstanceId, InstanceState, Region, RunId, Target, tag};
+use crate::workflow::poll::Polls;
 use crate::workflow::{Confirmation, Shutdown, for_each_target};
 use crate::{Error, Outcome};
 
 /// Instance ids per `StopInstances` call.
 pub const STOP_BATCH: usize = 100;
-const POLL_FIRST: Duration = Duration::from_secs(5);
+/// The longest gap between two looks at instances stopping ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(20);
 
 pub use crate::journal::Started;
@@ -284,10 +285,9 @@ async fn wait_stopped(
     wait: Duration,
     shutdown: &Shutdown,
 ) -> BTreeMap<String, InstanceState> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut interval = POLL_FIRST;
+    let polls = Polls::new(wait, POLL_MAX);
     let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
-    while !asked.is_empty() {
+    while !asked.is_empty() && polls.wait(shutdown).await {
         match cloud.describe_instances(t, Scope::All).await {
             Ok(all) => {
                 states = all
@@ -305,14 +305,9 @@ async fn wait_stopped(
                 .get(id)
                 .is_some_and(|s| *s == InstanceState::Stopped || s.is_gone())
         });
-        let now = tokio::time::Instant::now();
-        if done || now >= deadline {
+        if done {
             break;
         }
-        if !shutdown.sleep(interval.min(deadline - now)).await {
-            break;
-        }
-        interval = interval.mul_f64(1.5).min(POLL_MAX);
     }
     states
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
+use super::poll::Polls;
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{ImageFilter, ImageRequest};
 use crate::model::{
@@ -33,11 +34,9 @@ use crate::model::{Phase, Run, TargetRun};
 /// `cloud::limit` keeps them inside EC2's rate; this keeps latency hidden.
 const CREATES_IN_FLIGHT: usize = 16;
 
-/// Poll intervals back off from the first to the last. AMIs take minutes to
-/// hours (their snapshots' size): a 3-minute ceiling keeps a long wait to a
-/// few calls per account-region and reports the last AMI at most three
-/// minutes late.
-pub const POLL_FIRST: Duration = Duration::from_secs(30);
+/// The longest gap between two looks at AMIs ([`Polls`]). AMIs take
+/// minutes to hours (their snapshots' size): a long wait costs a few calls
+/// per account-region and reports the last AMI at most 3 minutes late.
 pub const POLL_MAX: Duration = Duration::from_secs(180);
 
 pub use crate::model::ami_name;
@@ -377,8 +376,7 @@ pub(super) async fn wait_for_images(
 ) {
     let run_id = wf.options.run_id.as_str();
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut interval = POLL_FIRST;
+    let polls = Polls::new(timeout, POLL_MAX);
     // The records still waiting on their AMI (pending, or snapshots not
     // known yet), by AMI: a poll's answer only touches these, so a long
     // wait costs the AMIs still out, not the whole account-region.
@@ -420,15 +418,13 @@ pub(super) async fn wait_for_images(
         if !t.records.iter().any(is_pending) {
             break;
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if polls.expired() {
             time_out_pending(t, timeout);
             break;
         }
-        if !wf.shutdown.sleep(interval.min(deadline - now)).await {
+        if !polls.wait(&wf.shutdown).await {
             break;
         }
-        interval = (interval.mul_f64(1.5)).min(POLL_MAX);
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod permissions;
+pub mod poll;
 pub mod progress;
 pub mod scan;
 pub mod start;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::poll::Polls;
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::{CloudError, Scope};
 use crate::model::{Failure, InstanceId, InstanceState, Start, StateChange, tag};
@@ -26,7 +27,7 @@ use crate::model::{Phase, Run, TargetRun};
 
 /// Instance ids per `StartInstances` call.
 pub const START_BATCH: usize = 100;
-const POLL_FIRST: Duration = Duration::from_secs(15);
+/// The longest gap between two looks at instances starting ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(20);
 
 /// States that the start phase acts on.
@@ -60,9 +61,9 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
     let bar = wf
         .progress
         .bar(Phase::ServerStart, &t.target, wanted.len() as u64);
-    let deadline = tokio::time::Instant::now() + wf.config.phases.server_start.wait_timeout;
+    let timeout = wf.config.phases.server_start.wait_timeout;
     let mut errors: BTreeMap<InstanceId, Failure> = BTreeMap::new();
-    let (mut states, startable) = startable(wf, t, &wanted, deadline, &mut errors).await;
+    let (mut states, startable) = startable(wf, t, &wanted, timeout, &mut errors).await;
     let sent = send_starts(wf, t, &startable, &mut errors).await;
 
     // Wait for `running`, watching only what was started (by anyone).
@@ -74,7 +75,10 @@ async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) ->
         .chain(sent.raced.iter().map(|c| (c.id.clone(), (c.current, None))))
         .collect();
     if !running.is_empty() {
-        poll_states(wf, t, &mut running, deadline, |s| {
+        // The wait counts from the last StartInstances: with thousands to
+        // start, EC2's bucket spreads the sends over half an hour.
+        let polls = Polls::new(timeout, POLL_MAX);
+        poll_states(wf, t, &mut running, &polls, |s| {
             s != InstanceState::Pending && s != InstanceState::Stopped
         })
         .await;
@@ -117,7 +121,7 @@ async fn startable(
     wf: &Workflow<'_>,
     t: &TargetRun,
     wanted: &[usize],
-    deadline: tokio::time::Instant,
+    timeout: Duration,
     errors: &mut BTreeMap<InstanceId, Failure>,
 ) -> (Observed, Vec<InstanceId>) {
     // `stopping` instances must reach `stopped` before they can be started.
@@ -131,10 +135,8 @@ async fn startable(
         })
         .collect();
     if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
-        poll_states(wf, t, &mut states, deadline, |s| {
-            s != InstanceState::Stopping
-        })
-        .await;
+        let polls = Polls::new(timeout, POLL_MAX);
+        poll_states(wf, t, &mut states, &polls, |s| s != InstanceState::Stopping).await;
     }
 
     let startable: Vec<InstanceId> = states
@@ -380,22 +382,17 @@ async fn start_isolating(
 /// The latest state of watched instances, and when each was first seen running.
 type Observed = BTreeMap<InstanceId, (InstanceState, Option<DateTime<Utc>>)>;
 
-/// One `DescribeInstances` (all pages) per poll, backing off, until every
-/// watched instance satisfies `done` or is gone, or the deadline passes.
+/// One `DescribeInstances` (all pages) per look on the `polls` schedule,
+/// until every watched instance satisfies `done` or is gone, or the
+/// deadline passes.
 async fn poll_states(
     wf: &Workflow<'_>,
     t: &TargetRun,
     seen: &mut Observed,
-    deadline: tokio::time::Instant,
+    polls: &Polls,
     done: impl Fn(InstanceState) -> bool,
 ) {
-    let mut interval = POLL_FIRST;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline || !wf.shutdown.sleep(interval.min(deadline - now)).await {
-            return;
-        }
-        interval = interval.mul_f64(1.5).min(POLL_MAX);
+    while polls.wait(&wf.shutdown).await {
         let answer = match wf.cloud.describe_instances(&t.target, Scope::All).await {
             Ok(answer) => answer,
             Err(e) => {

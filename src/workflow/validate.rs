@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::poll::Polls;
 use super::{Tally, Workflow, backup, for_each_target};
 use crate::cloud::Scope;
 use crate::model::{
@@ -17,7 +18,7 @@ use crate::model::{
 };
 use crate::model::{Phase, Plan, Run, TargetRun};
 
-const POLL_FIRST: Duration = Duration::from_secs(20);
+/// The longest gap between two looks ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
@@ -72,8 +73,7 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
         )
         .await;
     }
-    let deadline = tokio::time::Instant::now() + v.timeout;
-    let mut interval = POLL_FIRST;
+    let polls = Polls::new(v.timeout, POLL_MAX);
     let mut answers = Answers::default();
     let mut findings: Vec<Vec<Finding>> = Vec::new();
     let mut first = true;
@@ -83,11 +83,9 @@ async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool)
         findings = answers.judge(wf, t, backup_ran);
         first = false;
         let waiting = findings.iter().flatten().any(|f| f.transient);
-        let now = tokio::time::Instant::now();
-        if !waiting || now >= deadline || !wf.shutdown.sleep(interval.min(deadline - now)).await {
+        if !waiting || !polls.wait(&wf.shutdown).await {
             break;
         }
-        interval = interval.mul_f64(1.5).min(POLL_MAX);
     }
     let tally = verdicts(wf, t, findings, &bar);
     bar.finish(format!("{} READY, {} NOT READY", tally.done, tally.failed));
