@@ -569,6 +569,36 @@ async fn a_throttling_storm_over_small_pages_ends_as_a_calm_run_stage() {
         .sum();
     eprintln!("storm: {wall:?}, throttled by the stage {throttled}, counted {counted}");
     assert_eq!(counted, throttled, "every throttled attempt is counted");
+    // A throttled page is asked again, not its listing from the start:
+    // the next request of that action in that account-region asks for the
+    // same page.
+    let token = |e: &LogEntry| {
+        e.params
+            .get("NextToken")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+    };
+    let mut later_pages_throttled = 0;
+    for (i, e) in log.iter().enumerate() {
+        if e.fault.as_deref() != Some("throttle") || token(e).is_none() {
+            continue;
+        }
+        later_pages_throttled += 1;
+        let next = log[i + 1..]
+            .iter()
+            .find(|n| n.action == e.action && n.account == e.account && n.region == e.region)
+            .expect("the throttled page is asked again");
+        assert_eq!(
+            token(next),
+            token(e),
+            "{} asked again from page 1",
+            e.action
+        );
+    }
+    assert!(
+        later_pages_throttled > 0,
+        "the storm hit a page after the first"
+    );
     // Each paginated call came in 3+ pages somewhere.
     for action in [
         "DescribeInstances",

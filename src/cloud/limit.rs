@@ -7,7 +7,14 @@
 //! of each bucket on the client side ([`Paced`]) and waits for a token
 //! before it sends, so it runs at the rate AWS allows instead of being
 //! throttled and backing off below it. A throttle that happens anyway (other
-//! tools share the account's buckets) is retried with exponential backoff.
+//! tools share the account's buckets) is retried with exponential backoff
+//! and full jitter, and so is a request AWS did not answer.
+//!
+//! Retries are made here, not in the SDK (which makes one attempt per
+//! request): each page of a listing is paced and retried on its own, a
+//! request sleeping before its next try holds none of the
+//! `aws.max_concurrency` permits, and the retries of one account-region
+//! draw on no budget that another shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -16,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Probe, Scope};
+use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Page, Probe, Scope};
 use crate::config::LandingZone;
 use crate::model::{
     AccountId, AmiId, Image, Instance, InstanceId, Region, Snapshot, SsmInfo, StateChange,
@@ -49,6 +56,10 @@ pub enum Bucket {
     /// Instances started: one token per instance id in the request.
     StartInstancesResources,
     StopInstancesResources,
+    /// SSM's `DescribeInstanceInformation`. Systems Manager publishes no
+    /// figure for it; this is a cautious one (SSM's documented rates for
+    /// its busiest reads are higher), and a throttle is retried anyway.
+    SsmDescribe,
 }
 
 impl Bucket {
@@ -63,6 +74,7 @@ impl Bucket {
             Bucket::StartInstancesRequests => (5.0, 2.0),
             Bucket::StartInstancesResources => (1000.0, 2.0),
             Bucket::StopInstancesResources => (1000.0, 20.0),
+            Bucket::SsmDescribe => (20.0, 5.0),
         };
         Rate {
             capacity,
@@ -70,8 +82,8 @@ impl Bucket {
         }
     }
 
-    /// The EC2 buckets a call draws from, with how many tokens each.
-    /// Calls to STS and SSM are not paced here: they are not EC2's.
+    /// The buckets a call draws from, with how many tokens each. STS is
+    /// not paced: one call per landing zone.
     pub fn for_call(api: Api, instances: usize) -> Vec<(Bucket, f64)> {
         match api {
             Api::DescribeInstances
@@ -92,7 +104,8 @@ impl Bucket {
                 (Bucket::StartInstancesRequests, 1.0),
                 (Bucket::StartInstancesResources, instances as f64),
             ],
-            Api::AssumeRole | Api::DescribeInstanceInformation => vec![],
+            Api::DescribeInstanceInformation => vec![(Bucket::SsmDescribe, 1.0)],
+            Api::AssumeRole => vec![],
         }
     }
 }
@@ -153,10 +166,16 @@ impl TokenBucket {
     }
 }
 
-/// How throttles that get through are retried.
+/// How failed requests are tried again: a throttle up to `attempts`
+/// times, a request without an answer (or AWS's own failure) up to
+/// `transient_attempts` times, as the SDK's standard retry would. Before
+/// try n+1 the request sleeps a random time up to
+/// min(`max`, `first` x 2^(n-1)): "full jitter", so that callers throttled
+/// together do not come back together.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     pub attempts: u32,
+    pub transient_attempts: u32,
     pub first: Duration,
     pub max: Duration,
 }
@@ -165,9 +184,45 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             attempts: 8,
+            transient_attempts: 3,
             first: Duration::from_millis(500),
             max: Duration::from_secs(20),
         }
+    }
+}
+
+impl Backoff {
+    /// The longest sleep before try `tries + 1`.
+    fn ceiling(&self, tries: u32) -> Duration {
+        self.first
+            .saturating_mul(1 << tries.saturating_sub(1).min(20))
+            .min(self.max)
+    }
+}
+
+/// A small random source for jitter (splitmix64): not for secrets.
+#[derive(Debug)]
+struct Jitter(std::sync::atomic::AtomicU64);
+
+impl Jitter {
+    fn seeded() -> Jitter {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Jitter(std::sync::atomic::AtomicU64::new(seed))
+    }
+
+    /// A uniform share of `ceiling`.
+    fn up_to(&self, ceiling: Duration) -> Duration {
+        let mut z = self
+            .0
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ceiling.mul_f64((z >> 11) as f64 / (1u64 << 53) as f64)
     }
 }
 
@@ -177,6 +232,7 @@ pub struct Paced<C> {
     inner: C,
     buckets: Mutex<HashMap<(AccountId, Region, Bucket), TokenBucket>>,
     backoff: Backoff,
+    jitter: Jitter,
     retries: Mutex<BTreeMap<Api, u64>>,
     /// Requests in flight at once, over every account-region.
     in_flight: tokio::sync::Semaphore,
@@ -191,6 +247,7 @@ impl<C: Cloud> Paced<C> {
             inner,
             buckets: Mutex::default(),
             backoff: Backoff::default(),
+            jitter: Jitter::seeded(),
             retries: Mutex::default(),
             in_flight: tokio::sync::Semaphore::new(DEFAULT_IN_FLIGHT),
         }
@@ -207,7 +264,7 @@ impl<C: Cloud> Paced<C> {
         &self.inner
     }
 
-    /// Throttled calls that were retried, by action.
+    /// Requests that were tried again, by action.
     pub fn retries(&self) -> BTreeMap<Api, u64> {
         self.retries
             .lock()
@@ -234,7 +291,8 @@ impl<C: Cloud> Paced<C> {
         }
     }
 
-    /// Paces, calls, and retries throttles with jittered exponential backoff.
+    /// Paces, calls, and retries with jittered exponential backoff: one
+    /// request (one page), each try paced anew.
     async fn call<T, F, Fut>(
         &self,
         t: &Target,
@@ -262,8 +320,8 @@ impl<C: Cloud> Paced<C> {
         request.await
     }
 
-    /// Makes `attempt` until it is not throttled, backing off with jitter
-    /// between tries, `backoff.attempts` times at the most.
+    /// Makes `attempt` until it is answered, backing off with full jitter
+    /// between tries (see [`Backoff`]). Sleeping holds no permit.
     async fn retried<T, F, Fut>(
         &self,
         api: Api,
@@ -274,33 +332,28 @@ impl<C: Cloud> Paced<C> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, CloudError>>,
     {
-        let mut delay = self.backoff.first;
         let mut tries = 1;
         loop {
-            match attempt().await {
-                Err(e) if e.is_throttle() && tries < self.backoff.attempts => {
-                    *self
-                        .retries
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(api)
-                        .or_default() += 1;
-                    tracing::debug!(%scope, %api, attempt = tries, "throttled, backing off");
-                    tokio::time::sleep(jitter(delay, tries)).await;
-                    delay = (delay * 2).min(self.backoff.max);
-                    tries += 1;
-                }
-                other => return other,
+            let result = attempt().await;
+            let again = match &result {
+                Err(e) if e.is_throttle() => tries < self.backoff.attempts,
+                Err(e) if e.is_transient() => tries < self.backoff.transient_attempts,
+                _ => false,
+            };
+            if !again {
+                return result;
             }
+            *self
+                .retries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(api)
+                .or_default() += 1;
+            tracing::debug!(%scope, %api, attempt = tries, "no answer or throttled, trying again");
+            tokio::time::sleep(self.jitter.up_to(self.backoff.ceiling(tries))).await;
+            tries += 1;
         }
     }
-}
-
-/// Deterministic "equal jitter": half the delay plus a varying share of the
-/// other half, so retries from many targets do not arrive together.
-fn jitter(delay: Duration, attempt: u32) -> Duration {
-    let spread = (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as f64 / 1024.0;
-    delay / 2 + delay.mul_f64(spread / 2.0)
 }
 
 #[async_trait]
@@ -318,24 +371,26 @@ impl<C: Cloud> Cloud for Paced<C> {
         .await
     }
 
-    async fn describe_instances(
+    async fn describe_instances_page(
         &self,
         t: &Target,
         scope: Scope,
-    ) -> Result<Vec<Instance>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<Instance>, CloudError> {
         self.call(t, Api::DescribeInstances, 0, || {
-            self.inner.describe_instances(t, scope)
+            self.inner.describe_instances_page(t, scope, token.clone())
         })
         .await
     }
 
-    async fn ssm_info(
+    async fn ssm_info_page(
         &self,
         t: &Target,
         only: Option<&[InstanceId]>,
-    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<(InstanceId, SsmInfo)>, CloudError> {
         self.call(t, Api::DescribeInstanceInformation, 0, || {
-            self.inner.ssm_info(t, only)
+            self.inner.ssm_info_page(t, only, token.clone())
         })
         .await
     }
@@ -345,13 +400,14 @@ impl<C: Cloud> Cloud for Paced<C> {
             .await
     }
 
-    async fn describe_images(
+    async fn describe_images_page(
         &self,
         t: &Target,
         filter: &ImageFilter,
-    ) -> Result<Vec<Image>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<Image>, CloudError> {
         self.call(t, Api::DescribeImages, 0, || {
-            self.inner.describe_images(t, filter)
+            self.inner.describe_images_page(t, filter, token.clone())
         })
         .await
     }
@@ -379,9 +435,13 @@ impl<C: Cloud> Cloud for Paced<C> {
         .await
     }
 
-    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+    async fn instance_status_page(
+        &self,
+        t: &Target,
+        token: Option<String>,
+    ) -> Result<Page<StatusChecks>, CloudError> {
         self.call(t, Api::DescribeInstanceStatus, 0, || {
-            self.inner.instance_status(t)
+            self.inner.instance_status_page(t, token.clone())
         })
         .await
     }
@@ -409,14 +469,16 @@ impl<C: Cloud> Cloud for Paced<C> {
         .await
     }
 
-    async fn describe_snapshots(
+    async fn describe_snapshots_page(
         &self,
         t: &Target,
         key: &str,
         value: &str,
-    ) -> Result<Vec<Snapshot>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<Snapshot>, CloudError> {
         self.call(t, Api::DescribeSnapshots, 0, || {
-            self.inner.describe_snapshots(t, key, value)
+            self.inner
+                .describe_snapshots_page(t, key, value, token.clone())
         })
         .await
     }
@@ -464,6 +526,260 @@ impl<C: Cloud> Cloud for Paced<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::ErrorKind;
+    use crate::model::InstanceState;
+
+    fn target() -> Target {
+        Target {
+            landing_zone: "lz".into(),
+            account: "111111111111".parse().unwrap(),
+            region: "eu-west-1".parse().unwrap(),
+        }
+    }
+
+    fn error(code: &str) -> CloudError {
+        CloudError::new(
+            Api::DescribeInstances,
+            CloudError::kind_of(code),
+            code,
+            "scripted",
+        )
+    }
+
+    /// A cloud whose `DescribeInstances` has three pages of one instance
+    /// (tokens "1" and "2"), and which gives the scripted errors first: an
+    /// entry (token, error) answers the next request for that token.
+    #[derive(Default)]
+    struct Scripted {
+        asked: Mutex<Vec<Option<String>>>,
+        errors: Mutex<Vec<(Option<String>, CloudError)>>,
+        calls: ApiCalls,
+    }
+
+    impl Scripted {
+        fn failing(errors: Vec<(Option<&str>, CloudError)>) -> Scripted {
+            Scripted {
+                errors: Mutex::new(
+                    errors
+                        .into_iter()
+                        .map(|(t, e)| (t.map(str::to_owned), e))
+                        .collect(),
+                ),
+                ..Scripted::default()
+            }
+        }
+
+        fn asked(&self) -> Vec<Option<String>> {
+            self.asked.lock().unwrap().clone()
+        }
+    }
+
+    fn not_scripted<T>(api: Api) -> Result<T, CloudError> {
+        Err(CloudError::new(
+            api,
+            ErrorKind::Api,
+            "NotScripted",
+            "not in this test",
+        ))
+    }
+
+    #[async_trait]
+    impl Cloud for Scripted {
+        async fn assume_role(&self, _: &LandingZone, _: &str) -> Result<String, CloudError> {
+            not_scripted(Api::AssumeRole)
+        }
+        async fn describe_instances_page(
+            &self,
+            _: &Target,
+            _: Scope,
+            token: Option<String>,
+        ) -> Result<Page<Instance>, CloudError> {
+            self.asked.lock().unwrap().push(token.clone());
+            {
+                let mut errors = self.errors.lock().unwrap();
+                if let Some(i) = errors.iter().position(|(t, _)| *t == token) {
+                    return Err(errors.remove(i).1);
+                }
+            }
+            let n: usize = token.as_deref().map_or(0, |t| t.parse().unwrap());
+            Ok(Page {
+                items: vec![Instance {
+                    id: InstanceId::new(format!("i-{n}")),
+                    state: InstanceState::Running,
+                    platform: crate::model::Platform::Linux,
+                    instance_type: "t3.micro".into(),
+                    private_ip: None,
+                    launch_time: None,
+                    tags: Default::default(),
+                }],
+                next: (n < 2).then(|| (n + 1).to_string()),
+            })
+        }
+        async fn ssm_info_page(
+            &self,
+            _: &Target,
+            _: Option<&[InstanceId]>,
+            _: Option<String>,
+        ) -> Result<Page<(InstanceId, SsmInfo)>, CloudError> {
+            not_scripted(Api::DescribeInstanceInformation)
+        }
+        async fn create_image(&self, _: &Target, _: &ImageRequest) -> Result<AmiId, CloudError> {
+            not_scripted(Api::CreateImage)
+        }
+        async fn describe_images_page(
+            &self,
+            _: &Target,
+            _: &ImageFilter,
+            _: Option<String>,
+        ) -> Result<Page<Image>, CloudError> {
+            not_scripted(Api::DescribeImages)
+        }
+        async fn create_tags(&self, _: &Target, _: &[String], _: &Tags) -> Result<(), CloudError> {
+            not_scripted(Api::CreateTags)
+        }
+        async fn start_instances(
+            &self,
+            _: &Target,
+            _: &[InstanceId],
+        ) -> Result<Vec<StateChange>, CloudError> {
+            not_scripted(Api::StartInstances)
+        }
+        async fn instance_status_page(
+            &self,
+            _: &Target,
+            _: Option<String>,
+        ) -> Result<Page<StatusChecks>, CloudError> {
+            not_scripted(Api::DescribeInstanceStatus)
+        }
+        async fn permitted(&self, _: &Target, probe: &Probe) -> Result<(), CloudError> {
+            not_scripted(probe.api())
+        }
+        async fn stop_instances(
+            &self,
+            _: &Target,
+            _: &[InstanceId],
+        ) -> Result<Vec<StateChange>, CloudError> {
+            not_scripted(Api::StopInstances)
+        }
+        async fn deregister_image(&self, _: &Target, _: &AmiId) -> Result<(), CloudError> {
+            not_scripted(Api::DeregisterImage)
+        }
+        async fn describe_snapshots_page(
+            &self,
+            _: &Target,
+            _: &str,
+            _: &str,
+            _: Option<String>,
+        ) -> Result<Page<Snapshot>, CloudError> {
+            not_scripted(Api::DescribeSnapshots)
+        }
+        async fn delete_snapshot(&self, _: &Target, _: &str) -> Result<(), CloudError> {
+            not_scripted(Api::DeleteSnapshot)
+        }
+        async fn delete_tags(&self, _: &Target, _: &[String], _: &Tags) -> Result<(), CloudError> {
+            not_scripted(Api::DeleteTags)
+        }
+        async fn enable_image_deprecation(
+            &self,
+            _: &Target,
+            _: &AmiId,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), CloudError> {
+            not_scripted(Api::EnableImageDeprecation)
+        }
+        fn api_calls(&self) -> &ApiCalls {
+            &self.calls
+        }
+    }
+
+    fn some(t: &str) -> Option<String> {
+        Some(t.to_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_page_is_asked_again_not_the_whole_listing() {
+        let throttle = error("RequestLimitExceeded");
+        let paced = Paced::new(Scripted::failing(vec![(Some("2"), throttle)]));
+        let all = paced
+            .describe_instances(&target(), Scope::All)
+            .await
+            .expect("the listing ends");
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            paced.inner().asked(),
+            [None, some("1"), some("2"), some("2")]
+        );
+        assert_eq!(paced.retries()[&Api::DescribeInstances], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_is_tried_8_times_and_no_answer_3_times() {
+        let throttles = (0..10)
+            .map(|_| (None, error("RequestLimitExceeded")))
+            .collect();
+        let paced = Paced::new(Scripted::failing(throttles));
+        let e = paced.describe_instances(&target(), Scope::All).await;
+        assert!(e.expect_err("throttled throughout").is_throttle());
+        assert_eq!(paced.inner().asked().len(), 8);
+
+        let failures = (0..10).map(|_| (None, error("InternalError"))).collect();
+        let paced = Paced::new(Scripted::failing(failures));
+        let e = paced.describe_instances(&target(), Scope::All).await;
+        assert_eq!(e.expect_err("failing throughout").code, "InternalError");
+        assert_eq!(paced.inner().asked().len(), 3);
+
+        let refused = vec![(None, error("UnauthorizedOperation"))];
+        let paced = Paced::new(Scripted::failing(refused));
+        assert!(
+            paced
+                .describe_instances(&target(), Scope::All)
+                .await
+                .is_err()
+        );
+        assert_eq!(paced.inner().asked().len(), 1, "a refusal is final");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_to_retry_holds_no_permit() {
+        // One permit. A is throttled first and sleeps before its retry; B,
+        // sent meanwhile, is answered at once rather than after A's sleep.
+        let throttle = error("RequestLimitExceeded");
+        let mut paced = Paced::new(Scripted::failing(vec![(None, throttle)])).with_max_in_flight(1);
+        paced.backoff.first = Duration::from_secs(10);
+        paced.jitter = Jitter(std::sync::atomic::AtomicU64::new(7));
+        let t = target();
+        let began = Instant::now();
+        let a = async {
+            let r = paced.describe_instances_page(&t, Scope::All, None).await;
+            (r.is_ok(), began.elapsed())
+        };
+        let b = async {
+            tokio::task::yield_now().await;
+            let r = paced
+                .describe_instances_page(&t, Scope::All, some("1"))
+                .await;
+            (r.is_ok(), began.elapsed())
+        };
+        let ((a_ok, a_took), (b_ok, b_took)) = tokio::join!(a, b);
+        assert!(a_ok && b_ok);
+        assert!(a_took > Duration::from_millis(100), "A slept: {a_took:?}");
+        assert_eq!(b_took, Duration::ZERO, "B waited for A's sleep");
+    }
+
+    #[test]
+    fn full_jitter_spreads_below_a_doubling_ceiling() {
+        let b = Backoff::default();
+        let ceilings: Vec<u64> = (1..=8).map(|n| b.ceiling(n).as_millis() as u64).collect();
+        assert_eq!(ceilings, [500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
+        let jitter = Jitter::seeded();
+        let waits: Vec<f64> = (0..2000)
+            .map(|_| jitter.up_to(Duration::from_secs(1)).as_secs_f64())
+            .collect();
+        let mean = waits.iter().sum::<f64>() / waits.len() as f64;
+        assert!(waits.iter().all(|w| (0.0..1.0).contains(w)));
+        assert!((0.45..0.55).contains(&mean), "mean {mean}");
+        assert!(waits.iter().any(|w| *w < 0.05) && waits.iter().any(|w| *w > 0.95));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn reservations_pace_at_the_refill_rate() {

@@ -14,6 +14,7 @@ pub mod limit;
 pub mod sim;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -93,9 +94,50 @@ impl Probe {
     }
 }
 
-/// The AWS API, as prepatch uses it. Every method is one paginated
-/// conversation with AWS for one account-region ([`Target`]); none is
-/// called per instance except `create_image`, which AWS offers only so.
+/// One page of a listing, and the token that asks for the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Every page of a listing, asked one at a time: `page(token)` is one
+/// request, so whatever paces and retries requests does it per page.
+pub async fn all_pages<T, F, Fut>(api: Api, mut page: F) -> Result<Vec<T>, CloudError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, CloudError>>,
+{
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let p = page(token.clone()).await?;
+        out.extend(p.items);
+        match p.next.filter(|n| !n.is_empty()) {
+            // A service that hands back the token it was given would
+            // page forever.
+            Some(next) if token.as_ref() == Some(&next) => {
+                return Err(CloudError::new(
+                    api,
+                    ErrorKind::Api,
+                    "PaginationLoop",
+                    "the same page token came back twice",
+                ));
+            }
+            Some(next) => token = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The AWS API, as prepatch uses it. Every method is one conversation with
+/// AWS for one account-region ([`Target`]); none is called per instance
+/// except `create_image`, which AWS offers only so.
+///
+/// Listings come a page a request (the `*_page` methods); the provided
+/// methods beside them ask for every page in turn, so that a wrapper
+/// ([`limit::Paced`]) paces and retries each page, not the listing.
 #[async_trait]
 pub trait Cloud: Send + Sync {
     /// Assumes the landing zone's role (STS) and keeps the session for the
@@ -103,34 +145,85 @@ pub trait Cloud: Send + Sync {
     async fn assume_role(&self, lz: &LandingZone, session_name: &str)
     -> Result<String, CloudError>;
 
-    /// `DescribeInstances`, every page at the API's maximum page size.
+    /// One page of `DescribeInstances`, at the API's maximum page size.
+    async fn describe_instances_page(
+        &self,
+        t: &Target,
+        scope: Scope,
+        token: Option<String>,
+    ) -> Result<Page<Instance>, CloudError>;
+
+    /// `DescribeInstances`, every page.
     async fn describe_instances(
         &self,
         t: &Target,
         scope: Scope,
-    ) -> Result<Vec<Instance>, CloudError>;
+    ) -> Result<Vec<Instance>, CloudError> {
+        all_pages(Api::DescribeInstances, |token| {
+            self.describe_instances_page(t, scope, token)
+        })
+        .await
+    }
+
+    /// One page of SSM `DescribeInstanceInformation`: the whole
+    /// account-region, or `only` these instances (an `InstanceIds` filter
+    /// of at most [`SSM_FILTER_IDS`]).
+    async fn ssm_info_page(
+        &self,
+        t: &Target,
+        only: Option<&[InstanceId]>,
+        token: Option<String>,
+    ) -> Result<Page<(InstanceId, SsmInfo)>, CloudError>;
 
     /// SSM `DescribeInstanceInformation`, every page, keyed by instance id:
-    /// the whole account-region, or `only` these instances (an
-    /// `InstanceIds` filter, [`SSM_FILTER_IDS`] a request). Instances
-    /// absent from the map are not registered with SSM.
+    /// the whole account-region, or `only` these instances
+    /// ([`SSM_FILTER_IDS`] a request). Instances absent from the map are
+    /// not registered with SSM.
     async fn ssm_info(
         &self,
         t: &Target,
         only: Option<&[InstanceId]>,
-    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError>;
+    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        let requests: Vec<Option<&[InstanceId]>> = match only {
+            None => vec![None],
+            Some(ids) => ids.chunks(SSM_FILTER_IDS).map(Some).collect(),
+        };
+        let mut all = BTreeMap::new();
+        for ids in requests {
+            all.extend(
+                all_pages(Api::DescribeInstanceInformation, |token| {
+                    self.ssm_info_page(t, ids, token)
+                })
+                .await?,
+            );
+        }
+        Ok(all)
+    }
 
     /// `CreateImage` with the image's tags.
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError>;
 
-    /// `DescribeImages` owned by the account, every page, disabled AMIs
+    /// One page of `DescribeImages` owned by the account, disabled AMIs
     /// included (`IncludeDisabled`): a run's own AMIs must be found
     /// whatever someone did to them since.
+    async fn describe_images_page(
+        &self,
+        t: &Target,
+        filter: &ImageFilter,
+        token: Option<String>,
+    ) -> Result<Page<Image>, CloudError>;
+
+    /// `DescribeImages`, every page.
     async fn describe_images(
         &self,
         t: &Target,
         filter: &ImageFilter,
-    ) -> Result<Vec<Image>, CloudError>;
+    ) -> Result<Vec<Image>, CloudError> {
+        all_pages(Api::DescribeImages, |token| {
+            self.describe_images_page(t, filter, token)
+        })
+        .await
+    }
 
     /// `CreateTags` on many resources at once.
     async fn create_tags(
@@ -149,8 +242,20 @@ pub trait Cloud: Send + Sync {
         ids: &[InstanceId],
     ) -> Result<Vec<StateChange>, CloudError>;
 
-    /// `DescribeInstanceStatus` with `IncludeAllInstances`, every page.
-    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError>;
+    /// One page of `DescribeInstanceStatus` with `IncludeAllInstances`.
+    async fn instance_status_page(
+        &self,
+        t: &Target,
+        token: Option<String>,
+    ) -> Result<Page<StatusChecks>, CloudError>;
+
+    /// `DescribeInstanceStatus`, every page.
+    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+        all_pages(Api::DescribeInstanceStatus, |token| {
+            self.instance_status_page(t, token)
+        })
+        .await
+    }
 
     /// Sends `probe` with `DryRun=true`: `Ok` when AWS answers that the
     /// request would have succeeded (`DryRunOperation`), the refusal
@@ -168,14 +273,28 @@ pub trait Cloud: Send + Sync {
     /// `DeregisterImage` (retention cleanup only). Leaves the snapshots.
     async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError>;
 
-    /// `DescribeSnapshots` owned by the account carrying tag `key=value`,
-    /// every page.
+    /// One page of `DescribeSnapshots` owned by the account carrying tag
+    /// `key=value`.
+    async fn describe_snapshots_page(
+        &self,
+        t: &Target,
+        key: &str,
+        value: &str,
+        token: Option<String>,
+    ) -> Result<Page<Snapshot>, CloudError>;
+
+    /// `DescribeSnapshots`, every page.
     async fn describe_snapshots(
         &self,
         t: &Target,
         key: &str,
         value: &str,
-    ) -> Result<Vec<Snapshot>, CloudError>;
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        all_pages(Api::DescribeSnapshots, |token| {
+            self.describe_snapshots_page(t, key, value, token)
+        })
+        .await
+    }
 
     /// `DeleteSnapshot` (retention cleanup only).
     async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError>;
@@ -225,12 +344,13 @@ impl ApiCalls {
         }
     }
 
+    /// One request (one page of a listing), and how it ended.
     pub fn record<T>(&self, api: Api, result: &Result<T, CloudError>) {
-        self.record_n(api, 1, result.as_ref().err());
+        self.request(api, result.as_ref().err());
     }
 
-    /// Records `pages` requests of which the last may have failed.
-    pub fn record_n(&self, api: Api, pages: u64, error: Option<&CloudError>) {
+    /// One request that ended with `error`, or was answered.
+    pub fn request(&self, api: Api, error: Option<&CloudError>) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let c = counts.entry(api).or_default();
         match (self.per_attempt, error) {
@@ -239,7 +359,7 @@ impl ApiCalls {
             _ => {}
         }
         if !self.per_attempt {
-            c.calls += pages;
+            c.calls += 1;
         }
     }
 

@@ -1,13 +1,13 @@
 //! [`Journaled`]: a [`Cloud`] whose every mutating call is journaled, so
 //! the workflow's phases need no journal code of their own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::cloud::{
-    Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope,
+    Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Page, Probe, Scope,
 };
 use crate::config::LandingZone;
 use crate::model::{
@@ -147,20 +147,22 @@ impl Cloud for Journaled<'_> {
         self.inner.assume_role(lz, session_name).await
     }
 
-    async fn describe_instances(
+    async fn describe_instances_page(
         &self,
         t: &Target,
         scope: Scope,
-    ) -> Result<Vec<Instance>, CloudError> {
-        self.inner.describe_instances(t, scope).await
+        token: Option<String>,
+    ) -> Result<Page<Instance>, CloudError> {
+        self.inner.describe_instances_page(t, scope, token).await
     }
 
-    async fn ssm_info(
+    async fn ssm_info_page(
         &self,
         t: &Target,
         only: Option<&[InstanceId]>,
-    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
-        self.inner.ssm_info(t, only).await
+        token: Option<String>,
+    ) -> Result<Page<(InstanceId, SsmInfo)>, CloudError> {
+        self.inner.ssm_info_page(t, only, token).await
     }
 
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
@@ -192,12 +194,13 @@ impl Cloud for Journaled<'_> {
         result
     }
 
-    async fn describe_images(
+    async fn describe_images_page(
         &self,
         t: &Target,
         filter: &ImageFilter,
-    ) -> Result<Vec<Image>, CloudError> {
-        self.inner.describe_images(t, filter).await
+        token: Option<String>,
+    ) -> Result<Page<Image>, CloudError> {
+        self.inner.describe_images_page(t, filter, token).await
     }
 
     async fn create_tags(
@@ -229,8 +232,12 @@ impl Cloud for Journaled<'_> {
         result
     }
 
-    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
-        self.inner.instance_status(t).await
+    async fn instance_status_page(
+        &self,
+        t: &Target,
+        token: Option<String>,
+    ) -> Result<Page<StatusChecks>, CloudError> {
+        self.inner.instance_status_page(t, token).await
     }
 
     async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
@@ -261,13 +268,16 @@ impl Cloud for Journaled<'_> {
         .await
     }
 
-    async fn describe_snapshots(
+    async fn describe_snapshots_page(
         &self,
         t: &Target,
         key: &str,
         value: &str,
-    ) -> Result<Vec<Snapshot>, CloudError> {
-        self.inner.describe_snapshots(t, key, value).await
+        token: Option<String>,
+    ) -> Result<Page<Snapshot>, CloudError> {
+        self.inner
+            .describe_snapshots_page(t, key, value, token)
+            .await
     }
 
     async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {

@@ -133,6 +133,24 @@ impl CloudError {
         self.kind == ErrorKind::Throttled
     }
 
+    /// No answer, or AWS's own failure: worth another try, as the SDK's
+    /// standard retry would give it (a request that did reach AWS and is
+    /// retried is one that AWS's idempotence or prepatch's names guard:
+    /// a second `CreateImage` of the same name is refused).
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Unreachable
+            || matches!(
+                self.code.as_str(),
+                "InternalError"
+                    | "InternalFailure"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "Unavailable"
+                    | "RequestTimeout"
+                    | "RequestTimeoutException"
+            )
+    }
+
     /// Classifies an AWS error code.
     pub fn kind_of(code: &str) -> ErrorKind {
         match code {

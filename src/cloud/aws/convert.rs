@@ -1,5 +1,6 @@
 //! From the SDK to the model: shapes, errors, and the count of every HTTP
-//! attempt (the SDK's own retries included).
+//! attempt (STS's retries by the SDK included; EC2 and SSM requests are
+//! made once by the SDK and retried by `limit::Paced`).
 
 use crate::model::TagMap;
 use std::sync::Arc;
@@ -15,8 +16,7 @@ use crate::model::{
 };
 
 /// Counts every HTTP attempt the SDK makes, by action, and the throttles
-/// among them: the SDK retries a throttle by itself, and those retries are
-/// requests that spent the rate limit too.
+/// among them: each one spent the rate limit, whoever retried it.
 #[derive(Debug)]
 pub(super) struct CountAttempts(pub(super) Arc<ApiCalls>);
 

@@ -12,38 +12,13 @@
 //! - `convert`: SDK shapes into the model's, SDK errors into
 //!   [`CloudError`]s, and the interceptor that counts every HTTP attempt.
 
-/// Drains a paginator, counting every page as a call.
-macro_rules! all_pages {
-    ($self:ident, $api:expr, $stream:expr, |$page:ident| $body:expr) => {{
-        let mut stream = $stream;
-        let mut pages = 0u64;
-        let mut out = Vec::new();
-        loop {
-            match stream.next().await {
-                None => break,
-                Some(Ok($page)) => {
-                    pages += 1;
-                    out.extend($body);
-                }
-                Some(Err(e)) => {
-                    let e = api_error($api, e);
-                    $self.calls.record_n($api, pages + 1, Some(&e));
-                    return Err(e);
-                }
-            }
-        }
-        $self.calls.record_n($api, pages.max(1), None);
-        out
-    }};
-}
-
 mod convert;
 mod session;
 
 use convert::*;
 use session::RoleSession;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,7 +32,9 @@ use aws_sdk_ssm as ssm;
 use aws_sdk_sts as sts;
 use chrono::{DateTime, Utc};
 
-use super::{Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope};
+use super::{
+    Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Page, Probe, Scope,
+};
 use crate::config::LandingZone;
 use crate::model::{
     AmiId, Image, Instance, InstanceId, InstanceState, Snapshot, SsmInfo, SsmPing, StateChange,
@@ -93,16 +70,19 @@ impl AwsCloud {
     /// Loads the shared SDK configuration (credential chain, profile,
     /// endpoints). Makes no call yet.
     pub async fn connect(options: AwsOptions) -> AwsCloud {
-        // Fail fast on an unreachable endpoint; the SDK's standard retry
-        // (3 attempts, backoff) covers transient errors and throttles
-        // before `limit::Paced` sees them.
+        // Fail fast on an unreachable endpoint. The SDK makes one attempt
+        // per request: `limit::Paced` retries throttles and requests
+        // without an answer itself, per page and per account-region,
+        // without holding a concurrency permit while it sleeps. STS keeps
+        // the SDK's standard retry (below): a session's renewal is made
+        // by the SDK's identity cache, outside `Paced`.
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(60))
             .operation_timeout(Duration::from_secs(180))
             .build();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .retry_config(RetryConfig::disabled())
             .timeout_config(timeouts);
         if let Some(profile) = &options.profile {
             loader = loader.profile_name(profile);
@@ -163,29 +143,20 @@ impl AwsCloud {
 }
 
 impl AwsCloud {
-    /// Every page of one `DescribeInstanceInformation` request.
-    async fn ssm_pages(
+    /// One request's answer, counted: AWS's error in the model's words.
+    fn answer<O, E, R>(
         &self,
-        req: ssm::operation::describe_instance_information::builders::DescribeInstanceInformationFluentBuilder,
-    ) -> Result<Vec<(InstanceId, SsmInfo)>, CloudError> {
-        let stream = req.into_paginator().send();
-        let info = all_pages!(self, Api::DescribeInstanceInformation, stream, |page| page
-            .instance_information_list()
-            .iter()
-            .filter_map(|i| {
-                let ping = i
-                    .ping_status()
-                    .map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
-                Some((
-                    InstanceId::new(i.instance_id()?),
-                    SsmInfo {
-                        ping,
-                        agent_version: i.agent_version().map(str::to_owned),
-                    },
-                ))
-            })
-            .collect::<Vec<_>>());
-        Ok(info)
+        api: Api,
+        result: Result<O, ec2::error::SdkError<E, R>>,
+    ) -> Result<O, CloudError>
+    where
+        E: ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+        ec2::error::SdkError<E, R>: ec2::operation::RequestId,
+    {
+        let result = result.map_err(|e| api_error(api, e));
+        self.calls.record(api, &result);
+        result
     }
 }
 
@@ -198,6 +169,7 @@ impl Cloud for AwsCloud {
     ) -> Result<String, CloudError> {
         let region = lz.regions.first().map(|r| r.as_str().to_owned());
         let mut conf = sts::config::Builder::from(&self.base)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
             .interceptor(CountAttempts(Arc::clone(&self.calls)));
         if let Some(region) = region {
             conf = conf.region(sts::config::Region::new(region));
@@ -229,62 +201,81 @@ impl Cloud for AwsCloud {
         Ok(arn.unwrap_or_else(|| lz.role_arn.clone()))
     }
 
-    async fn describe_instances(
+    async fn describe_instances_page(
         &self,
         t: &Target,
         scope: Scope,
-    ) -> Result<Vec<Instance>, CloudError> {
-        let mut req = self.ec2(t)?.describe_instances().max_results(EC2_PAGE);
+        token: Option<String>,
+    ) -> Result<Page<Instance>, CloudError> {
+        let mut req = self
+            .ec2(t)?
+            .describe_instances()
+            .max_results(EC2_PAGE)
+            .set_next_token(token);
         if scope == Scope::Active {
             req = req.filters(filter(
                 "instance-state-name",
                 &["pending", "running", "stopping", "stopped"],
             ));
         }
-        Ok(all_pages!(
-            self,
-            Api::DescribeInstances,
-            req.into_paginator().send(),
-            |page| page
+        let out = self.answer(Api::DescribeInstances, req.send().await)?;
+        Ok(Page {
+            items: out
                 .reservations()
                 .iter()
                 .flat_map(|r| r.instances())
                 .filter_map(to_instance)
-                .collect::<Vec<_>>()
-        ))
+                .collect(),
+            next: out.next_token().map(str::to_owned),
+        })
     }
 
-    async fn ssm_info(
+    async fn ssm_info_page(
         &self,
         t: &Target,
         only: Option<&[InstanceId]>,
-    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<(InstanceId, SsmInfo)>, CloudError> {
         let (_, ssm) = self.clients(t)?;
-        let requests: Vec<Option<&[InstanceId]>> = match only {
-            None => vec![None],
-            Some(ids) => ids.chunks(super::SSM_FILTER_IDS).map(Some).collect(),
-        };
-        let mut all = BTreeMap::new();
-        for ids in requests {
-            let mut req = ssm.describe_instance_information().max_results(SSM_PAGE);
-            if let Some(ids) = ids {
-                let filter = ssm::types::InstanceInformationStringFilter::builder()
-                    .key("InstanceIds")
-                    .set_values(Some(ids.iter().map(|i| i.as_str().to_owned()).collect()))
-                    .build()
-                    .map_err(|e| {
-                        CloudError::new(
-                            Api::DescribeInstanceInformation,
-                            ErrorKind::Api,
-                            "InvalidFilter",
-                            e.to_string(),
-                        )
-                    })?;
-                req = req.filters(filter);
-            }
-            all.extend(self.ssm_pages(req).await?);
+        let mut req = ssm
+            .describe_instance_information()
+            .max_results(SSM_PAGE)
+            .set_next_token(token);
+        if let Some(ids) = only {
+            let filter = ssm::types::InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(ids.iter().map(|i| i.as_str().to_owned()).collect()))
+                .build()
+                .map_err(|e| {
+                    CloudError::new(
+                        Api::DescribeInstanceInformation,
+                        ErrorKind::Api,
+                        "InvalidFilter",
+                        e.to_string(),
+                    )
+                })?;
+            req = req.filters(filter);
         }
-        Ok(all)
+        let out = self.answer(Api::DescribeInstanceInformation, req.send().await)?;
+        Ok(Page {
+            items: out
+                .instance_information_list()
+                .iter()
+                .filter_map(|i| {
+                    let ping = i
+                        .ping_status()
+                        .map_or(SsmPing::Unknown, |p| SsmPing::parse(p.as_str()));
+                    Some((
+                        InstanceId::new(i.instance_id()?),
+                        SsmInfo {
+                            ping,
+                            agent_version: i.agent_version().map(str::to_owned),
+                        },
+                    ))
+                })
+                .collect(),
+            next: out.next_token().map(str::to_owned),
+        })
     }
 
     async fn create_image(&self, t: &Target, req: &ImageRequest) -> Result<AmiId, CloudError> {
@@ -311,7 +302,12 @@ impl Cloud for AwsCloud {
         })
     }
 
-    async fn describe_images(&self, t: &Target, f: &ImageFilter) -> Result<Vec<Image>, CloudError> {
+    async fn describe_images_page(
+        &self,
+        t: &Target,
+        f: &ImageFilter,
+        token: Option<String>,
+    ) -> Result<Page<Image>, CloudError> {
         let f = match f {
             ImageFilter::Tag(key, value) => Some(filter(&format!("tag:{key}"), &[value])),
             ImageFilter::Name(name) => Some(filter("name", &[name])),
@@ -323,17 +319,13 @@ impl Cloud for AwsCloud {
             .owners("self")
             .include_disabled(true)
             .set_filters(f.map(|f| vec![f]))
-            .max_results(IMAGES_PAGE);
-        Ok(all_pages!(
-            self,
-            Api::DescribeImages,
-            req.into_paginator().send(),
-            |page| page
-                .images()
-                .iter()
-                .filter_map(to_image)
-                .collect::<Vec<_>>()
-        ))
+            .max_results(IMAGES_PAGE)
+            .set_next_token(token);
+        let out = self.answer(Api::DescribeImages, req.send().await)?;
+        Ok(Page {
+            items: out.images().iter().filter_map(to_image).collect(),
+            next: out.next_token().map(str::to_owned),
+        })
     }
 
     async fn create_tags(
@@ -370,17 +362,21 @@ impl Cloud for AwsCloud {
         result.map(|out| state_changes(out.starting_instances()))
     }
 
-    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+    async fn instance_status_page(
+        &self,
+        t: &Target,
+        token: Option<String>,
+    ) -> Result<Page<StatusChecks>, CloudError> {
         let req = self
             .ec2(t)?
             .describe_instance_status()
             .include_all_instances(true)
-            .max_results(EC2_PAGE);
-        Ok(all_pages!(
-            self,
-            Api::DescribeInstanceStatus,
-            req.into_paginator().send(),
-            |page| page
+            .max_results(EC2_PAGE)
+            .set_next_token(token);
+        let out = self.answer(Api::DescribeInstanceStatus, req.send().await)?;
+        Ok(Page {
+            next: out.next_token().map(str::to_owned),
+            items: out
                 .instance_statuses()
                 .iter()
                 .filter_map(|s| {
@@ -399,8 +395,8 @@ impl Cloud for AwsCloud {
                         system_status: status(s.system_status()),
                     })
                 })
-                .collect::<Vec<_>>()
-        ))
+                .collect(),
+        })
     }
 
     async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
@@ -480,31 +476,34 @@ impl Cloud for AwsCloud {
         result.map(|_| ())
     }
 
-    async fn describe_snapshots(
+    async fn describe_snapshots_page(
         &self,
         t: &Target,
         key: &str,
         value: &str,
-    ) -> Result<Vec<Snapshot>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<Snapshot>, CloudError> {
         let req = self
             .ec2(t)?
             .describe_snapshots()
             .owner_ids("self")
             .filters(filter(&format!("tag:{key}"), &[value]))
-            .max_results(SNAPSHOTS_PAGE);
-        Ok(all_pages!(
-            self,
-            Api::DescribeSnapshots,
-            req.into_paginator().send(),
-            |page| page
+            .max_results(SNAPSHOTS_PAGE)
+            .set_next_token(token);
+        let out = self.answer(Api::DescribeSnapshots, req.send().await)?;
+        Ok(Page {
+            items: out
                 .snapshots()
                 .iter()
-                .filter_map(|s| Some(Snapshot {
-                    id: s.snapshot_id()?.to_owned(),
-                    tags: tags_of(s.tags()),
-                }))
-                .collect::<Vec<_>>()
-        ))
+                .filter_map(|s| {
+                    Some(Snapshot {
+                        id: s.snapshot_id()?.to_owned(),
+                        tags: tags_of(s.tags()),
+                    })
+                })
+                .collect(),
+            next: out.next_token().map(str::to_owned),
+        })
     }
 
     async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {

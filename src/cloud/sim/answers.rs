@@ -2,11 +2,10 @@
 //! the pages, token buckets and errors AWS would give.
 
 use crate::model::TagMap;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 use crate::cloud::limit::{Bucket, TokenBucket};
 use crate::cloud::{
@@ -84,13 +83,14 @@ impl Cloud for SimCloud {
         result
     }
 
-    async fn describe_instances(
+    async fn describe_instances_page(
         &self,
         t: &Target,
         scope: Scope,
-    ) -> Result<Vec<Instance>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<Instance>, CloudError> {
         let wanted = move |i: &&SimInstance| scope == Scope::All || !i.instance.state.is_gone();
-        self.read(t, Api::DescribeInstances, EC2_PAGE, |w| {
+        self.read_page(t, Api::DescribeInstances, EC2_PAGE, token, |w, _| {
             w.instances
                 .values()
                 .filter(wanted)
@@ -99,35 +99,29 @@ impl Cloud for SimCloud {
         })
     }
 
-    async fn ssm_info(
+    async fn ssm_info_page(
         &self,
         t: &Target,
         only: Option<&[InstanceId]>,
-    ) -> Result<BTreeMap<InstanceId, SsmInfo>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<(InstanceId, SsmInfo)>, CloudError> {
         let never_online = self.fault_ids(FaultKind::SsmNeverOnline);
         let asked: Option<HashSet<&InstanceId>> = only.map(|ids| ids.iter().collect());
-        let registered = |w: &World, now: Instant| -> Vec<(InstanceId, SsmInfo)> {
-            w.instances
-                .values()
-                .filter(|i| asked.as_ref().is_none_or(|a| a.contains(&i.instance.id)))
-                .filter_map(|i| {
-                    let info = i.ssm(now, never_online.contains(&i.instance.id))?;
-                    Some((i.instance.id.clone(), info))
-                })
-                .collect()
-        };
-        // Pages per filter chunk, as the AWS implementation sends them.
-        let requests = only.map_or(1, |ids| ids.len().div_ceil(crate::cloud::SSM_FILTER_IDS));
-        let now = Instant::now();
-        self.request(
+        self.read_page(
             t,
             Api::DescribeInstanceInformation,
-            |w| {
-                let found = registered(w, now).len();
-                found.div_ceil(SSM_PAGE).max(requests)
+            SSM_PAGE,
+            token,
+            |w, now| {
+                w.instances
+                    .values()
+                    .filter(|i| asked.as_ref().is_none_or(|a| a.contains(&i.instance.id)))
+                    .filter_map(|i| {
+                        let info = i.ssm(now, never_online.contains(&i.instance.id))?;
+                        Some((i.instance.id.clone(), info))
+                    })
+                    .collect()
             },
-            0,
-            |w, now| Ok(registered(w, now).into_iter().collect()),
         )
     }
 
@@ -137,74 +131,68 @@ impl Cloud for SimCloud {
         let stuck = self.instance_fault(FaultKind::AmiStuck, &req.instance);
         let ami = AmiId::new(self.next("ami"));
         let snaps: std::sync::Arc<[String]> = [self.next("snap")].into();
-        let result = self.request(
-            t,
-            Api::CreateImage,
-            |_| 1,
-            0,
-            |w, now| {
-                let Some(i) = w
-                    .instances
-                    .get(&req.instance)
-                    .filter(|i| !i.instance.state.is_gone())
-                else {
-                    return Err(not_found(Api::CreateImage, req.instance.as_str()));
-                };
-                if error {
-                    return Err(CloudError::new(
-                        Api::CreateImage,
-                        ErrorKind::Api,
-                        "InvalidParameterValue",
-                        format!(
-                            "Instance '{}' has an unsupported root device for imaging",
-                            req.instance
-                        ),
-                    ));
+        let result = self.request(t, Api::CreateImage, 0, |w, now| {
+            let Some(i) = w
+                .instances
+                .get(&req.instance)
+                .filter(|i| !i.instance.state.is_gone())
+            else {
+                return Err(not_found(Api::CreateImage, req.instance.as_str()));
+            };
+            if error {
+                return Err(CloudError::new(
+                    Api::CreateImage,
+                    ErrorKind::Api,
+                    "InvalidParameterValue",
+                    format!(
+                        "Instance '{}' has an unsupported root device for imaging",
+                        req.instance
+                    ),
+                ));
+            }
+            if w.image_names.contains(&req.name) {
+                return Err(CloudError::new(
+                    Api::CreateImage,
+                    ErrorKind::Api,
+                    "InvalidAMIName.Duplicate",
+                    format!("AMI name {} is already in use by an AMI", req.name),
+                ));
+            }
+            // Roughly what EBS snapshots take: a base plus time per GB.
+            let takes = Duration::from_secs(90 + u64::from(i.volume_gb) * 2);
+            let image = Image {
+                id: ami.clone(),
+                name: req.name.as_str().into(),
+                state: ImageState::Pending,
+                state_reason: None,
+                tags: req.tags.clone(),
+                snapshot_ids: snaps.clone(),
+                source_instance: Some(req.instance.clone()),
+                source_image: None,
+            };
+            // The snapshot tag specification: tagged as they are made.
+            if !req.snapshot_tags.is_empty() {
+                for s in snaps.iter() {
+                    w.snapshot_tags.insert(s.clone(), req.snapshot_tags.clone());
                 }
-                if w.image_names.contains(&req.name) {
-                    return Err(CloudError::new(
-                        Api::CreateImage,
-                        ErrorKind::Api,
-                        "InvalidAMIName.Duplicate",
-                        format!("AMI name {} is already in use by an AMI", req.name),
-                    ));
-                }
-                // Roughly what EBS snapshots take: a base plus time per GB.
-                let takes = Duration::from_secs(90 + u64::from(i.volume_gb) * 2);
-                let image = Image {
-                    id: ami.clone(),
-                    name: req.name.as_str().into(),
-                    state: ImageState::Pending,
-                    state_reason: None,
-                    tags: req.tags.clone(),
-                    snapshot_ids: snaps.clone(),
-                    source_instance: Some(req.instance.clone()),
-                    source_image: None,
-                };
-                // The snapshot tag specification: tagged as they are made.
-                if !req.snapshot_tags.is_empty() {
-                    for s in snaps.iter() {
-                        w.snapshot_tags.insert(s.clone(), req.snapshot_tags.clone());
-                    }
-                }
-                let fate = if stuck {
-                    ImageState::Pending
-                } else if failed {
-                    ImageState::Failed
-                } else {
-                    ImageState::Available
-                };
-                w.image_names.insert(req.name.clone());
-                let slot = w.images.insert(SimImage {
-                    image,
-                    available_at: now + takes,
-                    fate,
-                });
-                w.reindex(slot, None);
-                w.schedule(now + takes, Due::Image(slot));
-                Ok(ami.clone())
-            },
-        );
+            }
+            let fate = if stuck {
+                ImageState::Pending
+            } else if failed {
+                ImageState::Failed
+            } else {
+                ImageState::Available
+            };
+            w.image_names.insert(req.name.clone());
+            let slot = w.images.insert(SimImage {
+                image,
+                available_at: now + takes,
+                fate,
+            });
+            w.reindex(slot, None);
+            w.schedule(now + takes, Due::Image(slot));
+            Ok(ami.clone())
+        });
         if result.is_ok() {
             self.log
                 .lock()
@@ -214,11 +202,12 @@ impl Cloud for SimCloud {
         result
     }
 
-    async fn describe_images(
+    async fn describe_images_page(
         &self,
         t: &Target,
         filter: &ImageFilter,
-    ) -> Result<Vec<Image>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<Image>, CloudError> {
         // A scan, not a binary search: with a handful of tags, comparing
         // lengths first settles most keys without looking at their bytes.
         let matches = move |i: &&SimImage| match filter {
@@ -226,22 +215,28 @@ impl Cloud for SimCloud {
             ImageFilter::Name(n) => *i.image.name == **n,
             ImageFilter::Owned => true,
         };
-        self.read(t, Api::DescribeImages, EC2_PAGE, |w| match filter {
-            ImageFilter::Tag(k, v) if k == tag::RUN_ID => w
-                .by_run_id
-                .get(v)
-                .into_iter()
-                .flatten()
-                .filter_map(|&slot| w.images.at(slot))
-                .map(|i| i.image.clone())
-                .collect(),
-            _ => w
-                .images
-                .iter()
-                .filter(matches)
-                .map(|i| i.image.clone())
-                .collect(),
-        })
+        self.read_page(
+            t,
+            Api::DescribeImages,
+            EC2_PAGE,
+            token,
+            |w, _| match filter {
+                ImageFilter::Tag(k, v) if k == tag::RUN_ID => w
+                    .by_run_id
+                    .get(v)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|&slot| w.images.at(slot))
+                    .map(|i| i.image.clone())
+                    .collect(),
+                _ => w
+                    .images
+                    .iter()
+                    .filter(matches)
+                    .map(|i| i.image.clone())
+                    .collect(),
+            },
+        )
     }
 
     async fn create_tags(
@@ -250,43 +245,37 @@ impl Cloud for SimCloud {
         resources: &[String],
         tags: &Tags,
     ) -> Result<(), CloudError> {
-        self.request(
-            t,
-            Api::CreateTags,
-            |_| 1,
-            0,
-            |w, _| {
-                let mut fresh: Option<TagMap> = None;
-                for r in resources {
-                    if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
-                        i.instance.tags.extend(tags.iter().cloned());
-                    } else if w.images.contains(&AmiId::new(r)) {
-                        w.retag_image(&AmiId::new(r), |have| {
-                            have.extend(tags.iter().cloned());
-                        });
-                    } else if r.starts_with("snap-") {
-                        // Snapshots tagged alike share one map: a run tags
-                        // 100,000 of them, a thousand in a call.
-                        let have = w.snapshot_tags.entry(r.clone()).or_default();
-                        if have.is_empty() {
-                            *have = fresh
-                                .get_or_insert_with(|| tags.iter().cloned().collect())
-                                .clone();
-                        } else {
-                            have.extend(tags.iter().cloned());
-                        }
+        self.request(t, Api::CreateTags, 0, |w, _| {
+            let mut fresh: Option<TagMap> = None;
+            for r in resources {
+                if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
+                    i.instance.tags.extend(tags.iter().cloned());
+                } else if w.images.contains(&AmiId::new(r)) {
+                    w.retag_image(&AmiId::new(r), |have| {
+                        have.extend(tags.iter().cloned());
+                    });
+                } else if r.starts_with("snap-") {
+                    // Snapshots tagged alike share one map: a run tags
+                    // 100,000 of them, a thousand in a call.
+                    let have = w.snapshot_tags.entry(r.clone()).or_default();
+                    if have.is_empty() {
+                        *have = fresh
+                            .get_or_insert_with(|| tags.iter().cloned().collect())
+                            .clone();
                     } else {
-                        return Err(CloudError::new(
-                            Api::CreateTags,
-                            ErrorKind::Api,
-                            "InvalidID",
-                            format!("The ID '{r}' is not valid"),
-                        ));
+                        have.extend(tags.iter().cloned());
                     }
+                } else {
+                    return Err(CloudError::new(
+                        Api::CreateTags,
+                        ErrorKind::Api,
+                        "InvalidID",
+                        format!("The ID '{r}' is not valid"),
+                    ));
                 }
-                Ok(())
-            },
-        )
+            }
+            Ok(())
+        })
     }
 
     async fn start_instances(
@@ -295,7 +284,7 @@ impl Cloud for SimCloud {
         ids: &[InstanceId],
     ) -> Result<Vec<StateChange>, CloudError> {
         if let Some(e) = self.denied(t, Api::StartInstances) {
-            self.calls.record_n(Api::StartInstances, 1, Some(&e));
+            self.calls.request(Api::StartInstances, Some(&e));
             return Err(e);
         }
         let capacity = ids
@@ -305,7 +294,7 @@ impl Cloud for SimCloud {
             .iter()
             .filter(|id| self.instance_fault(FaultKind::TerminatedBeforeStart, id))
             .collect();
-        let result = self.request(t, Api::StartInstances, |_| 1, ids.len(), |w, now| {
+        let result = self.request(t, Api::StartInstances, ids.len(), |w, now| {
             // Terminated under us, between the scan and this call.
             for id in &doomed {
                 if let Some(i) = w.instances.get_mut(*id) {
@@ -353,52 +342,50 @@ impl Cloud for SimCloud {
         result
     }
 
-    async fn instance_status(&self, t: &Target) -> Result<Vec<StatusChecks>, CloudError> {
+    async fn instance_status_page(
+        &self,
+        t: &Target,
+        token: Option<String>,
+    ) -> Result<Page<StatusChecks>, CloudError> {
         let impaired_ids = self.fault_ids(FaultKind::Impaired);
         let impaired = |id: &InstanceId| impaired_ids.contains(id);
-        self.request(
-            t,
-            Api::DescribeInstanceStatus,
-            |w| w.instances.len().div_ceil(EC2_PAGE),
-            0,
-            |w, now| {
-                Ok(w.instances
-                    .values()
-                    .map(|i| {
-                        let status = match (i.instance.state, i.running_since) {
-                            (InstanceState::Running, _) if impaired(&i.instance.id) => "impaired",
-                            (InstanceState::Running, Some(since))
-                                if now >= since + Duration::from_secs(120) =>
-                            {
-                                "ok"
-                            }
-                            (InstanceState::Running, _) => "initializing",
-                            _ => "not-applicable",
-                        };
-                        StatusChecks {
-                            id: i.instance.id.clone(),
-                            state: i.instance.state,
-                            instance_status: status.to_owned(),
-                            system_status: if status == "impaired" {
-                                "ok".into()
-                            } else {
-                                status.to_owned()
-                            },
+        self.read_page(t, Api::DescribeInstanceStatus, EC2_PAGE, token, |w, now| {
+            w.instances
+                .values()
+                .map(|i| {
+                    let status = match (i.instance.state, i.running_since) {
+                        (InstanceState::Running, _) if impaired(&i.instance.id) => "impaired",
+                        (InstanceState::Running, Some(since))
+                            if now >= since + Duration::from_secs(120) =>
+                        {
+                            "ok"
                         }
-                    })
-                    .collect())
-            },
-        )
+                        (InstanceState::Running, _) => "initializing",
+                        _ => "not-applicable",
+                    };
+                    StatusChecks {
+                        id: i.instance.id.clone(),
+                        state: i.instance.state,
+                        instance_status: status.to_owned(),
+                        system_status: if status == "impaired" {
+                            "ok".into()
+                        } else {
+                            status.to_owned()
+                        },
+                    }
+                })
+                .collect()
+        })
     }
 
     async fn permitted(&self, t: &Target, probe: &Probe) -> Result<(), CloudError> {
         let api = probe.api();
         if let Some(e) = self.denied(t, api) {
-            self.calls.record_n(api, 1, Some(&e));
+            self.calls.request(api, Some(&e));
             return Err(e);
         }
         // The request is checked and counted like any other, changing nothing.
-        self.request(t, api, |_| 1, 0, |_, _| Ok(()))
+        self.request(t, api, 0, |_, _| Ok(()))
     }
 
     async fn stop_instances(
@@ -406,38 +393,32 @@ impl Cloud for SimCloud {
         t: &Target,
         ids: &[InstanceId],
     ) -> Result<Vec<StateChange>, CloudError> {
-        let result = self.request(
-            t,
-            Api::StopInstances,
-            |_| 1,
-            ids.len(),
-            |w, now| {
-                for id in ids {
-                    if !w.instances.contains_key(id) {
-                        return Err(not_found(Api::StopInstances, id.as_str()));
-                    }
+        let result = self.request(t, Api::StopInstances, ids.len(), |w, now| {
+            for id in ids {
+                if !w.instances.contains_key(id) {
+                    return Err(not_found(Api::StopInstances, id.as_str()));
                 }
-                let mut changes = Vec::with_capacity(ids.len());
-                for (n, id) in ids.iter().enumerate() {
-                    let previous = w
-                        .instances
-                        .get(id)
-                        .map_or(InstanceState::Unknown, |i| i.instance.state);
-                    let mut current = previous;
-                    if matches!(previous, InstanceState::Running | InstanceState::Pending) {
-                        let at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
-                        w.transition(id, InstanceState::Stopping, at);
-                        current = InstanceState::Stopping;
-                    }
-                    changes.push(StateChange {
-                        id: id.clone(),
-                        previous,
-                        current,
-                    });
+            }
+            let mut changes = Vec::with_capacity(ids.len());
+            for (n, id) in ids.iter().enumerate() {
+                let previous = w
+                    .instances
+                    .get(id)
+                    .map_or(InstanceState::Unknown, |i| i.instance.state);
+                let mut current = previous;
+                if matches!(previous, InstanceState::Running | InstanceState::Pending) {
+                    let at = now + Duration::from_secs(20 + (n as u64 * 5) % 40);
+                    w.transition(id, InstanceState::Stopping, at);
+                    current = InstanceState::Stopping;
                 }
-                Ok(changes)
-            },
-        );
+                changes.push(StateChange {
+                    id: id.clone(),
+                    previous,
+                    current,
+                });
+            }
+            Ok(changes)
+        });
         if result.is_ok() {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             log.extend(ids.iter().map(|id| (Api::StopInstances, id.shared())));
@@ -446,33 +427,28 @@ impl Cloud for SimCloud {
     }
 
     async fn deregister_image(&self, t: &Target, ami: &AmiId) -> Result<(), CloudError> {
-        self.request(
-            t,
-            Api::DeregisterImage,
-            |_| 1,
-            0,
-            |w, _| {
-                let Some((slot, img)) = w.images.remove(ami) else {
-                    return Err(CloudError::new(
-                        Api::DeregisterImage,
-                        ErrorKind::Api,
-                        "InvalidAMIID.NotFound",
-                        format!("The image id '[{ami}]' does not exist"),
-                    ));
-                };
-                w.image_names.remove(&*img.image.name);
-                w.reindex(slot, img.image.tags.get(tag::RUN_ID).map(String::as_str));
-                Ok(())
-            },
-        )
+        self.request(t, Api::DeregisterImage, 0, |w, _| {
+            let Some((slot, img)) = w.images.remove(ami) else {
+                return Err(CloudError::new(
+                    Api::DeregisterImage,
+                    ErrorKind::Api,
+                    "InvalidAMIID.NotFound",
+                    format!("The image id '[{ami}]' does not exist"),
+                ));
+            };
+            w.image_names.remove(&*img.image.name);
+            w.reindex(slot, img.image.tags.get(tag::RUN_ID).map(String::as_str));
+            Ok(())
+        })
     }
 
-    async fn describe_snapshots(
+    async fn describe_snapshots_page(
         &self,
         t: &Target,
         key: &str,
         value: &str,
-    ) -> Result<Vec<crate::model::Snapshot>, CloudError> {
+        token: Option<String>,
+    ) -> Result<Page<crate::model::Snapshot>, CloudError> {
         let found = |w: &World| -> Vec<crate::model::Snapshot> {
             w.snapshot_tags
                 .iter()
@@ -483,42 +459,36 @@ impl Cloud for SimCloud {
                 })
                 .collect()
         };
-        self.read(t, Api::DescribeSnapshots, EC2_PAGE, found)
+        self.read_page(t, Api::DescribeSnapshots, EC2_PAGE, token, |w, _| found(w))
     }
 
     async fn delete_snapshot(&self, t: &Target, snapshot: &str) -> Result<(), CloudError> {
-        self.request(
-            t,
-            Api::DeleteSnapshot,
-            |_| 1,
-            0,
-            |w, _| {
-                if let Some(img) = w
-                    .images
-                    .iter()
-                    .find(|i| i.image.snapshot_ids.iter().any(|s| s == snapshot))
-                {
-                    return Err(CloudError::new(
-                        Api::DeleteSnapshot,
-                        ErrorKind::Api,
-                        "InvalidSnapshot.InUse",
-                        format!(
-                            "The snapshot {snapshot} is currently in use by {}",
-                            img.image.id
-                        ),
-                    ));
-                }
-                if w.snapshot_tags.remove(snapshot).is_none() {
-                    return Err(CloudError::new(
-                        Api::DeleteSnapshot,
-                        ErrorKind::Api,
-                        "InvalidSnapshot.NotFound",
-                        format!("The snapshot '{snapshot}' does not exist."),
-                    ));
-                }
-                Ok(())
-            },
-        )
+        self.request(t, Api::DeleteSnapshot, 0, |w, _| {
+            if let Some(img) = w
+                .images
+                .iter()
+                .find(|i| i.image.snapshot_ids.iter().any(|s| s == snapshot))
+            {
+                return Err(CloudError::new(
+                    Api::DeleteSnapshot,
+                    ErrorKind::Api,
+                    "InvalidSnapshot.InUse",
+                    format!(
+                        "The snapshot {snapshot} is currently in use by {}",
+                        img.image.id
+                    ),
+                ));
+            }
+            if w.snapshot_tags.remove(snapshot).is_none() {
+                return Err(CloudError::new(
+                    Api::DeleteSnapshot,
+                    ErrorKind::Api,
+                    "InvalidSnapshot.NotFound",
+                    format!("The snapshot '{snapshot}' does not exist."),
+                ));
+            }
+            Ok(())
+        })
     }
 
     async fn delete_tags(
@@ -534,24 +504,18 @@ impl Cloud for SimCloud {
                 }
             }
         };
-        self.request(
-            t,
-            Api::DeleteTags,
-            |_| 1,
-            0,
-            |w, _| {
-                for r in resources {
-                    if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
-                        drop_from(&mut i.instance.tags);
-                    } else if w.images.contains(&AmiId::new(r)) {
-                        w.retag_image(&AmiId::new(r), drop_from);
-                    } else if let Some(snap) = w.snapshot_tags.get_mut(r) {
-                        drop_from(snap);
-                    }
+        self.request(t, Api::DeleteTags, 0, |w, _| {
+            for r in resources {
+                if let Some(i) = w.instances.get_mut(&InstanceId::new(r.clone())) {
+                    drop_from(&mut i.instance.tags);
+                } else if w.images.contains(&AmiId::new(r)) {
+                    w.retag_image(&AmiId::new(r), drop_from);
+                } else if let Some(snap) = w.snapshot_tags.get_mut(r) {
+                    drop_from(snap);
                 }
-                Ok(())
-            },
-        )
+            }
+            Ok(())
+        })
     }
 
     async fn enable_image_deprecation(
@@ -560,24 +524,18 @@ impl Cloud for SimCloud {
         ami: &AmiId,
         _at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), CloudError> {
-        let result = self.request(
-            t,
-            Api::EnableImageDeprecation,
-            |_| 1,
-            0,
-            |w, _| {
-                if w.images.contains(ami) {
-                    Ok(())
-                } else {
-                    Err(CloudError::new(
-                        Api::EnableImageDeprecation,
-                        ErrorKind::Api,
-                        "InvalidAMIID.NotFound",
-                        format!("The image id '[{ami}]' does not exist"),
-                    ))
-                }
-            },
-        );
+        let result = self.request(t, Api::EnableImageDeprecation, 0, |w, _| {
+            if w.images.contains(ami) {
+                Ok(())
+            } else {
+                Err(CloudError::new(
+                    Api::EnableImageDeprecation,
+                    ErrorKind::Api,
+                    "InvalidAMIID.NotFound",
+                    format!("The image id '[{ami}]' does not exist"),
+                ))
+            }
+        });
         if result.is_ok() {
             self.log
                 .lock()

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cloud::{Api, ApiCalls, CloudError, ErrorKind};
+use crate::cloud::{Api, ApiCalls, CloudError, ErrorKind, Page};
 use crate::model::{
     AccountId, AmiId, Image, Instance, InstanceId, InstanceState, Region, TagMap, Target,
 };
@@ -182,7 +182,6 @@ impl SimCloud {
         &self,
         t: &Target,
         api: Api,
-        pages: impl Fn(&World) -> usize,
         instances: usize,
         f: impl FnOnce(&mut World, Instant) -> Result<T, CloudError>,
     ) -> Result<T, CloudError> {
@@ -194,7 +193,7 @@ impl SimCloud {
                 "Unreachable",
                 format!("no answer from AWS: dispatch failure: connection to ec2.{}.amazonaws.com timed out", t.region),
             );
-            self.calls.record_n(api, 1, Some(&e));
+            self.calls.request(api, Some(&e));
             return Err(e);
         }
         let mut worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());
@@ -203,55 +202,58 @@ impl SimCloud {
             .or_default();
         let now = Instant::now();
         world.tick(now);
-        let pages = pages(world).max(1);
-        // Each page is a request and draws its own token.
-        for page in 0..pages {
-            if self.throttling && !take_tokens(world, api, instances) {
-                let e = CloudError::new(
-                    api,
-                    ErrorKind::Throttled,
-                    "RequestLimitExceeded",
-                    "Request limit exceeded.",
-                );
-                *self
-                    .throttled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(api)
-                    .or_default() += 1;
-                self.calls.record_n(api, page as u64 + 1, Some(&e));
-                return Err(e);
-            }
+        if self.throttling && !take_tokens(world, api, instances) {
+            let e = CloudError::new(
+                api,
+                ErrorKind::Throttled,
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            );
+            *self
+                .throttled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(api)
+                .or_default() += 1;
+            self.calls.request(api, Some(&e));
+            return Err(e);
         }
         let result = f(world, now);
-        self.calls
-            .record_n(api, pages as u64, result.as_ref().err());
+        self.calls.request(api, result.as_ref().err());
         result
     }
 
-    /// A read-only call: its answer is made once, and takes a token per
-    /// page of `page` items, as AWS counts them (a throttled answer is
-    /// thrown away).
-    fn read<T>(
+    /// One page of a listing, `size` items at most: the items from the
+    /// token's offset on. The answer is made afresh for each page, as AWS
+    /// reads its own state again for each request.
+    fn read_page<T>(
         &self,
         t: &Target,
         api: Api,
-        page: usize,
-        answer: impl Fn(&World) -> Vec<T>,
-    ) -> Result<Vec<T>, CloudError> {
-        let made = std::cell::RefCell::new(Vec::new());
-        self.request(
-            t,
-            api,
-            |w| {
-                let items = answer(w);
-                let pages = items.len().div_ceil(page);
-                *made.borrow_mut() = items;
-                pages
-            },
-            0,
-            |_, _| Ok(made.take()),
-        )
+        size: usize,
+        token: Option<String>,
+        answer: impl FnOnce(&World, Instant) -> Vec<T>,
+    ) -> Result<Page<T>, CloudError> {
+        let from: usize = match token.as_deref().map(str::parse) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return Err(CloudError::new(
+                    api,
+                    ErrorKind::Api,
+                    "InvalidParameterValue",
+                    "Invalid value for NextToken",
+                ));
+            }
+        };
+        self.request(t, api, 0, |w, now| {
+            let mut items = answer(w, now);
+            let end = items.len().min(from.saturating_add(size));
+            let next = (end < items.len()).then(|| end.to_string());
+            items.truncate(end);
+            items.drain(..from.min(end));
+            Ok(Page { items, next })
+        })
     }
 
     fn next(&self, prefix: &str) -> String {
