@@ -12,7 +12,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use support::*;
@@ -40,6 +40,8 @@ struct Figures {
     throttled_by_stage: usize,
     throttled_counted: u64,
     ready: usize,
+    /// Each phase's wall time, as the report gives it.
+    phases: String,
 }
 
 fn main() {
@@ -71,11 +73,12 @@ fn main() {
                 "every throttle counted ({name})"
             );
             eprintln!(
-                "{name} #{}: wall {:.2} s, floor {:.2} s, {:.2}x",
+                "{name} #{}: wall {:.2} s, floor {:.2} s, {:.2}x ({})",
                 i + 1,
                 f.wall,
                 f.floor,
-                f.wall / f.floor
+                f.wall / f.floor,
+                f.phases
             );
             table.push((name, f));
         }
@@ -167,8 +170,35 @@ async fn one_run(fleet: &Fleet, throttle: u32, seed: u64) -> Figures {
     let wall = began.elapsed().as_secs_f64();
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let log = moto.stage.log();
-    let requests = log.iter().filter(|e| e.service != "stage").count();
-    let mean_latency = Duration::from_secs_f64((LATENCY_MS[0] + LATENCY_MS[1]) / 2.0 / 1000.0);
+    let requests: Vec<_> = log.iter().filter(|e| e.service != "stage").collect();
+    // Each request's time on the stage: its latency and moto's own work.
+    let service: f64 = requests
+        .iter()
+        .map(|e| e.done.map_or(0.0, |d| d - e.t))
+        .sum();
+    if std::env::var_os("STAGE_BENCH_DETAIL").is_some() {
+        let mut by_action: std::collections::BTreeMap<&str, (usize, f64, f64, f64)> =
+            Default::default();
+        for e in &requests {
+            let d = e.done.map_or(0.0, |d| d - e.t);
+            let a = by_action
+                .entry(&e.action)
+                .or_insert((0, 0.0, f64::MAX, 0.0));
+            a.0 += 1;
+            a.1 += d;
+            a.2 = a.2.min(e.t);
+            a.3 = a.3.max(e.t);
+        }
+        let t0 = requests.iter().map(|e| e.t).fold(f64::MAX, f64::min);
+        for (action, (n, total, first, last)) in by_action {
+            eprintln!(
+                "  {action}: {n} requests, {:.0} ms each, from {:.2} s to {:.2} s",
+                total / n as f64 * 1000.0,
+                first - t0,
+                last - t0
+            );
+        }
+    }
     let report = s.report_json();
     let throttled_counted = report["performance"]["phases"]
         .as_array()
@@ -177,6 +207,19 @@ async fn one_run(fleet: &Fleet, throttle: u32, seed: u64) -> Figures {
         .flat_map(|p| p["api_calls"].as_array().expect("api_calls").iter())
         .map(|c| c["throttled"].as_u64().unwrap_or(0))
         .sum();
+    let phases = report["performance"]["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.1} s",
+                p["phase"].as_str().unwrap_or("?"),
+                p["seconds"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let ready = s
         .inventory()
         .iter()
@@ -184,8 +227,9 @@ async fn one_run(fleet: &Fleet, throttle: u32, seed: u64) -> Figures {
         .count();
     Figures {
         wall,
-        // AWS's own waits, plus every request at the configured concurrency.
-        floor: 2.0 * PENDING + requests as f64 * mean_latency.as_secs_f64() / CONCURRENCY,
+        // AWS's own waits, plus every request's time on the stage at the
+        // configured concurrency.
+        floor: 2.0 * PENDING + service / CONCURRENCY,
         instances,
         others: log
             .iter()
@@ -197,5 +241,6 @@ async fn one_run(fleet: &Fleet, throttle: u32, seed: u64) -> Figures {
             .count(),
         throttled_counted,
         ready,
+        phases,
     }
 }

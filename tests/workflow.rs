@@ -442,3 +442,73 @@ async fn the_start_wait_counts_from_the_last_start_of_5000_sim() {
         "the sends spread over {spread} s"
     );
 }
+
+/// An account-region whose AMIs are ready starts its instances and is
+/// validated while another still waits for its own (500 GB volumes: about
+/// 18 minutes), instead of waiting for the slowest.
+#[tokio::test(start_paused = true)]
+async fn each_account_region_goes_on_at_its_own_pace_sim() {
+    let mut config = config();
+    config.landing_zones.truncate(1);
+    let lz = &config.landing_zones[0];
+    let sim = SimCloud::empty();
+    for (n, (region, gb)) in [("us-east-1", 8), ("eu-west-1", 500)]
+        .into_iter()
+        .enumerate()
+    {
+        for (k, state) in [InstanceState::Running, InstanceState::Stopped]
+            .into_iter()
+            .enumerate()
+        {
+            let instance = Instance {
+                id: InstanceId::new(format!("i-0{n}{k:015x}")),
+                state,
+                platform: Platform::Linux,
+                instance_type: "t3.small".into(),
+                private_ip: None,
+                launch_time: None,
+                tags: Default::default(),
+            };
+            sim.add_described(
+                &lz.account_id,
+                &region.parse::<Region>().unwrap(),
+                instance,
+                gb,
+                Agent::Healthy,
+                std::time::Duration::from_secs(30),
+            );
+        }
+    }
+    let cloud = Paced::new(sim);
+    let run = run(&cloud, &config, &options("pace-1")).await;
+    assert!(
+        !run.has_failures(),
+        "{:?}",
+        run.records().map(|r| &r.verdict).collect::<Vec<_>>()
+    );
+    let of = |region: &str| {
+        run.targets
+            .iter()
+            .find(|t| t.target.region.as_str() == region)
+            .expect("the account-region")
+    };
+    let fast_started = of("us-east-1")
+        .records
+        .iter()
+        .find_map(|r| r.start.as_ref()?.started_at)
+        .expect("a start");
+    let slow_backed_up = of("eu-west-1")
+        .records
+        .iter()
+        .filter_map(|r| r.backup.as_ref()?.completed_at)
+        .max()
+        .expect("AMIs");
+    assert!(
+        (slow_backed_up - fast_started).num_seconds() > 600,
+        "us-east-1 started at {fast_started}, eu-west-1's AMIs ended at {slow_backed_up}"
+    );
+    // The phases overlap: together they take longer than the run.
+    let wall = (run.finished_at.unwrap() - run.started_at).num_seconds() as f64;
+    let phases: f64 = run.phases.iter().map(|p| p.seconds).sum();
+    assert!(phases > wall + 60.0, "phases {phases} s, run {wall} s");
+}

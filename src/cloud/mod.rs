@@ -26,8 +26,8 @@ pub use crate::model::api::{
     Api, CallCount, CloudError, ErrorKind, calls_since, request_id_suffix,
 };
 use crate::model::{
-    AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StateChange, StatusChecks, TagMap, Tags,
-    Target,
+    AmiId, Image, Instance, InstanceId, Phase, Snapshot, SsmInfo, StateChange, StatusChecks,
+    TagMap, Tags, Target,
 };
 
 /// How much of a target's fleet `describe_instances` returns.
@@ -325,11 +325,25 @@ pub trait Cloud: Send + Sync {
     }
 }
 
+tokio::task_local! {
+    /// The phase a request is made for: account-regions go through the
+    /// phases each at its own pace, so a phase's calls are told by this,
+    /// not by when they were made.
+    static PHASE: Phase;
+}
+
+/// Runs `work` with its requests counted for `phase` too.
+pub async fn counted_for<F: Future>(phase: Phase, work: F) -> F::Output {
+    PHASE.scope(phase, work).await
+}
+
 /// The tool counts its own calls: one entry per action, counted where the
-/// request is sent, so throttled and failed calls count too.
+/// request is sent, so throttled and failed calls count too; and again by
+/// phase, for requests made inside [`counted_for`].
 #[derive(Debug, Default)]
 pub struct ApiCalls {
     counts: Mutex<BTreeMap<Api, CallCount>>,
+    by_phase: Mutex<BTreeMap<(Phase, Api), CallCount>>,
     /// Requests and throttles are counted per HTTP attempt, by
     /// [`ApiCalls::attempt`] (the AWS SDK's interceptor), not per call.
     per_attempt: bool,
@@ -351,24 +365,45 @@ impl ApiCalls {
 
     /// One request that ended with `error`, or was answered.
     pub fn request(&self, api: Api, error: Option<&CloudError>) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let c = counts.entry(api).or_default();
-        match (self.per_attempt, error) {
-            (false, Some(e)) if e.is_throttle() => c.throttled += 1,
-            (_, Some(e)) if !e.is_throttle() => c.errors += 1,
-            _ => {}
-        }
-        if !self.per_attempt {
-            c.calls += 1;
-        }
+        let per_attempt = self.per_attempt;
+        self.count(api, |c| {
+            match (per_attempt, error) {
+                (false, Some(e)) if e.is_throttle() => c.throttled += 1,
+                (_, Some(e)) if !e.is_throttle() => c.errors += 1,
+                _ => {}
+            }
+            if !per_attempt {
+                c.calls += 1;
+            }
+        });
     }
 
     /// One HTTP attempt of `api`, and whether it was answered with a throttle.
     pub fn attempt(&self, api: Api, throttled: bool) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let c = counts.entry(api).or_default();
-        c.calls += 1;
-        c.throttled += u64::from(throttled);
+        self.count(api, |c| {
+            c.calls += 1;
+            c.throttled += u64::from(throttled);
+        });
+    }
+
+    /// Applies `change` to the action's count, and to its phase's.
+    fn count(&self, api: Api, change: impl Fn(&mut CallCount)) {
+        change(
+            self.counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(api)
+                .or_default(),
+        );
+        if let Ok(phase) = PHASE.try_with(|p| *p) {
+            change(
+                self.by_phase
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((phase, api))
+                    .or_default(),
+            );
+        }
     }
 
     pub fn snapshot(&self) -> BTreeMap<Api, CallCount> {
@@ -376,6 +411,17 @@ impl ApiCalls {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The requests made for `phase` (inside [`counted_for`]), by action.
+    pub fn of_phase(&self, phase: Phase) -> BTreeMap<Api, CallCount> {
+        self.by_phase
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((p, _), _)| *p == phase)
+            .map(|((_, api), c)| (*api, *c))
+            .collect()
     }
 }
 

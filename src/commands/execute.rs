@@ -1,6 +1,6 @@
-//! A workflow executed: journaled, checkpointed after each phase, its
-//! reports written and its summary printed. Shared by the run and the
-//! demo.
+//! A workflow executed: journaled, checkpointed as each account-region
+//! gets through each phase, its reports written and its summary printed.
+//! Shared by the run and the demo.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +13,7 @@ use crate::cloud::Cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
 use crate::journal::{self, Journal};
-use crate::model::{AccountId, Phase, Plan, Run};
+use crate::model::{AccountId, Phase, Plan, Run, TargetRun};
 use crate::workflow::{self, Clock, Options, Workflow};
 use crate::{Error, Outcome, report};
 
@@ -31,7 +31,7 @@ fn save_phase(j: &journal::Journal, run: &Run, phase: Option<Phase>, backup_wait
     tracing::debug!(ms = started.elapsed().as_millis(), "journal saved");
 }
 
-/// What is saved after a phase: a copy of the run as the phase left it.
+/// What is saved after the scan: a copy of the run as the scan left it.
 struct Checkpoint {
     run: Run,
     phase: Option<Phase>,
@@ -171,8 +171,66 @@ async fn execute_inner<C: Cloud>(
     Ok(outcome)
 }
 
-/// Runs the workflow, saving each phase in the journal and rewriting the
-/// inventory as it goes; the run, once every save is done.
+/// Saves the run as it goes: after the scan, its instances and the
+/// inventory, on a thread of their own while the backups begin (a large
+/// fleet's take a second); then each account-region's part as soon as it
+/// is through a phase, so that a crash loses none of it.
+struct Saves<'a> {
+    journal: &'a Arc<Journal>,
+    run_id: &'a str,
+    csv: Option<std::path::PathBuf>,
+    backup_waited: bool,
+    /// The scan's save, until it is waited for.
+    scan: std::sync::Mutex<Option<std::thread::JoinHandle<Option<Error>>>>,
+    /// The scan's save's error (the inventory's), once waited for.
+    error: std::sync::Mutex<Option<Error>>,
+}
+
+impl Saves<'_> {
+    /// Waits for the scan's save if it is still out. It rewrites the
+    /// run's parts from scratch, so nothing else is saved before it ends.
+    fn after_scan(&self) {
+        let handle = self.scan.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(e) = finish_checkpoint(handle) {
+            self.error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+        }
+    }
+}
+
+impl workflow::Checkpoint for Saves<'_> {
+    fn scanned(&mut self, run: &Run) {
+        let save = Checkpoint {
+            run: run.clone(),
+            phase: Some(Phase::Scanner),
+            journal: Arc::clone(self.journal),
+            csv: self.csv.clone(),
+            backup_waited: self.backup_waited,
+        };
+        *self.scan.get_mut().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::thread::spawn(move || save.write()));
+    }
+
+    fn target_done(&self, index: usize, target: &TargetRun, phase: Phase) {
+        self.after_scan();
+        let saved = journal::snapshot::save_target(
+            self.journal,
+            self.run_id,
+            index,
+            target,
+            phase,
+            self.backup_waited,
+        );
+        if let Err(e) = saved {
+            tracing::error!(target_ = %target.target, error = %e, "cannot save the run in the journal");
+        }
+    }
+}
+
+/// Runs the workflow, saving it in the journal and writing the inventory
+/// after the scan as it goes; the run, once every save is done.
 async fn run_checkpointed<C: Cloud>(
     cloud: &Paced<C>,
     config: &Config,
@@ -197,47 +255,28 @@ async fn run_checkpointed<C: Cloud>(
         progress: workflow::progress::Progress::new(options.show_progress),
         witnesses,
     };
-    let mut write_error: Option<Error> = None;
     let csv_wanted = config.reports.formats.contains(&report::Format::Csv);
-    // After each phase, on a thread of its own while the next phase runs
-    // (the phases keep one core busy): the journal's copy of what the phase
-    // changed, and the inventory rewritten. A large fleet's take a second.
-    // One at a time, in order: each waits for the one before.
-    let mut saving: Option<std::thread::JoinHandle<Option<Error>>> = None;
-    // Validation is the last phase: nothing would run beside its save, so
-    // its part is saved once the workflow returns, from the run itself
-    // rather than a copy (a large fleet's copy takes a tenth of a second);
-    // the reports then write the inventory.
-    let mut unsaved: Option<Phase> = None;
-    let mut checkpoint = |run: &Run| {
-        if let Some(e) = finish_checkpoint(saving.take()) {
-            write_error.get_or_insert(e);
-        }
-        let phase = run.phases.last().map(|p| p.phase);
-        if phase == Some(Phase::Validation) {
-            unsaved = phase;
-            return;
-        }
-        let save = Checkpoint {
-            run: run.clone(),
-            phase,
-            journal: Arc::clone(journal),
-            csv: csv_wanted.then(|| csv_path.clone()),
-            backup_waited: options.wait_backup,
-        };
-        saving = Some(std::thread::spawn(move || save.write()));
+    let mut saves = Saves {
+        journal,
+        run_id: options.run_id.as_str(),
+        csv: csv_wanted.then(|| csv_path.clone()),
+        backup_waited: options.wait_backup,
+        scan: Default::default(),
+        error: Default::default(),
     };
     let interactive = options.interactive;
     let mut confirm = |what: &str| confirm(what, interactive);
     let selected: Vec<&LandingZone> = landing_zones.iter().collect();
-    let run = wf.run(&selected, &mut checkpoint, &mut confirm).await;
-    if let Some(e) = finish_checkpoint(saving.take()) {
-        write_error.get_or_insert(e);
-    }
+    let run = wf.run(&selected, &mut saves, &mut confirm).await;
+    saves.after_scan();
+    let write_error = saves.error.into_inner().unwrap_or_else(|e| e.into_inner());
     let run = run?;
-    // The last phase's part, if it was left for now, and the header:
-    // saved even if an inventory could not be written.
-    save_phase(journal, &run, unsaved, options.wait_backup);
+    // The header, with every phase's summary: saved even if the inventory
+    // could not be written.
+    save_phase(journal, &run, None, options.wait_backup);
+    for p in run.phases.iter().skip(1).filter(|p| p.plan == Plan::Run) {
+        let _ = journal.note(run.id.as_str(), "Phase", &format!("{} done", p.phase));
+    }
     if let Some(e) = write_error {
         return Err(e);
     }

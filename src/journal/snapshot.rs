@@ -1,10 +1,11 @@
 //! A run as the journal keeps it, so that `prepatch report --run` can write
 //! its reports again, even after a crash.
 //!
-//! After each phase the run's header (phases, events, failures: small) is
-//! saved whole, and each account-region's part that the phase changed is
-//! saved apart: the scan writes the instances once; the backup phase then
-//! only their backups, the start phase their starts, validation their SSM
+//! The run's header (phases, events, failures: small) is saved whole after
+//! the scan and at the end, and each account-region's part that a phase
+//! changed is saved apart, as soon as that account-region is through the
+//! phase: the scan writes the instances once; the backup phase then only
+//! their backups, the start phase their starts, validation their SSM
 //! status and verdicts. Each part is made one account-region at a time, so
 //! a 100,000-instance run is never held as one string, and no phase writes
 //! again what an earlier one wrote.
@@ -104,6 +105,23 @@ pub fn save(
     let header = serde_json::to_string(&header(run)).map_err(|e| e.to_string())?;
     j.save_snapshot(run.id.as_str(), &header, counts(run))
         .map_err(|e| e.to_string())
+}
+
+/// Saves what `phase` changed in one account-region, the run's `index`th.
+pub fn save_target(
+    j: &Journal,
+    run_id: &str,
+    index: usize,
+    t: &TargetRun,
+    phase: Phase,
+    backup_waited: bool,
+) -> Result<(), String> {
+    for &part in parts(phase, backup_waited) {
+        let row = part_json(t, part).map_err(|e| e.to_string())?;
+        j.save_parts(run_id, part, std::iter::once((index, row)))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Counts for the journal's `runs` list.

@@ -89,6 +89,9 @@ pub struct PhaseSummary {
     pub done: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// From the first account-region into the phase to the last one out:
+    /// account-regions go through the phases each at its own pace, so
+    /// phases overlap and their times add up to more than the run's.
     pub seconds: f64,
     pub api_calls: BTreeMap<Api, CallCount>,
 }

@@ -23,12 +23,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::poll::Polls;
-use super::{Tally, Workflow, for_each_target};
+use super::{Tally, Workflow};
 use crate::cloud::{ImageFilter, ImageRequest};
 use crate::model::{
     AmiId, Backup, Failure, Image, ImageState, InstanceId, Record, TagMap, Tags, Target, tag,
 };
-use crate::model::{Phase, Run, TargetRun};
+use crate::model::{Phase, TargetRun};
 
 /// CreateImage calls in flight per account-region. The pacing in
 /// `cloud::limit` keeps them inside EC2's rate; this keeps latency hidden.
@@ -59,15 +59,8 @@ pub(super) fn run_tags(run_id: &str, landing_zone: &str, expires_at: DateTime<Ut
     ]
 }
 
-pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
-    let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, |t| backup_target(wf, t)).await {
-        total += t;
-    }
-    total
-}
-
-async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
+/// Phase 2 in one account-region: an AMI per instance, waited on.
+pub(super) async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
     if t.records.is_empty() {
         return Tally::default();
     }

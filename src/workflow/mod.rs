@@ -7,8 +7,12 @@
 //! 4. [`validate`]: one verdict per instance.
 //!
 //! Every account-region ([`Target`]) is worked on at once, within
-//! `aws.max_concurrency`; inside one, calls are batched. A failure belongs
-//! to its instance, target or landing zone and never stops the others.
+//! `aws.max_concurrency`; inside one, calls are batched. After the scan
+//! (and the production guard, which needs all of it), each account-region
+//! goes through backup, start and validation at its own pace: one whose
+//! AMIs are ready starts its instances while another still waits for its
+//! own. A failure belongs to its instance, target or landing zone and
+//! never stops the others.
 
 pub mod backup;
 pub mod permissions;
@@ -163,13 +167,17 @@ impl std::ops::AddAssign for Tally {
     }
 }
 
-/// Where the run stands after a phase, for the caller to write reports.
+/// Where the run stands, for the caller to save it as it goes.
 pub trait Checkpoint {
-    fn phase_done(&mut self, run: &Run);
+    /// The scan is done: every account-region's instances are known.
+    fn scanned(&mut self, run: &Run);
+
+    /// The account-region at `index` in the run is through `phase`.
+    fn target_done(&self, _index: usize, _target: &TargetRun, _phase: Phase) {}
 }
 
 impl<F: FnMut(&Run)> Checkpoint for F {
-    fn phase_done(&mut self, run: &Run) {
+    fn scanned(&mut self, run: &Run) {
         self(run)
     }
 }
@@ -205,8 +213,15 @@ impl Workflow<'_> {
             permission_checks: Vec::new(),
         };
 
-        self.phase(&mut run, Phase::Scanner, landing_zones, checkpoint)
-            .await;
+        let before = self.cloud.api_calls().snapshot();
+        let started = Instant::now();
+        tracing::info!(phase = Phase::Scanner.name(), "phase started");
+        let tally = scan::run(self, &mut run, landing_zones).await;
+        self.summarise(&mut run, Phase::Scanner, tally, started.elapsed());
+        if let Some(p) = run.phases.last_mut() {
+            p.api_calls = calls_since(&before, &self.cloud.api_calls().snapshot());
+        }
+        checkpoint.scanned(&run);
 
         let mutating: Vec<Phase> = [Phase::AmiBackup, Phase::ServerStart]
             .into_iter()
@@ -230,6 +245,7 @@ impl Workflow<'_> {
             }
         }
 
+        let mut planned = Vec::new();
         for phase in [Phase::AmiBackup, Phase::ServerStart, Phase::Validation] {
             if run.phases.iter().any(|p| p.phase == phase) {
                 continue;
@@ -239,11 +255,14 @@ impl Workflow<'_> {
             } else {
                 self.plan(phase)
             };
-            if plan != Plan::Run {
+            if plan == Plan::Run {
+                planned.push(phase);
+            } else {
                 self.skip(&mut run, phase, plan);
-                continue;
             }
-            self.phase(&mut run, phase, landing_zones, checkpoint).await;
+        }
+        if !planned.is_empty() {
+            self.through(&mut run, &planned, checkpoint).await;
         }
 
         run.interrupted = self.shutdown.requested();
@@ -268,22 +287,66 @@ impl Workflow<'_> {
         });
     }
 
-    async fn phase(
-        &self,
-        run: &mut Run,
-        phase: Phase,
-        landing_zones: &[&LandingZone],
-        checkpoint: &mut dyn Checkpoint,
-    ) {
-        let before = self.cloud.api_calls().snapshot();
-        let started = Instant::now();
-        tracing::info!(phase = phase.name(), "phase started");
-        let tally = match phase {
-            Phase::Scanner => scan::run(self, run, landing_zones).await,
-            Phase::AmiBackup => backup::run(self, run).await,
-            Phase::ServerStart => start::run(self, run).await,
-            Phase::Validation => validate::run(self, run).await,
-        };
+    /// Takes every account-region through `phases`, in order, each at its
+    /// own pace; then sums each phase up: its counts, its time from the
+    /// first account-region into it to the last one out, and the requests
+    /// made for it.
+    async fn through(&self, run: &mut Run, phases: &[Phase], checkpoint: &dyn Checkpoint) {
+        // What starts and validation need to know of the backup, known
+        // before any account-region moves on.
+        let backed_up = phases.contains(&Phase::AmiBackup)
+            || run
+                .phases
+                .iter()
+                .any(|p| p.phase == Phase::AmiBackup && p.plan == Plan::Run);
+        let any_backup = backed_up || run.records().any(|r| r.backup.is_some());
+        let began = Instant::now();
+        let mut targets: Vec<(usize, &mut TargetRun)> =
+            run.targets.iter_mut().enumerate().collect();
+        let timings = for_each_target(&mut targets, |(index, t)| async move {
+            let mut times = Vec::new();
+            for &phase in phases {
+                if self.shutdown.requested() {
+                    break;
+                }
+                let from = began.elapsed();
+                tracing::info!(phase = phase.name(), target_ = %t.target, "phase started");
+                let work = async {
+                    match phase {
+                        Phase::AmiBackup => backup::backup_target(self, t).await,
+                        Phase::ServerStart => start::start_target(self, t, backed_up).await,
+                        Phase::Validation => validate::validate_target(self, t, any_backup).await,
+                        Phase::Scanner => Tally::default(),
+                    }
+                };
+                let tally = crate::cloud::counted_for(phase, work).await;
+                times.push((phase, tally, from, began.elapsed()));
+                checkpoint.target_done(*index, t, phase);
+            }
+            times
+        })
+        .await;
+        for &phase in phases {
+            let mut tally = Tally::default();
+            let (mut first, mut last) = (None::<Duration>, Duration::ZERO);
+            for &(_, t, from, to) in timings.iter().flatten().filter(|(p, ..)| *p == phase) {
+                tally += t;
+                first = Some(first.map_or(from, |f| f.min(from)));
+                last = last.max(to);
+            }
+            let Some(first) = first else {
+                self.skip(run, phase, Plan::Skip("interrupted".into()));
+                continue;
+            };
+            self.summarise(run, phase, tally, last - first);
+            if let Some(p) = run.phases.last_mut() {
+                p.api_calls = self.cloud.api_calls().of_phase(phase);
+            }
+        }
+    }
+
+    /// A phase that ran, summed up.
+    fn summarise(&self, run: &mut Run, phase: Phase, tally: Tally, took: Duration) {
         tracing::info!(
             phase = phase.name(),
             done = tally.done,
@@ -296,10 +359,9 @@ impl Workflow<'_> {
             done: tally.done,
             failed: tally.failed,
             skipped: tally.skipped,
-            seconds: started.elapsed().as_secs_f64(),
-            api_calls: calls_since(&before, &self.cloud.api_calls().snapshot()),
+            seconds: took.as_secs_f64(),
+            api_calls: BTreeMap::new(),
         });
-        checkpoint.phase_done(run);
     }
 
     /// Records a line of the execution log.

@@ -20,10 +20,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::poll::Polls;
-use super::{Tally, Workflow, for_each_target};
+use super::{Tally, Workflow};
 use crate::cloud::{CloudError, Scope};
 use crate::model::{Failure, InstanceId, InstanceState, Start, StateChange, tag};
-use crate::model::{Phase, Run, TargetRun};
+use crate::model::{Phase, TargetRun};
 
 /// Instance ids per `StartInstances` call.
 pub const START_BATCH: usize = 100;
@@ -35,19 +35,9 @@ pub fn wants_start(state: InstanceState) -> bool {
     matches!(state, InstanceState::Stopped | InstanceState::Stopping)
 }
 
-pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
-    let backup_ran = run
-        .phases
-        .iter()
-        .any(|p| p.phase == Phase::AmiBackup && p.plan == super::Plan::Run);
-    let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, |t| start_target(wf, t, backup_ran)).await {
-        total += t;
-    }
-    total
-}
-
-async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Tally {
+/// Phase 3 in one account-region: what was stopped is started once its
+/// AMI exists (`backup_ran`: this run backed up), and waited on.
+pub(super) async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Tally {
     let require_backup = wf.config.phases.server_start.require_backup;
     let wants_any = t.records.iter().any(|r| wants_start(r.instance.state));
     if require_backup && !backup_ran && wants_any {

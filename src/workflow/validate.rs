@@ -11,28 +11,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::poll::Polls;
-use super::{Tally, Workflow, backup, for_each_target};
+use super::{Tally, Workflow, backup};
 use crate::cloud::Scope;
 use crate::model::{
     ImageState, InstanceId, InstanceState, Record, SsmInfo, SsmPing, StatusChecks, Verdict,
 };
-use crate::model::{Phase, Plan, Run, TargetRun};
+use crate::model::{Phase, TargetRun};
 
 /// The longest gap between two looks ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(60);
-
-pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run) -> Tally {
-    let backup_ran = run
-        .phases
-        .iter()
-        .any(|p| p.phase == Phase::AmiBackup && p.plan == Plan::Run)
-        || run.records().any(|r| r.backup.is_some());
-    let mut total = Tally::default();
-    for t in for_each_target(&mut run.targets, |t| validate_target(wf, t, backup_ran)).await {
-        total += t;
-    }
-    total
-}
 
 /// What a finding is about: each has its own AWS call to ask again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +38,12 @@ struct Finding {
     transient: bool,
 }
 
-async fn validate_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ran: bool) -> Tally {
+/// Phase 4 in one account-region: a verdict per instance.
+pub(super) async fn validate_target(
+    wf: &Workflow<'_>,
+    t: &mut TargetRun,
+    backup_ran: bool,
+) -> Tally {
     if t.records.is_empty() {
         return Tally::default();
     }

@@ -605,6 +605,7 @@ class Middleware:
             seq,
             {
                 "t": arrived,
+                "done": time.time(),
                 "service": req.service or "unknown",
                 "action": req.action,
                 "account": req.account,

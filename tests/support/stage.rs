@@ -31,6 +31,10 @@ pub struct Stage {
 pub struct LogEntry {
     /// Arrival, in seconds since the epoch.
     pub t: f64,
+    /// When the answer was ready (latency and moto's own time included);
+    /// absent for the stage's hooks.
+    #[serde(default)]
+    pub done: Option<f64>,
     pub service: String,
     pub action: String,
     pub account: Option<String>,

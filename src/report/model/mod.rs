@@ -463,6 +463,9 @@ pub struct PhaseReport {
     pub done: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// From the first account-region into the phase to the last one out:
+    /// account-regions go through the phases each at its own pace, so
+    /// phases overlap and their times add up to more than the run's.
     pub seconds: f64,
     pub api_calls: Vec<ApiCallStat>,
 }
