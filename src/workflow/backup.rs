@@ -369,7 +369,21 @@ pub(super) async fn wait_for_images(
 ) {
     let run_id = wf.options.run_id.as_str();
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
-    let polls = Polls::new(timeout, POLL_MAX);
+    // Waited on since the oldest AMI still out was asked for: with a
+    // thousand to create, EC2's bucket spreads the CreateImage calls over
+    // three minutes, and the first AMIs are that far along.
+    let oldest = t
+        .records
+        .iter()
+        .filter(|r| is_pending(r))
+        .filter_map(|r| r.backup.as_ref()?.created_at)
+        .min();
+    let mut polls = Polls::new(timeout, POLL_MAX);
+    if let Some(oldest) = oldest {
+        let waited = (wf.clock.now() - oldest).to_std().unwrap_or_default();
+        let now = tokio::time::Instant::now();
+        polls = polls.waited_since(now.checked_sub(waited).unwrap_or(now));
+    }
     // The records still waiting on their AMI (pending, or snapshots not
     // known yet), by AMI: a poll's answer only touches these, so a long
     // wait costs the AMIs still out, not the whole account-region.

@@ -20,6 +20,10 @@ use crate::model::{Phase, TargetRun};
 
 /// The longest gap between two looks ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(60);
+/// The shortest: EC2 runs its status checks about once a minute, and an
+/// agent takes a minute or two to register after boot; looking every
+/// second for those would only spend requests.
+const POLL_MIN: Duration = Duration::from_secs(2);
 
 /// What a finding is about: each has its own AWS call to ask again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,19 +69,20 @@ pub(super) async fn validate_target(
         )
         .await;
     }
-    let polls = Polls::new(v.timeout, POLL_MAX);
+    let polls = Polls::new(v.timeout, POLL_MAX).first_gap(POLL_MIN);
     let mut answers = Answers::default();
     let mut findings: Vec<Vec<Finding>> = Vec::new();
-    let mut first = true;
+    let (mut first, mut last) = (true, false);
     loop {
         bar.message("checking");
-        answers.ask(wf, t, &findings, first).await;
+        answers.ask(wf, t, &findings, first, last).await;
         findings = answers.judge(wf, t, backup_ran);
         first = false;
         let waiting = findings.iter().flatten().any(|f| f.transient);
-        if !waiting || !polls.wait(&wf.shutdown).await {
+        if last || !waiting || !polls.wait(&wf.shutdown).await {
             break;
         }
+        last = polls.expired();
     }
     let tally = verdicts(wf, t, findings, &bar);
     bar.finish(format!("{} READY, {} NOT READY", tally.done, tally.failed));
@@ -88,6 +93,11 @@ pub(super) async fn validate_target(
 /// later looks only about what may still change (a pending state, an
 /// agent registering, status checks initializing), so waiting for a few
 /// stragglers costs a request or two a look, not a fleet's worth of pages.
+/// An agent still registering is asked about again once nothing else of
+/// its instance is in doubt (its state, its status checks): until then its
+/// answer could not change the verdict, and asking about a few hundred
+/// agents takes a request per 40. The look at the deadline asks about
+/// everything still in doubt, so that no verdict gives a stale reason.
 #[derive(Default)]
 struct Answers {
     states: Option<BTreeMap<InstanceId, InstanceState>>,
@@ -104,6 +114,7 @@ impl Answers {
         t: &TargetRun,
         findings: &[Vec<Finding>],
         first: bool,
+        last: bool,
     ) {
         let v = &wf.config.phases.validation;
         let in_doubt = |check: Check| {
@@ -121,7 +132,10 @@ impl Answers {
                 t.records
                     .iter()
                     .zip(findings)
-                    .filter(|(_, f)| f.iter().any(|f| f.transient && f.check == Check::Ssm))
+                    .filter(|(_, f)| {
+                        f.iter().any(|f| f.transient && f.check == Check::Ssm)
+                            && (last || !f.iter().any(|f| f.transient && f.check != Check::Ssm))
+                    })
                     .map(|(r, _)| r.instance.id.clone())
                     .collect(),
             ),

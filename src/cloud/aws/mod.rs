@@ -169,7 +169,11 @@ impl Cloud for AwsCloud {
     ) -> Result<String, CloudError> {
         let region = lz.regions.first().map(|r| r.as_str().to_owned());
         let mut conf = sts::config::Builder::from(&self.base)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(100)),
+            )
             .interceptor(CountAttempts(Arc::clone(&self.calls)));
         if let Some(region) = region {
             conf = conf.region(sts::config::Region::new(region));
