@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXAMPLES: &str = "\
 Examples:
   prepatch demo                                         the full workflow on a simulated fleet, no AWS needed
+  prepatch demo --after-patch                           ... then roll back what is NOT READY, release the rest's backups
   prepatch --scanner-only --landing-zones lz250nonprod  inventory only, read-only
   prepatch --landing-zones lz250nonprod --dry-run       scan and show what would change
   prepatch --landing-zones lz250nonprod,cmsnonprod --environment nonprod
@@ -21,7 +22,9 @@ Examples:
   prepatch --resume latest                              continue the newest interrupted run
   prepatch runs                                         the runs in the journal; `runs show <id>`: a timeline
   prepatch restore --run <id>                           stop what run <id> started, after patching
+  prepatch rollback --run <id> --instances i-0abc       put i-0abc's root volume back to run <id>'s backup
   prepatch cleanup --environment nonprod --yes          delete expired prepatch AMIs and their snapshots
+  prepatch cleanup --run <id> --yes                     release run <id>'s backups now, whatever their expiry
 
 Exit codes: 0 all READY; 1 finished with failures; 2 usage or config error (nothing done); 130 interrupted.
 Reports go to <output-dir>/<run-id>/. Config reference: config/prepatch_config.example.yml";
@@ -54,7 +57,11 @@ pub enum Command {
     /// After patching: stop exactly the instances a run started, and
     /// remove their prepatch:started-by tag.
     Restore(RestoreArgs),
-    /// Deregister prepatch's expired AMIs and delete their snapshots.
+    /// When a patch broke a server: replace its root volume with the
+    /// backup a run made of it (EC2's replace-root-volume task).
+    Rollback(RollbackArgs),
+    /// Deregister prepatch's expired AMIs (or one run's, with --run) and
+    /// delete their snapshots.
     Cleanup(CleanupArgs),
 }
 
@@ -104,6 +111,57 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The run whose backups to roll back to.
+    #[arg(long, value_name = "ID")]
+    pub run: String,
+
+    /// The instances to roll back, comma-separated.
+    #[arg(
+        long,
+        value_name = "IDS",
+        value_delimiter = ',',
+        required_unless_present_any = ["landing_zones", "all"]
+    )]
+    pub instances: Vec<String>,
+
+    /// Every instance the run backed up in these landing zones (of the
+    /// run's), comma-separated; with --instances, those of them there.
+    #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
+    pub landing_zones: Vec<String>,
+
+    /// Every instance the run backed up.
+    #[arg(long, conflicts_with_all = ["instances", "landing_zones"])]
+    pub all: bool,
+
+    /// Start a stopped instance first (a root volume is replaced on a
+    /// running instance); without it a stopped instance is reported.
+    #[arg(long)]
+    pub start: bool,
+
+    /// Delete the replaced root volume once its task succeeds (by default
+    /// it is kept, detached).
+    #[arg(long)]
+    pub delete_replaced_volume: bool,
+
+    /// The YAML config (default: the one the run used).
+    #[arg(short, long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// AWS profile for the base credentials (default: the run's).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Show the plan and check permissions with EC2's DryRun; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Confirm rolling back instances in prod landing zones without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CleanupArgs {
     #[command(flatten)]
     pub select: Selection,
@@ -112,6 +170,16 @@ pub struct CleanupArgs {
     /// days ago (the time in the prepatch:run-id tag).
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub older_than: Option<u32>,
+
+    /// Instead of prepatch:expires-at: every backup of this run, now (the
+    /// patch went well). Without --landing-zones or --environment, the
+    /// run's own landing zones, as the journal has them.
+    #[arg(long, value_name = "ID", conflicts_with = "older_than")]
+    pub run: Option<String>,
+
+    /// Only the backups of these instances, comma-separated.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub instances: Vec<String>,
 
     /// Show the plan; delete nothing.
     #[arg(long)]
@@ -258,7 +326,7 @@ pub struct DemoArgs {
     /// Faults to inject: none, default, all, or a list such as
     /// ami-failed,insufficient-capacity,ssm-never-online,impaired,
     /// ami-stuck,create-image-error,terminated-before-start,
-    /// assume-role-denied,region-unreachable,start-denied.
+    /// assume-role-denied,region-unreachable,start-denied,rollback-failed.
     #[arg(long, default_value = "default", value_name = "LIST")]
     pub faults: String,
 
@@ -272,6 +340,13 @@ pub struct DemoArgs {
     /// and --seed. See examples/fleet.yml.
     #[arg(long, value_name = "PATH", conflicts_with = "instances")]
     pub fleet: Option<PathBuf>,
+
+    /// After the workflow, in the same simulated world, what an operator
+    /// does once the patch is done: roll the NOT READY instances back to
+    /// their backups (`rollback`), and release the backups of the READY
+    /// ones (`cleanup --run`).
+    #[arg(long, conflicts_with_all = ["dry_run", "scanner_only"])]
+    pub after_patch: bool,
 
     #[command(flatten)]
     pub phases: PhaseArgs,

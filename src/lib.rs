@@ -84,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Some(Command::Runs(args)) => commands::runs::run(&ctx, args),
         Some(Command::Report(args)) => commands::report::run(&ctx, args),
         Some(Command::Restore(args)) => commands::restore::run(&ctx, args).await,
+        Some(Command::Rollback(args)) => commands::rollback::run(&ctx, args).await,
         Some(Command::Cleanup(args)) => commands::cleanup::run(&ctx, args).await,
         None => commands::run::run(&ctx).await,
     }

@@ -23,6 +23,7 @@ fn a_missing_journal_is_named() {
         vec!["runs", "show", "x", "-o", &o],
         vec!["report", "--run", "x", "-o", &o],
         vec!["restore", "--run", "x", "-o", &o],
+        vec!["rollback", "--run", "x", "--all", "-o", &o],
         vec!["--resume", "latest", "-o", &o],
     ] {
         let (code, err) = fails(&args);
@@ -207,4 +208,73 @@ fn runs_lists_a_demo_and_report_rewrites_it_from_the_journal() {
     let (code, err) = fails(&["runs", "show", "nope", "-o", &o]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("has no run nope"), "{err}");
+}
+
+/// `demo --after-patch`: in the same simulated world, the NOT READY
+/// instances are rolled back (a failed backup refused, a stopped instance
+/// reported) and the READY ones' backups released, each recorded in the
+/// journal as its own command with its reports.
+#[test]
+fn the_demo_rolls_back_what_is_not_ready_and_releases_the_rest() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = dir.path().join("reports");
+    let o = o.display().to_string();
+    let out = prepatch(
+        None,
+        None,
+        &["demo", "--instances", "60", "--after-patch", "-q", "-o", &o],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "NOT READY remain:\n{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {stdout}"))
+            .to_owned()
+    };
+    let rolled = line("rolled back ");
+    assert!(!rolled.starts_with("rolled back 0 "), "{rolled}");
+    assert!(
+        stdout.contains("refused ") && stdout.contains("is failed"),
+        "the failed AMI: {stdout}"
+    );
+    let released = line("cleanup: deregistered");
+    assert!(released.contains("0 failures"), "{released}");
+    let runs = prepatch(None, None, &["runs", "-o", &o]);
+    let (runs, _) = text(&runs);
+    for kind in [" rollback ", " cleanup "] {
+        assert!(
+            runs.contains(kind) && runs.contains("(of "),
+            "{kind} in runs: {runs}"
+        );
+    }
+    let run_dir = std::fs::read_dir(&o)
+        .expect("reports")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("report.json").is_file())
+        .expect("the run's folder");
+    let rollback_dir = std::fs::read_dir(&run_dir)
+        .expect("run folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("rollback-"))
+        })
+        .expect("a rollback folder");
+    for f in [
+        "rollback.csv",
+        "rollback.json",
+        "rollback.html",
+        "rollback.xml",
+    ] {
+        assert!(rollback_dir.join(f).is_file(), "{f}");
+    }
 }

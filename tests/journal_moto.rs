@@ -1,6 +1,7 @@
 //! The run journal's promises, with the real binary and the real AWS SDK
 //! against a local moto server: restore stops exactly what a run started,
-//! cleanup deletes only prepatch's expired AMIs and their snapshots, and a
+//! cleanup deletes only prepatch's expired AMIs and their snapshots (or one
+//! run's, released now), and a
 //! run killed with SIGKILL mid-backup resumes without duplicate AMIs.
 
 mod support;
@@ -329,6 +330,141 @@ async fn cleanup_deletes_only_expired_prepatch_amis_and_their_snapshots() {
     let (stdout, _) = text(&out);
     assert_eq!(stdout.matches("DeregisterImage").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("DeleteSnapshot").count(), 2, "{stdout}");
+}
+
+/// `cleanup --run`: one run's backups released now, whatever their expiry,
+/// first of one instance, then the rest; nothing of another run, no copy
+/// carrying the run's tags, no untagged AMI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_of_a_run_releases_its_backups_and_nothing_else() {
+    let moto = Moto::start();
+    let ssm = SsmStub::start();
+    let ec2 = ec2_in(&moto, A, "us-east-1").await;
+    let ids = launch(&ec2, 3, false, &[("Name", "app")]).await;
+    let s = Scratch::new(&config());
+    let (c, o) = paths(&s);
+    for run in ["itest-release-a", "itest-release-b"] {
+        let args = [
+            "-l",
+            "lz250nonprod",
+            "--phase",
+            "ami-backup",
+            "--run-id",
+            run,
+        ];
+        let mut args = args.to_vec();
+        args.extend(["-c", &c, "-o", &o]);
+        let out = prepatch(Some(&moto), Some(&ssm), &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    }
+    let amis = images(&ec2).await;
+    assert_eq!(amis.len(), 6, "three instances, two runs");
+    let of = |run: &str, n: usize| -> ec2::types::Image {
+        amis.iter()
+            .find(|i| {
+                let t = tag_map(i.tags());
+                t["prepatch:run-id"] == run && t["prepatch:instance-id"] == ids[n]
+            })
+            .expect("a backup")
+            .clone()
+    };
+    // A copy of run a's backup of instance 1, with its tags, as a
+    // CopyImage with CopyImageTags makes it; and someone else's AMI.
+    let original = of("itest-release-a", 1);
+    let copy = ec2
+        .copy_image()
+        .source_image_id(original.image_id().unwrap_or_default())
+        .source_region("us-east-1")
+        .name("copy-of-a-backup")
+        .send()
+        .await
+        .expect("copy image")
+        .image_id()
+        .unwrap_or_default()
+        .to_owned();
+    for t in original.tags() {
+        set_tag(
+            &ec2,
+            &copy,
+            t.key().unwrap_or_default(),
+            t.value().unwrap_or_default(),
+        )
+        .await;
+    }
+    let untagged = ec2
+        .create_image()
+        .instance_id(&ids[2])
+        .name("someone-elses-image")
+        .send()
+        .await
+        .expect("create image")
+        .image_id()
+        .unwrap_or_default()
+        .to_owned();
+    let id = |i: &ec2::types::Image| i.image_id().unwrap_or_default().to_owned();
+    let left = || async {
+        images(&ec2)
+            .await
+            .iter()
+            .map(id)
+            .collect::<BTreeSet<String>>()
+    };
+    let cleanup = |extra: &[&str]| {
+        let mut args = vec!["cleanup", "--run", "itest-release-a", "-c", &c, "-o", &o];
+        args.extend_from_slice(extra);
+        prepatch(Some(&moto), Some(&ssm), &args)
+    };
+
+    // One instance's backup: the run's landing zones come from the journal.
+    let out = cleanup(&["--instances", &ids[0], "--yes"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("deregistered 1 of 1 due AMIs"), "{stdout}");
+    let now = left().await;
+    assert!(!now.contains(&id(&of("itest-release-a", 0))), "{stdout}");
+    assert_eq!(now.len(), 7, "only that one AMI went: {stdout}");
+    for snap in snapshot_ids(&of("itest-release-a", 0)) {
+        assert!(!snapshot_exists(&ec2, &snap).await, "{snap} deleted");
+    }
+
+    // The rest of the run: the plan first, then --yes.
+    let out = cleanup(&[]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("plan: 2 AMIs to deregister"), "{stdout}");
+    assert!(stdout.contains(&format!("LEFT ALONE {copy}")), "{stdout}");
+    let out = cleanup(&["--yes"]);
+    let (stdout, stderr) = text(&out);
+    println!("cleanup --run summary:\n{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("deregistered 2 of 2 due AMIs, deleted 2 of 2 snapshots"),
+        "{stdout}"
+    );
+    let expected: BTreeSet<String> = (0..3)
+        .map(|n| id(&of("itest-release-b", n)))
+        .chain([copy.clone(), untagged.clone()])
+        .collect();
+    assert_eq!(
+        left().await,
+        expected,
+        "run b, the copy and the untagged AMI stay"
+    );
+    for n in 0..3 {
+        for snap in snapshot_ids(&of("itest-release-b", n)) {
+            assert!(snapshot_exists(&ec2, &snap).await, "{snap} of run b kept");
+        }
+    }
+
+    // A run the journal does not have needs its landing zones named.
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &["cleanup", "--run", "no-such-run", "-c", &c, "-o", &o],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--landing-zones"), "{stderr}");
 }
 
 /// Polls the journal for `CreateImage` steps that have an outcome.

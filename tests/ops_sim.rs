@@ -310,7 +310,7 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
         &cloud,
         &lzs,
         now,
-        cleanup::Criterion::OlderThan(30),
+        &cleanup::Criterion::OlderThan(30).into(),
         "s",
         &|_| Default::default(),
     )
@@ -322,9 +322,14 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
         "no time in its run id: not due by age"
     );
 
-    let mut plans = cleanup::plan(&cloud, &lzs, now, cleanup::Criterion::Expired, "s", &|_| {
-        Default::default()
-    })
+    let mut plans = cleanup::plan(
+        &cloud,
+        &lzs,
+        now,
+        &cleanup::Criterion::Expired.into(),
+        "s",
+        &|_| Default::default(),
+    )
     .await;
     let due: Vec<&str> = plans[0].amis.iter().map(|a| a.ami.as_str()).collect();
     assert_eq!(due, {
@@ -488,4 +493,120 @@ async fn amis_by_run_id_follow_their_tags_and_deregistration_sim() {
     }
     assert_eq!(by_run("run-a").await, Vec::<String>::new());
     assert_eq!(by_run("run-b").await.len(), 2);
+}
+
+/// `rollback` on the simulated cloud: each instance's root volume comes
+/// back from its own backup of the run; an instance the patch broke is
+/// READY again; a failed task is reported and the others complete; run
+/// again, it makes no second task for what was rolled back, and tries a
+/// failed one anew.
+#[tokio::test(start_paused = true)]
+async fn rollback_uses_each_instances_own_backup_and_is_not_made_twice_sim() {
+    use prepatch::cloud::sim::Fault;
+    use prepatch::commands::rollback;
+    use prepatch::model::rollback::{Action, Verdict};
+
+    let config = config();
+    let sim = SimCloud::empty().without_throttling();
+    let ids: Vec<InstanceId> = (1..=4)
+        .map(|n| add(&sim, n, InstanceState::Running))
+        .collect();
+    // The patch broke the agent of the second.
+    sim.fault(Fault::SsmNeverOnline(ids[1].clone()));
+    sim.fault(Fault::RollbackFailed(ids[2].clone()));
+    let cloud = Paced::new(sim);
+    let dir = tempfile::tempdir().expect("tmp");
+    let j = journal(&dir, "run-1");
+    let journaled = Journaled::new(&cloud, &j, "run-1");
+    let run = run_journaled(&journaled, &config, "run-1").await;
+    let backup_of: BTreeMap<String, String> = run
+        .records()
+        .filter_map(|r| {
+            Some((
+                r.instance.id.to_string(),
+                r.backup.as_ref()?.ami.as_ref()?.to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(backup_of.len(), 4, "a backup of each");
+
+    let witnesses = j.backup_witnesses("run-1").expect("witnesses");
+    let wanted = rollback::Wanted {
+        instances: ids[..3].iter().map(|i| i.to_string()).collect(),
+    };
+    let settings = rollback::Settings {
+        start: false,
+        delete_replaced: false,
+        start_timeout: Duration::from_secs(600),
+        check_timeout: Duration::from_secs(600),
+    };
+    let lzs = config.landing_zones.clone();
+    j.begin(&NewRun {
+        id: "rollback-1",
+        kind: "rollback",
+        of_run: Some("run-1"),
+        landing_zones: &["app-nonprod".to_owned()],
+        environment: "nonprod",
+        params: "{}",
+        simulated: true,
+        dry_run: false,
+    })
+    .expect("begin");
+    let rb = Journaled::new(&cloud, &j, "rollback-1");
+    let mut plans = rollback::plan(&rb, &lzs, "run-1", &witnesses, &wanted, false, "s").await;
+    let rows = &plans[0].rows;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in rows {
+        assert_eq!(r.action, Action::WouldRollBack, "{r:?}");
+        assert_eq!(r.ami, backup_of[&r.instance_id], "its own backup");
+    }
+    rollback::apply_until(&rb, &mut plans, "run-1", &settings, &Shutdown::never()).await;
+    let by_id: BTreeMap<&str, &prepatch::model::rollback::Row> = plans[0]
+        .rows
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r))
+        .collect();
+    for i in [&ids[0], &ids[1]] {
+        let r = by_id[i.as_str()];
+        assert_eq!(
+            (r.action, r.verdict),
+            (Action::RolledBack, Verdict::Ready),
+            "{r:?}"
+        );
+        assert_eq!(r.task_state, "succeeded");
+    }
+    let failed = by_id[ids[2].as_str()];
+    assert_eq!(failed.action, Action::Failed, "{failed:?}");
+    assert!(failed.reason.contains("failed"), "{failed:?}");
+    let line = rollback::summary_line(&plans, true);
+    assert!(
+        line.starts_with("rolled back 2 (2 READY, 0 NOT READY), failed 1"),
+        "{line}"
+    );
+    let tasks = |cloud: &Paced<SimCloud>| {
+        cloud
+            .inner()
+            .mutation_log()
+            .into_iter()
+            .filter(|(api, _)| *api == Api::CreateReplaceRootVolumeTask)
+            .map(|(_, id)| id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tasks(&cloud).len(), 3);
+
+    // Run again: the two done are found done, the failed one is tried anew.
+    let mut again = rollback::plan(&rb, &lzs, "run-1", &witnesses, &wanted, false, "s").await;
+    let actions: Vec<Action> = again[0].rows.iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::RolledBack,
+            Action::RolledBack,
+            Action::WouldRollBack
+        ]
+    );
+    rollback::apply_until(&rb, &mut again, "run-1", &settings, &Shutdown::never()).await;
+    let made = tasks(&cloud);
+    assert_eq!(made.len(), 4, "one new task, for the failed one: {made:?}");
+    assert_eq!(made[3], ids[2].to_string());
 }

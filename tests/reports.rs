@@ -348,10 +348,15 @@ sys.exit(1 if bad else 0)
 
 /// Validates JSON files against the schema; Err with the validator's words.
 fn json_schema_check(files: &[PathBuf]) -> Result<String, String> {
+    json_schema_check_with("report.schema.json", files)
+}
+
+/// Validates JSON files against `schema/<schema>`.
+fn json_schema_check_with(schema: &str, files: &[PathBuf]) -> Result<String, String> {
     let out = Command::new(venv_python())
         .arg("-c")
         .arg(VALIDATE_JSON)
-        .arg(manifest().join("schema/report.schema.json"))
+        .arg(manifest().join("schema").join(schema))
         .args(files)
         .output()
         .expect("python runs");
@@ -378,7 +383,12 @@ fn xmllint(args: &[&std::ffi::OsStr]) -> Output {
 
 /// Validates XML files against the XSD; Err with xmllint's words.
 fn xsd_check(files: &[PathBuf]) -> Result<String, String> {
-    let xsd = manifest().join("schema/prepatch-report-1.xsd");
+    xsd_check_with("prepatch-report-1.xsd", files)
+}
+
+/// Validates XML files against `schema/<xsd>`.
+fn xsd_check_with(xsd: &str, files: &[PathBuf]) -> Result<String, String> {
+    let xsd = manifest().join("schema").join(xsd);
     let mut args: Vec<&std::ffi::OsStr> =
         vec!["--noout".as_ref(), "--schema".as_ref(), xsd.as_os_str()];
     args.extend(files.iter().map(|f| f.as_os_str()));
@@ -1002,6 +1012,95 @@ fn dashboard_shows_refusals_as_text_in_headless_chromium() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// Rollback's four files: the JSON and the XML match their schemas, the
+/// CSV neutralises formulas, and the page shows hostile names as text in
+/// headless Chromium.
+#[test]
+fn rollback_reports_match_their_schemas_and_show_hostile_names_as_text() {
+    use prepatch::model::rollback::{Action, Row, TargetPlan, Verdict};
+    let row = |id: &str, action, verdict, reason: &str| Row {
+        landing_zone: "data-prod".into(),
+        account: "333333333333".into(),
+        region: "eu-west-1".into(),
+        environment: prepatch::model::Environment::Prod,
+        instance_id: id.into(),
+        name: HOSTILE_NAME.into(),
+        ami: "ami-0123456789abcdef0".into(),
+        action,
+        task_id: "replacevol-0123456789abcdef0".into(),
+        task_state: "succeeded".into(),
+        task_started_at: "2026-12-06T11:00:00.000Z".into(),
+        task_completed_at: "2026-12-06T11:02:10.000Z".into(),
+        state: "running".into(),
+        status_checks: "ok/ok".into(),
+        ssm: "Online".into(),
+        verdict,
+        reason: reason.into(),
+        data_snapshots: vec!["snap-0aaa".into(), "snap-0bbb".into()],
+    };
+    let plans = [TargetPlan {
+        target: prepatch::model::Target {
+            landing_zone: "data-prod".into(),
+            account: "333333333333".parse().unwrap(),
+            region: "eu-west-1".parse().unwrap(),
+        },
+        environment: prepatch::model::Environment::Prod,
+        rows: vec![
+            row("i-1", Action::RolledBack, Verdict::Ready, ""),
+            row("i-2", Action::Refused, Verdict::None, "=cmd|' /C calc'!A0"),
+            row(
+                "i-3",
+                Action::RolledBack,
+                Verdict::NotReady,
+                "after its rollback: SSM agent ConnectionLost",
+            ),
+        ],
+        error: None,
+    }];
+    let dir = tempfile::tempdir().unwrap();
+    report::rollback::write(dir.path(), "run-1", "rb-1", true, &plans).expect("written");
+    if let Err(e) =
+        json_schema_check_with("rollback.schema.json", &[dir.path().join("rollback.json")])
+    {
+        panic!("rollback.json does not match schema/rollback.schema.json:\n{e}");
+    }
+    if let Err(e) = xsd_check_with(
+        "prepatch-rollback-1.xsd",
+        &[dir.path().join("rollback.xml")],
+    ) {
+        panic!("rollback.xml does not match schema/prepatch-rollback-1.xsd:\n{e}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("rollback.csv")).unwrap();
+    assert!(csv.starts_with("landing_zone,account,"), "{csv}");
+    assert!(csv.contains("'=cmd"), "a formula is neutralised: {csv}");
+    assert!(csv.contains("snap-0aaa snap-0bbb"), "{csv}");
+
+    let page = dir.path().join("rollback.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("<img"), "{html}");
+    let d = Driver::start();
+    d.open_static(&page);
+    let text = d.js("return document.body.textContent");
+    let text = text.as_str().expect("the page's text");
+    assert!(text.contains(HOSTILE_NAME.trim()), "{text}");
+    assert!(
+        text.contains("rolled back 2 (1 READY, 1 NOT READY)"),
+        "{text}"
+    );
+    assert!(text.contains("data volumes are not restored"), "{text}");
+    assert_eq!(
+        d.js("return document.querySelectorAll('tbody tr').length"),
+        json!(3)
+    );
+    assert_eq!(d.js("return typeof window.__pwned"), json!("undefined"));
+    assert_eq!(
+        d.js("return document.querySelectorAll('img, iframe, object, script').length"),
+        json!(0)
+    );
+    let errors = d.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
 // ---- the binary: --format and reports.formats choose the files ----
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -1280,6 +1379,14 @@ impl Driver {
         let url = format!("file://{}", file.display());
         self.call("POST", "/url", Some(json!({ "url": url })));
         self.wait("return document.body && document.body.dataset.ready === 'true'");
+    }
+
+    /// Opens a page without a script of its own (`restore.html`,
+    /// `rollback.html`): loaded is ready.
+    fn open_static(&self, file: &Path) {
+        let url = format!("file://{}", file.display());
+        self.call("POST", "/url", Some(json!({ "url": url })));
+        self.wait("return document.readyState === 'complete'");
     }
 
     fn js(&self, script: &str) -> Value {

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::{Api, ApiCalls, Cloud, CloudError, ImageFilter, ImageRequest, Page, Probe, Scope};
 use crate::config::LandingZone;
+use crate::model::rollback::{RootTask, RootTaskRequest};
 use crate::model::{
     AccountId, AmiId, Image, Instance, InstanceId, Region, Snapshot, SsmInfo, StateChange,
     StatusChecks, Tags, Target,
@@ -89,10 +90,13 @@ impl Bucket {
             Api::DescribeInstances
             | Api::DescribeImages
             | Api::DescribeInstanceStatus
-            | Api::DescribeSnapshots => {
+            | Api::DescribeSnapshots
+            | Api::DescribeReplaceRootVolumeTasks => {
                 vec![(Bucket::NonMutating, 1.0)]
             }
-            Api::CreateImage | Api::EnableImageDeprecation => vec![(Bucket::Mutating, 1.0)],
+            Api::CreateImage | Api::EnableImageDeprecation | Api::CreateReplaceRootVolumeTask => {
+                vec![(Bucket::Mutating, 1.0)]
+            }
             Api::CreateTags | Api::DeleteTags => vec![(Bucket::CreateTags, 1.0)],
             Api::DeregisterImage => vec![(Bucket::DeregisterImage, 1.0)],
             Api::DeleteSnapshot => vec![(Bucket::DeleteSnapshot, 1.0)],
@@ -539,6 +543,31 @@ impl<C: Cloud> Cloud for Paced<C> {
         .await
     }
 
+    async fn replace_root_volume(
+        &self,
+        t: &Target,
+        req: &RootTaskRequest,
+    ) -> Result<RootTask, CloudError> {
+        // Retried like any call: its client token makes a second try
+        // return the task the first one made.
+        self.call(t, Api::CreateReplaceRootVolumeTask, 0, || {
+            self.inner.replace_root_volume(t, req)
+        })
+        .await
+    }
+
+    async fn root_tasks_page(
+        &self,
+        t: &Target,
+        instances: &[InstanceId],
+        token: Option<String>,
+    ) -> Result<Page<RootTask>, CloudError> {
+        self.call(t, Api::DescribeReplaceRootVolumeTasks, 0, || {
+            self.inner.root_tasks_page(t, instances, token.clone())
+        })
+        .await
+    }
+
     fn api_calls(&self) -> &ApiCalls {
         self.inner.api_calls()
     }
@@ -711,6 +740,23 @@ mod tests {
             _: chrono::DateTime<chrono::Utc>,
         ) -> Result<(), CloudError> {
             not_scripted(Api::EnableImageDeprecation)
+        }
+
+        async fn replace_root_volume(
+            &self,
+            _: &Target,
+            _: &RootTaskRequest,
+        ) -> Result<RootTask, CloudError> {
+            not_scripted(Api::CreateReplaceRootVolumeTask)
+        }
+
+        async fn root_tasks_page(
+            &self,
+            _: &Target,
+            _: &[InstanceId],
+            _: Option<String>,
+        ) -> Result<Page<RootTask>, CloudError> {
+            not_scripted(Api::DescribeReplaceRootVolumeTasks)
         }
         fn api_calls(&self) -> &ApiCalls {
             &self.calls

@@ -25,6 +25,7 @@ use crate::config::LandingZone;
 pub use crate::model::api::{
     Api, CallCount, CloudError, ErrorKind, calls_since, request_id_suffix,
 };
+use crate::model::rollback::{RootTask, RootTaskRequest};
 use crate::model::{
     AmiId, Image, Instance, InstanceId, Phase, Snapshot, SsmInfo, StateChange, StatusChecks,
     TagMap, Tags, Target,
@@ -67,6 +68,9 @@ pub struct ImageRequest {
     pub snapshot_tags: TagMap,
 }
 
+/// Values in one EC2 filter (EC2 refuses more than 200).
+pub const FILTER_VALUES: usize = 200;
+
 /// Instance ids in one `DescribeInstanceInformation` `InstanceIds` filter
 /// (the documented bound of SSM's sibling instance filters: 40 values).
 pub const SSM_FILTER_IDS: usize = 40;
@@ -82,6 +86,7 @@ pub enum Probe {
     CreateImage(ImageRequest),
     CreateTags(InstanceId, Tags),
     StartInstances(Vec<InstanceId>),
+    ReplaceRootVolume(RootTaskRequest),
 }
 
 impl Probe {
@@ -90,6 +95,7 @@ impl Probe {
             Probe::CreateImage(_) => Api::CreateImage,
             Probe::CreateTags(..) => Api::CreateTags,
             Probe::StartInstances(_) => Api::StartInstances,
+            Probe::ReplaceRootVolume(_) => Api::CreateReplaceRootVolumeTask,
         }
     }
 }
@@ -315,6 +321,43 @@ pub trait Cloud: Send + Sync {
         ami: &AmiId,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), CloudError>;
+
+    /// `CreateReplaceRootVolumeTask` from an AMI: the instance's root
+    /// volume is replaced by one restored from the AMI (the instance keeps
+    /// its id, addresses and data volumes). Idempotent by its client token.
+    async fn replace_root_volume(
+        &self,
+        t: &Target,
+        req: &RootTaskRequest,
+    ) -> Result<RootTask, CloudError>;
+
+    /// One page of `DescribeReplaceRootVolumeTasks` for these instances
+    /// (an `instance-id` filter: every task of theirs, prepatch's or not).
+    async fn root_tasks_page(
+        &self,
+        t: &Target,
+        instances: &[InstanceId],
+        token: Option<String>,
+    ) -> Result<Page<RootTask>, CloudError>;
+
+    /// Every replace-root-volume task of these instances: a listing per
+    /// [`FILTER_VALUES`] instances.
+    async fn root_tasks(
+        &self,
+        t: &Target,
+        instances: &[InstanceId],
+    ) -> Result<Vec<RootTask>, CloudError> {
+        let mut tasks = Vec::new();
+        for ids in instances.chunks(FILTER_VALUES) {
+            tasks.extend(
+                all_pages(Api::DescribeReplaceRootVolumeTasks, |token| {
+                    self.root_tasks_page(t, ids, token)
+                })
+                .await?,
+            );
+        }
+        Ok(tasks)
+    }
 
     /// The calls made so far, by action.
     fn api_calls(&self) -> &ApiCalls;

@@ -1,7 +1,9 @@
 //! `prepatch cleanup`: retention. Deregisters prepatch's AMIs whose
 //! `prepatch:expires-at` has passed (or, with `--older-than DAYS`, whose
-//! run began more than DAYS days ago, by the time in the run id), and
-//! deletes their snapshots.
+//! run began more than DAYS days ago, by the time in the run id; or, with
+//! `--run ID`, every backup of that run, to release them once the patch
+//! went well), and deletes their snapshots. `--instances` narrows any of
+//! these to the backups of the instances named.
 //!
 //! It never touches what prepatch did not make, whatever the flags say.
 //! Tags only point at candidates: an AMI must carry
@@ -39,12 +41,32 @@ use crate::workflow::{Shutdown, for_each_target};
 use crate::{Error, Outcome};
 
 /// Which AMIs are due.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Criterion {
     /// `prepatch:expires-at` is in the past.
     Expired,
     /// The run (the time in `prepatch:run-id`) began more than this many days ago.
     OlderThan(u32),
+    /// Every backup of this run, whatever its expiry.
+    Run(String),
+}
+
+/// What cleanup looks at: which AMIs are due, of which instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due {
+    pub criterion: Criterion,
+    /// Only the backups of these instances (`prepatch:instance-id`, and
+    /// the AMI's own source); empty: every instance.
+    pub instances: BTreeSet<String>,
+}
+
+impl From<Criterion> for Due {
+    fn from(criterion: Criterion) -> Due {
+        Due {
+            criterion,
+            instances: BTreeSet::new(),
+        }
+    }
 }
 
 /// What happened to one resource.
@@ -70,6 +92,8 @@ pub struct SnapshotPlan {
 #[derive(Clone, Debug, Serialize)]
 pub struct AmiPlan {
     pub ami: AmiId,
+    /// The instance it is the backup of.
+    pub instance_id: String,
     pub name: String,
     pub run_id: String,
     pub expires_at: String,
@@ -108,7 +132,7 @@ pub async fn plan(
     cloud: &dyn Cloud,
     landing_zones: &[LandingZone],
     now: DateTime<Utc>,
-    criterion: Criterion,
+    due: &Due,
     session_name: &str,
     witnesses: &dyn Fn(&str) -> Witnesses,
 ) -> Vec<TargetPlan> {
@@ -123,7 +147,7 @@ pub async fn plan(
     };
     let witnesses = &witnesses;
     super::for_each_region(cloud, landing_zones, session_name, |lz, region, assumed| {
-        plan_target(cloud, lz, region, assumed, now, criterion, witnesses)
+        plan_target(cloud, lz, region, assumed, now, due, witnesses)
     })
     .await
 }
@@ -135,7 +159,7 @@ async fn plan_target(
     region: &Region,
     assumed: Result<(), CloudError>,
     now: DateTime<Utc>,
-    criterion: Criterion,
+    wanted: &Due,
     witnesses: &dyn Fn(&str) -> Witnesses,
 ) -> TargetPlan {
     let target = Target {
@@ -169,12 +193,20 @@ async fn plan_target(
         if t.get(tag::CREATED_BY).map(String::as_str) != Some(tag::CREATED_BY_VALUE) {
             continue;
         }
+        if !wanted.instances.is_empty()
+            && !t
+                .get(tag::INSTANCE_ID)
+                .is_some_and(|i| wanted.instances.contains(i))
+        {
+            continue;
+        }
         let (Some(run_id), Some(expires)) = (t.get(tag::RUN_ID), t.get(tag::EXPIRES_AT)) else {
             p.unreadable
                 .push(format!("{}: no run-id or expires-at tag", image.id));
             continue;
         };
-        let is_due = match criterion {
+        let is_due = match &wanted.criterion {
+            Criterion::Run(run) => run_id == run,
             Criterion::Expired => match expires.parse::<DateTime<Utc>>() {
                 Ok(at) => at <= now,
                 Err(_) => {
@@ -186,7 +218,7 @@ async fn plan_target(
                 }
             },
             Criterion::OlderThan(days) => {
-                run_time(run_id).is_some_and(|at| now - at > chrono::Duration::days(days.into()))
+                run_time(run_id).is_some_and(|at| now - at > chrono::Duration::days((*days).into()))
             }
         };
         if !is_due {
@@ -265,6 +297,11 @@ async fn ami_plans(
             .collect();
         amis.push(AmiPlan {
             ami: image.id.clone(),
+            instance_id: image
+                .tags
+                .get(tag::INSTANCE_ID)
+                .cloned()
+                .unwrap_or_default(),
             name: image.name.to_string(),
             run_id: image.tags.get(tag::RUN_ID).cloned().unwrap_or_default(),
             expires_at: image.tags.get(tag::EXPIRES_AT).cloned().unwrap_or_default(),
@@ -395,7 +432,7 @@ pub fn summary_line(plans: &[TargetPlan], deleted: bool) -> String {
     let t = totals(plans);
     if deleted {
         format!(
-            "deregistered {} of {} due AMIs, deleted {} of {} snapshots ({} kept), {} unexpired prepatch AMIs kept, {} failures",
+            "deregistered {} of {} due AMIs, deleted {} of {} snapshots ({} kept), {} prepatch AMIs not due kept, {} failures",
             t.amis_deleted,
             t.amis_due,
             t.snapshots_deleted,
@@ -406,7 +443,7 @@ pub fn summary_line(plans: &[TargetPlan], deleted: bool) -> String {
         )
     } else {
         format!(
-            "plan: {} AMIs to deregister, {} snapshots to delete ({} kept), {} unexpired prepatch AMIs kept; nothing deleted",
+            "plan: {} AMIs to deregister, {} snapshots to delete ({} kept), {} prepatch AMIs not due kept; nothing deleted",
             t.amis_due, t.snapshots_due, t.snapshots_kept, t.kept
         )
     }
@@ -441,8 +478,8 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
             };
             writeln!(
                 out,
-                "    {} {} (run {}, expires {}){done}",
-                a.ami, a.name, a.run_id, a.expires_at
+                "    {} of {} {} (run {}, expires {}){done}",
+                a.ami, a.instance_id, a.name, a.run_id, a.expires_at
             )?;
             for s in &a.snapshots {
                 let what = match (&s.done, s.delete) {
@@ -484,21 +521,37 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 /// `prepatch cleanup`.
 pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error> {
     let config = ctx.config(&args.select.config)?;
-    let landing_zones: Vec<LandingZone> = super::select_landing_zones(
-        &config,
-        &args.select.landing_zones,
-        args.select.environment,
-        &args.select.region,
-    )?
-    .into_iter()
-    .map(LandingZone::with_restore_role)
-    .collect();
     let journal = Arc::new(Journal::open_or_create(&ctx.journal)?);
+    let s = &args.select;
+    let names = match &args.run {
+        // A run's backups: its own landing zones unless told otherwise.
+        Some(run) if s.landing_zones.is_empty() && s.environment.is_none() => {
+            let row = journal.run(run).map_err(|_| {
+                Error::Usage(format!(
+                    "run {run} is not in the journal {}: name its landing zones with --landing-zones",
+                    ctx.journal.display()
+                ))
+            })?;
+            row.landing_zones
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+        _ => s.landing_zones.clone(),
+    };
+    let landing_zones: Vec<LandingZone> =
+        super::select_landing_zones(&config, &names, s.environment, &s.region)?
+            .into_iter()
+            .map(LandingZone::with_restore_role)
+            .collect();
     let id = RunId::generate(Utc::now()).to_string();
     let delete = args.yes && !args.dry_run;
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
     let params = serde_json::json!({
         "older_than_days": args.older_than,
+        "run": args.run,
+        "instances": args.instances,
         "dry_run": args.dry_run,
         "yes": args.yes,
     })
@@ -525,7 +578,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
 
 /// The cleanup itself: plan, print, delete when asked, report. Returns how
 /// it ended and its one-line summary.
-async fn cleanup_with<C: Cloud>(
+pub(super) async fn cleanup_with<C: Cloud>(
     cloud: &Paced<C>,
     op: &Operation,
     landing_zones: &[LandingZone],
@@ -535,9 +588,15 @@ async fn cleanup_with<C: Cloud>(
     let id = op.id.as_str();
     let delete = args.yes && !args.dry_run;
     let jc = Journaled::new(cloud, &op.journal, id);
-    let criterion = args
-        .older_than
-        .map_or(Criterion::Expired, Criterion::OlderThan);
+    let criterion = match (&args.run, args.older_than) {
+        (Some(run), _) => Criterion::Run(run.clone()),
+        (None, Some(days)) => Criterion::OlderThan(days),
+        (None, None) => Criterion::Expired,
+    };
+    let due_now = Due {
+        criterion: criterion.clone(),
+        instances: args.instances.iter().cloned().collect(),
+    };
     let now = Utc::now();
     // What the journal says of a run met.
     let witnesses = |run: &str| -> Witnesses {
@@ -547,18 +606,36 @@ async fn cleanup_with<C: Cloud>(
         })
     };
     let session = format!("prepatch-{id}");
-    let mut plans = plan(&jc, landing_zones, now, criterion, &session, &witnesses).await;
+    let mut plans = plan(&jc, landing_zones, now, &due_now, &session, &witnesses).await;
     let mut out = std::io::stdout().lock();
     let w = stdout_error;
-    let due = match criterion {
+    let mut due = match &criterion {
         Criterion::Expired => format!(
             "prepatch:expires-at before {}",
             now.format("%Y-%m-%dT%H:%M:%SZ")
         ),
         Criterion::OlderThan(d) => format!("runs begun more than {d} days ago"),
+        Criterion::Run(run) => format!("every backup of run {run}"),
     };
+    if !args.instances.is_empty() {
+        due.push_str(&format!(", of {}", args.instances.join(", ")));
+    }
     writeln!(out, "cleanup {id}: prepatch AMIs due ({due}):").map_err(w)?;
     write_plan(&plans, &mut out).map_err(w)?;
+    // An instance named that has no backup due anywhere is said so: a
+    // typo, or released already.
+    let found: BTreeSet<&str> = plans
+        .iter()
+        .flat_map(|p| &p.amis)
+        .map(|a| a.instance_id.as_str())
+        .collect();
+    for i in args
+        .instances
+        .iter()
+        .filter(|i| !found.contains(i.as_str()))
+    {
+        writeln!(out, "  {i}: no backup due in these landing zones").map_err(w)?;
+    }
     if delete {
         apply_until(&jc, &mut plans, &op.shutdown).await;
         writeln!(out, "done:").map_err(w)?;

@@ -2,15 +2,18 @@
 //! account needed.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use super::Context;
 use super::execute::execute;
 use super::{BUILT_IN_CONFIG, options};
-use crate::cli::DemoArgs;
+use super::{Context, Operation, cleanup, rollback};
+use crate::cli::{CleanupArgs, DemoArgs, RollbackArgs, Selection};
 use crate::cloud;
+use crate::cloud::Cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
-use crate::journal;
+use crate::journal::{self, NewRun};
+use crate::model::RunId;
 use crate::{Error, Outcome};
 
 /// The built-in demo fleet: two nonprod landing zones and one prod, each in
@@ -89,7 +92,7 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
     }
     let cloud = Paced::new(sim).with_max_in_flight(config.aws.max_concurrency);
     let journal = std::sync::Arc::new(journal::Journal::open_or_create(&ctx.journal)?.relaxed()?);
-    let outcome = execute(
+    let mut outcome = execute(
         &cloud,
         &config,
         &landing_zones,
@@ -99,10 +102,149 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
         "{}",
     )
     .await;
+    if demo.after_patch {
+        if let Ok(run) = &outcome {
+            let after =
+                after_patch(ctx, &cloud, &config, &landing_zones, &journal, &options).await?;
+            outcome = Ok(Outcome {
+                failures: run.failures || after.failures,
+                interrupted: run.interrupted || after.interrupted,
+            });
+        }
+    }
     // The simulated fleet is freed on the side: at 100,000 instances that
     // takes longer than anything left to do.
     std::thread::spawn(move || drop(cloud));
     outcome
+}
+
+/// `--after-patch`: in the same simulated world, `rollback` of the run's
+/// NOT READY instances, then `cleanup --run` of the READY ones' backups,
+/// each the command's own code, output, journal record and reports.
+async fn after_patch<C: Cloud>(
+    ctx: &Context<'_>,
+    cloud: &Paced<C>,
+    config: &Config,
+    landing_zones: &[LandingZone],
+    journal: &Arc<journal::Journal>,
+    options: &crate::workflow::Options,
+) -> Result<Outcome, Error> {
+    let run_id = options.run_id.as_str();
+    let run = journal::snapshot::load(journal, run_id)
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::Usage(format!("run {run_id} is not in the journal")))?;
+    let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+    for r in run.records() {
+        match &r.verdict {
+            Some(v) if v.ready => ready.push(r.instance.id.to_string()),
+            Some(_) => not_ready.push(r.instance.id.to_string()),
+            None => {}
+        }
+    }
+    let names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
+    let begin = |kind: &str, params: serde_json::Value| -> Result<(String, Operation), Error> {
+        let id = RunId::generate(chrono::Utc::now()).to_string();
+        let op = Operation::begin(
+            journal,
+            &NewRun {
+                id: &id,
+                kind,
+                of_run: Some(run_id),
+                landing_zones: &names,
+                environment: &super::environments_of(landing_zones),
+                params: &params.to_string(),
+                simulated: true,
+                dry_run: false,
+            },
+            false,
+        )?;
+        Ok((id, op))
+    };
+    let out_dir = &ctx.cli.output.output_dir;
+    let mut outcome = Outcome {
+        failures: false,
+        interrupted: false,
+    };
+    println!();
+    if not_ready.is_empty() {
+        println!("after the patch: every instance is READY, nothing to roll back");
+    } else {
+        println!(
+            "after the patch: rolling back the {} NOT READY instances to their backups (prepatch rollback --run {run_id} --instances ...)",
+            not_ready.len()
+        );
+        let args = RollbackArgs {
+            run: run_id.to_owned(),
+            instances: not_ready.clone(),
+            landing_zones: Vec::new(),
+            all: false,
+            start: false,
+            delete_replaced_volume: false,
+            config: None,
+            profile: None,
+            dry_run: false,
+            yes: true,
+        };
+        let (id, op) = begin(
+            "rollback",
+            serde_json::json!({"run": run_id, "instances": not_ready}),
+        )?;
+        let witnesses = journal.backup_witnesses(run_id)?;
+        let dir = out_dir.join(run_id).join(format!("rollback-{id}"));
+        let result = rollback::rollback_with(
+            cloud,
+            &op,
+            config,
+            landing_zones,
+            &witnesses,
+            run_id,
+            &args,
+            &dir,
+        )
+        .await;
+        let summary = result.as_ref().ok().map(|(_, line)| line.clone());
+        let result = result.map(|(o, _)| o);
+        op.finish(&result, summary.as_deref());
+        let o = result?;
+        outcome.failures |= o.failures;
+        outcome.interrupted |= o.interrupted;
+    }
+    if ready.is_empty() {
+        println!("after the patch: no READY instance, no backup to release");
+        return Ok(outcome);
+    }
+    println!(
+        "after the patch: releasing the backups of the {} READY instances (prepatch cleanup --run {run_id} --instances ... --yes)",
+        ready.len()
+    );
+    let args = CleanupArgs {
+        select: Selection {
+            config: BUILT_IN_CONFIG.into(),
+            landing_zones: names.clone(),
+            environment: None,
+            profile: None,
+            region: Vec::new(),
+        },
+        older_than: None,
+        run: Some(run_id.to_owned()),
+        instances: ready.clone(),
+        dry_run: false,
+        yes: true,
+    };
+    let (id, op) = begin(
+        "cleanup",
+        serde_json::json!({"run": run_id, "instances": ready.len()}),
+    )?;
+    let dir = out_dir.join(format!("cleanup-{id}"));
+    let result = cleanup::cleanup_with(cloud, &op, landing_zones, &args, &dir).await;
+    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
+    let result = result.map(|(o, _)| o);
+    op.finish(&result, summary.as_deref());
+    let o = result?;
+    outcome.failures |= o.failures;
+    outcome.interrupted |= o.interrupted;
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -4,13 +4,14 @@
 //! - [`run`]: the four phases on AWS (and `--resume`); [`demo`]: the same
 //!   on a simulated fleet. Both go through [`execute`].
 //! - [`runs`], [`report`]: what the journal holds.
-//! - [`restore`], [`cleanup`]: after the patch.
+//! - [`restore`], [`rollback`], [`cleanup`]: after the patch.
 
 pub mod cleanup;
 pub mod demo;
 pub mod execute;
 pub mod report;
 pub mod restore;
+pub mod rollback;
 pub mod run;
 pub mod runs;
 

@@ -46,10 +46,12 @@ pub fn write_runs(rows: &[RunRow], out: &mut dyn Write) -> std::io::Result<()> {
         "FAILURES"
     )?;
     for r in rows {
-        let mut kind = r.kind.clone();
-        if r.simulated {
-            kind = "demo".into();
-        }
+        // A simulated run is the demo; its rollback and cleanup
+        // (`demo --after-patch`) keep their own names.
+        let kind = match (r.simulated, r.kind.as_str()) {
+            (true, "run") => "demo".to_owned(),
+            _ => r.kind.clone(),
+        };
         let mut status = r.status.as_str().to_owned();
         if r.dry_run {
             status.push_str(" (dry run)");

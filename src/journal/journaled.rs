@@ -10,6 +10,7 @@ use crate::cloud::{
     Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Page, Probe, Scope,
 };
 use crate::config::LandingZone;
+use crate::model::rollback::{RootTask, RootTaskRequest};
 use crate::model::{
     AmiId, Image, Instance, InstanceId, Snapshot, SsmInfo, StateChange, StatusChecks, Tags, Target,
 };
@@ -322,6 +323,44 @@ impl Cloud for Journaled<'_> {
             self.inner.enable_image_deprecation(t, ami, at),
         )
         .await
+    }
+
+    async fn replace_root_volume(
+        &self,
+        t: &Target,
+        req: &RootTaskRequest,
+    ) -> Result<RootTask, CloudError> {
+        // The intent names the AMI and the client token: a resume finds
+        // the task by either; the outcome is the task's id.
+        let detail = format!(
+            "image {} client-token {}{}",
+            req.image,
+            req.client_token,
+            if req.delete_replaced {
+                " delete-replaced-root-volume"
+            } else {
+                ""
+            }
+        );
+        let seq = self.intent(
+            Api::CreateReplaceRootVolumeTask,
+            t,
+            &[req.instance.as_str().to_owned()],
+            Some(&detail),
+        )?;
+        let result = self.inner.replace_root_volume(t, req).await;
+        let id = result.as_ref().map(|task| task.id.clone()).ok();
+        self.outcome(seq, &result, id.as_deref());
+        result
+    }
+
+    async fn root_tasks_page(
+        &self,
+        t: &Target,
+        instances: &[InstanceId],
+        token: Option<String>,
+    ) -> Result<Page<RootTask>, CloudError> {
+        self.inner.root_tasks_page(t, instances, token).await
     }
 
     fn api_calls(&self) -> &ApiCalls {

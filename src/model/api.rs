@@ -23,6 +23,8 @@ pub enum Api {
     DeleteSnapshot,
     DeleteTags,
     EnableImageDeprecation,
+    CreateReplaceRootVolumeTask,
+    DescribeReplaceRootVolumeTasks,
 }
 
 impl Api {
@@ -42,6 +44,8 @@ impl Api {
             Api::DeleteSnapshot => "DeleteSnapshot",
             Api::DeleteTags => "DeleteTags",
             Api::EnableImageDeprecation => "EnableImageDeprecation",
+            Api::CreateReplaceRootVolumeTask => "CreateReplaceRootVolumeTask",
+            Api::DescribeReplaceRootVolumeTasks => "DescribeReplaceRootVolumeTasks",
         }
     }
 }
@@ -52,7 +56,7 @@ impl Api {
         Api::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    pub const ALL: [Api; 14] = [
+    pub const ALL: [Api; 16] = [
         Api::AssumeRole,
         Api::DescribeInstances,
         Api::DescribeInstanceInformation,
@@ -67,6 +71,8 @@ impl Api {
         Api::DeleteSnapshot,
         Api::DeleteTags,
         Api::EnableImageDeprecation,
+        Api::CreateReplaceRootVolumeTask,
+        Api::DescribeReplaceRootVolumeTasks,
     ];
 }
 

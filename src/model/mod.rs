@@ -8,12 +8,14 @@
 //!   fills in and the journal and the reports read.
 //! - [`api`]: the AWS actions, their call counts, and a failed call.
 //! - [`format`]: the report formats.
+//! - [`restore`], [`rollback`]: what those commands find and do.
 //!
 //! Everything else depends on this module, and it on nothing of the crate.
 
 pub mod api;
 pub mod format;
 pub mod restore;
+pub mod rollback;
 pub mod run;
 
 use std::fmt;
@@ -380,7 +382,8 @@ pub struct Image {
     pub state: ImageState,
     pub state_reason: Option<String>,
     pub tags: TagMap,
-    /// Read from the block device mappings; empty while AWS is still making them.
+    /// Read from the block device mappings, the root volume's first; empty
+    /// while AWS is still making them.
     pub snapshot_ids: std::sync::Arc<[String]>,
     /// AWS's own record of where the AMI came from: the instance, for an
     /// AMI made by `CreateImage` (`SourceInstanceId`)...
@@ -599,6 +602,8 @@ pub mod tag {
     pub const CREATED_BY_VALUE: &str = "prepatch";
     pub const EXPIRES_AT: &str = "prepatch:expires-at";
     pub const STARTED_BY: &str = "prepatch:started-by";
+    /// On a replace-root-volume task: the run whose backup it restores.
+    pub const ROLLBACK_OF: &str = "prepatch:rollback-of";
     pub const PATCH_GROUP: &str = "Patch Group";
     pub const ENVIRONMENT: &str = "Environment";
 }

@@ -10,12 +10,16 @@
 //!   (`schema/prepatch-report-1.xsd`), written by [`xml_writer`].
 //! - [`html`]: `report.html`, the self-contained dashboard.
 //! - [`summary`]: the table printed at the end of a run.
+//! - [`restore`], [`rollback`]: those commands' reports, in the same four
+//!   formats, on what they share ([`page`]).
 
 pub mod csv;
 pub mod html;
 pub mod json;
 pub mod model;
+pub mod page;
 pub mod restore;
+pub mod rollback;
 pub mod summary;
 pub mod xml;
 pub mod xml_writer;

@@ -5,9 +5,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use minijinja::value::Serde;
-use minijinja::{Environment, Value, context};
+use minijinja::{Value, context};
 
-use super::FileWriter;
+use super::page::{Folder, render};
 use crate::error::Error;
 use crate::model::restore::{Row, TargetPlan, summary_line};
 
@@ -19,18 +19,10 @@ pub fn write(
     dry_run: bool,
     plans: &[TargetPlan],
 ) -> Result<(), Error> {
-    let error = |path: &Path, source| Error::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
-    let file = |name: &str, write: &mut dyn FnMut(&mut FileWriter) -> io::Result<()>| {
-        let path = dir.join(name);
-        super::write_atomically(&path, write).map_err(|e| error(&path, e))
-    };
+    let folder = Folder::open(dir)?;
     let rows: Vec<&Row> = plans.iter().flat_map(|p| &p.rows).collect();
     let summary = summary_line(plans, dry_run);
-    file("restore.csv", &mut |w| {
+    folder.file("restore.csv", |w| {
         let mut csv = csv::Writer::from_writer(w);
         for r in &rows {
             // Values from AWS (names) could be spreadsheet formulas.
@@ -56,15 +48,15 @@ pub fn write(
         "instances": rows,
         "errors": errors,
     });
-    file("restore.json", &mut |w| {
+    folder.file("restore.json", |w| {
         serde_json::to_writer_pretty(&mut *w, &doc).map_err(io::Error::other)?;
         writeln!(w)
     })?;
-    file("restore.html", &mut |w| {
+    folder.file("restore.html", |w| {
         let page = html(run_id, restore_id, &summary, &rows).map_err(io::Error::other)?;
         w.write_all(page.as_bytes())
     })?;
-    file("restore.xml", &mut |w| {
+    folder.file("restore.xml", |w| {
         xml(run_id, restore_id, dry_run, &summary, &rows, w)
     })
 }
@@ -72,35 +64,23 @@ pub fn write(
 const TEMPLATE: &str = include_str!("../../templates/restore.html");
 const CSS: &str = include_str!("../../templates/restore.css");
 
-/// `restore.html`: one self-contained page, no script; its CSP allows
-/// only its own style. A minijinja template, auto-escaped; control
-/// characters (a hostile tag's) are shown as U+FFFD.
+/// `restore.html`: one self-contained page, no script.
 fn html(
     run_id: &str,
     restore_id: &str,
     summary: &str,
     rows: &[&Row],
 ) -> Result<String, minijinja::Error> {
-    let css = CSS.trim_end();
-    let mut env = Environment::new();
-    env.add_filter("clean", |s: String| -> String {
-        s.chars()
-            .map(|c| match c {
-                c if c.is_control() && c != '\t' && c != '\n' => '\u{FFFD}',
-                c => c,
-            })
-            .collect()
-    });
-    // Auto-escaping follows the name: `.html` escapes HTML.
-    env.add_template("restore.html", TEMPLATE)?;
-    env.get_template("restore.html")?.render(context! {
-        csp => format!("default-src 'none'; style-src {}", super::html::csp_hash(css)),
-        css => Value::from_safe_string(css.to_owned()),
-        run_id => run_id,
-        restore_id => restore_id,
-        summary => summary,
-        rows => Value::from(Serde(rows)),
-    })
+    render(
+        TEMPLATE,
+        CSS,
+        context! {
+            run_id => run_id,
+            restore_id => restore_id,
+            summary => summary,
+            rows => Value::from(Serde(rows)),
+        },
+    )
 }
 
 /// `restore.xml`: the same rows, values as element text.
@@ -181,6 +161,6 @@ mod tests {
             .map(|(css, _)| css)
             .unwrap();
         let hash = super::super::html::csp_hash(style);
-        assert!(page.contains(&hash.replace('\'', "&#x27;")), "{page}");
+        assert!(page.contains(&hash), "{page}");
     }
 }

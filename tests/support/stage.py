@@ -35,6 +35,11 @@ refused with 400 so a typo cannot pass silently):
                   `pending`, stopped ones `stopping` for that long, in moto's
                   model, so that filters and every describe agree
     failed_images [instance id]: an AMI made from one ends `failed`
+    root_tasks    {seconds, failed: [instance id]}: replace-root-volume tasks
+                  (CreateReplaceRootVolumeTask, which moto lacks) read
+                  `pending` for the first third of `seconds`, `in-progress`
+                  until then, then `succeeded`, or `failed` for the instances
+                  listed (default 0 s: done at once)
     page_size     K: DescribeInstances/Images/Snapshots/InstanceStatus and SSM
                   DescribeInstanceInformation answer at most K items a page
     ssm           {pings: {id: PingStatus}, absent: [id]}: overrides of the
@@ -53,7 +58,9 @@ TagSpecification, duplicate AMI names (InvalidAMIName.Duplicate), source
 fields and CopyImageTags on copies, disabled AMIs hidden unless
 IncludeDisabled, DescribeSnapshots OwnerIds, MaxResults checks and paging by
 MaxResults, StartInstances/StopInstances answers and IncorrectInstanceState,
-EC2 request ids.
+EC2 request ids; CreateReplaceRootVolumeTask (from an AMI, on a running
+instance, idempotent by ClientToken, DryRun) and DescribeReplaceRootVolumeTasks
+(instance-id filter, MaxResults 1-50, paging), which moto does not have.
 """
 
 from __future__ import annotations
@@ -136,7 +143,18 @@ class Config:
     def __init__(self, raw: dict[str, Any]):
         raw = _keys(
             raw,
-            {"seed", "latency_ms", "throttle", "deny", "pending", "failed_images", "page_size", "ssm", "hooks"},
+            {
+                "seed",
+                "latency_ms",
+                "throttle",
+                "deny",
+                "pending",
+                "failed_images",
+                "page_size",
+                "ssm",
+                "hooks",
+                "root_tasks",
+            },
             "config",
         )
         self.seed = raw.get("seed", 0)
@@ -161,6 +179,9 @@ class Config:
         self.start_seconds = float(pending.get("start_seconds", 0))
         self.stop_seconds = float(pending.get("stop_seconds", 0))
         self.failed_images = set(raw.get("failed_images", []))
+        root_tasks = _keys(raw.get("root_tasks", {}), {"seconds", "failed"}, "root_tasks")
+        self.root_task_seconds = float(root_tasks.get("seconds", 0))
+        self.failed_root_tasks = set(root_tasks.get("failed", []))
         self.page_size = raw.get("page_size")
         if self.page_size is not None and (not isinstance(self.page_size, int) or self.page_size < 1):
             raise ConfigError("page_size: a positive integer")
@@ -286,6 +307,9 @@ class Stage:
         self.transitions: dict[int, tuple[Any, float, Callable[[Any], None]]] = {}
         # access key id -> the ARN of the identity that uses it
         self.identities: dict[str, str] = {}
+        # replace-root-volume tasks, oldest first, and by client token
+        self.root_tasks: list[dict[str, Any]] = []
+        self.root_tokens: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def configure(self, raw: dict[str, Any]) -> None:
         config = Config(raw)
@@ -675,6 +699,10 @@ class Middleware:
             answer = self.describe_instance_information(req)
         elif req.service == "ec2" and req.action in PAGED_EC2:
             answer = self.paged_ec2(req)
+        elif req.service == "ec2" and req.action == "CreateReplaceRootVolumeTask":
+            answer = self.create_root_task(req, dry_run)
+        elif req.service == "ec2" and req.action == "DescribeReplaceRootVolumeTasks":
+            answer = self.describe_root_tasks(req)
         else:
             answer = self.forward(req.environ, req.body)
             if req.action == "AssumeRole" and answer[0] == 200:
@@ -856,6 +884,135 @@ class Middleware:
         out = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
         return status, headers, out.encode()
 
+    # -- replace-root-volume tasks ------------------------------------------------
+
+    def create_root_task(self, req: Req, dry_run: bool) -> Response:
+        rid = req.request_id
+        p = req.params
+        if dry_run:
+            return ec2_error(412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", rid)
+        instance_id, image_id, token = p.get("InstanceId"), p.get("ImageId"), p.get("ClientToken", str(uuid.uuid4()))
+        if not instance_id:
+            return ec2_error(400, "MissingParameter", "The request must contain the parameter InstanceId", rid)
+        if not image_id:
+            return ec2_error(400, "InvalidParameterCombination", "The stage emulates tasks from an ImageId only", rid)
+        region = req.region or "us-east-1"
+        key = (req.account, region, token)
+        with STAGE.lock:
+            known = STAGE.root_tokens.get(key)
+        if known is not None:
+            if known["instance"] != instance_id or known["image"] != image_id:
+                return ec2_error(
+                    400,
+                    "IdempotentParameterMismatch",
+                    "The client token you have provided is associated with a resource that is already deleted "
+                    "or has different parameters. Please use a different client token.",
+                    rid,
+                )
+            return 200, XML_TEXT, root_task_answer("CreateReplaceRootVolumeTaskResponse", rid, [known], None, True)
+        backend = ec2_backends[req.account][region]
+        try:
+            inst = backend.get_instance(instance_id)
+        except Exception:
+            return ec2_error(400, "InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist", rid)
+        if inst._state.name != "running":
+            return ec2_error(
+                400,
+                "IncorrectInstanceState",
+                f"The instance '{instance_id}' is not in a valid state for this operation.",
+                rid,
+            )
+        ami = backend.amis.get(image_id)
+        if ami is None:
+            return ec2_error(400, "InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist", rid)
+        if ami.state != "available":
+            return ec2_error(400, "IncorrectState", f"The image '{image_id}' is not in the available state.", rid)
+        tags = []
+        n = 1
+        while f"TagSpecification.{n}.ResourceType" in p:
+            if p[f"TagSpecification.{n}.ResourceType"] == "replace-root-volume-task":
+                m = 1
+                while f"TagSpecification.{n}.Tag.{m}.Key" in p:
+                    tags.append((p[f"TagSpecification.{n}.Tag.{m}.Key"], p.get(f"TagSpecification.{n}.Tag.{m}.Value", "")))
+                    m += 1
+            n += 1
+        config = STAGE.config
+        task = {
+            "id": "replacevol-" + uuid.uuid4().hex[:17],
+            "account": req.account,
+            "region": region,
+            "instance": instance_id,
+            "image": image_id,
+            "token": token,
+            "tags": tags,
+            "delete": p.get("DeleteReplacedRootVolume", "false").lower() == "true",
+            "created": time.time(),
+            "seconds": config.root_task_seconds,
+            "fate": "failed" if instance_id in config.failed_root_tasks else "succeeded",
+        }
+        with STAGE.lock:
+            STAGE.root_tasks.append(task)
+            STAGE.root_tokens[key] = task
+        return 200, XML_TEXT, root_task_answer("CreateReplaceRootVolumeTaskResponse", rid, [task], None, True)
+
+    def describe_root_tasks(self, req: Req) -> Response:
+        rid = req.request_id
+        p = req.params
+        ids: set[str] | None = None
+        n = 1
+        while f"Filter.{n}.Name" in p:
+            name = p[f"Filter.{n}.Name"]
+            if name != "instance-id":
+                return ec2_error(400, "InvalidParameterValue", f"The filter '{name}' is invalid", rid)
+            values, m = set(), 1
+            while f"Filter.{n}.Value.{m}" in p:
+                values.add(p[f"Filter.{n}.Value.{m}"])
+                m += 1
+            if len(values) > 200:
+                return ec2_error(400, "FilterLimitExceeded", "The maximum number of filter values is 200", rid)
+            ids = values
+            n += 1
+        wanted_ids, m = set(), 1
+        while f"ReplaceRootVolumeTaskId.{m}" in p:
+            wanted_ids.add(p[f"ReplaceRootVolumeTaskId.{m}"])
+            m += 1
+        raw_max = p.get("MaxResults")
+        page = STAGE.config.page_size
+        if raw_max is not None:
+            try:
+                max_results = int(raw_max)
+            except ValueError:
+                max_results = 0
+            if not 1 <= max_results <= 50:
+                return ec2_error(
+                    400,
+                    "InvalidParameterValue",
+                    f"Value ( {raw_max} ) for parameter maxResults is invalid. Expecting a value between 1 and 50.",
+                    rid,
+                )
+            page = max_results if page is None else min(page, max_results)
+        offset = 0
+        token = p.get("NextToken")
+        if token is not None:
+            offset = parse_token(token)
+            if offset is None:
+                return ec2_error(400, "InvalidParameterValue", f"Invalid NextToken value: {token}", rid)
+        region = req.region or "us-east-1"
+        with STAGE.lock:
+            tasks = [
+                t
+                for t in STAGE.root_tasks
+                if t["account"] == req.account
+                and t["region"] == region
+                and (ids is None or t["instance"] in ids)
+                and (not wanted_ids or t["id"] in wanted_ids)
+            ]
+        end = len(tasks) if page is None else offset + page
+        next_token = f"{TOKEN_PREFIX}{end}" if end < len(tasks) else None
+        return 200, XML_TEXT, root_task_answer(
+            "DescribeReplaceRootVolumeTasksResponse", rid, tasks[offset:end], next_token, False
+        )
+
     # -- SSM DescribeInstanceInformation -----------------------------------------
 
     def describe_instance_information(self, req: Req) -> Response:
@@ -941,6 +1098,57 @@ class Middleware:
         if end < len(infos):
             out["NextToken"] = f"{TOKEN_PREFIX}{end}"
         return json_answer(200, out, rid)
+
+
+XML_TEXT = [("Content-Type", "text/xml;charset=UTF-8")]
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def root_task_state(task: dict[str, Any], now: float) -> tuple[str, str | None]:
+    """A task's state now, and its completion time once it has one."""
+    secs = task["seconds"]
+    done = task["created"] + secs
+    if now >= done:
+        return task["fate"], iso(done)
+    if now < task["created"] + secs / 3:
+        return "pending", None
+    return "in-progress", None
+
+
+def root_task_answer(
+    root: str, request_id: str, tasks: list[dict[str, Any]], next_token: str | None, single: bool
+) -> bytes:
+    now = time.time()
+    items = []
+    for t in tasks:
+        state, complete = root_task_state(t, now)
+        tag_xml = "".join(
+            f"<item><key>{xml_escape(k)}</key><value>{xml_escape(v)}</value></item>" for k, v in t["tags"]
+        )
+        items.append(
+            f"<replaceRootVolumeTaskId>{t['id']}</replaceRootVolumeTaskId>"
+            f"<instanceId>{t['instance']}</instanceId>"
+            f"<taskState>{state}</taskState>"
+            f"<startTime>{iso(t['created'])}</startTime>"
+            + (f"<completeTime>{complete}</completeTime>" if complete else "")
+            + f"<tagSet>{tag_xml}</tagSet>"
+            f"<imageId>{t['image']}</imageId>"
+            f"<deleteReplacedRootVolume>{str(t['delete']).lower()}</deleteReplacedRootVolume>"
+        )
+    if single:
+        body = f"<replaceRootVolumeTask>{items[0]}</replaceRootVolumeTask>"
+    else:
+        body = "<replaceRootVolumeTaskSet>" + "".join(f"<item>{i}</item>" for i in items) + "</replaceRootVolumeTaskSet>"
+        if next_token:
+            body += f"<nextToken>{next_token}</nextToken>"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<{root} xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>{request_id}</requestId>'
+        f"{body}</{root}>"
+    ).encode()
 
 
 def with_request_id(answer: Response, request_id: str) -> Response:

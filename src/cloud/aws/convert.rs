@@ -11,6 +11,7 @@ use ec2::error::{ProvideErrorMetadata, SdkError};
 use ec2::operation::RequestId;
 
 use super::{Api, ApiCalls, CloudError, ErrorKind, ImageRequest};
+use crate::model::rollback::{RootTask, RootTaskRequest, RootTaskState};
 use crate::model::{
     AmiId, Image, ImageState, Instance, InstanceId, InstanceState, Platform, StateChange,
 };
@@ -172,12 +173,18 @@ pub(super) fn to_image(i: &ec2::types::Image) -> Option<Image> {
             .and_then(|r| r.message())
             .map(str::to_owned),
         tags: tags_of(i.tags()),
-        snapshot_ids: i
-            .block_device_mappings()
-            .iter()
-            .filter_map(|m| m.ebs()?.snapshot_id())
-            .map(str::to_owned)
-            .collect(),
+        // The root volume's first: the rest are what a rollback, which
+        // replaces the root volume only, does not restore.
+        snapshot_ids: {
+            let root = i.root_device_name();
+            let mut devices: Vec<(bool, &str)> = i
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| Some((m.device_name() != root, m.ebs()?.snapshot_id()?)))
+                .collect();
+            devices.sort_by_key(|(not_root, _)| *not_root);
+            devices.into_iter().map(|(_, s)| s.to_owned()).collect()
+        },
         source_instance: i.source_instance_id().map(InstanceId::new),
         source_image: i.source_image_id().map(AmiId::new),
     })
@@ -215,6 +222,32 @@ pub(super) fn image_tag_specs(req: &ImageRequest) -> Vec<ec2::types::TagSpecific
         specs.push(spec(ec2::types::ResourceType::Snapshot, &req.snapshot_tags));
     }
     specs
+}
+
+/// The replace-root-volume task's tag specification.
+pub(super) fn root_task_tag_specs(req: &RootTaskRequest) -> Vec<ec2::types::TagSpecification> {
+    vec![
+        ec2::types::TagSpecification::builder()
+            .resource_type(ec2::types::ResourceType::ReplaceRootVolumeTask)
+            .set_tags(Some(sdk_tags(req.tags.iter())))
+            .build(),
+    ]
+}
+
+pub(super) fn to_root_task(t: &ec2::types::ReplaceRootVolumeTask) -> Option<RootTask> {
+    Some(RootTask {
+        id: t.replace_root_volume_task_id()?.to_owned(),
+        instance: InstanceId::new(t.instance_id()?),
+        image: t.image_id().map(AmiId::new),
+        state: t
+            .task_state()
+            .map_or(RootTaskState::Other(String::new()), |s| {
+                RootTaskState::parse(s.as_str())
+            }),
+        started_at: t.start_time().map(str::to_owned),
+        completed_at: t.complete_time().map(str::to_owned),
+        tags: tags_of(t.tags()),
+    })
 }
 
 pub(super) fn filter(name: &str, values: &[&str]) -> ec2::types::Filter {

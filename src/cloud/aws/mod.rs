@@ -36,6 +36,7 @@ use super::{
     Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Page, Probe, Scope,
 };
 use crate::config::LandingZone;
+use crate::model::rollback::{RootTask, RootTaskRequest};
 use crate::model::{
     AmiId, Image, Instance, InstanceId, InstanceState, Snapshot, SsmInfo, SsmPing, StateChange,
     StatusChecks, Tags, Target,
@@ -49,6 +50,8 @@ const IMAGES_PAGE: i32 = 1000;
 const SNAPSHOTS_PAGE: i32 = 1000;
 /// `DescribeInstanceInformation` page maximum.
 const SSM_PAGE: i32 = 50;
+/// `DescribeReplaceRootVolumeTasks` page maximum.
+const ROOT_TASKS_PAGE: i32 = 50;
 
 /// Settings for reaching AWS.
 #[derive(Clone, Debug, Default)]
@@ -436,6 +439,12 @@ impl Cloud for AwsCloud {
                 .await
                 .map(|_| ())
                 .map_err(|e| api_error(Api::StartInstances, e)),
+            Probe::ReplaceRootVolume(req) => root_task_request(&ec2, req)
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api_error(Api::CreateReplaceRootVolumeTask, e)),
         };
         let result = match result {
             // "Request would have succeeded, but DryRun flag is set."
@@ -558,7 +567,59 @@ impl Cloud for AwsCloud {
         result.map(|_| ())
     }
 
+    async fn replace_root_volume(
+        &self,
+        t: &Target,
+        req: &RootTaskRequest,
+    ) -> Result<RootTask, CloudError> {
+        let api = Api::CreateReplaceRootVolumeTask;
+        let out = self.answer(api, root_task_request(&self.ec2(t)?, req).send().await)?;
+        out.replace_root_volume_task()
+            .and_then(to_root_task)
+            .ok_or_else(|| {
+                CloudError::new(api, ErrorKind::Api, "NoTask", "the answer names no task")
+            })
+    }
+
+    async fn root_tasks_page(
+        &self,
+        t: &Target,
+        instances: &[InstanceId],
+        token: Option<String>,
+    ) -> Result<Page<RootTask>, CloudError> {
+        let ids: Vec<&str> = instances.iter().map(InstanceId::as_str).collect();
+        let req = self
+            .ec2(t)?
+            .describe_replace_root_volume_tasks()
+            .filters(filter("instance-id", &ids))
+            .max_results(ROOT_TASKS_PAGE)
+            .set_next_token(token);
+        let out = self.answer(Api::DescribeReplaceRootVolumeTasks, req.send().await)?;
+        Ok(Page {
+            items: out
+                .replace_root_volume_tasks()
+                .iter()
+                .filter_map(to_root_task)
+                .collect(),
+            next: out.next_token().map(str::to_owned),
+        })
+    }
+
     fn api_calls(&self) -> &ApiCalls {
         &self.calls
     }
+}
+
+/// A `CreateReplaceRootVolumeTask` request, as sent and as probed with `DryRun`.
+fn root_task_request(
+    ec2: &ec2::Client,
+    req: &RootTaskRequest,
+) -> ec2::operation::create_replace_root_volume_task::builders::CreateReplaceRootVolumeTaskFluentBuilder
+{
+    ec2.create_replace_root_volume_task()
+        .instance_id(req.instance.as_str())
+        .image_id(req.image.as_str())
+        .client_token(&req.client_token)
+        .delete_replaced_root_volume(req.delete_replaced)
+        .set_tag_specifications(Some(root_task_tag_specs(req)))
 }

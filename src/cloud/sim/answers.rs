@@ -12,17 +12,19 @@ use crate::cloud::{
     Api, ApiCalls, Cloud, CloudError, ErrorKind, ImageFilter, ImageRequest, Probe, Scope,
 };
 use crate::config::LandingZone;
+use crate::model::rollback::{RootTask, RootTaskRequest, RootTaskState};
 use crate::model::{
     AmiId, Image, ImageState, Instance, InstanceId, InstanceState, SsmInfo, StateChange,
     StatusChecks, Tags, Target, tag,
 };
 
-use super::world::{SimImage, SimInstance};
+use super::world::{SimImage, SimInstance, SimRootTask};
 use super::*;
 
 /// Page sizes of the real APIs, for counting calls as AWS would.
 const EC2_PAGE: usize = 1000;
 const SSM_PAGE: usize = 50;
+const ROOT_TASKS_PAGE: usize = 50;
 
 /// Takes a call's tokens from every bucket it draws on, or none.
 pub(super) fn take_tokens(world: &mut World, api: Api, instances: usize) -> bool {
@@ -543,6 +545,122 @@ impl Cloud for SimCloud {
                 .push((Api::EnableImageDeprecation, ami.shared()));
         }
         result
+    }
+
+    async fn replace_root_volume(
+        &self,
+        t: &Target,
+        req: &RootTaskRequest,
+    ) -> Result<RootTask, CloudError> {
+        let api = Api::CreateReplaceRootVolumeTask;
+        let fails = self.instance_fault(FaultKind::RollbackFailed, &req.instance);
+        let id = self.next("replacevol");
+        let mut made = false;
+        let result = self.request(t, api, 0, |w, now| {
+            if let Some(&slot) = w.root_task_tokens.get(&req.client_token) {
+                return Ok(w.root_tasks[slot].task.clone());
+            }
+            let image = w
+                .images
+                .slot(&req.image)
+                .and_then(|s| w.images.at(s))
+                .map(|i| i.image.state);
+            match image {
+                None => {
+                    return Err(CloudError::new(
+                        api,
+                        ErrorKind::Api,
+                        "InvalidAMIID.NotFound",
+                        format!("The image id '[{}]' does not exist", req.image),
+                    ));
+                }
+                Some(ImageState::Available) => {}
+                Some(state) => {
+                    return Err(CloudError::new(
+                        api,
+                        ErrorKind::Api,
+                        "IncorrectState",
+                        format!("The image '{}' is {state}, not available", req.image),
+                    ));
+                }
+            }
+            let Some(i) = w.instances.get_mut(&req.instance) else {
+                return Err(not_found(api, req.instance.as_str()));
+            };
+            if i.instance.state != InstanceState::Running {
+                return Err(CloudError::new(
+                    api,
+                    ErrorKind::Api,
+                    "IncorrectInstanceState",
+                    format!(
+                        "The instance '{}' is not in a valid state for this operation.",
+                        req.instance
+                    ),
+                ));
+            }
+            // A new volume from the AMI's snapshot, then a reboot onto it.
+            let done_at = now + Duration::from_secs(45 + u64::from(i.volume_gb) / 4);
+            if !fails {
+                i.running_since = Some(done_at);
+            }
+            let task = RootTask {
+                id: id.clone(),
+                instance: req.instance.clone(),
+                image: Some(req.image.clone()),
+                state: RootTaskState::Pending,
+                started_at: Some(self.utc(now)),
+                completed_at: None,
+                tags: req.tags.clone(),
+            };
+            let slot = w.root_tasks.len();
+            w.root_tasks.push(SimRootTask {
+                task: task.clone(),
+                done_at,
+                done_text: self.utc(done_at),
+                fate: if fails {
+                    RootTaskState::Failed
+                } else {
+                    RootTaskState::Succeeded
+                },
+            });
+            w.root_task_tokens.insert(req.client_token.clone(), slot);
+            w.schedule(now + Duration::from_secs(2), Due::RootTask(slot));
+            w.schedule(done_at, Due::RootTask(slot));
+            made = true;
+            Ok(task)
+        });
+        if made {
+            if !fails {
+                self.repair(&req.instance);
+            }
+            self.log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((api, req.instance.shared()));
+        }
+        result
+    }
+
+    async fn root_tasks_page(
+        &self,
+        t: &Target,
+        instances: &[InstanceId],
+        token: Option<String>,
+    ) -> Result<Page<RootTask>, CloudError> {
+        let asked: HashSet<&InstanceId> = instances.iter().collect();
+        self.read_page(
+            t,
+            Api::DescribeReplaceRootVolumeTasks,
+            ROOT_TASKS_PAGE,
+            token,
+            |w, _| {
+                w.root_tasks
+                    .iter()
+                    .filter(|r| asked.contains(&r.task.instance))
+                    .map(|r| r.task.clone())
+                    .collect()
+            },
+        )
     }
 
     fn api_calls(&self) -> &ApiCalls {

@@ -25,10 +25,11 @@ pub enum FaultKind {
     SsmNeverOnline,
     Impaired,
     StartDenied,
+    RollbackFailed,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::AssumeRoleDenied,
         FaultKind::RegionUnreachable,
         FaultKind::CreateImageError,
@@ -39,6 +40,7 @@ impl FaultKind {
         FaultKind::SsmNeverOnline,
         FaultKind::Impaired,
         FaultKind::StartDenied,
+        FaultKind::RollbackFailed,
     ];
 
     /// The demo's default: a few instance faults, no landing zone lost.
@@ -61,6 +63,7 @@ impl FaultKind {
             FaultKind::SsmNeverOnline => "ssm-never-online",
             FaultKind::Impaired => "impaired",
             FaultKind::StartDenied => "start-denied",
+            FaultKind::RollbackFailed => "rollback-failed",
         }
     }
 
@@ -119,6 +122,8 @@ pub enum Fault {
     StartDenied {
         landing_zone: String,
     },
+    /// A replace-root-volume task of this instance ends `failed`.
+    RollbackFailed(InstanceId),
 }
 
 impl Fault {
@@ -134,6 +139,7 @@ impl Fault {
             Fault::SsmNeverOnline(_) => FaultKind::SsmNeverOnline,
             Fault::Impaired(_) => FaultKind::Impaired,
             Fault::StartDenied { .. } => FaultKind::StartDenied,
+            Fault::RollbackFailed(_) => FaultKind::RollbackFailed,
         }
     }
 
@@ -149,7 +155,8 @@ impl Fault {
             | Fault::InsufficientCapacity(i)
             | Fault::TerminatedBeforeStart(i)
             | Fault::SsmNeverOnline(i)
-            | Fault::Impaired(i) => Some(i),
+            | Fault::Impaired(i)
+            | Fault::RollbackFailed(i) => Some(i),
         }
     }
 }
@@ -248,6 +255,7 @@ impl SimCloud {
                 }
                 FaultKind::SsmNeverOnline => pick(&stopped, &mut rng).map(Fault::SsmNeverOnline),
                 FaultKind::Impaired => pick(&running, &mut rng).map(Fault::Impaired),
+                FaultKind::RollbackFailed => pick(&running, &mut rng).map(Fault::RollbackFailed),
                 FaultKind::StartDenied => victim_lz.map(|lz| Fault::StartDenied {
                     landing_zone: lz.name.clone(),
                 }),
@@ -297,5 +305,17 @@ impl SimCloud {
 
     pub(super) fn instance_fault(&self, kind: FaultKind, id: &InstanceId) -> bool {
         self.has_fault(|f| f.kind() == kind && f.instance() == Some(id))
+    }
+
+    /// A root volume put back to its backup undoes what the patch broke on
+    /// it: its agent and its OS, not its hardware or its account.
+    pub(super) fn repair(&self, id: &InstanceId) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|f| {
+                !(f.instance() == Some(id)
+                    && matches!(f.kind(), FaultKind::SsmNeverOnline | FaultKind::Impaired))
+            });
     }
 }

@@ -51,6 +51,9 @@ pub struct SimCloud {
     /// Ids shared with the world, not copied: a large run makes 120,000
     /// of these calls.
     log: Mutex<Vec<(Api, std::sync::Arc<str>)>>,
+    /// The tokio time and the wall time it stands for: times AWS gives as
+    /// text (a task's start) are read from it.
+    epoch: (Instant, chrono::DateTime<chrono::Utc>),
 }
 
 impl SimCloud {
@@ -64,7 +67,15 @@ impl SimCloud {
             next_id: AtomicU64::new(1),
             throttled: Mutex::default(),
             log: Mutex::default(),
+            epoch: (Instant::now(), chrono::Utc::now()),
         }
+    }
+
+    /// `at` as AWS writes a time (`2026-12-06T11:14:16.000Z`).
+    fn utc(&self, at: Instant) -> String {
+        let since = at.saturating_duration_since(self.epoch.0);
+        let t = self.epoch.1 + chrono::Duration::from_std(since).unwrap_or_default();
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
     /// Turns EC2's rate limits off (for tests of logic, not pacing).

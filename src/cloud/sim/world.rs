@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cloud::limit::{Bucket, TokenBucket};
+use crate::model::rollback::{RootTask, RootTaskState};
 use crate::model::{
     AmiId, Image, ImageState, Instance, InstanceId, InstanceState, SsmInfo, SsmPing, tag,
 };
@@ -116,12 +117,25 @@ pub(super) struct SimImage {
     pub(super) fate: ImageState,
 }
 
+/// A replace-root-volume task: `pending`, `in-progress` a moment later,
+/// then its fate at `done_at`.
+#[derive(Clone, Debug)]
+pub(super) struct SimRootTask {
+    pub(super) task: RootTask,
+    pub(super) done_at: Instant,
+    /// `done_at` as the task's `completed_at` will say it.
+    pub(super) done_text: String,
+    pub(super) fate: RootTaskState,
+}
+
 /// Something in a world that changes state at a given time.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Due {
     Instance(InstanceId),
     /// An AMI, by its slot in [`Images`].
     Image(usize),
+    /// A replace-root-volume task, by its place in `World::root_tasks`.
+    RootTask(usize),
 }
 
 /// A world's AMIs, each in a slot of its own in the order they were made
@@ -188,6 +202,10 @@ pub(super) struct World {
     /// a dozen times per account-region, and reading every AMI's tags for it
     /// was an eighth of a large backup.
     pub(super) by_run_id: HashMap<String, BTreeSet<usize>>,
+    /// Replace-root-volume tasks, oldest first.
+    pub(super) root_tasks: Vec<SimRootTask>,
+    /// The task each client token made: the same token gets the same task.
+    pub(super) root_task_tokens: HashMap<String, usize>,
 }
 
 impl World {
@@ -258,6 +276,20 @@ impl World {
                     if img.fate == ImageState::Failed {
                         img.image.state_reason =
                             Some("Client.InternalError: snapshot creation failed".into());
+                    }
+                }
+                Due::RootTask(slot) => {
+                    let Some(t) = self.root_tasks.get_mut(slot) else {
+                        continue;
+                    };
+                    if t.task.state.is_final() {
+                        continue;
+                    }
+                    if now >= t.done_at {
+                        t.task.state = t.fate.clone();
+                        t.task.completed_at = Some(t.done_text.clone());
+                    } else {
+                        t.task.state = RootTaskState::InProgress;
                     }
                 }
             }

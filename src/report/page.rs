@@ -1,0 +1,66 @@
+//! What the reports of `restore` and `rollback` share: their folder, whose
+//! files are each written whole or not at all, and their page, a small
+//! self-contained template with no script.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, Value, context};
+
+use super::FileWriter;
+use crate::error::Error;
+
+/// A report folder, made when opened.
+pub struct Folder(PathBuf);
+
+impl Folder {
+    pub fn open(dir: &Path) -> Result<Folder, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(Folder(dir.to_owned()))
+    }
+
+    /// Writes the file `name` atomically; an error names its path.
+    pub fn file(
+        &self,
+        name: &str,
+        write: impl FnOnce(&mut FileWriter) -> io::Result<()>,
+    ) -> Result<(), Error> {
+        let path = self.0.join(name);
+        super::write_atomically(&path, write).map_err(|source| Error::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// A page from `template` (a minijinja template, auto-escaped as HTML) with
+/// `css` inline and a Content-Security-Policy that allows only that style.
+/// Control characters (a hostile tag's) are shown as U+FFFD by the
+/// `clean` filter. `ctx` gives the template's own values.
+pub fn render(template: &str, css: &str, ctx: Value) -> Result<String, minijinja::Error> {
+    let css = css.trim_end();
+    let mut env = Environment::new();
+    env.add_filter("clean", |s: String| -> String {
+        s.chars()
+            .map(|c| match c {
+                c if c.is_control() && c != '\t' && c != '\n' => '\u{FFFD}',
+                c => c,
+            })
+            .collect()
+    });
+    // Auto-escaping follows the name: `.html` escapes HTML.
+    env.add_template("page.html", template)?;
+    env.get_template("page.html")?.render(context! {
+        // Our own words and a base64 hash: nothing to escape (and an
+        // escaped '/' would be read back the same, but not by a test).
+        csp => Value::from_safe_string(format!(
+            "default-src 'none'; style-src {}",
+            super::html::csp_hash(css)
+        )),
+        css => Value::from_safe_string(css.to_owned()),
+        ..ctx
+    })
+}
