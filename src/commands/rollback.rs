@@ -683,15 +683,18 @@ pub fn write_summary(
                 true => String::new(),
                 false => format!(": {}", r.reason),
             };
+            let from = match r.ami.is_empty() {
+                true => String::new(),
+                false => format!(" from {}", r.ami),
+            };
             writeln!(
                 out,
-                "  {:<16} {} ({} {}/{}) from {}{task}{verdict}{reason}",
+                "  {:<16} {} ({} {}/{}){from}{task}{verdict}{reason}",
                 r.action.as_str(),
                 r.instance_id,
                 r.landing_zone,
                 r.account,
                 r.region,
-                if r.ami.is_empty() { "-" } else { &r.ami },
             )?;
             if !r.data_snapshots.is_empty() {
                 writeln!(
