@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test. Sets up what the tests need when it is missing:
 # a Python venv with the moto server (an AWS API emulator) and jsonschema
-# under .venv/; xmllint, chromium and chromedriver from Debian.
+# under .venv/; xmllint, chromium, chromedriver and tmux from Debian.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,19 +38,20 @@ for policy in docs/iam-policy*.json; do
     echo "test.sh: parliament: $policy: no findings"
 done
 
-# ... validate every report.xml with xmllint, and open the dashboard in
-# headless Chromium through chromedriver: Debian's packages. A machine that
-# has them pays nothing here.
+# ... validate every report.xml with xmllint, open the dashboard in
+# headless Chromium through chromedriver, and run the binary in a real
+# terminal (tmux): Debian's packages. A machine that has them pays nothing
+# here.
 missing=0
-for tool in xmllint chromium chromedriver; do
+for tool in xmllint chromium chromedriver tmux; do
     command -v "$tool" >/dev/null 2>&1 || missing=1
 done
 if [ "$missing" = 1 ]; then
-    echo "test.sh: installing libxml2-utils chromium chromium-driver (Debian)" >&2
+    echo "test.sh: installing libxml2-utils chromium chromium-driver tmux (Debian)" >&2
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    packages="libxml2-utils chromium chromium-driver"
+    packages="libxml2-utils chromium chromium-driver tmux"
     # shellcheck disable=SC2086
     $sudo apt-get install -y --no-install-recommends $packages \
         || { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends $packages; }

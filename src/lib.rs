@@ -24,11 +24,14 @@
 //! - [`model`]: the shared vocabulary: ids, instances, a run's record, the
 //!   API's actions and failures, the report formats; no SDK types.
 //! - [`error`]: the top-level error, how a command ended, and exit codes.
+//! - [`console`]: the terminal: the progress display and log lines in
+//!   words above it.
 
 pub mod cli;
 pub mod cloud;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod journal;
 pub mod model;
@@ -56,9 +59,12 @@ pub fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("prepatch={level},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+        // In words, one line each; on a terminal above the bars, through
+        // the progress display, without the time the bars already show.
+        .event_format(console::Words {
+            time: !std::io::stderr().is_terminal(),
+        })
+        .with_writer(console::log_writer)
         .try_init();
 }
 

@@ -62,6 +62,10 @@ pub struct TargetRun {
     pub records: Vec<Record>,
     /// Why the target could not be scanned, if it could not.
     pub error: Option<Failure>,
+    /// Why SSM's status could not be read by the scan, if it could not:
+    /// the scan went on, each instance's agent `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssm_error: Option<Failure>,
 }
 
 /// A landing zone that could not be worked on at all.
@@ -81,6 +85,13 @@ pub struct Event {
     pub message: String,
 }
 
+/// The account-region that spent longest in a phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Slowest {
+    pub target: String,
+    pub seconds: f64,
+}
+
 /// How a phase went.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhaseSummary {
@@ -93,6 +104,9 @@ pub struct PhaseSummary {
     /// account-regions go through the phases each at its own pace, so
     /// phases overlap and their times add up to more than the run's.
     pub seconds: f64,
+    /// The account-region that spent longest in the phase, and how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slowest: Option<Slowest>,
     pub api_calls: BTreeMap<Api, CallCount>,
 }
 

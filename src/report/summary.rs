@@ -20,6 +20,8 @@ struct Row {
     other: usize,
     online: usize,
     not_online: usize,
+    /// SSM could not be asked: neither ok nor not ok.
+    ssm_unknown: usize,
     amis: usize,
     started: usize,
     ready: usize,
@@ -80,10 +82,10 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
             InstanceState::Stopped => row.stopped += 1,
             _ => row.other += 1,
         }
-        if r.ssm.ping == SsmPing::Online {
-            row.online += 1;
-        } else {
-            row.not_online += 1;
+        match r.ssm.ping {
+            SsmPing::Online => row.online += 1,
+            SsmPing::Unknown => row.ssm_unknown += 1,
+            _ => row.not_online += 1,
         }
         if r.backup.as_ref().is_some_and(|b| b.exists()) {
             row.amis += 1;
@@ -100,7 +102,7 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>10}",
+        "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>11} {:>6} {:>8} {:>6} {:>10}",
         "landing zone",
         "instances",
         "running",
@@ -108,6 +110,7 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
         "other",
         "ssm ok",
         "ssm not ok",
+        "ssm unknown",
         "AMIs",
         "started",
         "READY",
@@ -116,7 +119,7 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     for (lz, r) in &rows {
         writeln!(
             out,
-            "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>10}",
+            "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>11} {:>6} {:>8} {:>6} {:>10}",
             lz,
             r.instances,
             r.running,
@@ -124,11 +127,18 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
             r.other,
             r.online,
             r.not_online,
+            r.ssm_unknown,
             r.amis,
             r.started,
             r.ready,
             r.not_ready
         )?;
+    }
+    // Why SSM is unknown, once per account-region, not once per instance.
+    for t in &run.targets {
+        if let Some(e) = &t.ssm_error {
+            writeln!(out, "ssm unknown in {}: {e}", t.target)?;
+        }
     }
     Ok(())
 }
@@ -138,8 +148,8 @@ fn phase_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:<13} {:>6} {:>6} {:>7} {:>9}  api calls",
-        "phase", "done", "failed", "skipped", "time"
+        "{:<13} {:>6} {:>6} {:>7} {:>9}  {:<40}  api calls",
+        "phase", "done", "failed", "skipped", "time", "slowest account-region"
     )?;
     for phase in Phase::ALL {
         let Some(p) = run.phases.iter().find(|p| p.phase == phase) else {
@@ -150,12 +160,16 @@ fn phase_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
             Plan::Skip(why) => writeln!(out, "{:<13} skipped: {why}", phase.name())?,
             Plan::Run => writeln!(
                 out,
-                "{:<13} {:>6} {:>6} {:>7} {:>8.1}s  {}",
+                "{:<13} {:>6} {:>6} {:>7} {:>8.1}s  {:<40}  {}",
                 phase.name(),
                 p.done,
                 p.failed,
                 p.skipped,
                 p.seconds,
+                p.slowest
+                    .as_ref()
+                    .map(|s| format!("{} {:.1}s", s.target, s.seconds))
+                    .unwrap_or_default(),
                 calls_line(&p.api_calls)
             )?,
         }

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::poll::Polls;
+use super::progress::plural;
 use super::{Tally, Workflow};
 use crate::cloud::{ImageFilter, ImageRequest};
 use crate::model::{
@@ -98,12 +99,12 @@ pub(super) async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally
     }
 
     if wf.options.wait_backup {
-        bar.message("waiting for AMIs");
         wait_for_images(
             wf,
             t,
             wf.config.phases.ami_backup.timeout,
             Repair::Snapshots,
+            &bar,
         )
         .await;
     } else {
@@ -366,6 +367,7 @@ pub(super) async fn wait_for_images(
     t: &mut TargetRun,
     timeout: Duration,
     repair: Repair,
+    bar: &super::progress::Bar,
 ) {
     let run_id = wf.options.run_id.as_str();
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
@@ -422,13 +424,15 @@ pub(super) async fn wait_for_images(
         }
         // Snapshots that never show (an AMI that failed early) are no
         // reason to keep polling once nothing is pending.
-        if !t.records.iter().any(is_pending) {
+        let pending = t.records.iter().filter(|r| is_pending(r)).count();
+        if pending == 0 {
             break;
         }
         if polls.expired() {
             time_out_pending(t, timeout);
             break;
         }
+        bar.waiting(&plural(pending, "AMI"), polls.waited());
         if !polls.wait(&wf.shutdown).await {
             break;
         }

@@ -37,6 +37,7 @@ use crate::config::{Config, LandingZone};
 use crate::model::api::calls_since;
 use crate::model::{
     Environment, Event, LandingZoneFailure, Phase, PhaseSummary, Plan, Run, RunId, TargetRun,
+    run::Slowest,
 };
 use progress::Progress;
 
@@ -283,6 +284,7 @@ impl Workflow<'_> {
             failed: 0,
             skipped: 0,
             seconds: 0.0,
+            slowest: None,
             api_calls: BTreeMap::new(),
         });
     }
@@ -305,6 +307,7 @@ impl Workflow<'_> {
             run.targets.iter_mut().enumerate().collect();
         let timings = for_each_target(&mut targets, |(index, t)| async move {
             let mut times = Vec::new();
+            let name = t.target.to_string();
             for &phase in phases {
                 if self.shutdown.requested() {
                     break;
@@ -320,7 +323,7 @@ impl Workflow<'_> {
                     }
                 };
                 let tally = crate::cloud::counted_for(phase, work).await;
-                times.push((phase, tally, from, began.elapsed()));
+                times.push((phase, tally, from, began.elapsed(), name.clone()));
                 checkpoint.target_done(*index, t, phase);
             }
             times
@@ -329,10 +332,18 @@ impl Workflow<'_> {
         for &phase in phases {
             let mut tally = Tally::default();
             let (mut first, mut last) = (None::<Duration>, Duration::ZERO);
-            for &(_, t, from, to) in timings.iter().flatten().filter(|(p, ..)| *p == phase) {
-                tally += t;
-                first = Some(first.map_or(from, |f| f.min(from)));
-                last = last.max(to);
+            let mut slowest: Option<Slowest> = None;
+            for (_, t, from, to, name) in timings.iter().flatten().filter(|(p, ..)| *p == phase) {
+                tally += *t;
+                first = Some(first.map_or(*from, |f| f.min(*from)));
+                last = last.max(*to);
+                let took = (*to - *from).as_secs_f64();
+                if slowest.as_ref().is_none_or(|s| took > s.seconds) {
+                    slowest = Some(Slowest {
+                        target: name.clone(),
+                        seconds: took,
+                    });
+                }
             }
             let Some(first) = first else {
                 self.skip(run, phase, Plan::Skip("interrupted".into()));
@@ -341,6 +352,7 @@ impl Workflow<'_> {
             self.summarise(run, phase, tally, last - first);
             if let Some(p) = run.phases.last_mut() {
                 p.api_calls = self.cloud.api_calls().of_phase(phase);
+                p.slowest = slowest;
             }
         }
     }
@@ -360,6 +372,7 @@ impl Workflow<'_> {
             failed: tally.failed,
             skipped: tally.skipped,
             seconds: took.as_secs_f64(),
+            slowest: None,
             api_calls: BTreeMap::new(),
         });
     }

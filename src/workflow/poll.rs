@@ -66,6 +66,11 @@ impl Polls {
             .min(self.deadline.saturating_duration_since(now))
     }
 
+    /// How long this wait has waited so far.
+    pub fn waited(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.began)
+    }
+
     /// The deadline has passed.
     pub fn expired(&self) -> bool {
         Instant::now() >= self.deadline

@@ -44,6 +44,7 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
                         identity: identity.clone(),
                         records: Vec::new(),
                         error: None,
+                        ssm_error: None,
                     });
                 }
             }
@@ -104,16 +105,19 @@ async fn scan_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally {
         Err(e) => return fail(wf, t, &bar, Failure::from(e)),
     };
     // The run goes on without SSM status: each instance says Unknown.
-    let ssm = ssm
-        .inspect_err(|e| {
+    let ssm = match ssm {
+        Ok(known) => Some(known),
+        Err(e) => {
             tracing::warn!(target_ = %t.target, error = %e, "SSM status unknown");
             wf.event(
                 Phase::Scanner,
                 &t.target,
                 format!("SSM status unknown: {e}"),
             );
-        })
-        .ok();
+            t.ssm_error = Some(Failure::from(e));
+            None
+        }
+    };
     let filters = &wf.config.filters;
     let mut records: Vec<Record> = instances
         .into_iter()

@@ -20,6 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::poll::Polls;
+use super::progress::plural;
 use super::{Tally, Workflow};
 use crate::cloud::{CloudError, Scope};
 use crate::model::{Failure, InstanceId, InstanceState, Start, StateChange, tag};
@@ -68,7 +69,10 @@ pub(super) async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ra
         // The wait counts from the last StartInstances: with thousands to
         // start, EC2's bucket spreads the sends over half an hour.
         let polls = Polls::new(timeout, POLL_MAX);
-        poll_states(wf, t, &mut running, &polls, |s| {
+        let waiting = |n: usize, waited: Duration| {
+            bar.waiting(&format!("{} to run", plural(n, "instance")), waited)
+        };
+        poll_states(wf, t, &mut running, &polls, waiting, |s| {
             s != InstanceState::Pending && s != InstanceState::Stopped
         })
         .await;
@@ -126,7 +130,11 @@ async fn startable(
         .collect();
     if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
         let polls = Polls::new(timeout, POLL_MAX);
-        poll_states(wf, t, &mut states, &polls, |s| s != InstanceState::Stopping).await;
+        let quiet = |_: usize, _: Duration| {};
+        poll_states(wf, t, &mut states, &polls, quiet, |s| {
+            s != InstanceState::Stopping
+        })
+        .await;
     }
 
     let startable: Vec<InstanceId> = states
@@ -374,15 +382,25 @@ type Observed = BTreeMap<InstanceId, (InstanceState, Option<DateTime<Utc>>)>;
 
 /// One `DescribeInstances` (all pages) per look on the `polls` schedule,
 /// until every watched instance satisfies `done` or is gone, or the
-/// deadline passes.
+/// deadline passes. Before each sleep, `waiting` is told how many are
+/// left and how long they have been waited on.
 async fn poll_states(
     wf: &Workflow<'_>,
     t: &TargetRun,
     seen: &mut Observed,
     polls: &Polls,
+    waiting: impl Fn(usize, Duration),
     done: impl Fn(InstanceState) -> bool,
 ) {
-    while polls.wait(&wf.shutdown).await {
+    loop {
+        let left = seen
+            .values()
+            .filter(|(s, _)| !done(*s) && !s.is_gone())
+            .count();
+        waiting(left, polls.waited());
+        if !polls.wait(&wf.shutdown).await {
+            return;
+        }
         let answer = match wf.cloud.describe_instances(&t.target, Scope::All).await {
             Ok(answer) => answer,
             Err(e) => {

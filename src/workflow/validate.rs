@@ -60,12 +60,12 @@ pub(super) async fn validate_target(
             .as_ref()
             .is_some_and(|b| b.state == Some(ImageState::Pending))
     }) {
-        bar.message("waiting for AMIs");
         backup::wait_for_images(
             wf,
             t,
             wf.config.phases.ami_backup.timeout,
             backup::Repair::Nothing,
+            &bar,
         )
         .await;
     }
@@ -78,8 +78,21 @@ pub(super) async fn validate_target(
         answers.ask(wf, t, &findings, first, last).await;
         findings = answers.judge(wf, t, backup_ran);
         first = false;
-        let waiting = findings.iter().flatten().any(|f| f.transient);
-        if last || !waiting || !polls.wait(&wf.shutdown).await {
+        let in_doubt = findings
+            .iter()
+            .filter(|f| f.iter().any(|f| f.transient))
+            .count();
+        if last || in_doubt == 0 {
+            break;
+        }
+        bar.waiting(
+            &format!(
+                "{} still changing",
+                super::progress::plural(in_doubt, "instance")
+            ),
+            polls.waited(),
+        );
+        if !polls.wait(&wf.shutdown).await {
             break;
         }
         last = polls.expired();

@@ -6,6 +6,7 @@ use crate::model::TagMap;
 use std::sync::Arc;
 
 use aws_sdk_ec2 as ec2;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
 use ec2::error::{ProvideErrorMetadata, SdkError};
 use ec2::operation::RequestId;
@@ -62,12 +63,13 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CountAttempts {
 
 /// Converts any SDK error: AWS's code and message, the request id, and
 /// whether it was a throttle, a refusal or no answer at all.
-pub(super) fn api_error<E, R>(api: Api, err: SdkError<E, R>) -> CloudError
+pub(super) fn api_error<E>(api: Api, err: SdkError<E, HttpResponse>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-    SdkError<E, R>: RequestId,
+    SdkError<E, HttpResponse>: RequestId,
 {
+    // The SDK's whole story, for --verbose: the warning says it in words.
+    tracing::debug!(%api, detail = %ec2::error::DisplayErrorContext(&err), "AWS call failed");
     let request_id = err.request_id().map(str::to_owned);
     let (kind, code, message) = match &err {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
@@ -86,8 +88,8 @@ where
             ),
             None => (
                 ErrorKind::Api,
-                "Unhandled".to_owned(),
-                one_line(&ec2::error::DisplayErrorContext(&err).to_string()),
+                "UnreadableAnswer".to_owned(),
+                unreadable(&err),
             ),
         },
     };
@@ -97,6 +99,36 @@ where
         code,
         message,
         request_id,
+    }
+}
+
+/// An answer without AWS's error code: say what came back, in words. An
+/// HTML page is a proxy's, a captive portal's or a wrong endpoint's.
+fn unreadable<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let Some(response) = err.raw_response() else {
+        return one_line(&ec2::error::DisplayErrorContext(err).to_string());
+    };
+    let status = response.status().as_u16();
+    let body = response
+        .body()
+        .bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let head = body.trim_start().to_ascii_lowercase();
+    if head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<body") {
+        return format!(
+            "HTTP {status} and an HTML page, not AWS's answer (a proxy, a firewall or a wrong endpoint?)"
+        );
+    }
+    match body.trim().is_empty() {
+        true => format!("HTTP {status} and an empty body, not AWS's answer"),
+        false => format!(
+            "HTTP {status}, not AWS's answer: {}",
+            one_line(body.trim()).chars().take(100).collect::<String>()
+        ),
     }
 }
 

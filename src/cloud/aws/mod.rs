@@ -30,6 +30,7 @@ use aws_credential_types::provider::{self as creds};
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ssm as ssm;
 use aws_sdk_sts as sts;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
 
 use super::{
@@ -147,15 +148,14 @@ impl AwsCloud {
 
 impl AwsCloud {
     /// One request's answer, counted: AWS's error in the model's words.
-    fn answer<O, E, R>(
+    fn answer<O, E>(
         &self,
         api: Api,
-        result: Result<O, ec2::error::SdkError<E, R>>,
+        result: Result<O, ec2::error::SdkError<E, HttpResponse>>,
     ) -> Result<O, CloudError>
     where
         E: ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
-        ec2::error::SdkError<E, R>: ec2::operation::RequestId,
+        ec2::error::SdkError<E, HttpResponse>: ec2::operation::RequestId,
     {
         let result = result.map_err(|e| api_error(api, e));
         self.calls.record(api, &result);
