@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Counts, Journal, JournalError, Part};
+use crate::model::run::PhaseSpan;
 use crate::model::{Backup, SsmInfo, Start, Verdict};
 use crate::model::{Phase, Run, TargetRun};
 
@@ -27,6 +28,25 @@ struct CheckRef<'a> {
 struct Check {
     ssm: SsmInfo,
     verdict: Option<Verdict>,
+}
+
+/// The checks part: each record's SSM status and verdict, and the
+/// account-region's time in each phase (known in full once validation
+/// is done). Parts saved before spans were kept are a bare list.
+#[derive(Serialize)]
+struct ChecksRef<'a> {
+    checks: Vec<CheckRef<'a>>,
+    spans: &'a [PhaseSpan],
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Checks {
+    WithSpans {
+        checks: Vec<Check>,
+        spans: Vec<PhaseSpan>,
+    },
+    Bare(Vec<Check>),
 }
 
 /// The parts of the account-regions a phase changes. Validation reads the
@@ -51,15 +71,17 @@ fn part_json(t: &TargetRun, part: Part) -> Result<String, serde_json::Error> {
         Part::Starts => {
             serde_json::to_string(&t.records.iter().map(|r| &r.start).collect::<Vec<_>>())
         }
-        Part::Checks => serde_json::to_string(
-            &t.records
+        Part::Checks => serde_json::to_string(&ChecksRef {
+            checks: t
+                .records
                 .iter()
                 .map(|r| CheckRef {
                     ssm: &r.ssm,
                     verdict: r.verdict.as_ref(),
                 })
-                .collect::<Vec<_>>(),
-        ),
+                .collect(),
+            spans: &t.spans,
+        }),
     }
 }
 
@@ -200,7 +222,13 @@ pub fn load(j: &Journal, id: &str) -> Result<Option<Run>, LoadError> {
             }
         }
         if let Some(json) = p.checks {
-            let checks: Vec<Check> = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            let checks = match serde_json::from_str(&json).map_err(|e| e.to_string())? {
+                Checks::WithSpans { checks, spans } => {
+                    t.spans = spans;
+                    checks
+                }
+                Checks::Bare(checks) => checks,
+            };
             if checks.len() != n {
                 return Err(mismatch("checks", checks.len()));
             }

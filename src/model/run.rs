@@ -66,6 +66,17 @@ pub struct TargetRun {
     /// the scan went on, each instance's agent `Unknown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssm_error: Option<Failure>,
+    /// When it went into each phase and came out (the dashboard's timeline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<PhaseSpan>,
+}
+
+/// An account-region's time in one phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    pub phase: Phase,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
 }
 
 /// A landing zone that could not be worked on at all.

@@ -282,6 +282,10 @@ fn render_frame(report: &Report) -> Result<String, minijinja::Error> {
         permissions => Value::from(Serde(&permissions(report))),
         perf => Value::from(Serde(&report.performance)),
         audit_total => report.audit_len(),
+        // Made here, escaped here (charts::esc): SVG markup, not values.
+        timeline_svg => Value::from_safe_string(super::charts::timeline(report)),
+        verdicts_svg => Value::from_safe_string(super::charts::verdicts(report)),
+        backups_svg => Value::from_safe_string(super::charts::backups(report)),
     })
 }
 

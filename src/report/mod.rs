@@ -8,11 +8,13 @@
 //!   (`schema/report.schema.json`).
 //! - [`xml`]: `report.xml`, everything plus an audit trail, namespaced
 //!   (`schema/prepatch-report-1.xsd`), written by [`xml_writer`].
-//! - [`html`]: `report.html`, the self-contained dashboard.
+//! - [`html`]: `report.html`, the self-contained dashboard, with its
+//!   pictures ([`charts`]: inline SVG).
 //! - [`summary`]: the table printed at the end of a run.
 //! - [`restore`], [`rollback`]: those commands' reports, in the same four
 //!   formats, on what they share ([`page`]).
 
+pub mod charts;
 pub mod csv;
 pub mod html;
 pub mod json;

@@ -37,7 +37,7 @@ use crate::config::{Config, LandingZone};
 use crate::model::api::calls_since;
 use crate::model::{
     Environment, Event, LandingZoneFailure, Phase, PhaseSummary, Plan, Run, RunId, TargetRun,
-    run::Slowest,
+    run::{PhaseSpan, Slowest},
 };
 use progress::Progress;
 
@@ -313,6 +313,7 @@ impl Workflow<'_> {
                     break;
                 }
                 let from = began.elapsed();
+                let at = self.clock.now();
                 tracing::info!(phase = phase.name(), target_ = %t.target, "phase started");
                 let work = async {
                     match phase {
@@ -324,6 +325,11 @@ impl Workflow<'_> {
                 };
                 let tally = crate::cloud::counted_for(phase, work).await;
                 times.push((phase, tally, from, began.elapsed(), name.clone()));
+                t.spans.push(PhaseSpan {
+                    phase,
+                    from: at,
+                    to: self.clock.now(),
+                });
                 checkpoint.target_done(*index, t, phase);
             }
             times

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use super::{Tally, Workflow, for_each_target};
 use crate::cloud::Scope;
 use crate::config::LandingZone;
+use crate::model::run::PhaseSpan;
 use crate::model::{Failure, Record, SsmInfo, Target};
 use crate::model::{Phase, Run, TargetRun};
 
@@ -45,6 +46,7 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
                         records: Vec::new(),
                         error: None,
                         ssm_error: None,
+                        spans: Vec::new(),
                     });
                 }
             }
@@ -64,7 +66,17 @@ pub(super) async fn run(wf: &Workflow<'_>, run: &mut Run, landing_zones: &[&Land
         }
     }
 
-    let tallies = for_each_target(&mut run.targets, |t| scan_target(wf, t)).await;
+    let tallies = for_each_target(&mut run.targets, |t| async {
+        let from = wf.clock.now();
+        let tally = scan_target(wf, t).await;
+        t.spans.push(PhaseSpan {
+            phase: Phase::Scanner,
+            from,
+            to: wf.clock.now(),
+        });
+        tally
+    })
+    .await;
     let mut total = Tally::default();
     for t in tallies {
         total += t;

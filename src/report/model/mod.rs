@@ -290,6 +290,17 @@ pub struct TargetReport {
     pub identity: String,
     pub instances: usize,
     pub error: Option<String>,
+    /// Its time in each phase, in order (the dashboard's timeline).
+    pub phases: Vec<SpanReport>,
+}
+
+/// An account-region's time in one phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpanReport {
+    pub phase: &'static str,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
 }
 
 /// A dry run's question to EC2 (`DryRun`): may the role make this change
@@ -668,6 +679,16 @@ fn targets(run: &Run) -> Vec<TargetReport> {
             identity: t.identity.clone(),
             instances: t.records.len(),
             error: t.error.as_ref().map(|f| f.message().to_owned()),
+            phases: t
+                .spans
+                .iter()
+                .map(|s| SpanReport {
+                    phase: s.phase.name(),
+                    started_at: time(s.from).to_string(),
+                    finished_at: time(s.to).to_string(),
+                    seconds: seconds((s.to - s.from).to_std().unwrap_or_default().as_secs_f64()),
+                })
+                .collect(),
         })
         .collect()
 }
