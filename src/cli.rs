@@ -297,6 +297,12 @@ pub struct Selection {
     /// Regions to use instead of the config's, comma-separated.
     #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
     pub region: Vec<String>,
+
+    /// The original tool's inventory files, or the folder that holds them
+    /// (nonprod_landing_zones.yml, prod_landing_zones.yml), comma-separated:
+    /// their landing zones are added to the config's.
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    pub inventory: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

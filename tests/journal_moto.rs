@@ -743,3 +743,92 @@ async fn sigint_in_the_backup_phase_is_journaled_as_interrupted_and_resumes() {
     assert_eq!(amis.len(), ids.len(), "one AMI per instance");
     assert_eq!(backed, ids.iter().cloned().collect::<BTreeSet<_>>());
 }
+
+/// The original tool's inventory files, as they are, into a run: the
+/// environment from each file's name, `patch_enabled: false` left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_inventory_files_migrate_into_a_run() {
+    let moto = Moto::start();
+    let ssm = SsmStub::start();
+    let cms = ec2_in(&moto, "954976297051", "us-east-1").await;
+    launch(&cms, 2, false, &[("Name", "cms")]).await;
+    let s = Scratch::new("aws:\n  regions: [us-east-1]\n");
+    let inv = s.dir.path().join("inventory");
+    std::fs::create_dir_all(&inv).unwrap();
+    std::fs::write(
+        inv.join("nonprod_landing_zones.yml"),
+        "landing_zones:
+  - name: cmsnonprod
+    account_id: 954976297051
+    patch_enabled: true
+  - name: lz250nonprod
+    account_id: 123456789012
+    patch_enabled: false
+",
+    )
+    .unwrap();
+    std::fs::write(
+        inv.join("prod_landing_zones.yml"),
+        "landing_zones:
+  - name: cmsprod
+    account_id: 210987654321
+    patch_enabled: true
+",
+    )
+    .unwrap();
+    let (c, o) = paths(&s);
+    let i = inv.display().to_string();
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &[
+            "--scanner-only",
+            "--environment",
+            "nonprod",
+            "--inventory",
+            &i,
+            "-c",
+            &c,
+            "-o",
+            &o,
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    println!("a run from the original inventory files:\n{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let rows = s.inventory();
+    assert_eq!(rows.len(), 2, "cmsnonprod's two instances");
+    assert!(rows.iter().all(|r| r["landing_zone"] == "cmsnonprod"));
+    assert!(
+        stdout.contains("cmsnonprod") && !stdout.contains("lz250nonprod"),
+        "patch_enabled: false is left out:\n{stdout}"
+    );
+    // The same file with a short bare number: a clear error, exit 2.
+    std::fs::write(
+        inv.join("prod_landing_zones.yml"),
+        "landing_zones:\n  - {name: cmsprod, account_id: 10987654321, patch_enabled: true}\n",
+    )
+    .unwrap();
+    let out = prepatch(
+        Some(&moto),
+        Some(&ssm),
+        &[
+            "--scanner-only",
+            "-l",
+            "cmsnonprod",
+            "--inventory",
+            &i,
+            "-c",
+            &c,
+            "-o",
+            &o,
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("prod_landing_zones.yml") && stderr.contains("quote it"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}

@@ -520,7 +520,8 @@ fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Re
 
 /// `prepatch cleanup`.
 pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error> {
-    let config = ctx.config(&args.select.config)?;
+    let mut config = ctx.config(&args.select.config)?;
+    config.add_inventory(&args.select.inventory)?;
     let journal = Arc::new(Journal::open_or_create(&ctx.journal)?);
     let s = &args.select;
     let names = match &args.run {

@@ -225,6 +225,7 @@ async fn after_patch<C: Cloud>(
             environment: None,
             profile: None,
             region: Vec::new(),
+            inventory: Vec::new(),
         },
         older_than: None,
         run: Some(run_id.to_owned()),

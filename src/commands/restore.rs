@@ -402,7 +402,8 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
             path.display()
         ))
     })?;
-    let config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
+    let mut config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
+    config.add_inventory(&params.inventory)?;
     let started = journal.started_instances(&row.id)?;
     let mut landing_zones = landing_zones_of(&row, &params, &config, &started)?;
     // Prod by the run's record is prod: a config that now calls a landing

@@ -733,7 +733,8 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<Outcome, Erro
             path.display()
         ))
     })?;
-    let config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
+    let mut config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
+    config.add_inventory(&params.inventory)?;
     let mut landing_zones = landing_zones_of(&row.id, &row.landing_zones, &params, &config, args)?;
     params.guard_recorded_prod(&mut landing_zones, &row.environment);
     let witnesses = journal.backup_witnesses(&row.id)?;

@@ -27,7 +27,8 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
             EnvironmentArg::Nonprod
         }
     });
-    let config = ctx.config(&params.config)?;
+    let mut config = ctx.config(&params.config)?;
+    config.add_inventory(&params.inventory)?;
     let mut landing_zones =
         select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
     match &resumed {
@@ -78,6 +79,13 @@ fn params_of(ctx: &Context<'_>) -> RunParams {
         skip_validation: args.phases.skip_validation,
         no_wait_backup: args.phases.no_wait_backup,
         output_dir: ctx.cli.output.output_dir.clone(),
+        // Absolute: a resume, restore or rollback may run from elsewhere.
+        inventory: args
+            .select
+            .inventory
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
         environments: Default::default(),
     }
 }

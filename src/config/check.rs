@@ -10,8 +10,8 @@ use crate::model::{AccountId, Environment, Format, InstanceId, Region};
 use super::raw::*;
 use super::*;
 
-struct Checker<'a> {
-    path: &'a Path,
+pub(super) struct Checker<'a> {
+    pub(super) path: &'a Path,
 }
 
 impl Checker<'_> {
@@ -91,6 +91,17 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         journal: raw.reports.journal,
     };
 
+    // Relative to the config file's folder, as a reader of it expects.
+    let base = path.parent().unwrap_or(Path::new(""));
+    let inventory = match raw.inventory {
+        None => Vec::new(),
+        Some(RawPaths::One(p)) => vec![p],
+        Some(RawPaths::Many(ps)) => ps,
+    }
+    .into_iter()
+    .map(|p| if p.is_absolute() { p } else { base.join(p) })
+    .collect();
+
     Ok(Config {
         source: path.to_owned(),
         aws,
@@ -98,6 +109,7 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         phases,
         filters,
         reports,
+        inventory,
         sha256: String::new(),
     })
 }
@@ -149,7 +161,7 @@ fn check_aws(c: &Checker<'_>, raw: RawAws) -> Result<Aws, ConfigError> {
 
 /// `landing_zones[i]`, checked; its role from the `aws:` defaults unless
 /// it names its own.
-fn check_landing_zone(
+pub(super) fn check_landing_zone(
     c: &Checker<'_>,
     i: usize,
     lz: RawLandingZone,

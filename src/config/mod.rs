@@ -8,8 +8,10 @@
 //! - `raw`: the YAML's shape (`Raw*`, serde) and parse errors made
 //!   readable.
 //! - `check`: the checks that make a [`Config`] of it.
+//! - `inventory`: the original tool's inventory files, merged in.
 
 mod check;
+mod inventory;
 mod raw;
 
 use crate::model::TagMap;
@@ -58,6 +60,10 @@ pub struct Config {
     pub phases: Phases,
     pub filters: Filters,
     pub reports: Reports,
+    /// The original tool's inventory files (or folders) the config names
+    /// (`inventory:`), relative to the config's folder: their landing
+    /// zones are in `landing_zones` once loaded.
+    pub inventory: Vec<PathBuf>,
     /// SHA-256 of the exact text that was parsed, lowercase hex, for the
     /// reports: which config a run used.
     pub sha256: String,
@@ -191,7 +197,10 @@ impl Config {
                 }
             }
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        let inventory = config.inventory.clone();
+        config.add_inventory(&inventory)?;
+        Ok(config)
     }
 
     /// Checks YAML text; `path` is used only in messages.

@@ -9,6 +9,15 @@ use serde::Deserialize;
 use super::ConfigError;
 
 pub(super) fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    parse_raw_as(text, path)
+}
+
+/// Any of the YAML shapes (the config, an inventory file), parsed with
+/// readable errors.
+pub(super) fn parse_raw_as<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
     // Syntax first, on its own: serde reads lazily and would report a
     // broken document as a type error somewhere inside it.
     if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
@@ -101,6 +110,17 @@ pub(super) struct RawConfig {
     pub(super) filters: RawFilters,
     #[serde(default)]
     pub(super) reports: RawReports,
+    /// The original tool's inventory files, or the folders holding them.
+    #[serde(default)]
+    pub(super) inventory: Option<RawPaths>,
+}
+
+/// One path or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPaths {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 #[derive(Deserialize, Default)]

@@ -195,6 +195,9 @@ pub struct RunParams {
     pub skip_validation: bool,
     pub no_wait_backup: bool,
     pub output_dir: PathBuf,
+    /// Inventory files or folders given with `--inventory`, absolute.
+    #[serde(default)]
+    pub inventory: Vec<PathBuf>,
     /// Each landing zone's environment when the run began, by name: the
     /// prod guard of a resume or a restore asks if this says `prod`, even
     /// if the config it is given now says otherwise.
