@@ -211,6 +211,18 @@ pub struct OutputArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// How the end-of-run summary is printed on stdout: the table (text),
+    /// or one JSON object for a pipeline (json; schema/summary.schema.json).
+    /// Logs and progress stay on stderr either way.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub summary: SummaryFormat,
+
     /// The run journal (SQLite). Default: reports.journal from the config,
     /// else <output-dir>/prepatch.db.
     #[arg(long, value_name = "PATH", global = true)]
@@ -356,6 +368,14 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub phases: PhaseArgs,
+}
+
+/// How the end-of-run summary is printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

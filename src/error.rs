@@ -54,13 +54,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(if self.interrupted {
+    /// 130 interrupted, 1 failures, 0 all well.
+    pub fn code(&self) -> u8 {
+        if self.interrupted {
             EXIT_INTERRUPTED
         } else if self.failures {
             EXIT_FAILURES
         } else {
             EXIT_OK
-        })
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
     }
 }

@@ -1208,6 +1208,50 @@ fn the_pictures_say_what_the_json_says_in_headless_chromium() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// `--summary json`: stdout is one JSON object, valid against
+/// schema/summary.schema.json, that agrees with the exit code and names
+/// the files written; the logs stay on stderr.
+#[test]
+fn the_summary_for_machines_is_one_json_object_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().display().to_string();
+    let r = prepatch(&["demo", "--instances", "20", "--summary", "json", "-o", &o]);
+    let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(stdout.trim().lines().count(), 1, "one line:\n{stdout}");
+    assert!(
+        stderr.contains("SIMULATED fleet"),
+        "the rest is on stderr: {stderr}"
+    );
+    let doc: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let file = dir.path().join("summary.json");
+    std::fs::write(&file, &stdout).unwrap();
+    if let Err(e) = json_schema_check_with("summary.schema.json", &[file]) {
+        panic!("the summary does not match schema/summary.schema.json:\n{e}");
+    }
+    assert_eq!(doc["exit_code"], json!(r.status.code().unwrap()));
+    assert_eq!(
+        doc["outcome"],
+        if r.status.code() == Some(0) {
+            "ok"
+        } else {
+            "failures"
+        }
+    );
+    assert_eq!(doc["totals"]["instances"], 20);
+    let files = doc["reports"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4);
+    assert!(
+        files
+            .iter()
+            .all(|f| Path::new(f.as_str().unwrap()).is_file())
+    );
+
+    let r = prepatch(&["demo", "--after-patch", "--summary", "json", "-o", &o]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--summary json"));
+}
+
 // ---- the binary: --format and reports.formats choose the files ----
 
 fn files_in(dir: &Path) -> Vec<String> {

@@ -39,6 +39,11 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
         Some(path) => ctx.config(path)?,
         None => super::with_cli_formats(demo_config(), cli),
     };
+    if demo.after_patch && cli.output.summary == crate::cli::SummaryFormat::Json {
+        return Err(Error::Usage(
+            "--after-patch prints the rollback's and the cleanup's own summaries: use it without --summary json".into(),
+        ));
+    }
     let faults = cloud::sim::FaultKind::parse_list(&demo.faults)
         .map_err(|e| Error::Usage(format!("--faults: {e}")))?;
     let landing_zones: Vec<LandingZone> = config
@@ -97,7 +102,10 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
         &config,
         &landing_zones,
         &options,
-        &cli.output.output_dir,
+        &super::execute::Output {
+            dir: &cli.output.output_dir,
+            summary: cli.output.summary,
+        },
         &journal,
         "{}",
     )

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{BUILT_IN_CONFIG, Operation, confirm, environments_of};
+use crate::cli::SummaryFormat;
 use crate::cloud::Cloud;
 use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
@@ -87,6 +88,13 @@ fn finish_checkpoint(saving: Option<std::thread::JoinHandle<Option<Error>>>) -> 
     error
 }
 
+/// Where a run's results go: its reports' folder's parent, and how the
+/// summary is printed on stdout.
+pub struct Output<'a> {
+    pub dir: &'a Path,
+    pub summary: SummaryFormat,
+}
+
 /// Runs the workflow on a cloud and writes the reports, recorded in the
 /// journal as an [`Operation`]: its parameters (`params`, JSON), a
 /// snapshot after each phase, and through [`journal::Journaled`] every
@@ -97,7 +105,7 @@ pub async fn execute<C: Cloud>(
     config: &Config,
     landing_zones: &[LandingZone],
     options: &Options,
-    output_dir: &Path,
+    out: &Output<'_>,
     journal: &Arc<Journal>,
     params: &str,
 ) -> Result<Outcome, Error> {
@@ -117,7 +125,7 @@ pub async fn execute<C: Cloud>(
         dry_run: options.dry_run,
     };
     let op = Operation::begin(journal, &row, mutating && !cloud.is_simulated())?;
-    let result = execute_inner(cloud, config, landing_zones, options, output_dir, &op).await;
+    let result = execute_inner(cloud, config, landing_zones, options, out, &op).await;
     op.finish(&result, None);
     result
 }
@@ -127,9 +135,10 @@ async fn execute_inner<C: Cloud>(
     config: &Config,
     landing_zones: &[LandingZone],
     options: &Options,
-    output_dir: &Path,
+    out: &Output<'_>,
     op: &Operation,
 ) -> Result<Outcome, Error> {
+    let (output_dir, summary) = (out.dir, out.summary);
     let journal = &op.journal;
     let dir = output_dir.join(options.run_id.as_str());
     std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
@@ -150,7 +159,7 @@ async fn execute_inner<C: Cloud>(
     }
     // The journal's log is folded in while the reports are written: that
     // waits on the disk, they on the processor.
-    std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         scope.spawn(move || {
             let started = std::time::Instant::now();
             if let Err(e) = journal.checkpoint() {
@@ -161,11 +170,24 @@ async fn execute_inner<C: Cloud>(
         write_reports(&run, cloud, config, landing_zones, &dir)
     })?;
 
-    print_summary(&run, options, cloud, &dir, journal)?;
     let outcome = Outcome {
         failures: run.has_failures(),
         interrupted: run.interrupted,
     };
+    match summary {
+        SummaryFormat::Text => print_summary(&run, options, cloud, &dir, journal)?,
+        SummaryFormat::Json => {
+            let doc = report::summary::json(&run, outcome.code(), &written, &dir, journal.path());
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, &doc)
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out))
+                .map_err(|source| Error::Write {
+                    path: "stdout".into(),
+                    source,
+                })?;
+        }
+    }
     // Freed on the side: a large run's records take a while to free.
     std::thread::spawn(move || drop(run));
     Ok(outcome)
@@ -323,7 +345,7 @@ fn write_reports<C: Cloud>(
     config: &Config,
     landing_zones: &[LandingZone],
     dir: &Path,
-) -> Result<(), Error> {
+) -> Result<Vec<std::path::PathBuf>, Error> {
     let started = std::time::Instant::now();
     let meta = run_meta(cloud, config, landing_zones);
     let report = report::Report::new(run, &meta);
@@ -333,8 +355,7 @@ fn write_reports<C: Cloud>(
             path: path.display().to_string(),
             source,
         }
-    })?;
-    Ok(())
+    })
 }
 
 /// What the reports say about the run that the run does not know.

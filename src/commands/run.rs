@@ -53,7 +53,10 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
         &config,
         &landing_zones,
         &options,
-        &cli.output.output_dir,
+        &super::execute::Output {
+            dir: &cli.output.output_dir,
+            summary: cli.output.summary,
+        },
         &journal,
         &params,
     )

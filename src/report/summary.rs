@@ -232,3 +232,78 @@ fn calls_line(calls: &BTreeMap<Api, CallCount>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The end-of-run summary as one JSON object, for a pipeline step
+/// (`--summary json`; `schema/summary.schema.json`): what the run was, how
+/// it ended and its exit code, counts per landing zone, where the reports
+/// and the journal are.
+pub fn json(
+    run: &Run,
+    exit_code: u8,
+    reports: &[std::path::PathBuf],
+    reports_dir: &std::path::Path,
+    journal: &std::path::Path,
+) -> serde_json::Value {
+    let mut rows: BTreeMap<&str, Row> = run
+        .landing_zones
+        .iter()
+        .map(|lz| (lz.as_str(), Row::default()))
+        .collect();
+    for r in run.records() {
+        let row = rows.entry(r.landing_zone.as_str()).or_default();
+        row.instances += 1;
+        if r.backup.as_ref().is_some_and(|b| b.exists()) {
+            row.amis += 1;
+        }
+        if r.start.as_ref().is_some_and(|s| s.started_by_run) {
+            row.started += 1;
+        }
+        match &r.verdict {
+            Some(v) if v.ready => row.ready += 1,
+            Some(_) => row.not_ready += 1,
+            None => {}
+        }
+    }
+    let failed: std::collections::BTreeMap<&str, String> = run
+        .landing_zone_failures
+        .iter()
+        .map(|f| (f.landing_zone.as_str(), f.error.to_string()))
+        .collect();
+    let total = |f: fn(&Row) -> usize| rows.values().map(f).sum::<usize>();
+    let outcome = if run.interrupted {
+        "interrupted"
+    } else if run.has_failures() {
+        "failures"
+    } else {
+        "ok"
+    };
+    serde_json::json!({
+        "schema_version": 1,
+        "run_id": run.id.as_str(),
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "simulated": run.simulated,
+        "dry_run": run.dry_run,
+        "totals": {
+            "instances": total(|r| r.instances),
+            "ready": total(|r| r.ready),
+            "not_ready": total(|r| r.not_ready),
+            "amis": total(|r| r.amis),
+            "started": total(|r| r.started),
+        },
+        "landing_zones": rows.iter().map(|(name, r)| serde_json::json!({
+            "name": name,
+            "failed": failed.get(name),
+            "instances": r.instances,
+            "ready": r.ready,
+            "not_ready": r.not_ready,
+            "amis": r.amis,
+            "started": r.started,
+        })).collect::<Vec<_>>(),
+        "reports": {
+            "dir": reports_dir.display().to_string(),
+            "files": reports.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        },
+        "journal": journal.display().to_string(),
+    })
+}
