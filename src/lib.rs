@@ -24,6 +24,7 @@
 //! - [`model`]: the shared vocabulary: ids, instances, a run's record, the
 //!   API's actions and failures, the report formats; no SDK types.
 //! - [`error`]: the top-level error, how a command ended, and exit codes.
+//! - [`notify`]: the end of a run told to Slack, Teams or a JSON endpoint.
 //! - [`console`]: the terminal: the progress display and log lines in
 //!   words above it.
 
@@ -35,6 +36,7 @@ pub mod console;
 pub mod error;
 pub mod journal;
 pub mod model;
+pub mod notify;
 pub mod report;
 pub mod workflow;
 

@@ -573,6 +573,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
     let result = cleanup_with(&cloud, &op, &landing_zones, args, &dir).await;
     let summary = result.as_ref().ok().map(|(_, line)| line.clone());
     let result = result.map(|(o, _)| o);
+    super::notify_end(&config, &op, "cleanup", &result, summary.as_deref(), &dir).await;
     op.finish(&result, summary.as_deref());
     result
 }

@@ -15,6 +15,7 @@ use crate::cloud::limit::Paced;
 use crate::config::{Config, LandingZone};
 use crate::journal::{self, Journal};
 use crate::model::{AccountId, Phase, Plan, Run, TargetRun};
+use crate::notify;
 use crate::workflow::{self, Clock, Options, Workflow};
 use crate::{Error, Outcome, report};
 
@@ -88,6 +89,106 @@ fn finish_checkpoint(saving: Option<std::thread::JoinHandle<Option<Error>>>) -> 
     error
 }
 
+/// A run the prod guard refused, told to the notifications that want it;
+/// how they went is in the journal (there is no report).
+async fn notify_refused(
+    config: &Config,
+    landing_zones: &[LandingZone],
+    options: &Options,
+    op: &Operation,
+    why: &str,
+) {
+    if config.notifications.is_empty() {
+        return;
+    }
+    let run_id = options.run_id.as_str();
+    let message = notify::Message {
+        run_id: run_id.to_owned(),
+        event: crate::config::NotifyEvent::Refused,
+        headline: format!("refused, nothing changed: {why}"),
+        landing_zones: landing_zones.iter().map(|lz| lz.to_string()).collect(),
+        failures: Vec::new(),
+        failures_total: 0,
+        reports: "none: the run was refused before it changed anything".into(),
+        summary: serde_json::json!({
+            "schema_version": 1,
+            "run_id": run_id,
+            "outcome": "refused",
+            "exit_code": crate::error::EXIT_USAGE,
+            "reason": why,
+        }),
+    };
+    for n in notify::send_all(&config.notifications, &message).await {
+        tracing::info!(notification = %n, "refusal notified");
+        if let Err(e) = op.journal.note(run_id, "Notify", &n.to_string()) {
+            tracing::error!(error = %e, "cannot journal a notification");
+        }
+    }
+}
+
+/// The notification of a run's end: its event, counts, first failures.
+fn notify_message(run: &Run, dir: &Path, summary: serde_json::Value) -> notify::Message {
+    use crate::config::NotifyEvent;
+    let event = if run.interrupted {
+        NotifyEvent::Interrupted
+    } else if run.has_failures() {
+        NotifyEvent::Failures
+    } else {
+        NotifyEvent::Finished
+    };
+    let count = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let totals = &summary["totals"];
+    let lzs = summary["landing_zones"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let landing_zones = lzs
+        .iter()
+        .map(|lz| {
+            let name = lz["name"].as_str().unwrap_or_default();
+            match lz["failed"].as_str() {
+                Some(why) => format!("{name}: FAILED: {why}"),
+                None => format!(
+                    "{name}: {} READY, {} NOT READY",
+                    count(lz, "ready"),
+                    count(lz, "not_ready")
+                ),
+            }
+        })
+        .collect();
+    let failures: Vec<String> = run
+        .landing_zone_failures
+        .iter()
+        .map(|f| format!("{}: {}", f.landing_zone, f.error))
+        .chain(run.records().filter_map(|r| {
+            let v = r.verdict.as_ref().filter(|v| !v.ready)?;
+            Some(format!(
+                "{} {}: {}",
+                r.landing_zone,
+                r.instance.id,
+                v.reasons.join("; ")
+            ))
+        }))
+        .collect();
+    notify::Message {
+        run_id: run.id.to_string(),
+        event,
+        headline: format!(
+            "{} landing zone(s), {} instances: {} READY, {} NOT READY{}",
+            lzs.len(),
+            count(totals, "instances"),
+            count(totals, "ready"),
+            count(totals, "not_ready"),
+            if run.simulated { " (SIMULATED)" } else { "" }
+        ),
+        landing_zones,
+        failures_total: failures.len(),
+        failures: failures.into_iter().take(5).collect(),
+        reports: dir.display().to_string(),
+        summary,
+    }
+}
+
 /// Where a run's results go: its reports' folder's parent, and how the
 /// summary is printed on stdout.
 pub struct Output<'a> {
@@ -126,6 +227,9 @@ pub async fn execute<C: Cloud>(
     };
     let op = Operation::begin(journal, &row, mutating && !cloud.is_simulated())?;
     let result = execute_inner(cloud, config, landing_zones, options, out, &op).await;
+    if let Err(Error::Refused(why)) = &result {
+        notify_refused(config, landing_zones, options, &op, why).await;
+    }
     op.finish(&result, None);
     result
 }
@@ -145,7 +249,31 @@ async fn execute_inner<C: Cloud>(
         path: dir.display().to_string(),
         source,
     })?;
-    let run = run_checkpointed(cloud, config, landing_zones, options, op, &dir).await?;
+    let mut run = run_checkpointed(cloud, config, landing_zones, options, op, &dir).await?;
+    if !config.notifications.is_empty() && !run.dry_run {
+        // Before the reports, so that report.json says how they went; the
+        // reports' paths they give are where the files are about to be.
+        let files: Vec<std::path::PathBuf> = config
+            .reports
+            .formats
+            .iter()
+            .map(|f| dir.join(f.file_name()))
+            .collect();
+        let code = Outcome {
+            failures: run.has_failures(),
+            interrupted: run.interrupted,
+        }
+        .code();
+        let summary_doc = report::summary::json(&run, code, &files, &dir, journal.path());
+        let message = notify_message(&run, &dir, summary_doc);
+        run.notifications = notify::send_all(&config.notifications, &message).await;
+        for n in &run.notifications {
+            if let Err(e) = journal.note(run.id.as_str(), "Notify", &n.to_string()) {
+                tracing::error!(error = %e, "cannot journal a notification");
+            }
+        }
+        save_phase(journal, &run, None, options.wait_backup);
+    }
     let meta = run_meta(cloud, config, landing_zones);
     if let Err(e) = serde_json::to_string(&meta)
         .map_err(|e| e.to_string())
@@ -177,7 +305,11 @@ async fn execute_inner<C: Cloud>(
     match summary {
         SummaryFormat::Text => print_summary(&run, options, cloud, &dir, journal)?,
         SummaryFormat::Json => {
-            let doc = report::summary::json(&run, outcome.code(), &written, &dir, journal.path());
+            let mut doc =
+                report::summary::json(&run, outcome.code(), &written, &dir, journal.path());
+            if !run.notifications.is_empty() {
+                doc["notifications"] = serde_json::json!(run.notifications);
+            }
             let mut out = std::io::stdout().lock();
             serde_json::to_writer(&mut out, &doc)
                 .map_err(std::io::Error::other)
@@ -327,6 +459,9 @@ fn print_summary<C: Cloud>(
             source,
         }
     })?;
+    for n in &run.notifications {
+        let _ = writeln!(out, "notified {n}");
+    }
     let _ = writeln!(out, "\nreports: {}", dir.display());
     let _ = writeln!(
         out,

@@ -125,6 +125,63 @@ impl Operation {
     }
 }
 
+/// Tells the end of an after-the-patch command (`restore`, `cleanup`,
+/// `rollback`) to the notifications that want it, as a run's end is told,
+/// and journals how each went.
+pub(crate) async fn notify_end(
+    config: &Config,
+    op: &Operation,
+    what: &str,
+    result: &Result<Outcome, Error>,
+    summary: Option<&str>,
+    reports: &Path,
+) {
+    use crate::config::NotifyEvent;
+    if config.notifications.is_empty() {
+        return;
+    }
+    let event = match result {
+        Ok(o) if o.interrupted => NotifyEvent::Interrupted,
+        Ok(o) if o.failures => NotifyEvent::Failures,
+        Ok(_) => NotifyEvent::Finished,
+        Err(Error::Refused(_)) => NotifyEvent::Refused,
+        // A usage or journal error: nothing was done, nothing to tell.
+        Err(_) => return,
+    };
+    let line = match (result, summary) {
+        (_, Some(s)) => s.to_owned(),
+        (Err(e), None) => e.to_string(),
+        (Ok(_), None) => String::new(),
+    };
+    let message = crate::notify::Message {
+        run_id: op.id.clone(),
+        event,
+        headline: format!("{what}: {line}"),
+        landing_zones: Vec::new(),
+        failures: Vec::new(),
+        failures_total: 0,
+        reports: reports.display().to_string(),
+        summary: serde_json::json!({
+            "schema_version": 1,
+            "run_id": op.id,
+            "command": what,
+            "outcome": event.name(),
+            "exit_code": match result {
+                Ok(o) => o.code(),
+                Err(e) => if matches!(e, Error::Write { .. }) { error::EXIT_FAILURES } else { error::EXIT_USAGE },
+            },
+            "summary": line,
+            "reports": reports.display().to_string(),
+        }),
+    };
+    for n in crate::notify::send_all(&config.notifications, &message).await {
+        tracing::info!(notification = %n, "notified");
+        if let Err(e) = op.journal.note(&op.id, "Notify", &n.to_string()) {
+            tracing::error!(error = %e, "cannot journal a notification");
+        }
+    }
+}
+
 /// A shutdown that Ctrl-C triggers: the command starts nothing new and
 /// writes what it knows; a second Ctrl-C exits at once.
 fn on_ctrl_c() -> Shutdown {

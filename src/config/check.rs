@@ -102,6 +102,13 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
     .map(|p| if p.is_absolute() { p } else { base.join(p) })
     .collect();
 
+    let notifications = raw
+        .notifications
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| check_notification(&c, i, n))
+        .collect::<Result<_, _>>()?;
+
     Ok(Config {
         source: path.to_owned(),
         aws,
@@ -110,6 +117,7 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         filters,
         reports,
         inventory,
+        notifications,
         sha256: String::new(),
     })
 }
@@ -372,4 +380,92 @@ fn check_role_name(c: &Checker<'_>, field: &str, name: &str) -> Result<(), Confi
             format!("{name:?} is not an IAM role name (letters, digits and +=,.@_-/ only)"),
         ))
     }
+}
+
+/// `notifications[i]`, checked; its URL read from the environment variable
+/// it names, now: an unset one stops the run before anything is done.
+fn check_notification(
+    c: &Checker<'_>,
+    i: usize,
+    n: RawNotification,
+) -> Result<Notification, ConfigError> {
+    let at = |f: &str| format!("notifications[{i}].{f}");
+    let format = match n.format.as_str() {
+        "slack" => NotifyFormat::Slack,
+        "teams" => NotifyFormat::Teams,
+        "json" => NotifyFormat::Json,
+        other => {
+            return Err(c.err(
+                at("format"),
+                format!("{other:?} is not a notification format: use slack, teams or json"),
+            ));
+        }
+    };
+    let var_ok = !n.url_env.is_empty()
+        && n.url_env.len() <= 128
+        && n.url_env
+            .chars()
+            .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')
+        && !n.url_env.starts_with(|ch: char| ch.is_ascii_digit());
+    if !var_ok {
+        return Err(c.err(
+            at("url_env"),
+            format!(
+                "{:?} is not an environment variable name (like SLACK_WEBHOOK_URL): the URL itself never goes in the file",
+                n.url_env
+            ),
+        ));
+    }
+    let url = match std::env::var(&n.url_env) {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => {
+            return Err(c.err(
+                at("url_env"),
+                format!(
+                    "the environment variable {} is not set: export it with the webhook's URL, or remove this notification",
+                    n.url_env
+                ),
+            ));
+        }
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(c.err(
+            at("url_env"),
+            format!("{} does not hold an http:// or https:// URL", n.url_env),
+        ));
+    }
+    let events = match n.events {
+        None => NotifyEvent::ALL.into_iter().collect(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(k, e)| {
+                NotifyEvent::ALL
+                    .into_iter()
+                    .find(|x| x.name() == e)
+                    .ok_or_else(|| {
+                        c.err(
+                            format!("{}[{k}]", at("events")),
+                            format!(
+                                "{e:?} is not an event: use finished, failures, refused or interrupted"
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let timeout = c.seconds(&at("timeout"), n.timeout, 10)?;
+    let attempts = n.attempts.unwrap_or(3);
+    if !(1..=10).contains(&attempts) {
+        return Err(c.err(at("attempts"), format!("{attempts}: give 1 to 10")));
+    }
+    Ok(Notification {
+        name: n.name.unwrap_or_else(|| format!("{}-{i}", format.name())),
+        format,
+        url_env: n.url_env,
+        url: Secret::new(url),
+        events,
+        timeout,
+        attempts,
+    })
 }

@@ -64,9 +64,102 @@ pub struct Config {
     /// (`inventory:`), relative to the config's folder: their landing
     /// zones are in `landing_zones` once loaded.
     pub inventory: Vec<PathBuf>,
+    /// Where the end of a run is announced.
+    pub notifications: Vec<Notification>,
     /// SHA-256 of the exact text that was parsed, lowercase hex, for the
     /// reports: which config a run used.
     pub sha256: String,
+}
+
+/// A place the end of a run is announced: a chat's incoming webhook or
+/// any URL that takes the run's summary as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// How it is named in the summary, the report and the journal.
+    pub name: String,
+    pub format: NotifyFormat,
+    /// The environment variable the URL was read from (named in messages;
+    /// the URL never is).
+    pub url_env: String,
+    pub url: Secret,
+    pub events: BTreeSet<NotifyEvent>,
+    /// Per attempt.
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+/// A notification's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotifyFormat {
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Microsoft Teams incoming webhook (an Adaptive Card).
+    Teams,
+    /// The run's summary as a JSON document, for an ITSM endpoint.
+    Json,
+}
+
+impl NotifyFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyFormat::Slack => "slack",
+            NotifyFormat::Teams => "teams",
+            NotifyFormat::Json => "json",
+        }
+    }
+}
+
+/// How a run ended, as notifications filter on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotifyEvent {
+    /// Finished, every instance READY.
+    Finished,
+    /// Finished with NOT READY instances or failed steps.
+    Failures,
+    /// Refused before any change (the prod guard).
+    Refused,
+    /// Stopped by Ctrl-C.
+    Interrupted,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 4] = [
+        NotifyEvent::Finished,
+        NotifyEvent::Failures,
+        NotifyEvent::Refused,
+        NotifyEvent::Interrupted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyEvent::Finished => "finished",
+            NotifyEvent::Failures => "failures",
+            NotifyEvent::Refused => "refused",
+            NotifyEvent::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A value that never shows in logs, reports or the journal: its Debug
+/// says it is hidden.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
 }
 
 /// Which report files a run writes.

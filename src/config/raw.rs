@@ -113,6 +113,19 @@ pub(super) struct RawConfig {
     /// The original tool's inventory files, or the folders holding them.
     #[serde(default)]
     pub(super) inventory: Option<RawPaths>,
+    #[serde(default)]
+    pub(super) notifications: Vec<RawNotification>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotification {
+    pub(super) name: Option<String>,
+    pub(super) format: String,
+    pub(super) url_env: String,
+    pub(super) events: Option<Vec<String>>,
+    pub(super) timeout: Option<u64>,
+    pub(super) attempts: Option<u32>,
 }
 
 /// One path or a list of them.

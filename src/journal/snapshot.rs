@@ -100,6 +100,7 @@ fn header(run: &Run) -> Run {
         phases: run.phases.clone(),
         events: run.events.clone(),
         permission_checks: run.permission_checks.clone(),
+        notifications: run.notifications.clone(),
     }
 }
 

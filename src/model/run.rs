@@ -96,6 +96,42 @@ pub struct Event {
     pub message: String,
 }
 
+/// How one notification of the run's end went (`notifications:` in the
+/// config). The URL is never kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notified {
+    pub name: String,
+    pub format: String,
+    pub event: String,
+    pub delivered: bool,
+    pub attempts: u32,
+    /// Why it was not delivered (the last attempt's error).
+    pub error: Option<String>,
+}
+
+impl fmt::Display for Notified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.error {
+            None => write!(
+                f,
+                "{} ({}): sent ({} attempt{})",
+                self.name,
+                self.format,
+                self.attempts,
+                if self.attempts == 1 { "" } else { "s" }
+            ),
+            Some(e) => write!(
+                f,
+                "{} ({}): NOT SENT after {} attempt{}: {e}",
+                self.name,
+                self.format,
+                self.attempts,
+                if self.attempts == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
 /// The account-region that spent longest in a phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Slowest {
@@ -137,6 +173,9 @@ pub struct Run {
     pub events: Vec<Event>,
     /// A dry run's answers to EC2's `DryRun` permission checks.
     pub permission_checks: Vec<PermissionCheck>,
+    /// How the notifications of its end went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notified>,
 }
 
 impl Run {

@@ -212,6 +212,7 @@ impl Workflow<'_> {
             phases: Vec::new(),
             events: Vec::new(),
             permission_checks: Vec::new(),
+            notifications: Vec::new(),
         };
 
         let before = self.cloud.api_calls().snapshot();

@@ -122,6 +122,8 @@ pub struct Report<'a> {
     /// The execution log.
     pub events: Vec<EventReport>,
     pub performance: Performance,
+    /// How the notifications of the run's end went; absent when none is set.
+    pub notifications: Vec<crate::model::run::Notified>,
     source: &'a Run,
     /// The run's records, sorted by landing zone, region and instance id.
     records: Vec<&'a Record>,
@@ -179,6 +181,9 @@ impl Serialize for Report<'_> {
         st.serialize_field("audit", &seq(self.audit()))?;
         st.serialize_field("events", &self.events)?;
         st.serialize_field("performance", &self.performance)?;
+        if !self.notifications.is_empty() {
+            st.serialize_field("notifications", &self.notifications)?;
+        }
         st.end()
     }
 }
@@ -582,6 +587,7 @@ impl<'a> Report<'a> {
             events_by_scope,
             events: events(run),
             performance: performance(run, meta, duration_s),
+            notifications: run.notifications.clone(),
             source: run,
             records,
         }
