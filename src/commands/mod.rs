@@ -26,7 +26,7 @@ use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, CloudError};
 use crate::config::{self, Config, LandingZone};
-use crate::journal::{HEARTBEAT_EVERY, HeldLock, Journal, NewRun, Status};
+use crate::journal::{HEARTBEAT_EVERY, HeldLock, Journal, NewRun, RunParams, RunRow, Status};
 use crate::model::{Environment, Phase, Plan, Region, RunId};
 use crate::workflow::{Confirmation, Options, Shutdown};
 use crate::{Error, Outcome, error};
@@ -123,6 +123,56 @@ impl Operation {
         }
         drop(self.lock);
     }
+}
+
+/// A past run that `restore` or `rollback` acts on, read from the journal:
+/// its row, its parameters, and the config it used (or `config`), with
+/// its inventory files. A demo, a dry run or another kind of row is
+/// refused with `what` ("whose starts can be restored").
+pub(crate) struct PastRun {
+    pub journal: Arc<Journal>,
+    pub row: RunRow,
+    pub params: RunParams,
+    pub config: Config,
+}
+
+pub(crate) fn past_run(
+    ctx: &Context<'_>,
+    run_id: &str,
+    config: Option<&PathBuf>,
+    what: &str,
+) -> Result<PastRun, Error> {
+    let path = &ctx.journal;
+    let journal = Arc::new(Journal::open_existing(path)?);
+    let row = journal.run(run_id)?;
+    if row.kind != "run" || row.simulated || row.dry_run {
+        return Err(Error::Usage(format!(
+            "{} is a {}, not a run {what}",
+            row.id,
+            if row.simulated {
+                "demo run (the demo goes on after the patch with `prepatch demo --after-patch`)"
+            } else if row.dry_run {
+                "dry run"
+            } else {
+                row.kind.as_str()
+            }
+        )));
+    }
+    let params: RunParams = serde_json::from_str(&row.params).map_err(|e| {
+        Error::Usage(format!(
+            "the parameters of run {} in {} cannot be read: {e}",
+            row.id,
+            path.display()
+        ))
+    })?;
+    let mut config = ctx.config(config.unwrap_or(&params.config))?;
+    config.add_inventory(&params.inventory)?;
+    Ok(PastRun {
+        journal,
+        row,
+        params,
+        config,
+    })
 }
 
 /// Tells the end of an after-the-patch command (`restore`, `cleanup`,

@@ -19,7 +19,7 @@ use crate::cli::RestoreArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, Scope};
 use crate::config::{Config, LandingZone};
-use crate::journal::{Journal, Journaled, NewRun, RunParams, RunRow};
+use crate::journal::{Journaled, NewRun, RunParams, RunRow};
 use crate::model::{Environment, Instance, InstanceId, InstanceState, Region, RunId, Target, tag};
 use crate::workflow::poll::Polls;
 use crate::workflow::{Confirmation, Shutdown, for_each_target};
@@ -379,31 +379,17 @@ pub fn write_summary(
 /// `prepatch restore --run <id>`.
 pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error> {
     let cli = ctx.cli;
-    let path = &ctx.journal;
-    let journal = std::sync::Arc::new(Journal::open_existing(path)?);
-    let row = journal.run(&args.run)?;
-    if row.kind != "run" || row.simulated || row.dry_run {
-        return Err(Error::Usage(format!(
-            "{} is a {}, not a run whose starts can be restored",
-            row.id,
-            if row.simulated {
-                "demo run"
-            } else if row.dry_run {
-                "dry run"
-            } else {
-                row.kind.as_str()
-            }
-        )));
-    }
-    let params: RunParams = serde_json::from_str(&row.params).map_err(|e| {
-        Error::Usage(format!(
-            "the parameters of run {} in {} cannot be read: {e}",
-            row.id,
-            path.display()
-        ))
-    })?;
-    let mut config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
-    config.add_inventory(&params.inventory)?;
+    let super::PastRun {
+        journal,
+        row,
+        params,
+        config,
+    } = super::past_run(
+        ctx,
+        &args.run,
+        args.config.as_ref(),
+        "whose starts can be restored",
+    )?;
     let started = journal.started_instances(&row.id)?;
     let mut landing_zones = landing_zones_of(&row, &params, &config, &started)?;
     // Prod by the run's record is prod: a config that now calls a landing

@@ -30,7 +30,7 @@ use crate::cli::RollbackArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, CloudError, ImageFilter, Probe, Scope};
 use crate::config::{Config, LandingZone};
-use crate::journal::{Journal, Journaled, NewRun, RunParams};
+use crate::journal::{Journaled, NewRun, RunParams};
 pub use crate::model::rollback::{Action, Row, TargetPlan, Verdict, summary_line};
 use crate::model::rollback::{RootTask, RootTaskRequest, RootTaskState, client_token};
 use crate::model::{
@@ -710,31 +710,17 @@ pub fn write_summary(
 
 /// `prepatch rollback --run <id>`.
 pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<Outcome, Error> {
-    let path = &ctx.journal;
-    let journal = std::sync::Arc::new(Journal::open_existing(path)?);
-    let row = journal.run(&args.run)?;
-    if row.kind != "run" || row.simulated || row.dry_run {
-        return Err(Error::Usage(format!(
-            "{} is a {}, not a run whose backups can be rolled back to",
-            row.id,
-            if row.simulated {
-                "demo run (the demo rolls back with `prepatch demo --after-patch`)"
-            } else if row.dry_run {
-                "dry run"
-            } else {
-                row.kind.as_str()
-            }
-        )));
-    }
-    let params: RunParams = serde_json::from_str(&row.params).map_err(|e| {
-        Error::Usage(format!(
-            "the parameters of run {} in {} cannot be read: {e}",
-            row.id,
-            path.display()
-        ))
-    })?;
-    let mut config = ctx.config(args.config.as_ref().unwrap_or(&params.config))?;
-    config.add_inventory(&params.inventory)?;
+    let super::PastRun {
+        journal,
+        row,
+        params,
+        config,
+    } = super::past_run(
+        ctx,
+        &args.run,
+        args.config.as_ref(),
+        "whose backups can be rolled back to",
+    )?;
     let mut landing_zones = landing_zones_of(&row.id, &row.landing_zones, &params, &config, args)?;
     params.guard_recorded_prod(&mut landing_zones, &row.environment);
     let witnesses = journal.backup_witnesses(&row.id)?;

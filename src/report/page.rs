@@ -2,7 +2,7 @@
 //! files are each written whole or not at all, and their page, a small
 //! self-contained template with no script.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, Value, context};
@@ -34,6 +34,33 @@ impl Folder {
             source,
         })
     }
+}
+
+impl Folder {
+    /// Writes `doc` as pretty JSON into the file `name`.
+    pub fn json(&self, name: &str, doc: &serde_json::Value) -> Result<(), Error> {
+        self.file(name, |w| {
+            serde_json::to_writer_pretty(&mut *w, doc).map_err(io::Error::other)?;
+            writeln!(w)
+        })
+    }
+
+    /// Writes a rendered page into the file `name`.
+    pub fn page(&self, name: &str, page: Result<String, minijinja::Error>) -> Result<(), Error> {
+        self.file(name, |w| {
+            w.write_all(page.map_err(io::Error::other)?.as_bytes())
+        })
+    }
+}
+
+/// The account-regions that could not be looked at, as the JSON reports
+/// list them.
+pub fn target_errors<'a>(
+    targets: impl Iterator<Item = (&'a crate::model::Target, Option<&'a String>)>,
+) -> Vec<serde_json::Value> {
+    targets
+        .filter_map(|(t, e)| Some(serde_json::json!({"target": t, "error": e?})))
+        .collect()
 }
 
 /// A page from `template` (a minijinja template, auto-escaped as HTML) with

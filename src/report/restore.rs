@@ -7,7 +7,7 @@ use std::path::Path;
 use minijinja::value::Serde;
 use minijinja::{Value, context};
 
-use super::page::{Folder, render};
+use super::page::{Folder, render, target_errors};
 use crate::error::Error;
 use crate::model::restore::{Row, TargetPlan, summary_line};
 
@@ -36,10 +36,7 @@ pub fn write(
         }
         csv.flush()
     })?;
-    let errors: Vec<serde_json::Value> = plans
-        .iter()
-        .filter_map(|p| Some(serde_json::json!({"target": p.target, "error": p.error.as_ref()?})))
-        .collect();
+    let errors = target_errors(plans.iter().map(|p| (&p.target, p.error.as_ref())));
     let doc = serde_json::json!({
         "restore_id": restore_id,
         "run_id": run_id,
@@ -48,14 +45,8 @@ pub fn write(
         "instances": rows,
         "errors": errors,
     });
-    folder.file("restore.json", |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc).map_err(io::Error::other)?;
-        writeln!(w)
-    })?;
-    folder.file("restore.html", |w| {
-        let page = html(run_id, restore_id, &summary, &rows).map_err(io::Error::other)?;
-        w.write_all(page.as_bytes())
-    })?;
+    folder.json("restore.json", &doc)?;
+    folder.page("restore.html", html(run_id, restore_id, &summary, &rows))?;
     folder.file("restore.xml", |w| {
         xml(run_id, restore_id, dry_run, &summary, &rows, w)
     })

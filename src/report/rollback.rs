@@ -8,7 +8,7 @@ use std::path::Path;
 use minijinja::value::Serde;
 use minijinja::{Value, context};
 
-use super::page::{Folder, render};
+use super::page::{Folder, render, target_errors};
 use crate::error::Error;
 use crate::model::rollback::{Row, TargetPlan, summary_line};
 
@@ -79,10 +79,7 @@ pub fn write(
         }
         csv.flush()
     })?;
-    let errors: Vec<serde_json::Value> = plans
-        .iter()
-        .filter_map(|p| Some(serde_json::json!({"target": p.target, "error": p.error.as_ref()?})))
-        .collect();
+    let errors = target_errors(plans.iter().map(|p| (&p.target, p.error.as_ref())));
     let doc = serde_json::json!({
         "schema_version": 1,
         "rollback_id": rollback_id,
@@ -92,14 +89,8 @@ pub fn write(
         "instances": rows,
         "errors": errors,
     });
-    folder.file("rollback.json", |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc).map_err(io::Error::other)?;
-        writeln!(w)
-    })?;
-    folder.file("rollback.html", |w| {
-        let page = html(run_id, rollback_id, &summary, &rows).map_err(io::Error::other)?;
-        w.write_all(page.as_bytes())
-    })?;
+    folder.json("rollback.json", &doc)?;
+    folder.page("rollback.html", html(run_id, rollback_id, &summary, &rows))?;
     folder.file("rollback.xml", |w| {
         xml(run_id, rollback_id, applied, &summary, &rows, w)
     })

@@ -67,8 +67,9 @@ pub fn write(
     Ok(())
 }
 
-/// A row per landing zone: its instances, their states, AMIs, verdicts.
-fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
+/// Each landing zone's counts: its instances, their states, SSM, AMIs,
+/// starts, verdicts.
+fn rows(run: &Run) -> BTreeMap<&str, Row> {
     let mut rows: BTreeMap<&str, Row> = run
         .landing_zones
         .iter()
@@ -99,6 +100,12 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
             None => {}
         }
     }
+    rows
+}
+
+/// A row per landing zone: its instances, their states, AMIs, verdicts.
+fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
+    let rows = rows(run);
     writeln!(out)?;
     writeln!(
         out,
@@ -244,26 +251,7 @@ pub fn json(
     reports_dir: &std::path::Path,
     journal: &std::path::Path,
 ) -> serde_json::Value {
-    let mut rows: BTreeMap<&str, Row> = run
-        .landing_zones
-        .iter()
-        .map(|lz| (lz.as_str(), Row::default()))
-        .collect();
-    for r in run.records() {
-        let row = rows.entry(r.landing_zone.as_str()).or_default();
-        row.instances += 1;
-        if r.backup.as_ref().is_some_and(|b| b.exists()) {
-            row.amis += 1;
-        }
-        if r.start.as_ref().is_some_and(|s| s.started_by_run) {
-            row.started += 1;
-        }
-        match &r.verdict {
-            Some(v) if v.ready => row.ready += 1,
-            Some(_) => row.not_ready += 1,
-            None => {}
-        }
-    }
+    let rows = rows(run);
     let failed: std::collections::BTreeMap<&str, String> = run
         .landing_zone_failures
         .iter()
