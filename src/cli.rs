@@ -111,18 +111,19 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("which")
+        .required(true)
+        .multiple(true)
+        .args(["instances", "landing_zones", "all"])
+))]
 pub struct RollbackArgs {
     /// The run whose backups to roll back to.
     #[arg(long, value_name = "ID")]
     pub run: String,
 
     /// The instances to roll back, comma-separated.
-    #[arg(
-        long,
-        value_name = "IDS",
-        value_delimiter = ',',
-        required_unless_present_any = ["landing_zones", "all"]
-    )]
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub instances: Vec<String>,
 
     /// Every instance the run backed up in these landing zones (of the
