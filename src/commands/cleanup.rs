@@ -571,11 +571,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
     let cloud = connect_aws(args.select.profile.clone(), &config).await;
     let dir = ctx.cli.output.output_dir.join(format!("cleanup-{id}"));
     let result = cleanup_with(&cloud, &op, &landing_zones, args, &dir).await;
-    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
-    let result = result.map(|(o, _)| o);
-    super::notify_end(&config, &op, "cleanup", &result, summary.as_deref(), &dir).await;
-    op.finish(&result, summary.as_deref());
-    result
+    op.conclude(&config, "cleanup", result, &dir).await
 }
 
 /// The cleanup itself: plan, print, delete when asked, report. Returns how

@@ -211,10 +211,8 @@ async fn after_patch<C: Cloud>(
             &dir,
         )
         .await;
-        let summary = result.as_ref().ok().map(|(_, line)| line.clone());
-        let result = result.map(|(o, _)| o);
-        op.finish(&result, summary.as_deref());
-        let o = result?;
+        let what = format!("rollback to run {run_id}");
+        let o = op.conclude(config, &what, result, &dir).await?;
         outcome.failures |= o.failures;
         outcome.interrupted |= o.interrupted;
     }
@@ -247,10 +245,7 @@ async fn after_patch<C: Cloud>(
     )?;
     let dir = out_dir.join(format!("cleanup-{id}"));
     let result = cleanup::cleanup_with(cloud, &op, landing_zones, &args, &dir).await;
-    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
-    let result = result.map(|(o, _)| o);
-    op.finish(&result, summary.as_deref());
-    let o = result?;
+    let o = op.conclude(config, "cleanup", result, &dir).await?;
     outcome.failures |= o.failures;
     outcome.interrupted |= o.interrupted;
     Ok(outcome)

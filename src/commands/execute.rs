@@ -156,20 +156,7 @@ fn notify_message(run: &Run, dir: &Path, summary: serde_json::Value) -> notify::
             }
         })
         .collect();
-    let failures: Vec<String> = run
-        .landing_zone_failures
-        .iter()
-        .map(|f| format!("{}: {}", f.landing_zone, f.error))
-        .chain(run.records().filter_map(|r| {
-            let v = r.verdict.as_ref().filter(|v| !v.ready)?;
-            Some(format!(
-                "{} {}: {}",
-                r.landing_zone,
-                r.instance.id,
-                v.reasons.join("; ")
-            ))
-        }))
-        .collect();
+    let failures = report::summary::failure_lines(run);
     notify::Message {
         run_id: run.id.to_string(),
         event,
@@ -250,6 +237,10 @@ async fn execute_inner<C: Cloud>(
         source,
     })?;
     let mut run = run_checkpointed(cloud, config, landing_zones, options, op, &dir).await?;
+    let outcome = Outcome {
+        failures: run.has_failures(),
+        interrupted: run.interrupted,
+    };
     if !config.notifications.is_empty() && !run.dry_run {
         // Before the reports, so that report.json says how they went; the
         // reports' paths they give are where the files are about to be.
@@ -259,12 +250,7 @@ async fn execute_inner<C: Cloud>(
             .iter()
             .map(|f| dir.join(f.file_name()))
             .collect();
-        let code = Outcome {
-            failures: run.has_failures(),
-            interrupted: run.interrupted,
-        }
-        .code();
-        let summary_doc = report::summary::json(&run, code, &files, &dir, journal.path());
+        let summary_doc = report::summary::json(&run, outcome.code(), &files, &dir, journal.path());
         let message = notify_message(&run, &dir, summary_doc);
         run.notifications = notify::send_all(&config.notifications, &message).await;
         for n in &run.notifications {
@@ -298,10 +284,6 @@ async fn execute_inner<C: Cloud>(
         write_reports(&run, cloud, config, landing_zones, &dir)
     })?;
 
-    let outcome = Outcome {
-        failures: run.has_failures(),
-        interrupted: run.interrupted,
-    };
     match summary {
         SummaryFormat::Text => print_summary(&run, options, cloud, &dir, journal)?,
         SummaryFormat::Json => {

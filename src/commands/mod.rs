@@ -107,6 +107,24 @@ impl Operation {
         })
     }
 
+    /// Ends an after-the-patch command (`restore`, `cleanup`, `rollback`)
+    /// whose work gave its outcome and one-line summary: tells the
+    /// notifications that want it, then records the end and lets the lock
+    /// go. `what` names the command in the message.
+    pub async fn conclude(
+        self,
+        config: &Config,
+        what: &str,
+        result: Result<(Outcome, String), Error>,
+        reports: &Path,
+    ) -> Result<Outcome, Error> {
+        let summary = result.as_ref().ok().map(|(_, line)| line.clone());
+        let result = result.map(|(o, _)| o);
+        notify_end(config, &self, what, &result, summary.as_deref(), reports).await;
+        self.finish(&result, summary.as_deref());
+        result
+    }
+
     /// Records how the command ended (`summary`: its one-line result, else
     /// the error's text), then lets the lock go.
     pub fn finish(self, result: &Result<Outcome, Error>, summary: Option<&str>) {
@@ -175,10 +193,9 @@ pub(crate) fn past_run(
     })
 }
 
-/// Tells the end of an after-the-patch command (`restore`, `cleanup`,
-/// `rollback`) to the notifications that want it, as a run's end is told,
-/// and journals how each went.
-pub(crate) async fn notify_end(
+/// Tells the end of an after-the-patch command to the notifications that
+/// want it, as a run's end is told, and journals how each went.
+async fn notify_end(
     config: &Config,
     op: &Operation,
     what: &str,

@@ -429,12 +429,8 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
         &dir,
     )
     .await;
-    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
-    let result = result.map(|(o, _)| o);
     let what = format!("restore of run {}", row.id);
-    super::notify_end(&config, &op, &what, &result, summary.as_deref(), &dir).await;
-    op.finish(&result, summary.as_deref());
-    result
+    op.conclude(&config, &what, result, &dir).await
 }
 
 /// The run's landing zones as restore reaches them: from the config, on

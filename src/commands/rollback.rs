@@ -767,12 +767,8 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<Outcome, Erro
         &dir,
     )
     .await;
-    let summary = result.as_ref().ok().map(|(_, line)| line.clone());
-    let result = result.map(|(o, _)| o);
     let what = format!("rollback to run {}", row.id);
-    super::notify_end(&config, &op, &what, &result, summary.as_deref(), &dir).await;
-    op.finish(&result, summary.as_deref());
-    result
+    op.conclude(&config, &what, result, &dir).await
 }
 
 /// The run's landing zones (those named with `--landing-zones`, which must

@@ -179,6 +179,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// How it ended, in the reports' word: `interrupted`, `failures`, `ok`.
+    pub fn outcome(&self) -> &'static str {
+        if self.interrupted {
+            "interrupted"
+        } else if self.has_failures() {
+            "failures"
+        } else {
+            "ok"
+        }
+    }
+
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.targets.iter().flat_map(|t| t.records.iter())
     }

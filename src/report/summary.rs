@@ -185,9 +185,11 @@ fn phase_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// What failed, the first few; and how to go on after an interruption.
-fn failures(run: &Run, out: &mut dyn Write) -> io::Result<()> {
-    let failures: Vec<String> = run
-        .landing_zone_failures
+/// What failed, in order: landing zones, account-regions, then NOT READY
+/// instances with their reasons. The terminal lists the first few, and so
+/// do the notifications.
+pub fn failure_lines(run: &Run) -> Vec<String> {
+    run.landing_zone_failures
         .iter()
         .map(|f| format!("{} ({}): {}", f.landing_zone, f.account, f.error))
         .chain(
@@ -204,7 +206,11 @@ fn failures(run: &Run, out: &mut dyn Write) -> io::Result<()> {
                 v.reasons.join("; ")
             ))
         }))
-        .collect();
+        .collect()
+}
+
+fn failures(run: &Run, out: &mut dyn Write) -> io::Result<()> {
+    let failures = failure_lines(run);
     if !failures.is_empty() {
         writeln!(out)?;
         writeln!(out, "failures ({}):", failures.len())?;
@@ -258,13 +264,7 @@ pub fn json(
         .map(|f| (f.landing_zone.as_str(), f.error.to_string()))
         .collect();
     let total = |f: fn(&Row) -> usize| rows.values().map(f).sum::<usize>();
-    let outcome = if run.interrupted {
-        "interrupted"
-    } else if run.has_failures() {
-        "failures"
-    } else {
-        "ok"
-    };
+    let outcome = run.outcome();
     serde_json::json!({
         "schema_version": 1,
         "run_id": run.id.as_str(),

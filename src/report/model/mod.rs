@@ -614,13 +614,7 @@ fn run_info(run: &Run, meta: &RunMeta, duration_s: Option<f64>) -> RunInfo {
             .chain(run.targets.iter().map(|t| t.target.region.to_string()))
             .collect(),
     );
-    let outcome = if run.interrupted {
-        "interrupted"
-    } else if run.has_failures() {
-        "failures"
-    } else {
-        "ok"
-    };
+    let outcome = run.outcome();
     RunInfo {
         run_id: run.id.to_string(),
         tool: "prepatch".to_owned(),
