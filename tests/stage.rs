@@ -918,8 +918,23 @@ async fn images_name_their_source_and_copies_can_keep_tags() {
         .await
         .expect("tag");
     let made = image(&ec2, &ami).await;
+    // AWS's answer for a CreateImage AMI: the instance it was made from,
+    // and its ancestry, the AMI the instance was launched from (API
+    // reference, `Image`; EC2 user guide, "AMI ancestry").
     assert_eq!(made.source_instance_id(), Some(ids[0].as_str()));
-    assert_eq!(made.source_image_id(), None);
+    let launched_from = ec2
+        .describe_instances()
+        .instance_ids(&ids[0])
+        .send()
+        .await
+        .expect("describe")
+        .reservations()[0]
+        .instances()[0]
+        .image_id()
+        .expect("launch AMI")
+        .to_owned();
+    assert_eq!(made.source_image_id(), Some(launched_from.as_str()));
+    assert_eq!(made.source_image_region(), Some(US));
 
     let ec2_eu = ec2_in(&moto, A, EU).await;
     let copy = ec2_eu
