@@ -137,6 +137,53 @@ where
     }
 }
 
+/// A call on many instances at once (`StartInstances`, `StopInstances`),
+/// with the instances that make it fail set apart: EC2 fails the whole
+/// call for one instance it cannot act on (`IncorrectInstanceState`; EC2
+/// API reference, "Error codes"). When a call fails, the instances the
+/// error names fail alone and the rest are asked again; an error naming
+/// none is narrowed down by halving. A throttle or no answer fails the
+/// batch as it is (it says nothing of any one instance). Returns what the
+/// calls answered and each instance's failure.
+pub async fn isolating<T, F, Fut>(
+    ids: Vec<InstanceId>,
+    mut call: F,
+) -> (Vec<T>, Vec<(InstanceId, CloudError)>)
+where
+    F: FnMut(Vec<InstanceId>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, CloudError>>,
+{
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    let mut queue = vec![ids];
+    while let Some(batch) = queue.pop() {
+        if batch.is_empty() {
+            continue;
+        }
+        match call(batch.clone()).await {
+            Ok(answer) => done.extend(answer),
+            Err(e) if batch.len() == 1 || e.is_throttle() || e.kind == ErrorKind::Unreachable => {
+                failed.extend(batch.into_iter().map(|id| (id, e.clone())));
+            }
+            Err(e) => {
+                let (named, rest): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|id| e.message.contains(id.as_str()));
+                if named.is_empty() {
+                    let half = rest.len() / 2;
+                    let (a, b) = rest.split_at(half);
+                    queue.push(a.to_vec());
+                    queue.push(b.to_vec());
+                } else {
+                    failed.extend(named.into_iter().map(|id| (id, e.clone())));
+                    queue.push(rest);
+                }
+            }
+        }
+    }
+    (done, failed)
+}
+
 /// The AWS API, as prepatch uses it. Every method is one conversation with
 /// AWS for one account-region ([`Target`]); none is called per instance
 /// except `create_image`, which AWS offers only so.

@@ -36,7 +36,9 @@ use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, CloudError, ImageFilter};
 use crate::config::LandingZone;
 use crate::journal::{Journal, Journaled, NewRun};
-use crate::model::{AmiId, Environment, Image, Region, RunId, Target, Witnesses, tag};
+use crate::model::{
+    AmiId, Environment, Image, ImageState, Region, RunId, Target, Witness, Witnesses, tag,
+};
 use crate::workflow::{Shutdown, for_each_target};
 use crate::{Error, Outcome};
 
@@ -114,7 +116,24 @@ pub struct TargetPlan {
     /// AMIs tagged as prepatch's that are not backups it made (a copy, a
     /// forged tag), with the reason: never touched.
     pub left_alone: Vec<String>,
+    /// Due backups still `pending`: left for a later cleanup, as their
+    /// snapshots are not all listed until they are available.
+    pub pending: Vec<String>,
+    /// Snapshots of due backups whose AMI is already gone (an earlier
+    /// cleanup deregistered it and failed to delete them): deleted now.
+    pub orphans: Vec<OrphanPlan>,
     pub error: Option<String>,
+}
+
+/// A snapshot whose backup AMI is gone.
+#[derive(Clone, Debug, Serialize)]
+pub struct OrphanPlan {
+    pub id: String,
+    /// The AMI it was made for, by EC2's description of it.
+    pub ami: AmiId,
+    pub instance_id: String,
+    pub run_id: String,
+    pub done: Done,
 }
 
 /// The time a generated run id was made (`20261130T043329Z-6aa8`).
@@ -174,18 +193,49 @@ async fn plan_target(
         kept: 0,
         unreadable: Vec::new(),
         left_alone: Vec::new(),
+        pending: Vec::new(),
+        orphans: Vec::new(),
         error: None,
     };
     if let Err(e) = assumed {
         p.error = Some(format!("cannot assume the role: {e}"));
         return p;
     }
-    let images = match cloud.describe_images(&target, &ImageFilter::Owned).await {
-        Ok(i) => i,
-        Err(e) => {
+    let (images, snapshots) = match tokio::join!(
+        cloud.describe_images(&target, &ImageFilter::Owned),
+        cloud.describe_snapshots(&target, tag::CREATED_BY, tag::CREATED_BY_VALUE),
+    ) {
+        (Ok(i), s) => (i, s),
+        (Err(e), _) => {
             p.error = Some(e.to_string());
             return p;
         }
+    };
+    let snapshots = match snapshots {
+        Ok(s) => s
+            .into_iter()
+            .filter(|s| {
+                s.tags.get(tag::CREATED_BY).map(String::as_str) == Some(tag::CREATED_BY_VALUE)
+            })
+            .collect(),
+        Err(e) => {
+            // Without the tags no snapshot is known to be ours: keep them all.
+            tracing::warn!(target_ = %target, error = %e, "DescribeSnapshots failed; snapshots are kept");
+            Vec::new()
+        }
+    };
+    let is_due = |run_id: &str, expires: Option<&str>| -> Result<bool, String> {
+        Ok(match &wanted.criterion {
+            Criterion::Run(run) => run_id == run,
+            Criterion::Expired => match expires.map(|e| (e, e.parse::<DateTime<Utc>>())) {
+                Some((_, Ok(at))) => at <= now,
+                Some((e, Err(_))) => return Err(format!("expires-at {e:?} is not a time")),
+                None => return Err("no expires-at tag".into()),
+            },
+            Criterion::OlderThan(days) => {
+                run_time(run_id).is_some_and(|at| now - at > chrono::Duration::days((*days).into()))
+            }
+        })
     };
     let mut due = Vec::new();
     for image in &images {
@@ -205,64 +255,101 @@ async fn plan_target(
                 .push(format!("{}: no run-id or expires-at tag", image.id));
             continue;
         };
-        let is_due = match &wanted.criterion {
-            Criterion::Run(run) => run_id == run,
-            Criterion::Expired => match expires.parse::<DateTime<Utc>>() {
-                Ok(at) => at <= now,
-                Err(_) => {
-                    p.unreadable.push(format!(
-                        "{}: expires-at {expires:?} is not a time",
-                        image.id
-                    ));
-                    continue;
-                }
-            },
-            Criterion::OlderThan(days) => {
-                run_time(run_id).is_some_and(|at| now - at > chrono::Duration::days((*days).into()))
+        match is_due(run_id, Some(expires)) {
+            Err(why) => {
+                p.unreadable.push(format!("{}: {why}", image.id));
+                continue;
             }
-        };
-        if !is_due {
-            p.kept += 1;
-            continue;
+            Ok(false) => {
+                p.kept += 1;
+                continue;
+            }
+            Ok(true) => {}
         }
         let w = witnesses(run_id);
-        match image.backup_of(run_id, |id| w.of(id)) {
+        match image.backup_of(&target.account, run_id, |id| w.of(id)) {
+            // Its snapshots are listed only once it is available.
+            Ok(_) if image.state == ImageState::Pending => p.pending.push(format!(
+                "{}: still pending: its snapshots are not all listed yet; run cleanup again once it is available",
+                image.id
+            )),
             Ok(_) => due.push(image),
             Err(why) => p.left_alone.push(format!("{}: {why}", image.id)),
         }
     }
+    p.orphans = orphans(&images, &snapshots, wanted, &is_due, witnesses);
     if !due.is_empty() {
-        p.amis = ami_plans(cloud, &target, &images, due).await;
+        p.amis = ami_plans(&images, &snapshots, due);
     }
     p
 }
 
+/// Whether a backup of a run (its id, its `prepatch:expires-at`) is due.
+type IsDue<'a> = dyn Fn(&str, Option<&str>) -> Result<bool, String> + 'a;
+
+/// Snapshots of prepatch's backups whose AMI is gone: a cleanup that
+/// deregistered the AMI and then failed to delete them (or was stopped
+/// between the two) leaves them, and nothing else would ever find them.
+/// Each must carry prepatch's tags, be due by them as its AMI was, be
+/// used by no AMI the account owns, and be, by EC2's own description,
+/// made by `CreateImage` of the instance its tag names for an AMI that no
+/// longer exists; where the journal has the run, that AMI must be the one
+/// the run's `CreateImage` made.
+fn orphans(
+    images: &[Image],
+    snapshots: &[crate::model::Snapshot],
+    wanted: &Due,
+    is_due: &IsDue<'_>,
+    witnesses: &dyn Fn(&str) -> Witnesses,
+) -> Vec<OrphanPlan> {
+    let owned: BTreeSet<&AmiId> = images.iter().map(|i| &i.id).collect();
+    let used: BTreeSet<&str> = images
+        .iter()
+        .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+        .collect();
+    let mut out = Vec::new();
+    for s in snapshots {
+        let tag = |k: &str| s.tags.get(k).map(String::as_str);
+        let (Some(run_id), Some(instance)) = (tag(tag::RUN_ID), tag(tag::INSTANCE_ID)) else {
+            continue;
+        };
+        if used.contains(s.id.as_str())
+            || (!wanted.instances.is_empty() && !wanted.instances.contains(instance))
+            || is_due(run_id, tag(tag::EXPIRES_AT)) != Ok(true)
+        {
+            continue;
+        }
+        let Some((made_from, ami)) = s.made_for() else {
+            continue;
+        };
+        if made_from.as_str() != instance || owned.contains(&ami) {
+            continue;
+        }
+        match witnesses(run_id).of(&made_from) {
+            Witness::Made(made) if made != ami => continue,
+            Witness::NotAttempted => continue,
+            _ => {}
+        }
+        out.push(OrphanPlan {
+            id: s.id.clone(),
+            ami,
+            instance_id: instance.to_owned(),
+            run_id: run_id.to_owned(),
+            done: Done::Planned,
+        });
+    }
+    out
+}
+
 /// The due AMIs' plans: each snapshot deleted only if prepatch tagged it
 /// and no AMI that stays uses it.
-async fn ami_plans(
-    cloud: &dyn Cloud,
-    target: &Target,
+fn ami_plans(
     images: &[Image],
+    snapshots: &[crate::model::Snapshot],
     due: Vec<&Image>,
 ) -> Vec<AmiPlan> {
     let mut amis = Vec::new();
-    let tagged: BTreeSet<String> = match cloud
-        .describe_snapshots(target, tag::CREATED_BY, tag::CREATED_BY_VALUE)
-        .await
-    {
-        Ok(s) => s
-            .into_iter()
-            .filter(|s| {
-                s.tags.get(tag::CREATED_BY).map(String::as_str) == Some(tag::CREATED_BY_VALUE)
-            })
-            .map(|s| s.id)
-            .collect(),
-        Err(e) => {
-            // Without the tags no snapshot is known to be ours: keep them all.
-            tracing::warn!(target_ = %target, error = %e, "DescribeSnapshots failed; snapshots are kept");
-            BTreeSet::new()
-        }
-    };
+    let tagged: BTreeSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
     let due_ids: BTreeSet<&AmiId> = due.iter().map(|i| &i.id).collect();
     let mut users: BTreeMap<&str, Vec<&AmiId>> = BTreeMap::new();
     for image in images {
@@ -280,7 +367,7 @@ async fn ami_plans(
                     .into_iter()
                     .flatten()
                     .find(|a| !due_ids.contains(*a));
-                let (delete, reason) = if !tagged.contains(s) {
+                let (delete, reason) = if !tagged.contains(s.as_str()) {
                     (false, "kept: not tagged by prepatch".to_owned())
                 } else if let Some(a) = other {
                     (false, format!("kept: also used by {a}"))
@@ -377,6 +464,16 @@ async fn apply_target(cloud: &dyn Cloud, p: &mut TargetPlan, shutdown: &Shutdown
             deleted.insert(s.id.clone(), s.done.clone());
         }
     }
+    for o in &mut p.orphans {
+        o.done = if shutdown.requested() {
+            Done::Failed(INTERRUPTED.into())
+        } else {
+            match cloud.delete_snapshot(&t, &o.id).await {
+                Ok(()) => Done::Deleted,
+                Err(e) => Done::Failed(e.to_string()),
+            }
+        };
+    }
 }
 
 /// Totals: (AMIs due, snapshots to delete, AMIs deregistered, snapshots
@@ -409,6 +506,14 @@ pub fn totals(plans: &[TargetPlan]) -> Totals {
             }
             for s in &a.snapshots {
                 snaps.entry(&s.id).or_insert((s, s.delete));
+            }
+        }
+        for o in &p.orphans {
+            t.snapshots_due += 1;
+            match &o.done {
+                Done::Deleted => t.snapshots_deleted += 1,
+                Done::Failed(_) => t.failed += 1,
+                Done::Planned => {}
             }
         }
         for (s, delete) in snaps.values() {
@@ -469,6 +574,21 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
         }
         for u in &p.left_alone {
             writeln!(out, "    LEFT ALONE {u}")?;
+        }
+        for u in &p.pending {
+            writeln!(out, "    not yet: {u}")?;
+        }
+        for o in &p.orphans {
+            let what = match &o.done {
+                Done::Planned => "delete".to_owned(),
+                Done::Deleted => "deleted".to_owned(),
+                Done::Failed(e) => format!("FAILED: {e}"),
+            };
+            writeln!(
+                out,
+                "    {} of {} (run {}), left by {} which is gone: {what}",
+                o.id, o.instance_id, o.run_id, o.ami
+            )?;
         }
         for a in &p.amis {
             let done = match &a.done {

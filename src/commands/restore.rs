@@ -30,7 +30,7 @@ pub const STOP_BATCH: usize = 100;
 /// The longest gap between two looks at instances stopping ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(20);
 
-pub use crate::journal::Started;
+pub use crate::journal::{StartTime, Started};
 pub use crate::model::restore::{Action, Row, TargetPlan, counts, summary_line};
 
 /// Looks at every target of `landing_zones`: which instances the journal
@@ -48,6 +48,12 @@ pub async fn plan(
     })
     .await
 }
+
+/// How far EC2's `LaunchTime` may lie after the journal's record of the
+/// run's start (written once AWS answered) and still be that start, when
+/// the run never saw the `LaunchTime` its start left: the clocks of the
+/// runner and of AWS differ by a little.
+pub const LAUNCH_TIME_SLACK: chrono::Duration = chrono::Duration::minutes(2);
 
 /// One account-region's plan.
 async fn plan_target(
@@ -68,7 +74,8 @@ async fn plan_target(
         lz.account_id.to_string(),
         region.to_string(),
     );
-    let journal_ids: BTreeSet<&InstanceId> = started.get(&key).into_iter().flatten().collect();
+    let journal_ids: BTreeSet<&InstanceId> =
+        started.by_target.get(&key).into_iter().flatten().collect();
     let mut p = TargetPlan {
         target: target.clone(),
         environment: lz.environment,
@@ -110,7 +117,7 @@ async fn plan_target(
     };
     for id in &journal_ids {
         let found = by_id.get(id).copied();
-        let (action, reason) = decide(found, run_id);
+        let (action, reason) = decide(found, run_id, started.time(id));
         p.rows.push(row(id, action, reason));
     }
     for i in &instances {
@@ -126,8 +133,20 @@ async fn plan_target(
 }
 
 /// What restore does with an instance the journal says the run started:
-/// stop it only if its tag agrees and it is running; say why otherwise.
-fn decide(found: Option<&Instance>, run_id: &str) -> (Action, String) {
+/// stop it only if its tag agrees, it is running, and EC2's `LaunchTime`
+/// is that start's (`started`: the `LaunchTime` the run saw after it, or
+/// else the journal's time of its answer, within [`LAUNCH_TIME_SLACK`]);
+/// say why otherwise.
+/// `LaunchTime` moves with every start (EC2 API reference, `Instance`:
+/// "the time the instance was launched"; EC2 user guide, "Stop and start
+/// Amazon EC2 instances"), so a later one means someone started the
+/// server again since: it is theirs now, whatever the tag says.
+fn decide(found: Option<&Instance>, run_id: &str, started: Option<StartTime>) -> (Action, String) {
+    let restarted = |launched: chrono::DateTime<chrono::Utc>| match started {
+        Some(StartTime::Launched(at)) => (launched > at).then_some(at),
+        Some(StartTime::Answered(at)) => (launched > at + LAUNCH_TIME_SLACK).then_some(at),
+        None => None,
+    };
     let Some(i) = found else {
         return (Action::LeftAlone, "not found in EC2".into());
     };
@@ -146,12 +165,25 @@ fn decide(found: Option<&Instance>, run_id: &str) -> (Action, String) {
             Action::LeftAlone,
             format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
         ),
-        Some(_) => match i.state {
-            InstanceState::Running | InstanceState::Pending => (Action::WouldStop, String::new()),
-            InstanceState::Stopped | InstanceState::Stopping => {
+        Some(_) => match (
+            i.state,
+            i.launch_time.and_then(|l| Some((l, restarted(l)?))),
+        ) {
+            (InstanceState::Running | InstanceState::Pending, Some((launched, at))) => (
+                Action::LeftAlone,
+                format!(
+                    "started again since this run started it: EC2's LaunchTime {} is after the run's start at {}",
+                    launched.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ),
+            (InstanceState::Running | InstanceState::Pending, _) => {
+                (Action::WouldStop, String::new())
+            }
+            (InstanceState::Stopped | InstanceState::Stopping, _) => {
                 (Action::AlreadyStopped, String::new())
             }
-            s => (Action::LeftAlone, format!("it is {s}")),
+            (s, _) => (Action::LeftAlone, format!("it is {s}")),
         },
     }
 }
@@ -186,6 +218,7 @@ async fn apply_target(
     if p.error.is_some() {
         return;
     }
+    wait_out_pending(cloud, p, wait, shutdown).await;
     let asked = send_stops(cloud, p, shutdown).await;
     let states = wait_stopped(cloud, &p.target, &asked, wait, shutdown).await;
     for r in p.rows.iter_mut().filter(|r| r.action == Action::WouldStop) {
@@ -233,47 +266,121 @@ async fn send_stops(
             .iter()
             .map(|&i| InstanceId::new(p.rows[i].instance_id.clone()))
             .collect();
-        match cloud.stop_instances(&t, &ids).await {
-            // Each stop judged by AWS's answer: one that was no longer
-            // running when the call reached it was stopped by someone
-            // else, and is not this restore's.
-            Ok(changes) => {
-                let previous: BTreeMap<&str, InstanceState> = changes
-                    .iter()
-                    .map(|c| (c.id.as_str(), c.previous))
-                    .collect();
-                for &i in batch {
-                    let r = &mut p.rows[i];
-                    match previous.get(r.instance_id.as_str()) {
-                        Some(InstanceState::Running | InstanceState::Pending) => {
-                            asked.insert(r.instance_id.clone());
-                        }
-                        Some(s @ (InstanceState::Stopping | InstanceState::Stopped)) => {
-                            r.action = Action::AlreadyStopped;
-                            r.state_after = s.to_string();
-                            r.reason = format!(
-                                "it was {s} when StopInstances reached it: stopped by someone else"
-                            );
-                        }
-                        other => {
-                            r.action = Action::Failed;
-                            r.reason = match other {
-                                Some(s) => format!("StopInstances found it {s}"),
-                                None => "StopInstances did not answer for it".into(),
-                            };
-                        }
-                    }
-                }
+        // One instance EC2 cannot stop fails the whole call: it fails
+        // alone, the rest are stopped.
+        let t = &t;
+        let (changes, failed) =
+            crate::cloud::isolating(
+                ids,
+                |ids| async move { cloud.stop_instances(t, &ids).await },
+            )
+            .await;
+        let failed: BTreeMap<String, crate::cloud::CloudError> = failed
+            .into_iter()
+            .map(|(id, e)| (id.to_string(), e))
+            .collect();
+        // Each stop judged by AWS's answer: one that was no longer
+        // running when the call reached it was stopped by someone else,
+        // and is not this restore's.
+        let previous: BTreeMap<&str, InstanceState> = changes
+            .iter()
+            .map(|c| (c.id.as_str(), c.previous))
+            .collect();
+        for &i in batch {
+            let r = &mut p.rows[i];
+            if let Some(e) = failed.get(&r.instance_id) {
+                r.action = Action::Failed;
+                r.reason = format!("StopInstances failed: {e}");
+                continue;
             }
-            Err(e) => {
-                for &i in batch {
-                    p.rows[i].action = Action::Failed;
-                    p.rows[i].reason = format!("StopInstances failed: {e}");
+            match previous.get(r.instance_id.as_str()) {
+                Some(InstanceState::Running | InstanceState::Pending) => {
+                    asked.insert(r.instance_id.clone());
+                }
+                Some(s @ (InstanceState::Stopping | InstanceState::Stopped)) => {
+                    r.action = Action::AlreadyStopped;
+                    r.state_after = s.to_string();
+                    r.reason = format!(
+                        "it was {s} when StopInstances reached it: stopped by someone else"
+                    );
+                }
+                other => {
+                    r.action = Action::Failed;
+                    r.reason = match other {
+                        Some(s) => format!("StopInstances found it {s}"),
+                        None => "StopInstances did not answer for it".into(),
+                    };
                 }
             }
         }
     }
     asked
+}
+
+/// Instances to stop that are still `pending` are waited on until they
+/// run (EC2 cannot stop a pending instance, and one such id fails a whole
+/// `StopInstances`); one still pending after `wait` is left alone, with
+/// the reason.
+async fn wait_out_pending(
+    cloud: &dyn Cloud,
+    p: &mut TargetPlan,
+    wait: Duration,
+    shutdown: &Shutdown,
+) {
+    let pending = InstanceState::Pending.to_string();
+    let waiting: BTreeSet<String> = p
+        .rows
+        .iter()
+        .filter(|r| r.action == Action::WouldStop && r.state_before == pending)
+        .map(|r| r.instance_id.clone())
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let polls = Polls::new(wait, POLL_MAX);
+    let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
+    while polls.wait(shutdown).await {
+        match cloud.describe_instances(&p.target, Scope::All).await {
+            Ok(all) => {
+                states = all
+                    .into_iter()
+                    .filter(|i| waiting.contains(i.id.as_str()))
+                    .map(|i| (i.id.to_string(), i.state))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(target_ = %p.target, error = %e, "DescribeInstances failed; will poll again")
+            }
+        }
+        if waiting
+            .iter()
+            .all(|id| states.get(id).is_some_and(|s| *s != InstanceState::Pending))
+        {
+            break;
+        }
+    }
+    for r in p
+        .rows
+        .iter_mut()
+        .filter(|r| waiting.contains(&r.instance_id))
+    {
+        match states.get(&r.instance_id) {
+            Some(InstanceState::Running) => {}
+            Some(InstanceState::Stopped | InstanceState::Stopping) => {
+                r.action = Action::AlreadyStopped;
+                r.state_after = states[&r.instance_id].to_string();
+                r.reason = "it was stopped by someone else while pending".into();
+            }
+            other => {
+                r.action = Action::LeftAlone;
+                r.reason = format!(
+                    "still {} after {}s: not stopped (EC2 cannot stop a pending instance)",
+                    other.map_or("pending".into(), ToString::to_string),
+                    wait.as_secs()
+                );
+            }
+        }
+    }
 }
 
 /// Waits until what was asked to stop is stopped (or gone), `wait` at the
@@ -390,7 +497,15 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
         args.config.as_ref(),
         "whose starts can be restored",
     )?;
-    let started = journal.started_instances(&row.id)?;
+    // The LaunchTimes the run saw after its starts, from its saved state
+    // (none if it stopped before then: the journal's times stand in).
+    let saved = crate::journal::snapshot::load(&journal, &row.id)
+        .ok()
+        .flatten();
+    let mut started = journal.started_instances(&row.id)?;
+    if let Some(run) = &saved {
+        started = started.with_launch_times(run);
+    }
     let mut landing_zones = landing_zones_of(&row, &params, &config, &started)?;
     // Prod by the run's record is prod: a config that now calls a landing
     // zone nonprod does not bypass the guard.
@@ -460,7 +575,7 @@ fn landing_zones_of(
                 .collect();
         }
         // A region the journal has starts in is looked at, whatever the config says now.
-        for (l, _, region) in started.keys() {
+        for (l, _, region) in started.by_target.keys() {
             if *l == lz.name {
                 if let Ok(r) = region.parse::<Region>() {
                     if !lz.regions.contains(&r) {

@@ -35,7 +35,7 @@ pub use crate::model::rollback::{Action, Row, TargetPlan, Verdict, summary_line}
 use crate::model::rollback::{RootTask, RootTaskRequest, RootTaskState, client_token};
 use crate::model::{
     Environment, Image, ImageState, Instance, InstanceId, InstanceState, Region, RunId, SsmPing,
-    TagMap, Target, Witnesses, tag,
+    StatusChecks, TagMap, Target, Witnesses, ready, tag,
 };
 use crate::workflow::poll::Polls;
 use crate::workflow::{Confirmation, Shutdown, for_each_target};
@@ -176,15 +176,22 @@ async fn plan_target(
         };
         let backup = candidates
             .iter()
-            .map(|image| (image, image.backup_of(run_id, |i| witnesses.of(i))))
+            .map(|image| {
+                (
+                    image,
+                    image.backup_of(&lz.account_id, run_id, |i| witnesses.of(i)),
+                )
+            })
             .find(|(_, made)| made.as_ref().is_ok_and(|i| i == id));
         let Some((image, _)) = backup else {
             let why: Vec<String> = candidates
                 .iter()
-                .map(|image| match image.backup_of(run_id, |i| witnesses.of(i)) {
-                    Ok(_) => format!("{}: not this instance's", image.id),
-                    Err(why) => format!("{}: {why}", image.id),
-                })
+                .map(
+                    |image| match image.backup_of(&lz.account_id, run_id, |i| witnesses.of(i)) {
+                        Ok(_) => format!("{}: not this instance's", image.id),
+                        Err(why) => format!("{}: {why}", image.id),
+                    },
+                )
                 .collect();
             row.reason = format!("no backup of run {run_id} to use: {}", why.join("; "));
             p.rows.push(row);
@@ -296,7 +303,6 @@ fn request(
 ) -> RootTaskRequest {
     let instance = InstanceId::new(&row.instance_id);
     let image = crate::model::AmiId::new(&row.ami);
-    let token = client_token(run_id, &instance, &image, failed_before);
     let tags: TagMap = [
         (tag::CREATED_BY, tag::CREATED_BY_VALUE),
         (tag::ROLLBACK_OF, run_id),
@@ -305,10 +311,11 @@ fn request(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    let client_token = client_token(&instance, &image, delete_replaced, &tags, failed_before);
     RootTaskRequest {
         instance,
         image,
-        client_token: token,
+        client_token,
         delete_replaced,
         tags,
     }
@@ -598,12 +605,8 @@ async fn check(
         let states: BTreeMap<InstanceId, InstanceState> = states
             .map(|v| v.into_iter().map(|i| (i.id, i.state)).collect())
             .unwrap_or_default();
-        let checks: BTreeMap<InstanceId, String> = checks
-            .map(|v| {
-                v.into_iter()
-                    .map(|c| (c.id, format!("{}/{}", c.instance_status, c.system_status)))
-                    .collect()
-            })
+        let checks: BTreeMap<InstanceId, StatusChecks> = checks
+            .map(|v| v.into_iter().map(|c| (c.id.clone(), c)).collect())
             .unwrap_or_default();
         let ssm_ok = ssm.is_ok();
         if let Ok(answer) = ssm {
@@ -619,28 +622,27 @@ async fn check(
             row.state = states
                 .get(id)
                 .map_or("not found".into(), ToString::to_string);
-            row.status_checks = checks.get(id).cloned().unwrap_or_default();
-            row.ssm = match (ssm.get(id), ssm_ok) {
+            let status = checks.get(id);
+            row.status_checks = status
+                .map(|c| format!("{}/{}", c.instance_status, c.system_status))
+                .unwrap_or_default();
+            let ping = ssm.get(id);
+            row.ssm = match (ping, ssm_ok) {
                 (Some(ping), _) => ping.as_str().to_owned(),
                 (None, true) => "not registered".into(),
                 (None, false) => "unknown: the SSM call failed".into(),
             };
-            let mut why = Vec::new();
-            if row.state != InstanceState::Running.to_string() {
-                why.push(format!("state {}", row.state));
+            // The rules validation judges by (model::ready).
+            let state = states.get(id).copied().unwrap_or(InstanceState::Unknown);
+            let mut why: Vec<String> = Vec::new();
+            if let Some(p) = ready::state_problem(state) {
+                why.push(p.reason);
             }
-            if row.status_checks != "ok/ok" {
-                why.push(format!(
-                    "status checks {}",
-                    if row.status_checks.is_empty() {
-                        "unknown"
-                    } else {
-                        &row.status_checks
-                    }
-                ));
+            if state == InstanceState::Running {
+                why.extend(ready::status_problems(status).into_iter().map(|p| p.reason));
             }
-            if row.ssm != SsmPing::Online.as_str() {
-                why.push(format!("SSM agent {}", row.ssm));
+            if !ping.is_some_and(ready::ssm_ready) {
+                why.push(format!("ssm: {}", row.ssm));
             }
             if why.is_empty() {
                 row.verdict = Verdict::Ready;

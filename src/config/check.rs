@@ -210,29 +210,45 @@ pub(super) fn check_landing_zone(
         Some(r) => c.regions(&at("regions"), r)?,
         None => aws.regions.clone(),
     };
+    // One partition a landing zone: its ARNs are written in it.
+    let partition = regions[0].partition();
+    if let Some(other) = regions.iter().find(|r| r.partition() != partition) {
+        return Err(c.err(
+            at("regions"),
+            format!(
+                "mixes AWS partitions: {} is in {partition}, {other} in {}; an account lives in one partition, so list each partition's regions under a landing zone of its own",
+                regions[0],
+                other.partition()
+            ),
+        ));
+    }
     let role_arn = match (lz.role_name, lz.role_arn) {
         (Some(_), Some(_)) => {
             return Err(c.err(at("role_arn"), "give role_name or role_arn, not both"));
         }
         (_, Some(arn)) => {
-            if !arn.starts_with("arn:aws") || !arn.contains(":role/") {
+            let prefix = format!("arn:{partition}:iam::{account_id}:role/");
+            if !arn.starts_with(&prefix) || arn.len() == prefix.len() {
                 return Err(c.err(
                     at("role_arn"),
-                    format!("{arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+                    format!(
+                        "{arn:?} is not a role of this landing zone: its regions are in partition {partition}, so the ARN reads {prefix}<name>"
+                    ),
                 ));
             }
             arn
         }
         (Some(name), None) => {
             check_role_name(c, &at("role_name"), &name)?;
-            format!("arn:aws:iam::{account_id}:role/{name}")
+            format!("arn:{partition}:iam::{account_id}:role/{name}")
         }
-        (None, None) => format!("arn:aws:iam::{account_id}:role/{}", aws.role_name),
+        (None, None) => format!("arn:{partition}:iam::{account_id}:role/{}", aws.role_name),
     };
     let restore_role_arn = match &aws.restore_role_name {
-        Some(name) => format!("arn:aws:iam::{account_id}:role/{name}"),
+        Some(name) => format!("arn:{partition}:iam::{account_id}:role/{name}"),
         None => role_arn.clone(),
     };
+    let external_id = external_id(c, &at, lz.external_id, lz.external_id_env)?;
     Ok(LandingZone {
         name: lz.name,
         account_id,
@@ -241,7 +257,51 @@ pub(super) fn check_landing_zone(
         role_arn,
         restore_role_arn,
         enabled: lz.enabled.unwrap_or(true),
+        external_id,
     })
+}
+
+/// A landing zone's `external_id` or `external_id_env`, checked as STS
+/// checks `ExternalId`: 2 to 1224 characters of `[\w+=,.@:/-]` (STS API
+/// reference, `AssumeRole`).
+fn external_id(
+    c: &Checker<'_>,
+    at: &dyn Fn(&str) -> String,
+    value: Option<String>,
+    var: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let (field, id) = match (value, var) {
+        (Some(_), Some(_)) => {
+            return Err(c.err(
+                at("external_id_env"),
+                "give external_id or external_id_env, not both",
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(id), None) => ("external_id", id),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(id) if !id.is_empty() => ("external_id_env", id),
+            _ => {
+                return Err(c.err(
+                    at("external_id_env"),
+                    format!(
+                        "the environment variable {var:?} is not set: export it with the role's external id"
+                    ),
+                ));
+            }
+        },
+    };
+    let ok = (2..=1224).contains(&id.len())
+        && id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_+=,.@:/-".contains(ch));
+    if !ok {
+        return Err(c.err(
+            at(field),
+            "is not an external id STS accepts: 2 to 1224 characters of letters, digits and _+=,.@:/-",
+        ));
+    }
+    Ok(Some(id))
 }
 
 /// `workflow.phases`, checked.
@@ -269,6 +329,7 @@ fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
             no_reboot: p.ami_backup.no_reboot.unwrap_or(true),
             wait: p.ami_backup.wait.unwrap_or(true),
             deprecate_at_expiry: p.ami_backup.deprecate_at_expiry.unwrap_or(false),
+            auto_scaling_members: p.ami_backup.auto_scaling_members.unwrap_or(true),
         },
         server_start: ServerStart {
             enabled: p.server_start.enabled.unwrap_or(true),
@@ -278,6 +339,7 @@ fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
                 600,
             )?,
             require_backup: p.server_start.require_backup.unwrap_or(true),
+            auto_scaling_members: p.server_start.auto_scaling_members.unwrap_or(false),
         },
         validation: Validation {
             enabled: p.validation.enabled.unwrap_or(true),

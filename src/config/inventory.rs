@@ -160,6 +160,8 @@ impl Config {
                     role_name: None,
                     role_arn: None,
                     enabled: Some(entry.patch_enabled),
+                    external_id: None,
+                    external_id_env: None,
                 };
                 self.landing_zones
                     .push(check_landing_zone(&c, i, lz, &self.aws)?);

@@ -197,6 +197,8 @@ pub struct LandingZone {
     /// `aws.restore_role_name` role, else the run's.
     pub restore_role_arn: String,
     pub enabled: bool,
+    /// The `sts:ExternalId` to give when assuming either role.
+    pub external_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -227,6 +229,9 @@ pub struct AmiBackup {
     /// Set EC2 image deprecation at `prepatch:expires-at` on each new AMI,
     /// so the console shows expired backups as deprecated.
     pub deprecate_at_expiry: bool,
+    /// Back up instances that belong to an EC2 Auto Scaling group (the
+    /// default; each is named in the report as its group's).
+    pub auto_scaling_members: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -235,6 +240,10 @@ pub struct ServerStart {
     pub wait_timeout: Duration,
     /// Start an instance only once its AMI exists (the default).
     pub require_backup: bool,
+    /// Start stopped instances that belong to an Auto Scaling group (off
+    /// by default: a stopped member is in Standby or a warm pool, and its
+    /// group owns its state).
+    pub auto_scaling_members: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -173,6 +173,10 @@ pub(super) struct RawLandingZone {
     pub(super) role_name: Option<String>,
     pub(super) role_arn: Option<String>,
     pub(super) enabled: Option<bool>,
+    /// The `sts:ExternalId` the role's trust policy asks for, or the
+    /// environment variable that holds it.
+    pub(super) external_id: Option<String>,
+    pub(super) external_id_env: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -211,6 +215,7 @@ pub(super) struct RawAmiBackup {
     pub(super) no_reboot: Option<bool>,
     pub(super) wait: Option<bool>,
     pub(super) deprecate_at_expiry: Option<bool>,
+    pub(super) auto_scaling_members: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,6 +224,7 @@ pub(super) struct RawServerStart {
     pub(super) enabled: Option<bool>,
     pub(super) wait_timeout: Option<u64>,
     pub(super) require_backup: Option<bool>,
+    pub(super) auto_scaling_members: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -266,8 +266,50 @@ pub struct Step {
     pub error: Option<String>,
 }
 
-/// Instances a run started, by (landing zone, account, region).
-pub type Started = BTreeMap<(String, String, String), Vec<InstanceId>>;
+/// Instances a run started, by (landing zone, account, region), and when
+/// AWS answered each start.
+#[derive(Clone, Debug, Default)]
+pub struct Started {
+    pub by_target: BTreeMap<(String, String, String), Vec<InstanceId>>,
+    /// When the run's last start of each instance was answered (its
+    /// outcome's time, this machine's clock).
+    pub at: std::collections::HashMap<InstanceId, chrono::DateTime<Utc>>,
+    /// EC2's `LaunchTime` as the run saw it once its start made the
+    /// instance run (AWS's clock), from the run's saved state.
+    pub launched: std::collections::HashMap<InstanceId, chrono::DateTime<Utc>>,
+}
+
+/// What restore holds an instance's `LaunchTime` against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartTime {
+    /// EC2's own `LaunchTime` after the run's start: exact.
+    Launched(chrono::DateTime<Utc>),
+    /// Only the journal's time of the start's answer (this machine's
+    /// clock): within a slack.
+    Answered(chrono::DateTime<Utc>),
+}
+
+impl Started {
+    pub fn time(&self, id: &InstanceId) -> Option<StartTime> {
+        self.launched
+            .get(id)
+            .map(|t| StartTime::Launched(*t))
+            .or_else(|| self.at.get(id).map(|t| StartTime::Answered(*t)))
+    }
+
+    /// Adds the `LaunchTime`s the run saw after its starts (its saved
+    /// state; a run that stopped before its start phase ended has none).
+    pub fn with_launch_times(mut self, run: &crate::model::Run) -> Started {
+        for t in &run.targets {
+            for r in &t.records {
+                if let Some(at) = r.start.as_ref().and_then(|s| s.launched_at) {
+                    self.launched.insert(r.instance.id.clone(), at);
+                }
+            }
+        }
+        self
+    }
+}
 
 /// A new row in `runs`.
 #[derive(Clone, Debug)]
@@ -585,7 +627,7 @@ mod tests {
             .expect("outcome");
         let started = j.started_instances("r1").expect("started");
         assert_eq!(
-            started.values().next().expect("one target"),
+            started.by_target.values().next().expect("one target"),
             &[InstanceId::new("i-1"), InstanceId::new("i-2")]
         );
         assert_eq!(j.steps("r1").unwrap().len(), 3);
@@ -633,7 +675,7 @@ mod tests {
         j.outcome(s, Ok(Some(&none))).expect("outcome");
         let started = j.started_instances("r1").expect("started");
         assert_eq!(
-            started.values().next().expect("one target"),
+            started.by_target.values().next().expect("one target"),
             &[InstanceId::new("i-1")]
         );
         assert_eq!(started_in(Some(&none)), Some(vec![]));

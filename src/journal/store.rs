@@ -405,6 +405,7 @@ impl Journal {
         let known = !by_instance.is_empty();
         let started = self
             .started_instances(run_id)?
+            .by_target
             .into_values()
             .flatten()
             .map(|id| id.as_str().to_owned())
@@ -422,10 +423,17 @@ impl Journal {
     /// not among them. A step from before answers were journaled counts
     /// every instance it named (restore's tag check still applies).
     pub fn started_instances(&self, run_id: &str) -> Result<Started, JournalError> {
-        let mut out = Started::new();
+        let mut out = Started::default();
         for s in self.steps(run_id)? {
             if s.action == Api::StartInstances.name() && s.status == "ok" {
+                let at = s
+                    .done_at
+                    .as_deref()
+                    .unwrap_or(s.at.as_str())
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .ok();
                 let ids = out
+                    .by_target
                     .entry((s.landing_zone.clone(), s.account.clone(), s.region.clone()))
                     .or_default();
                 let named: Vec<String> = match started_in(s.result.as_deref()) {
@@ -434,13 +442,16 @@ impl Journal {
                 };
                 for r in named {
                     let id = InstanceId::new(r);
+                    if let Some(at) = at {
+                        out.at.insert(id.clone(), at);
+                    }
                     if !ids.contains(&id) {
                         ids.push(id);
                     }
                 }
             }
         }
-        out.retain(|_, ids| !ids.is_empty());
+        out.by_target.retain(|_, ids| !ids.is_empty());
         Ok(out)
     }
 }

@@ -8,12 +8,14 @@
 //!   fills in and the journal and the reports read.
 //! - [`api`]: the AWS actions, their call counts, and a failed call.
 //! - [`format`]: the report formats.
+//! - [`ready`]: what makes an instance ready, for validation and rollback.
 //! - [`restore`], [`rollback`]: what those commands find and do.
 //!
 //! Everything else depends on this module, and it on nothing of the crate.
 
 pub mod api;
 pub mod format;
+pub mod ready;
 pub mod restore;
 pub mod rollback;
 pub mod run;
@@ -132,6 +134,37 @@ impl AmiId {
 impl Region {
     pub(crate) fn from_trusted(s: impl AsRef<str>) -> Self {
         Region(s.as_ref().into())
+    }
+
+    /// The AWS partition the region is in, as ARNs name it: `aws-cn` for
+    /// the China regions, `aws-us-gov` for GovCloud (US), `aws` for the
+    /// rest (IAM user guide, "IAM identifiers": ARNs).
+    pub fn partition(&self) -> &'static str {
+        let r = self.as_str();
+        if r.starts_with("cn-") {
+            "aws-cn"
+        } else if r.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else if r.starts_with("us-iso-") {
+            "aws-iso"
+        } else if r.starts_with("us-isob-") {
+            "aws-iso-b"
+        } else {
+            "aws"
+        }
+    }
+
+    /// The region STS is asked in when none of a landing zone's regions
+    /// has it activated: the partition's first region (STS is always on
+    /// there; IAM user guide, "Manage AWS STS in an AWS Region").
+    pub fn partition_home(&self) -> Region {
+        Region::from_trusted(match self.partition() {
+            "aws-cn" => "cn-north-1",
+            "aws-us-gov" => "us-gov-west-1",
+            "aws-iso" => "us-iso-east-1",
+            "aws-iso-b" => "us-isob-east-1",
+            _ => "us-east-1",
+        })
     }
 }
 
@@ -306,6 +339,11 @@ impl Instance {
     pub fn name(&self) -> Option<&str> {
         self.tag("Name")
     }
+
+    /// The EC2 Auto Scaling group the instance belongs to, if any.
+    pub fn auto_scaling_group(&self) -> Option<&str> {
+        self.tag(tag::AUTO_SCALING_GROUP)
+    }
 }
 
 /// One answer of SSM `DescribeInstanceInformation`.
@@ -386,11 +424,18 @@ pub struct Image {
     /// while AWS is still making them.
     pub snapshot_ids: std::sync::Arc<[String]>,
     /// AWS's own record of where the AMI came from: the instance, for an
-    /// AMI made by `CreateImage` (`SourceInstanceId`)...
+    /// AMI made by `CreateImage` (`SourceInstanceId`, set by `CreateImage`
+    /// alone: a copy has none). This is what makes an AMI a backup.
     pub source_instance: Option<InstanceId>,
-    /// ... or the AMI it was copied from, for a `CopyImage` copy
-    /// (`SourceImageId`). Tags can be copied with an AMI; these cannot.
+    /// The AMI's ancestry (`SourceImageId`): for a `CreateImage` AMI, the
+    /// AMI the instance was launched from; for a `CopyImage` copy, the AMI
+    /// copied. AWS sets it on both, so it says nothing about which one
+    /// this is (EC2 API reference, `Image`).
     pub source_image: Option<AmiId>,
+    /// The account that owns the AMI (`OwnerId`).
+    pub owner: Option<String>,
+    /// When AWS began making it (`CreationDate`).
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// The AMI name of a run's backup of an instance: unique per instance and
@@ -447,14 +492,16 @@ impl Witnesses {
 
 impl Image {
     /// Whether this AMI is a backup that prepatch made with `CreateImage`
-    /// for `run_id`, and of which instance; or why not. Tags only say
-    /// which instance and run to check against, as anyone can copy them
-    /// (`CopyImage` carries them when asked): what decides is AWS's own
-    /// record (`SourceInstanceId`, set only by `CreateImage`; a copy has
-    /// `SourceImageId` instead), the name prepatch gives, and the journal's
-    /// `CreateImage` outcome where the journal has the run.
+    /// for `run_id` in `account`, and of which instance; or why not. Tags
+    /// only say which instance and run to check against, as anyone can
+    /// copy them (`CopyImage` carries them when asked): what decides is
+    /// AWS's own record, `SourceInstanceId` (set by `CreateImage` alone;
+    /// `SourceImageId` is ancestry, set on backups and copies alike), the
+    /// owner, the name prepatch gives, and the journal's `CreateImage`
+    /// outcome where the journal has the run.
     pub fn backup_of(
         &self,
+        account: &AccountId,
         run_id: &str,
         witness: impl Fn(&InstanceId) -> Witness,
     ) -> Result<InstanceId, String> {
@@ -467,24 +514,29 @@ impl Image {
         let Some(instance) = tagged(tag::INSTANCE_ID).map(InstanceId::new) else {
             return Err(format!("no {} tag", tag::INSTANCE_ID));
         };
-        if let Some(source) = &self.source_image {
-            return Err(format!(
-                "a copy of {source} (CopyImage), not a backup that prepatch made"
-            ));
+        match (&self.source_instance, &self.source_image) {
+            (Some(source), _) if *source != instance => {
+                return Err(format!(
+                    "AWS says it was made from {source}, not from {instance}"
+                ));
+            }
+            (Some(_), _) => {}
+            (None, Some(source)) => {
+                return Err(format!(
+                    "a copy of {source} (CopyImage: AWS names no source instance), not a backup that prepatch made"
+                ));
+            }
+            (None, None) => {
+                return Err("AWS names no source instance for it: not made by CreateImage".into());
+            }
+        }
+        if let Some(owner) = self.owner.as_deref().filter(|o| *o != account.as_str()) {
+            return Err(format!("it is owned by {owner}, not by {account}"));
         }
         let name = ami_name(instance.as_str(), run_id);
         if *self.name != *name {
             return Err(format!("its name {:?} is not {name:?}", self.name));
         }
-        let source_ok = match &self.source_instance {
-            Some(source) if *source != instance => {
-                return Err(format!(
-                    "AWS says it was made from {source}, not from {instance}"
-                ));
-            }
-            Some(_) => true,
-            None => false,
-        };
         match witness(&instance) {
             Witness::Made(ami) if ami == self.id => Ok(instance),
             Witness::Made(ami) => Err(format!(
@@ -493,10 +545,7 @@ impl Image {
             Witness::NotAttempted => Err(format!(
                 "the journal has run {run_id} and no CreateImage of {instance} in it"
             )),
-            Witness::NoRecord | Witness::Attempted if source_ok => Ok(instance),
-            Witness::NoRecord | Witness::Attempted => {
-                Err("AWS names no source instance for it and the journal does not name it".into())
-            }
+            Witness::NoRecord | Witness::Attempted => Ok(instance),
         }
     }
 }
@@ -527,6 +576,29 @@ pub struct StatusChecks {
 pub struct Snapshot {
     pub id: String,
     pub tags: TagMap,
+    /// EC2's description: for a snapshot `CreateImage` made, EC2 writes
+    /// `Created by CreateImage(<instance>) for <ami>` (what
+    /// [`Snapshot::made_for`] reads). `None` where the cloud gives none.
+    pub description: Option<String>,
+}
+
+impl Snapshot {
+    /// The instance and AMI whose `CreateImage` made this snapshot, as
+    /// EC2's own description of it says.
+    pub fn made_for(&self) -> Option<(InstanceId, AmiId)> {
+        let rest = self
+            .description
+            .as_deref()?
+            .strip_prefix("Created by CreateImage(")?;
+        let (instance, rest) = rest.split_once(") for ")?;
+        let ami = rest.split_whitespace().next()?;
+        let id_like = |s: &str, prefix: &str| {
+            s.strip_prefix(prefix)
+                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric()))
+        };
+        (id_like(instance, "i-") && id_like(ami, "ami-"))
+            .then(|| (InstanceId::new(instance), AmiId::new(ami)))
+    }
 }
 
 /// A key-value tag.
@@ -605,6 +677,10 @@ pub mod tag {
     /// On a replace-root-volume task: the run whose backup it restores.
     pub const ROLLBACK_OF: &str = "prepatch:rollback-of";
     pub const PATCH_GROUP: &str = "Patch Group";
+    /// Set by EC2 Auto Scaling on every instance of a group (the `aws:`
+    /// prefix is AWS's own: no one else can write it; EC2 Auto Scaling
+    /// user guide, "Tag Auto Scaling groups and instances").
+    pub const AUTO_SCALING_GROUP: &str = "aws:autoscaling:groupName";
     pub const ENVIRONMENT: &str = "Environment";
 }
 
@@ -641,6 +717,105 @@ mod tests {
         for bad in ["useast1", "US-EAST-1", "us-east", "us--1", "us-east-x", ""] {
             assert!(bad.parse::<Region>().is_err(), "{bad}");
         }
+    }
+
+    fn backup(source_instance: Option<&str>, source_image: Option<&str>) -> Image {
+        let run = "20261207T100000Z-abcd";
+        Image {
+            id: AmiId::new("ami-0b0b"),
+            name: ami_name("i-0a0a", run).into(),
+            state: ImageState::Available,
+            state_reason: None,
+            tags: [
+                (tag::CREATED_BY, tag::CREATED_BY_VALUE),
+                (tag::RUN_ID, run),
+                (tag::INSTANCE_ID, "i-0a0a"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            snapshot_ids: std::sync::Arc::new([]),
+            source_instance: source_instance.map(InstanceId::new),
+            source_image: source_image.map(AmiId::new),
+            owner: Some("111111111111".into()),
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn a_backup_names_its_launch_ami_as_ancestry_and_is_still_a_backup() {
+        let account: AccountId = "111111111111".parse().unwrap();
+        let run = "20261207T100000Z-abcd";
+        // What DescribeImages answers for a CreateImage AMI on AWS: the
+        // instance, and the AMI the instance was launched from.
+        let made = backup(Some("i-0a0a"), Some("ami-0launch"));
+        assert_eq!(
+            made.backup_of(&account, run, |_| Witness::NoRecord),
+            Ok(InstanceId::new("i-0a0a"))
+        );
+        assert_eq!(
+            made.backup_of(&account, run, |_| Witness::Made(AmiId::new("ami-0b0b"))),
+            Ok(InstanceId::new("i-0a0a"))
+        );
+        // A copy (tags copied with CopyImageTags): no source instance.
+        let copy = backup(None, Some("ami-0b0b"));
+        let why = copy
+            .backup_of(&account, run, |_| Witness::NoRecord)
+            .unwrap_err();
+        assert!(why.contains("a copy of ami-0b0b"), "{why}");
+        let why = backup(None, None)
+            .backup_of(&account, run, |_| Witness::NoRecord)
+            .unwrap_err();
+        assert!(why.contains("no source instance"), "{why}");
+        let why = backup(Some("i-0c0c"), Some("ami-0launch"))
+            .backup_of(&account, run, |_| Witness::NoRecord)
+            .unwrap_err();
+        assert!(why.contains("made from i-0c0c"), "{why}");
+        let other: AccountId = "222222222222".parse().unwrap();
+        let why = made
+            .backup_of(&other, run, |_| Witness::NoRecord)
+            .unwrap_err();
+        assert!(why.contains("owned by 111111111111"), "{why}");
+        let why = made
+            .backup_of(&account, run, |_| Witness::Made(AmiId::new("ami-0other")))
+            .unwrap_err();
+        assert!(why.contains("the journal has ami-0other"), "{why}");
+    }
+
+    #[test]
+    fn a_snapshot_names_the_create_image_that_made_it() {
+        let s = |d: Option<&str>| Snapshot {
+            id: "snap-1".into(),
+            tags: TagMap::new(),
+            description: d.map(str::to_owned),
+        };
+        assert_eq!(
+            s(Some("Created by CreateImage(i-0a0a) for ami-0b0b")).made_for(),
+            Some((InstanceId::new("i-0a0a"), AmiId::new("ami-0b0b")))
+        );
+        assert_eq!(
+            s(Some(
+                "Created by CreateImage(i-0a0a) for ami-0b0b from vol-1"
+            ))
+            .made_for(),
+            Some((InstanceId::new("i-0a0a"), AmiId::new("ami-0b0b")))
+        );
+        assert_eq!(s(Some("Copied for DestinationAmi ami-1")).made_for(), None);
+        assert_eq!(
+            s(Some("Created by CreateImage(x) for ami-1")).made_for(),
+            None
+        );
+        assert_eq!(s(None).made_for(), None);
+    }
+
+    #[test]
+    fn regions_name_their_partition() {
+        let r = |s: &str| s.parse::<Region>().unwrap();
+        assert_eq!(r("eu-west-1").partition(), "aws");
+        assert_eq!(r("cn-north-1").partition(), "aws-cn");
+        assert_eq!(r("us-gov-west-1").partition(), "aws-us-gov");
+        assert_eq!(r("cn-northwest-1").partition_home().as_str(), "cn-north-1");
+        assert_eq!(r("ap-south-1").partition_home().as_str(), "us-east-1");
     }
 }
 
@@ -739,6 +914,10 @@ pub struct Start {
     pub started_by_run: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub running_at: Option<DateTime<Utc>>,
+    /// EC2's `LaunchTime` once this run's start made it run: AWS moves it
+    /// with every start, so a later one is someone else's start.
+    #[serde(default)]
+    pub launched_at: Option<DateTime<Utc>>,
     pub error: Option<Failure>,
 }
 

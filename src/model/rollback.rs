@@ -96,21 +96,33 @@ pub struct RootTaskRequest {
     pub tags: TagMap,
 }
 
-/// The client token of rolling `instance` back to `image` for `run`, after
-/// `failed_before` failed tasks of that rollback: the same four always give
-/// the same token, so a rollback run again (after a crash, a Ctrl-C, a lost
-/// answer) is given the task it already made, and one run again after a
-/// failed task tries anew. EC2 allows 64 ASCII characters: a hash, hex.
+/// The client token of a task with these parameters, after
+/// `failed_before` failed tasks of the same rollback: every parameter the
+/// request carries goes into it (the instance, the AMI, whether the
+/// replaced volume is deleted, the tags, which name the run), so the same
+/// request always gives the same token and a rollback run again (after a
+/// crash, a Ctrl-C, a lost answer) is given the task it already made,
+/// while a request that differs in anything gets a token of its own and
+/// never meets `IdempotentParameterMismatch` (EC2 API reference, "Ensuring
+/// idempotency": a token reused with other parameters is refused). One run
+/// again after a failed task tries anew. EC2 allows 64 ASCII characters: a
+/// hash, hex.
 pub fn client_token(
-    run: &str,
     instance: &InstanceId,
     image: &AmiId,
+    delete_replaced: bool,
+    tags: &TagMap,
     failed_before: usize,
 ) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!(
-        "prepatch-rollback\n{run}\n{instance}\n{image}\n{failed_before}"
+    let mut h = sha2::Sha256::new();
+    h.update(format!(
+        "prepatch-rollback-2\n{instance}\n{image}\n{delete_replaced}\n{failed_before}\n"
     ));
+    for (k, v) in tags.iter() {
+        h.update(format!("{}:{k}={}:{v}\n", k.len(), v.len()));
+    }
+    let digest = h.finalize();
     let hex: String = digest[..24].iter().map(|b| format!("{b:02x}")).collect();
     format!("prepatch-{hex}")
 }
@@ -251,15 +263,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_client_token_is_fixed_by_run_instance_and_image_and_fits_ec2() {
+    fn a_client_token_covers_every_parameter_of_the_task_and_fits_ec2() {
         let (i, a) = (InstanceId::new("i-1"), AmiId::new("ami-1"));
-        let t = client_token("run-1", &i, &a, 0);
-        assert_eq!(t, client_token("run-1", &i, &a, 0));
-        assert_ne!(t, client_token("run-2", &i, &a, 0));
-        assert_ne!(t, client_token("run-1", &i, &AmiId::new("ami-2"), 0));
+        let tags = |run: &str| -> TagMap {
+            [("prepatch:rollback-of".to_owned(), run.to_owned())]
+                .into_iter()
+                .collect()
+        };
+        let t = client_token(&i, &a, false, &tags("run-1"), 0);
+        assert_eq!(t, client_token(&i, &a, false, &tags("run-1"), 0));
         assert_ne!(
             t,
-            client_token("run-1", &i, &a, 1),
+            client_token(&i, &a, false, &tags("run-2"), 0),
+            "another run"
+        );
+        assert_ne!(
+            t,
+            client_token(&InstanceId::new("i-2"), &a, false, &tags("run-1"), 0)
+        );
+        assert_ne!(
+            t,
+            client_token(&i, &AmiId::new("ami-2"), false, &tags("run-1"), 0)
+        );
+        assert_ne!(
+            t,
+            client_token(&i, &a, true, &tags("run-1"), 0),
+            "--delete-replaced-volume is a parameter of the task"
+        );
+        assert_ne!(
+            t,
+            client_token(&i, &a, false, &tags("run-1"), 1),
             "a new try after a failure"
         );
         assert!(t.len() <= 64 && t.is_ascii(), "{t}");

@@ -10,7 +10,7 @@ use std::io::Write;
 use super::model::{InstanceReport, Report, instance_report, sorted_records};
 use crate::model::Run;
 
-pub const COLUMNS: [&str; 29] = [
+pub const COLUMNS: [&str; 30] = [
     "landing_zone",
     "account_id",
     "region",
@@ -40,6 +40,7 @@ pub const COLUMNS: [&str; 29] = [
     "reasons",
     "simulated",
     "tags",
+    "auto_scaling_group",
 ];
 
 /// Makes a cell safe to open in a spreadsheet.
@@ -50,7 +51,7 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
     }
 }
 
-fn row<'a>(i: &'a InstanceReport<'_>, simulated: bool) -> [Cow<'a, str>; 29] {
+fn row<'a>(i: &'a InstanceReport<'_>, simulated: bool) -> [Cow<'a, str>; 30] {
     let b = i.backup.as_ref();
     let s = i.start.as_ref();
     let v = i.validation.as_ref();
@@ -89,6 +90,7 @@ fn row<'a>(i: &'a InstanceReport<'_>, simulated: bool) -> [Cow<'a, str>; 29] {
         v.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.reasons.join("; "))),
         flag(simulated),
         Cow::Owned(serde_json::to_string(i.tags).unwrap_or_default()),
+        text(i.auto_scaling_group),
     ]
 }
 

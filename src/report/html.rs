@@ -92,7 +92,7 @@ pub fn script_safe_json(value: &impl Serialize) -> Result<String, serde_json::Er
 
 /// The instances' fields, as the page's table gets them: in the order
 /// [`InstanceReport`] declares them, each value as `report.json` has it.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 21] = [
     "landing_zone",
     "account_id",
     "region",
@@ -107,6 +107,7 @@ const FIELDS: [&str; 20] = [
     "launch_time",
     "patch_group",
     "environment_tag",
+    "auto_scaling_group",
     "tags",
     "ssm",
     "backup",
@@ -138,6 +139,7 @@ impl Serialize for Row<'_, '_> {
         t.serialize_element(&i.launch_time)?;
         t.serialize_element(&i.patch_group)?;
         t.serialize_element(&i.environment_tag)?;
+        t.serialize_element(&i.auto_scaling_group)?;
         t.serialize_element(i.tags)?;
         t.serialize_element(&i.ssm)?;
         t.serialize_element(&i.backup)?;

@@ -206,6 +206,7 @@ fn instances(x: &mut XmlWriter<impl Write>, report: &Report) -> io::Result<()> {
         x.opt("launch_time", i.launch_time.as_deref())?;
         x.opt("patch_group", i.patch_group)?;
         x.opt("environment_tag", i.environment_tag)?;
+        x.opt("auto_scaling_group", i.auto_scaling_group)?;
         tags(x, i.tags)?;
         x.open("ssm", &[])?;
         x.el("ping_status", i.ssm.ping_status)?;

@@ -129,7 +129,41 @@ async fn create_images(
     // The same for every AMI of the target: made once, not per instance.
     let shared_tags = run_tags(run_id, &t.target.landing_zone, expires_at);
     let mut requests = Vec::new();
+    let members = auto_scaling_members(t);
+    if !members.is_empty() {
+        let choice = if wf.config.phases.ami_backup.auto_scaling_members {
+            "backed up like any other (workflow.phases.ami_backup.auto_scaling_members)"
+        } else {
+            "not backed up (workflow.phases.ami_backup.auto_scaling_members: false)"
+        };
+        wf.event(
+            Phase::AmiBackup,
+            &t.target,
+            format!(
+                "{} belong to Auto Scaling groups ({}): {choice}",
+                super::progress::plural(members.values().sum(), "instance"),
+                members
+                    .iter()
+                    .map(|(g, n)| format!("{g}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
     for (i, r) in t.records.iter_mut().enumerate() {
+        if let (Some(group), false) = (
+            r.instance.auto_scaling_group(),
+            wf.config.phases.ami_backup.auto_scaling_members,
+        ) {
+            r.backup = Some(Backup {
+                error: Some(Failure::new(format!(
+                    "not backed up: it belongs to Auto Scaling group {group:?} (workflow.phases.ami_backup.auto_scaling_members: false)"
+                ))),
+                ..Backup::default()
+            });
+            bar.inc(1);
+            continue;
+        }
         if let Some(image) = existing.get(&r.instance.id) {
             r.backup = Some(Backup {
                 ami: Some(image.id.clone()),
@@ -154,10 +188,11 @@ async fn create_images(
     }
 
     let target = &t.target;
+    let deadline = wf.config.phases.ami_backup.timeout;
     let created: Vec<(usize, Result<AmiId, Failure>, DateTime<Utc>)> =
         futures::stream::iter(requests)
             .map(|(i, req)| async move {
-                let result = create_one(wf, target, &req).await;
+                let result = create_one(wf, target, &req, deadline).await;
                 bar.inc(1);
                 (i, result, wf.clock.now())
             })
@@ -191,40 +226,110 @@ async fn create_images(
     }
 }
 
-/// One `CreateImage`. AWS refuses a second AMI of the same name: that
-/// one is adopted if it is this run's backup of this instance (an earlier
-/// attempt's, its answer lost), and refused with the reason if not.
+/// One `CreateImage`, given until `deadline` to go through.
+///
+/// EC2 refuses it while the instance's volumes have as many snapshots in
+/// progress as EBS allows (another backup tool at work on the same volume):
+/// that is asked again, later and later, until the deadline, and reported
+/// with AWS's reason if it never goes through. AWS refuses a second AMI of
+/// the same name: that one is adopted if it is this run's backup of this
+/// instance (an earlier attempt's, its answer lost), and refused with the
+/// reason if not.
 async fn create_one(
     wf: &Workflow<'_>,
     target: &Target,
     req: &ImageRequest,
+    deadline: Duration,
+) -> Result<AmiId, Failure> {
+    let busy = Polls::new(deadline, SNAPSHOTS_BUSY_MAX).first_gap(SNAPSHOTS_BUSY_FIRST);
+    loop {
+        match wf.cloud.create_image(target, req).await {
+            Ok(ami) => return Ok(ami),
+            Err(e) if e.code == "InvalidAMIName.Duplicate" => {
+                return adopt_duplicate(wf, target, req, e).await;
+            }
+            Err(e) if snapshots_busy(&e) => {
+                tracing::info!(instance = %req.instance, error = %e, "CreateImage refused while the volume's snapshots are in progress; asking again");
+                if !busy.wait(&wf.shutdown).await {
+                    return Err(Failure::from(e).context(format!(
+                        "the instance's volumes still had snapshots in progress after {}s",
+                        busy.waited().as_secs()
+                    )));
+                }
+            }
+            Err(e) => return Err(Failure::from(e)),
+        }
+    }
+}
+
+/// The first gap, and the longest, between two `CreateImage` calls for an
+/// instance whose volumes are busy with snapshots: EBS snapshots take
+/// minutes, and EC2 asks for at least 15 seconds between snapshots of a
+/// volume.
+const SNAPSHOTS_BUSY_FIRST: Duration = Duration::from_secs(15);
+const SNAPSHOTS_BUSY_MAX: Duration = Duration::from_secs(120);
+
+/// EC2's refusal of a snapshot because the volume has too many in
+/// progress, or had one too recently (EC2 API reference, "Error codes":
+/// `ConcurrentSnapshotLimitExceeded`, `SnapshotCreationPerVolumeRateExceeded`).
+fn snapshots_busy(e: &crate::cloud::CloudError) -> bool {
+    matches!(
+        e.code.as_str(),
+        "ConcurrentSnapshotLimitExceeded" | "SnapshotCreationPerVolumeRateExceeded"
+    )
+}
+
+/// How long a just-made AMI may take to show in `DescribeImages`: EC2's
+/// API is eventually consistent, and a resource just created may be
+/// missing from a describe for a while (EC2 API reference, "Eventual
+/// consistency in the Amazon EC2 API").
+pub(super) const VISIBLE_WITHIN: Duration = Duration::from_secs(120);
+
+/// `CreateImage` answered `InvalidAMIName.Duplicate`: the AMI of that
+/// name is looked up (again, for [`VISIBLE_WITHIN`], while eventual
+/// consistency hides it) and adopted if it is this run's backup of this
+/// instance.
+async fn adopt_duplicate(
+    wf: &Workflow<'_>,
+    target: &Target,
+    req: &ImageRequest,
+    e: crate::cloud::CloudError,
 ) -> Result<AmiId, Failure> {
     let run_id = wf.options.run_id.as_str();
-    match wf.cloud.create_image(target, req).await {
-        Ok(ami) => Ok(ami),
-        // AWS refuses a second AMI of the same name: adopt it
-        // if it is this run's backup of this instance.
-        Err(e) if e.code == "InvalidAMIName.Duplicate" => {
-            match wf
-                .cloud
-                .describe_images(target, &ImageFilter::Name(req.name.clone()))
-                .await
-            {
-                Ok(found) => match found.into_iter().next() {
-                    None => Err(Failure::from(e)),
-                    Some(i) => match i.backup_of(run_id, |id| wf.witnesses.of(id)) {
-                        Ok(of) if of == req.instance => Ok(i.id),
-                        Ok(of) => Err(Failure::from(e).and(format!("it is the backup of {of}"))),
-                        Err(why) => {
-                            Err(Failure::from(e).and(format!("{} is left alone: {why}", i.id)))
-                        }
-                    },
-                },
-                Err(e2) => Err(Failure::from(e).and(format!("looking it up: {e2}"))),
-            }
+    let by_name = ImageFilter::Name(req.name.clone());
+    let polls =
+        Polls::new(VISIBLE_WITHIN, Duration::from_secs(20)).first_gap(Duration::from_secs(2));
+    let found = loop {
+        match wf.cloud.describe_images(target, &by_name).await {
+            Ok(found) if !found.is_empty() => break found,
+            Ok(_) => {}
+            Err(e2) => return Err(Failure::from(e).and(format!("looking it up: {e2}"))),
         }
-        Err(e) => Err(Failure::from(e)),
+        if !polls.wait(&wf.shutdown).await {
+            return Err(Failure::from(e).and(format!(
+                "no AMI of that name showed in DescribeImages within {}s",
+                polls.waited().as_secs()
+            )));
+        }
+    };
+    let image = &found[0];
+    match image.backup_of(&target.account, run_id, |id| wf.witnesses.of(id)) {
+        Ok(of) if of == req.instance => Ok(image.id.clone()),
+        Ok(of) => Err(Failure::from(e).and(format!("it is the backup of {of}"))),
+        Err(why) => Err(Failure::from(e).and(format!("{} is left alone: {why}", image.id))),
     }
+}
+
+/// The Auto Scaling groups among a target's instances, with how many of
+/// them each has.
+fn auto_scaling_members(t: &TargetRun) -> BTreeMap<String, usize> {
+    let mut groups = BTreeMap::new();
+    for r in &t.records {
+        if let Some(g) = r.instance.auto_scaling_group() {
+            *groups.entry(g.to_owned()).or_insert(0) += 1;
+        }
+    }
+    groups
 }
 
 /// The phase's counts for a target: an AMI that exists is done.
@@ -253,17 +358,34 @@ async fn deprecate_new_images(wf: &Workflow<'_>, t: &TargetRun, expires_at: Date
         else {
             continue;
         };
-        if let Err(e) = wf
-            .cloud
-            .enable_image_deprecation(&t.target, ami, expires_at)
-            .await
-        {
+        if let Err(e) = deprecate(wf, &t.target, ami, expires_at).await {
             tracing::warn!(%ami, error = %e, "setting the AMI's deprecation failed");
             wf.event(
                 Phase::AmiBackup,
                 &r.instance.id,
                 format!("setting deprecation on {ami} failed: {e}"),
             );
+        }
+    }
+}
+
+/// One `EnableImageDeprecation`, asked again while the AMI just made is
+/// not visible yet (`InvalidAMIID.NotFound`, eventual consistency) for
+/// [`VISIBLE_WITHIN`].
+async fn deprecate(
+    wf: &Workflow<'_>,
+    target: &Target,
+    ami: &AmiId,
+    at: DateTime<Utc>,
+) -> Result<(), crate::cloud::CloudError> {
+    let polls =
+        Polls::new(VISIBLE_WITHIN, Duration::from_secs(20)).first_gap(Duration::from_secs(2));
+    loop {
+        match wf.cloud.enable_image_deprecation(target, ami, at).await {
+            Err(e) if e.code == "InvalidAMIID.NotFound" && polls.wait(&wf.shutdown).await => {
+                tracing::debug!(%ami, "not visible yet; asking again");
+            }
+            other => return other,
         }
     }
 }
@@ -280,7 +402,7 @@ pub(super) async fn own_images(
     let mine = ImageFilter::Tag(tag::RUN_ID.into(), run_id.into());
     let mut own = BTreeMap::new();
     for image in wf.cloud.describe_images(target, &mine).await? {
-        match image.backup_of(run_id, |id| wf.witnesses.of(id)) {
+        match image.backup_of(&target.account, run_id, |id| wf.witnesses.of(id)) {
             Ok(instance) => {
                 own.insert(instance, image);
             }

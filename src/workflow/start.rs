@@ -62,8 +62,12 @@ pub(super) async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ra
     let mut running: Observed = sent
         .started
         .iter()
-        .map(|id| (id.clone(), (InstanceState::Pending, None)))
-        .chain(sent.raced.iter().map(|c| (c.id.clone(), (c.current, None))))
+        .map(|id| (id.clone(), Seen::new(InstanceState::Pending)))
+        .chain(
+            sent.raced
+                .iter()
+                .map(|c| (c.id.clone(), Seen::new(c.current))),
+        )
         .collect();
     if !running.is_empty() {
         // The wait counts from the last StartInstances: with thousands to
@@ -81,21 +85,22 @@ pub(super) async fn start_target(wf: &Workflow<'_>, t: &mut TargetRun, backup_ra
 
     for &i in &wanted {
         let r = &mut t.records[i];
-        let (final_state, running_at) = states
+        let seen = states
             .get(&r.instance.id)
             .copied()
-            .unwrap_or((r.instance.state, None));
+            .unwrap_or(Seen::new(r.instance.state));
         let id = &r.instance.id;
         let was_started = started_set.contains(id);
         let mut start = outcome(
             wf,
             r.instance.state,
-            final_state,
+            seen.state,
             was_started,
             errors.remove(id),
         );
         start.started_at = sent.started_at.get(id).copied();
-        start.running_at = running_at;
+        start.running_at = seen.running_at;
+        start.launched_at = seen.launched_at.filter(|_| was_started);
         if start.error.is_none() {
             tally.done += 1;
         } else {
@@ -124,11 +129,11 @@ async fn startable(
         .map(|&i| {
             (
                 t.records[i].instance.id.clone(),
-                (t.records[i].instance.state, None),
+                Seen::new(t.records[i].instance.state),
             )
         })
         .collect();
-    if states.values().any(|(s, _)| *s == InstanceState::Stopping) {
+    if states.values().any(|s| s.state == InstanceState::Stopping) {
         let polls = Polls::new(timeout, POLL_MAX);
         let quiet = |_: usize, _: Duration| {};
         poll_states(wf, t, &mut states, &polls, quiet, |s| {
@@ -139,8 +144,9 @@ async fn startable(
 
     let startable: Vec<InstanceId> = states
         .iter()
-        .filter(|(id, (s, _))| {
-            if *s == InstanceState::Stopped {
+        .filter(|(id, seen)| {
+            let s = seen.state;
+            if s == InstanceState::Stopped {
                 return true;
             }
             errors.insert(
@@ -201,9 +207,27 @@ fn select(wf: &Workflow<'_>, t: &mut TargetRun, tally: &mut Tally) -> Vec<usize>
                     started_by_run: true,
                     started_at: None,
                     running_at: None,
+                    launched_at: None,
                     error: None,
                 });
             }
+            continue;
+        }
+        if let (Some(group), false) = (
+            r.instance.auto_scaling_group(),
+            wf.config.phases.server_start.auto_scaling_members,
+        ) {
+            // A stopped member is in Standby or a warm pool
+            // (`Warmed:Stopped`): its group decides when it runs (EC2
+            // Auto Scaling user guide, "Warm pools", "Temporarily remove
+            // instances from your Auto Scaling group").
+            r.start = Some(not_started(
+                state,
+                &format!(
+                    "not started: it belongs to Auto Scaling group {group:?}, which owns its state (Standby or a warm pool); set workflow.phases.server_start.auto_scaling_members: true to start it anyway"
+                ),
+            ));
+            tally.skipped += 1;
             continue;
         }
         if require_backup && !r.backup.as_ref().is_some_and(|b| b.exists()) {
@@ -319,6 +343,7 @@ fn outcome(
         started_by_run: was_started,
         started_at: None,
         running_at: None,
+        launched_at: None,
         error,
     }
 }
@@ -330,55 +355,46 @@ fn not_started(state: InstanceState, why: &str) -> Start {
         started_by_run: false,
         started_at: None,
         running_at: None,
+        launched_at: None,
         error: Some(Failure::new(why)),
     }
 }
 
-/// Starts `ids`; when a call fails, the instances the error names fail
-/// alone and the rest are retried; an error naming none is narrowed down
-/// by halving. Returns the started ids and the failures.
+/// Starts `ids`, isolating the instances that make a call fail
+/// ([`crate::cloud::isolating`]).
 async fn start_isolating(
     wf: &Workflow<'_>,
     t: &TargetRun,
     ids: Vec<InstanceId>,
 ) -> (Vec<StateChange>, Vec<(InstanceId, CloudError)>) {
-    let mut started = Vec::new();
-    let mut failed = Vec::new();
-    let mut queue = vec![ids];
-    while let Some(batch) = queue.pop() {
-        if batch.is_empty() {
-            continue;
-        }
-        match wf.cloud.start_instances(&t.target, &batch).await {
-            Ok(changes) => started.extend(changes),
-            Err(e)
-                if batch.len() == 1
-                    || e.is_throttle()
-                    || e.kind == crate::cloud::ErrorKind::Unreachable =>
-            {
-                failed.extend(batch.into_iter().map(|id| (id, e.clone())));
-            }
-            Err(e) => {
-                let (named, rest): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .partition(|id| e.message.contains(id.as_str()));
-                if named.is_empty() {
-                    let half = rest.len() / 2;
-                    let (a, b) = rest.split_at(half);
-                    queue.push(a.to_vec());
-                    queue.push(b.to_vec());
-                } else {
-                    failed.extend(named.into_iter().map(|id| (id, e.clone())));
-                    queue.push(rest);
-                }
-            }
-        }
-    }
-    (started, failed)
+    crate::cloud::isolating(ids, |batch| async move {
+        wf.cloud.start_instances(&t.target, &batch).await
+    })
+    .await
 }
 
 /// The latest state of watched instances, and when each was first seen running.
-type Observed = BTreeMap<InstanceId, (InstanceState, Option<DateTime<Utc>>)>;
+type Observed = BTreeMap<InstanceId, Seen>;
+
+/// What the looks saw of one instance.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    state: InstanceState,
+    /// When it was first seen running.
+    running_at: Option<DateTime<Utc>>,
+    /// EC2's `LaunchTime` then: the time of the start that made it run.
+    launched_at: Option<DateTime<Utc>>,
+}
+
+impl Seen {
+    fn new(state: InstanceState) -> Seen {
+        Seen {
+            state,
+            running_at: None,
+            launched_at: None,
+        }
+    }
+}
 
 /// One `DescribeInstances` (all pages) per look on the `polls` schedule,
 /// until every watched instance satisfies `done` or is gone, or the
@@ -395,7 +411,7 @@ async fn poll_states(
     loop {
         let left = seen
             .values()
-            .filter(|(s, _)| !done(*s) && !s.is_gone())
+            .filter(|s| !done(s.state) && !s.state.is_gone())
             .count();
         waiting(left, polls.waited());
         if !polls.wait(&wf.shutdown).await {
@@ -408,17 +424,19 @@ async fn poll_states(
                 continue;
             }
         };
-        let states: BTreeMap<&InstanceId, InstanceState> =
-            answer.iter().map(|i| (&i.id, i.state)).collect();
+        let now: BTreeMap<&InstanceId, &crate::model::Instance> =
+            answer.iter().map(|i| (&i.id, i)).collect();
         let at = wf.clock.now();
-        for (id, (state, running_at)) in seen.iter_mut() {
+        for (id, s) in seen.iter_mut() {
             // An instance missing from the answer is gone.
-            *state = states.get(id).copied().unwrap_or(InstanceState::Terminated);
-            if *state == InstanceState::Running && running_at.is_none() {
-                *running_at = Some(at);
+            let found = now.get(id);
+            s.state = found.map_or(InstanceState::Terminated, |i| i.state);
+            if s.state == InstanceState::Running && s.running_at.is_none() {
+                s.running_at = Some(at);
+                s.launched_at = found.and_then(|i| i.launch_time);
             }
         }
-        if seen.values().all(|(s, _)| done(*s) || s.is_gone()) {
+        if seen.values().all(|s| done(s.state) || s.state.is_gone()) {
             return;
         }
     }

@@ -13,10 +13,8 @@ use std::time::Duration;
 use super::poll::Polls;
 use super::{Tally, Workflow, backup};
 use crate::cloud::Scope;
-use crate::model::{
-    ImageState, InstanceId, InstanceState, Record, SsmInfo, SsmPing, StatusChecks, Verdict,
-};
-use crate::model::{Phase, TargetRun};
+use crate::model::{ImageState, InstanceId, InstanceState, Record, SsmInfo, StatusChecks, Verdict};
+use crate::model::{Phase, TargetRun, ready};
 
 /// The longest gap between two looks ([`Polls`]).
 const POLL_MAX: Duration = Duration::from_secs(60);
@@ -298,18 +296,8 @@ fn check(
     };
     let started = r.start.as_ref().is_some_and(|s| s.started_by_run);
 
-    match state {
-        InstanceState::Running => {}
-        InstanceState::Unknown => add(
-            Check::State,
-            "state: unknown (DescribeInstances failed)".into(),
-            true,
-        ),
-        s => add(
-            Check::State,
-            format!("state: {s} (expected running)"),
-            s == InstanceState::Pending,
-        ),
+    if let Some(p) = ready::state_problem(state) {
+        add(Check::State, p.reason, p.transient);
     }
     if let Some(start) = &r.start {
         if let Some(e) = &start.error {
@@ -330,7 +318,7 @@ fn check(
     if let Some(ssm) = ssm {
         match ssm {
             Err(e) => add(Check::Ssm, format!("ssm: Unknown ({e})"), true),
-            Ok(_) if r.ssm.ping == SsmPing::Online => {}
+            Ok(_) if ready::ssm_ready(&r.ssm.ping) => {}
             // An agent registers some time after its instance starts.
             Ok(_) => add(
                 Check::Ssm,
@@ -365,27 +353,11 @@ fn status_findings(
     };
     match status {
         Err(e) => finding(Check::Status, format!("status-check: unknown ({e})"), true),
-        Ok(all) => match all.get(&r.instance.id) {
-            None => finding(Check::Status, "status-check: no data".into(), true),
-            Some(s) => {
-                for (what, value) in [
-                    ("instance", &s.instance_status),
-                    ("system", &s.system_status),
-                ] {
-                    match value.as_str() {
-                        "ok" | "not-applicable" => {}
-                        "initializing" | "insufficient-data" => {
-                            finding(Check::Status, format!("status-check: {what} {value}"), true)
-                        }
-                        _ => finding(
-                            Check::Status,
-                            format!("status-check: {what} {value}"),
-                            false,
-                        ),
-                    }
-                }
+        Ok(all) => {
+            for p in ready::status_problems(all.get(&r.instance.id)) {
+                finding(Check::Status, p.reason, p.transient);
             }
-        },
+        }
     }
     out
 }

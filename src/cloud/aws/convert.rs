@@ -219,6 +219,11 @@ pub(super) fn to_image(i: &ec2::types::Image) -> Option<Image> {
         },
         source_instance: i.source_instance_id().map(InstanceId::new),
         source_image: i.source_image_id().map(AmiId::new),
+        owner: i.owner_id().map(str::to_owned),
+        created_at: i
+            .creation_date()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.with_timezone(&Utc)),
     })
 }
 

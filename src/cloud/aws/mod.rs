@@ -144,6 +144,23 @@ impl AwsCloud {
     fn ec2(&self, t: &Target) -> Result<ec2::Client, CloudError> {
         self.clients(t).map(|c| c.0)
     }
+
+    /// An STS client in `region` (else the SDK's own choice), with the
+    /// SDK's standard retry: a session's renewal is made by the SDK's
+    /// identity cache, outside `limit::Paced`.
+    fn sts_client(&self, region: Option<&crate::model::Region>) -> sts::Client {
+        let mut conf = sts::config::Builder::from(&self.base)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(100)),
+            )
+            .interceptor(CountAttempts(Arc::clone(&self.calls)));
+        if let Some(region) = region {
+            conf = conf.region(sts::config::Region::new(region.as_str().to_owned()));
+        }
+        sts::Client::from_conf(conf.build())
+    }
 }
 
 impl AwsCloud {
@@ -170,30 +187,59 @@ impl Cloud for AwsCloud {
         lz: &LandingZone,
         session_name: &str,
     ) -> Result<String, CloudError> {
-        let region = lz.regions.first().map(|r| r.as_str().to_owned());
-        let mut conf = sts::config::Builder::from(&self.base)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(3)
-                    .with_initial_backoff(Duration::from_millis(100)),
-            )
-            .interceptor(CountAttempts(Arc::clone(&self.calls)));
-        if let Some(region) = region {
-            conf = conf.region(sts::config::Region::new(region));
+        // STS in the landing zone's own regions first, then its
+        // partition's first region: an account administrator may have
+        // deactivated STS in a region (`RegionDisabledException`; IAM user
+        // guide, "Manage AWS STS in an AWS Region"), which must not cost
+        // the whole landing zone.
+        let mut regions: Vec<crate::model::Region> = lz.regions.clone();
+        if let Some(home) = lz.regions.first().map(|r| r.partition_home()) {
+            if !regions.contains(&home) {
+                regions.push(home);
+            }
         }
-        let sts = sts::Client::from_conf(conf.build());
-        let (credentials, arn, duration) = RoleSession::assume(
-            &sts,
-            &lz.role_arn,
-            session_name,
-            self.session_duration,
-            &self.calls,
-        )
-        .await?;
+        let mut disabled = Vec::new();
+        let (sts, (credentials, arn, duration)) = loop {
+            let region = regions.get(disabled.len()).cloned();
+            let sts = self.sts_client(region.as_ref());
+            match RoleSession::assume(
+                &sts,
+                &lz.role_arn,
+                session_name,
+                lz.external_id.as_deref(),
+                self.session_duration,
+                &self.calls,
+            )
+            .await
+            {
+                Ok(done) => break (sts, done),
+                Err(e) if e.code == "RegionDisabledException" && region.is_some() => {
+                    let Some(region) = region else { return Err(e) };
+                    tracing::warn!(
+                        landing_zone = %lz.name,
+                        %region,
+                        "STS is not activated in this region for the account; asking STS in the next region"
+                    );
+                    disabled.push(region);
+                    if disabled.len() == regions.len() {
+                        let names: Vec<String> = disabled.iter().map(ToString::to_string).collect();
+                        let mut e = e;
+                        e.message = format!(
+                            "{} (STS is deactivated in every region tried: {})",
+                            e.message,
+                            names.join(", ")
+                        );
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let session = RoleSession {
             sts,
             role_arn: lz.role_arn.clone(),
             session_name: session_name.to_owned(),
+            external_id: lz.external_id.clone(),
             duration,
             calls: Arc::clone(&self.calls),
             current: tokio::sync::Mutex::new(credentials),
@@ -512,6 +558,7 @@ impl Cloud for AwsCloud {
                     Some(Snapshot {
                         id: s.snapshot_id()?.to_owned(),
                         tags: tags_of(s.tags()),
+                        description: s.description().map(str::to_owned),
                     })
                 })
                 .collect(),

@@ -31,6 +31,8 @@ pub(super) struct RoleSession {
     pub(super) sts: sts::Client,
     pub(super) role_arn: String,
     pub(super) session_name: String,
+    /// The `sts:ExternalId` the role's trust policy asks for.
+    pub(super) external_id: Option<String>,
     /// The session length STS accepted (see [`RoleSession::assume`]).
     pub(super) duration: Duration,
     pub(super) calls: Arc<ApiCalls>,
@@ -39,9 +41,12 @@ pub(super) struct RoleSession {
 }
 
 /// Whether STS refused a session length: longer than the role's
-/// `MaxSessionDuration`, or than the hour that role chaining allows.
+/// `MaxSessionDuration`, or than the hour that role chaining allows. STS
+/// answers that with its query-protocol error code `ValidationError`
+/// (STS API reference, "Common Errors"; the `AssumeRole` reference on
+/// `DurationSeconds`), not the JSON services' `ValidationException`.
 pub(super) fn duration_refused(e: &CloudError) -> bool {
-    e.code == "ValidationException" && e.message.contains("DurationSeconds")
+    e.code == "ValidationError" && e.message.contains("DurationSeconds")
 }
 
 impl RoleSession {
@@ -54,6 +59,7 @@ impl RoleSession {
         sts: &sts::Client,
         role_arn: &str,
         session_name: &str,
+        external_id: Option<&str>,
         duration: Duration,
         calls: &ApiCalls,
     ) -> Result<(ec2::config::Credentials, Option<String>, Duration), CloudError> {
@@ -61,6 +67,7 @@ impl RoleSession {
             sts.assume_role()
                 .role_arn(role_arn)
                 .role_session_name(session_name)
+                .set_external_id(external_id.map(str::to_owned))
                 .duration_seconds(duration.as_secs().try_into().unwrap_or(3600))
                 .send()
         };
@@ -113,6 +120,7 @@ impl RoleSession {
                 &self.sts,
                 &self.role_arn,
                 &self.session_name,
+                self.external_id.as_deref(),
                 self.duration,
                 &self.calls,
             )
@@ -175,6 +183,7 @@ mod tests {
             sts,
             role_arn: "arn:aws:iam::111111111111:role/R".into(),
             session_name: "prepatch-test".into(),
+            external_id: None,
             duration: Duration::from_secs(3600),
             calls: Arc::default(),
             current: tokio::sync::Mutex::new(ec2::config::Credentials::new(
@@ -212,10 +221,17 @@ mod tests {
         let chained = CloudError::new(
             Api::AssumeRole,
             ErrorKind::Api,
-            "ValidationException",
+            "ValidationError",
             "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
         );
         assert!(duration_refused(&chained));
+        let max = CloudError::new(
+            Api::AssumeRole,
+            ErrorKind::Api,
+            "ValidationError",
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+        );
+        assert!(duration_refused(&max));
         let denied = CloudError::new(Api::AssumeRole, ErrorKind::Denied, "AccessDenied", "no");
         assert!(!duration_refused(&denied));
     }

@@ -170,7 +170,10 @@ impl Cloud for SimCloud {
                 tags: req.tags.clone(),
                 snapshot_ids: snaps.clone(),
                 source_instance: Some(req.instance.clone()),
-                source_image: None,
+                // AMI ancestry: the AMI the instance was launched from.
+                source_image: Some(AmiId::new(super::fleet::LAUNCH_AMI)),
+                owner: Some(t.account.to_string()),
+                created_at: Some(self.wall(now)),
             };
             // The snapshot tag specification: tagged as they are made.
             if !req.snapshot_tags.is_empty() {
@@ -458,6 +461,7 @@ impl Cloud for SimCloud {
                 .map(|(id, tags)| crate::model::Snapshot {
                     id: id.clone(),
                     tags: tags.clone(),
+                    description: None,
                 })
                 .collect()
         };

@@ -93,6 +93,10 @@ enum GroupAgent {
 /// Instances a fleet file may describe in all.
 const MAX_INSTANCES: u64 = 1_000_000;
 
+/// The AMI every simulated instance was launched from: what AWS names as a
+/// backup's `SourceImageId` (its ancestry).
+pub(super) const LAUNCH_AMI: &str = "ami-0a1b2c3d4e5f60718";
+
 /// Builds the simulated cloud a fleet file describes, over the run's
 /// landing zones. Errors are one line naming the file and the fix.
 pub fn load(path: &Path, landing_zones: &[LandingZone]) -> Result<SimCloud, String> {

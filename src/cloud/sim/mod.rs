@@ -73,9 +73,14 @@ impl SimCloud {
 
     /// `at` as AWS writes a time (`2026-12-06T11:14:16.000Z`).
     fn utc(&self, at: Instant) -> String {
+        self.wall(at)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// The wall time that tokio's `at` stands for.
+    fn wall(&self, at: Instant) -> chrono::DateTime<chrono::Utc> {
         let since = at.saturating_duration_since(self.epoch.0);
-        let t = self.epoch.1 + chrono::Duration::from_std(since).unwrap_or_default();
-        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        self.epoch.1 + chrono::Duration::from_std(since).unwrap_or_default()
     }
 
     /// Turns EC2's rate limits off (for tests of logic, not pacing).

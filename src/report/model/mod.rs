@@ -364,6 +364,8 @@ pub struct InstanceReport<'a> {
     pub patch_group: Option<&'a str>,
     /// The instance's own `Environment` tag.
     pub environment_tag: Option<&'a str>,
+    /// The EC2 Auto Scaling group it belongs to (`aws:autoscaling:groupName`).
+    pub auto_scaling_group: Option<&'a str>,
     /// Every tag, by key.
     pub tags: &'a TagMap,
     pub ssm: SsmReport<'a>,
@@ -503,6 +505,7 @@ pub(super) fn instance_report(r: &Record) -> InstanceReport<'_> {
         private_ip: i.private_ip.as_deref(),
         launch_time: opt_time(i.launch_time),
         patch_group: i.tag(tag::PATCH_GROUP).or_else(|| i.tag("PatchGroup")),
+        auto_scaling_group: i.auto_scaling_group(),
         environment_tag: i.tag(tag::ENVIRONMENT),
         tags: &i.tags,
         ssm: SsmReport {
