@@ -25,6 +25,7 @@ Examples:
   prepatch rollback --run <id> --instances i-0abc       put i-0abc's root volume back to run <id>'s backup
   prepatch cleanup --environment nonprod --yes          delete expired prepatch AMIs and their snapshots
   prepatch cleanup --run <id> --yes                     release run <id>'s backups now, whatever their expiry
+  prepatch iam-policy run --partition aws-cn            the run role's IAM policy, for the China regions
 
 Exit codes: 0 all READY; 1 finished with failures; 2 usage or config error (nothing done); 130 interrupted.
 Reports go to <output-dir>/<run-id>/. Config reference: config/prepatch_config.example.yml";
@@ -63,6 +64,27 @@ pub enum Command {
     /// Deregister prepatch's expired AMIs (or one run's, with --run) and
     /// delete their snapshots.
     Cleanup(CleanupArgs),
+    /// Print the IAM policy a role needs, its ARNs in an AWS partition.
+    IamPolicy(IamPolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Which role's policy: `run` (aws.role_name) or `restore`
+    /// (aws.restore_role_name: restore, rollback and cleanup).
+    #[arg(value_enum)]
+    pub role: PolicyRole,
+    /// The partition the role lives in: aws, aws-cn (China) or aws-us-gov
+    /// (GovCloud).
+    #[arg(long, default_value = "aws", value_parser = ["aws", "aws-cn", "aws-us-gov"])]
+    pub partition: String,
+}
+
+/// The two shipped IAM policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyRole {
+    Run,
+    Restore,
 }
 
 #[derive(Debug, Args)]

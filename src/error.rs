@@ -47,7 +47,7 @@ impl Error {
 }
 
 /// How a run ended, for the exit code.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     pub failures: bool,
     pub interrupted: bool,

@@ -94,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Some(Command::Restore(args)) => commands::restore::run(&ctx, args).await,
         Some(Command::Rollback(args)) => commands::rollback::run(&ctx, args).await,
         Some(Command::Cleanup(args)) => commands::cleanup::run(&ctx, args).await,
+        Some(Command::IamPolicy(args)) => commands::iam_policy::run(args),
         None => commands::run::run(&ctx).await,
     }
 }

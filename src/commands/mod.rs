@@ -9,6 +9,7 @@
 pub mod cleanup;
 pub mod demo;
 pub mod execute;
+pub mod iam_policy;
 pub mod report;
 pub mod restore;
 pub mod rollback;
