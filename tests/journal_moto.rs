@@ -468,19 +468,6 @@ async fn cleanup_of_a_run_releases_its_backups_and_nothing_else() {
 }
 
 /// Polls the journal for `CreateImage` steps that have an outcome.
-fn created_so_far(db: &std::path::Path) -> i64 {
-    let Ok(c) =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    c.query_row(
-        "SELECT count(*) FROM steps WHERE action = 'CreateImage' AND status = 'ok'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_sigkill_in_the_backup_phase_makes_no_duplicate_amis() {

@@ -53,20 +53,6 @@ async fn backups_of(ec2: &ec2::Client, run: &str) -> BTreeMap<String, Vec<ec2::t
     out
 }
 
-fn created_so_far(db: &std::path::Path) -> i64 {
-    let Ok(c) =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    c.query_row(
-        "SELECT count(*) FROM steps WHERE action = 'CreateImage' AND status = 'ok'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap_or(0)
-}
-
 async fn snapshot_ids(ec2: &ec2::Client) -> BTreeSet<String> {
     ec2.describe_snapshots()
         .owner_ids("self")

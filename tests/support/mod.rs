@@ -326,6 +326,22 @@ pub async fn terminate(ec2: &ec2::Client, ids: &[String]) {
         .expect("terminate");
 }
 
+/// The successful `CreateImage` calls a run journal holds so far (0
+/// while the file is not there yet): how far a backup phase has got.
+pub fn created_so_far(db: &std::path::Path) -> i64 {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM steps WHERE action = 'CreateImage' AND status = 'ok'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
 /// AMIs owned by the account, with their tags.
 pub async fn images(ec2: &ec2::Client) -> Vec<ec2::types::Image> {
     ec2.describe_images()
