@@ -337,28 +337,10 @@ async fn wait_out_pending(
     if waiting.is_empty() {
         return;
     }
-    let polls = Polls::new(wait, POLL_MAX);
-    let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
-    while polls.wait(shutdown).await {
-        match cloud.describe_instances(&p.target, Scope::All).await {
-            Ok(all) => {
-                states = all
-                    .into_iter()
-                    .filter(|i| waiting.contains(i.id.as_str()))
-                    .map(|i| (i.id.to_string(), i.state))
-                    .collect();
-            }
-            Err(e) => {
-                tracing::warn!(target_ = %p.target, error = %e, "DescribeInstances failed; will poll again")
-            }
-        }
-        if waiting
-            .iter()
-            .all(|id| states.get(id).is_some_and(|s| *s != InstanceState::Pending))
-        {
-            break;
-        }
-    }
+    let states = wait_for(cloud, &p.target, &waiting, wait, shutdown, |s| {
+        s != InstanceState::Pending
+    })
+    .await;
     for r in p
         .rows
         .iter_mut()
@@ -392,14 +374,31 @@ async fn wait_stopped(
     wait: Duration,
     shutdown: &Shutdown,
 ) -> BTreeMap<String, InstanceState> {
+    wait_for(cloud, t, asked, wait, shutdown, |s| {
+        s == InstanceState::Stopped || s.is_gone()
+    })
+    .await
+}
+
+/// One `DescribeInstances` a look on the [`Polls`] schedule until every
+/// instance of `ids` is in a state `done` accepts, `wait` at the most;
+/// the states last seen.
+async fn wait_for(
+    cloud: &dyn Cloud,
+    t: &Target,
+    ids: &BTreeSet<String>,
+    wait: Duration,
+    shutdown: &Shutdown,
+    done: impl Fn(InstanceState) -> bool,
+) -> BTreeMap<String, InstanceState> {
     let polls = Polls::new(wait, POLL_MAX);
     let mut states: BTreeMap<String, InstanceState> = BTreeMap::new();
-    while !asked.is_empty() && polls.wait(shutdown).await {
+    while !ids.is_empty() && polls.wait(shutdown).await {
         match cloud.describe_instances(t, Scope::All).await {
             Ok(all) => {
                 states = all
                     .into_iter()
-                    .filter(|i| asked.contains(i.id.as_str()))
+                    .filter(|i| ids.contains(i.id.as_str()))
                     .map(|i| (i.id.to_string(), i.state))
                     .collect();
             }
@@ -407,12 +406,10 @@ async fn wait_stopped(
                 tracing::warn!(target_ = %t, error = %e, "DescribeInstances failed; will poll again")
             }
         }
-        let done = asked.iter().all(|id| {
-            states
-                .get(id)
-                .is_some_and(|s| *s == InstanceState::Stopped || s.is_gone())
-        });
-        if done {
+        if ids
+            .iter()
+            .all(|id| states.get(id).is_some_and(|s| done(*s)))
+        {
             break;
         }
     }

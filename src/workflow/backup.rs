@@ -283,7 +283,13 @@ fn snapshots_busy(e: &crate::cloud::CloudError) -> bool {
 /// API is eventually consistent, and a resource just created may be
 /// missing from a describe for a while (EC2 API reference, "Eventual
 /// consistency in the Amazon EC2 API").
-pub(super) const VISIBLE_WITHIN: Duration = Duration::from_secs(120);
+const VISIBLE_WITHIN: Duration = Duration::from_secs(120);
+
+/// The looks of a wait for a resource just made to become visible:
+/// a couple of seconds first, then longer, as EC2's page advises.
+fn until_visible() -> Polls {
+    Polls::new(VISIBLE_WITHIN, Duration::from_secs(20)).first_gap(Duration::from_secs(2))
+}
 
 /// `CreateImage` answered `InvalidAMIName.Duplicate`: the AMI of that
 /// name is looked up (again, for [`VISIBLE_WITHIN`], while eventual
@@ -297,8 +303,7 @@ async fn adopt_duplicate(
 ) -> Result<AmiId, Failure> {
     let run_id = wf.options.run_id.as_str();
     let by_name = ImageFilter::Name(req.name.clone());
-    let polls =
-        Polls::new(VISIBLE_WITHIN, Duration::from_secs(20)).first_gap(Duration::from_secs(2));
+    let polls = until_visible();
     let found = loop {
         match wf.cloud.describe_images(target, &by_name).await {
             Ok(found) if !found.is_empty() => break found,
@@ -378,8 +383,7 @@ async fn deprecate(
     ami: &AmiId,
     at: DateTime<Utc>,
 ) -> Result<(), crate::cloud::CloudError> {
-    let polls =
-        Polls::new(VISIBLE_WITHIN, Duration::from_secs(20)).first_gap(Duration::from_secs(2));
+    let polls = until_visible();
     loop {
         match wf.cloud.enable_image_deprecation(target, ami, at).await {
             Err(e) if e.code == "InvalidAMIID.NotFound" && polls.wait(&wf.shutdown).await => {
