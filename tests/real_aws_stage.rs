@@ -572,3 +572,152 @@ async fn auto_scaling_members_are_named_and_not_started_stage() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(state_of(&ec2, &ids[0]).await, "running");
 }
+
+/// Restore never sends a stop for an instance that is still `pending`
+/// (EC2 cannot stop it, and one such id fails the whole StopInstances):
+/// it waits until it runs, then stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_waits_for_a_pending_instance_before_stopping_it_stage() {
+    let moto = Moto::start();
+    let ec2 = ec2_in(&moto, A, US).await;
+    let ids = launch(&ec2, 2, false, &[("Name", "app")]).await;
+    stop(&ec2, &ids[..1]).await;
+    moto.stage
+        .configure(json!({"pending": {"start_seconds": 8}}));
+    // The run gives up waiting for its start after a second: the
+    // instance is still pending when restore is asked for.
+    let s = Scratch::new(&config(
+        "workflow:
+  phases:
+    server_start: {wait_timeout: 1}
+",
+    ));
+    let run = "20261207T140000Z-pend";
+    let (_, out, err) = run_in(
+        &moto,
+        &s,
+        &["-l", "lza", "--run-id", run, "--skip-validation"],
+    );
+    assert_eq!(state_of(&ec2, &ids[0]).await, "pending", "{out}\n{err}");
+    std::fs::write(s.config(), config("")).expect("config");
+    moto.stage.clear_log();
+    let (code, out, err) = run_in(&moto, &s, &["restore", "--run", run]);
+    println!("restore:\n{out}");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(state_of(&ec2, &ids[0]).await, "stopped", "{out}");
+    assert_eq!(state_of(&ec2, &ids[1]).await, "running", "never the run's");
+    let stops = moto.stage.calls("StopInstances");
+    assert!(!stops.is_empty(), "a stop was sent");
+    assert!(
+        stops.iter().all(|e| e.status == 200),
+        "no StopInstances sent while it was pending: {stops:?}"
+    );
+}
+
+/// Cleanup that finishes: an AMI still `pending` is not deregistered (its
+/// snapshots are not all listed yet) but left with the reason; snapshots
+/// whose DeleteSnapshot failed after their AMI was deregistered are found
+/// again by the next cleanup, by their tags and EC2's own description of
+/// them, and deleted then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_leaves_pending_amis_and_finds_orphaned_snapshots_again_stage() {
+    let moto = Moto::start();
+    let ec2 = ec2_in(&moto, A, US).await;
+    launch(&ec2, 3, false, &[("Name", "app")]).await;
+    let s = Scratch::new(&config(""));
+    let run = "20261207T150000Z-orph";
+    let (code, out, err) = run_in(
+        &moto,
+        &s,
+        &["-l", "lza", "--phase", "ami-backup", "--run-id", run],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let made: BTreeSet<String> = backups_of(&ec2, run)
+        .await
+        .values()
+        .flatten()
+        .flat_map(|i| i.block_device_mappings())
+        .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_owned))
+        .collect();
+    assert_eq!(made.len(), 3);
+
+    // DeleteSnapshot refused: the AMIs go, their snapshots stay.
+    moto.stage
+        .configure(json!({"deny": [{"service": "ec2", "action": "DeleteSnapshot"}]}));
+    let (code, out, err) = run_in(&moto, &s, &["cleanup", "--run", run, "--yes"]);
+    println!("cleanup, DeleteSnapshot denied:\n{out}");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(backups_of(&ec2, run).await.is_empty(), "AMIs deregistered");
+    assert!(made.is_subset(&snapshot_ids(&ec2).await), "snapshots left");
+
+    // The next cleanup finds them and deletes them.
+    moto.stage.configure(json!({}));
+    let (code, out, err) = run_in(&moto, &s, &["cleanup", "--run", run, "--yes"]);
+    println!("cleanup again:\n{out}");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("which is gone: deleted"), "{out}");
+    assert!(
+        made.is_disjoint(&snapshot_ids(&ec2).await),
+        "every one deleted"
+    );
+
+    // A due backup still pending: left, with the reason, until available.
+    moto.stage
+        .configure(json!({"pending": {"image_seconds": 6}}));
+    std::fs::write(
+        s.config(),
+        config(
+            "workflow:
+  phases:
+    ami_backup: {wait: false}
+",
+        ),
+    )
+    .expect("config");
+    let later = "20261207T160000Z-pndg";
+    let (code, out, err) = run_in(
+        &moto,
+        &s,
+        &["-l", "lza", "--phase", "ami-backup", "--run-id", later],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    moto.stage.clear_log();
+    let (_, out, err) = run_in(&moto, &s, &["cleanup", "--run", later, "--yes"]);
+    println!("cleanup of pending AMIs:\n{out}\n{err}");
+    assert!(out.contains("still pending"), "{out}");
+    assert_eq!(backups_of(&ec2, later).await.len(), 3, "none deregistered");
+    assert!(
+        moto.stage.calls("DeregisterImage").is_empty(),
+        "never asked to"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (code, out, err) = run_in(&moto, &s, &["cleanup", "--run", later, "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(backups_of(&ec2, later).await.is_empty(), "{out}");
+}
+
+/// Validation and rollback judge "ready" by one rule: a status check EC2
+/// answers `not-applicable` for is no failure to either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_judges_ready_as_validation_does_stage() {
+    let moto = Moto::start();
+    let ec2 = ec2_in(&moto, A, US).await;
+    let ids = launch(&ec2, 2, false, &[("Name", "app")]).await;
+    moto.stage.configure(json!({
+        "status_checks": {ids[0].clone(): {"system": "not-applicable"}},
+    }));
+    let s = Scratch::new(&config(""));
+    let run = "20261207T170000Z-redy";
+    let (code, out, err) = run_in(&moto, &s, &["-l", "lza", "--run-id", run]);
+    assert_eq!(code, 0, "validation: READY:\n{out}\n{err}");
+    let statuses = moto.stage.calls("DescribeInstanceStatus");
+    assert!(!statuses.is_empty(), "status checks were asked for");
+    let (code, out, err) = run_in(
+        &moto,
+        &s,
+        &["rollback", "--run", run, "--instances", &ids[0]],
+    );
+    println!("rollback:\n{out}");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("rolled back 1 (1 READY"), "{out}");
+}

@@ -69,6 +69,10 @@ refused with 400 so a typo cannot pass silently):
                   403 RegionDisabledException; a missing or other ExternalId
                   answers 403 AccessDenied. Faults "sts_max_session",
                   "sts_region_disabled", "sts_external_id"
+    status_checks {instance id: {system, instance}}: what DescribeInstanceStatus
+                  gives as that running instance's SystemStatus and
+                  InstanceStatus summaries (ok, impaired, insufficient-data,
+                  not-applicable, initializing) in place of moto's `ok`
     auto_scaling  {instance id: group name}: the instance carries the tag
                   aws:autoscaling:groupName=<group> in moto's model, applied
                   when configured (an unknown instance is refused with 400);
@@ -173,6 +177,10 @@ TOKEN_PREFIX = "stage-"
 KEPT_PARAMS = {"ExternalId"}
 
 ASG_TAG = "aws:autoscaling:groupName"
+# InstanceStatusSummary Status: "Valid Values: ok | impaired | insufficient-data
+# | not-applicable | initializing"
+# https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceStatusSummary.html
+STATUS_SUMMARIES = {"ok", "impaired", "insufficient-data", "not-applicable", "initializing"}
 RESERVED_TAG_PREFIX = "aws:"
 # The role MaxSessionDuration setting "can have a value from 1 hour to 12 hours."
 # https://docs.aws.amazon.com/IAM/latest/APIReference/API_UpdateRole.html
@@ -222,6 +230,9 @@ AWS_PAGES: list[tuple[str, str, str]] = [
      D + "IAM/latest/UserGuide/id_roles_create_for-user_externalid.html", "sts.external_ids"),
     ("ExternalId kept in the request log", D + "IAM/latest/UserGuide/id_roles_create_for-user_externalid.html",
      "always"),
+    ("status check summaries other than ok (not-applicable, impaired, ...)",
+     EC2_API + "API_InstanceStatusSummary.html ; " + D + "AWSEC2/latest/UserGuide/monitoring-system-instance-status-check.html",
+     "status_checks"),
     ("Auto Scaling group instances carry aws:autoscaling:groupName",
      D + "autoscaling/ec2/userguide/ec2-auto-scaling-tagging.html", "auto_scaling"),
     ("tag keys beginning aws: refused: 400 InvalidParameterValue",
@@ -290,6 +301,7 @@ class Config:
                 "snapshot_busy",
                 "sts",
                 "auto_scaling",
+                "status_checks",
             },
             "config",
         )
@@ -329,6 +341,13 @@ class Config:
             isinstance(k, str) and isinstance(v, str) and v for k, v in self.auto_scaling.items()
         ):
             raise ConfigError("auto_scaling: {instance id: group name}")
+        self.status_checks: dict[str, dict[str, str]] = {}
+        for instance_id, checks in raw.get("status_checks", {}).items():
+            checks = _keys(checks, {"system", "instance"}, f"status_checks.{instance_id}")
+            for which, status in checks.items():
+                if status not in STATUS_SUMMARIES:
+                    raise ConfigError(f"status_checks.{instance_id}.{which}: one of {sorted(STATUS_SUMMARIES)}")
+            self.status_checks[instance_id] = checks
         root_tasks = _keys(raw.get("root_tasks", {}), {"seconds", "failed"}, "root_tasks")
         self.root_task_seconds = float(root_tasks.get("seconds", 0))
         self.failed_root_tasks = set(root_tasks.get("failed", []))
@@ -951,7 +970,27 @@ def _stop_instances_response(self: InstanceResponse) -> ActionResult:
     return ActionResult({"StoppingInstances": out})
 
 
+_orig_instance_status = Instance.instance_status
+_orig_system_status = Instance.system_status
+
+
+def _status_summary(inst: Any, which: str, orig: Any) -> dict[str, Any]:
+    """A running instance's check summary as configured (status_checks):
+    "Valid Values: ok | impaired | insufficient-data | not-applicable |
+    initializing", the details only with a check EC2 ran.
+    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceStatusSummary.html"""
+    status = STAGE.config.status_checks.get(inst.id, {}).get(which)
+    if status is None or inst.state_code != 16:
+        return orig.fget(inst)
+    if status in ("not-applicable", "initializing"):
+        return {"Status": status}
+    passed = {"ok": "passed", "impaired": "failed", "insufficient-data": "insufficient-data"}[status]
+    return {"Details": [{"Name": "reachability", "Status": passed}], "Status": status}
+
+
 def install_patches() -> None:
+    Instance.instance_status = property(lambda i: _status_summary(i, "instance", _orig_instance_status))  # type: ignore[method-assign,assignment]
+    Instance.system_status = property(lambda i: _status_summary(i, "system", _orig_system_status))  # type: ignore[method-assign,assignment]
     Instance.start = _instance_start  # type: ignore[method-assign]
     Instance.stop = _instance_stop  # type: ignore[method-assign]
     AmiBackend.create_image = _create_image  # type: ignore[method-assign]
