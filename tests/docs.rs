@@ -84,6 +84,15 @@ fn every_yaml_recipe_parses_and_says_what_it_must() {
             .is_some_and(|u| u.starts_with("aws-actions/configure-aws-credentials"))),
         "the role assumed through OIDC"
     );
+    for s in steps {
+        if let Some(uses) = s["uses"].as_str() {
+            let pin = uses.rsplit_once('@').map_or("", |(_, p)| p);
+            assert!(
+                pin.len() == 40 && pin.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{uses}: pinned by commit, not by a tag that can move"
+            );
+        }
+    }
     let harness: serde_yaml::Value =
         serde_yaml::from_str(&read(&docs().join("schedules/harness-step.yml"))).expect("YAML");
     let rules = harness["pipeline"]["notificationRules"]

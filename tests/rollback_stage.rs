@@ -235,7 +235,7 @@ async fn rollback_uses_each_instances_own_backup_and_refuses_any_other_stage() {
     );
     // Every call the rollback made is one the reference check judges
     // against its policy (tests/support/iam_check.py, run by test.sh).
-    let checked = checked_calls("restore-cleanup");
+    let checked = support::stage::checked_calls("restore-cleanup");
     for e in log.iter().filter(|e| e.service == "ec2") {
         assert!(
             checked.contains(&format!("ec2:{}", e.action)),

@@ -92,7 +92,7 @@ fn assert_policy_allows(log: &[LogEntry], policy: &str) {
         "iam-policy.json" => "run",
         _ => "restore-cleanup",
     };
-    let checked = checked_calls(role);
+    let checked = support::stage::checked_calls(role);
     let mut seen = BTreeSet::new();
     for e in log
         .iter()

@@ -14,7 +14,6 @@ use std::time::Duration;
 use aws_sdk_ec2 as ec2;
 
 pub mod stage;
-pub use stage::{checked_calls, venv_python};
 
 /// moto behind the test stage (`stage::Stage`), on 127.0.0.1, killed when
 /// dropped. With no configuration the stage is transparent apart from what
