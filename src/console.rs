@@ -3,6 +3,7 @@
 //! bar is ever drawn twice. Off a terminal there is no display and each
 //! log line goes straight to stderr, with its time.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::sync::OnceLock;
@@ -68,7 +69,7 @@ impl Drop for LogLine {
         let display = display();
         if display.is_hidden() {
             // A closed stderr must not turn a log line into a panic.
-            let _ = io::stderr().write_all(&self.0);
+            let _ = stderr().write_all(&self.0);
             return;
         }
         let text = String::from_utf8_lossy(&self.0);
@@ -90,10 +91,105 @@ pub fn print_above(text: &str) {
     let display = display();
     if BARS.load(Ordering::Relaxed) && !display.is_hidden() {
         display.suspend(|| {
-            let _ = writeln!(io::stderr(), "{text}");
+            let _ = writeln!(stderr(), "{text}");
         });
     } else {
-        let _ = writeln!(io::stderr(), "{text}");
+        let _ = writeln!(stderr(), "{text}");
+    }
+}
+
+/// A value as it may reach a terminal or a log: every control character
+/// made visible (`\x1b`, `\n`, `\r`, `\t`, `\u{202e}`), so that a tag value
+/// holding an escape sequence, a bell, a carriage return that overwrites
+/// the line, a forged second log line or a right-to-left override is shown
+/// for what it is and never acted on by the operator's terminal.
+pub fn visible(value: &str) -> Cow<'_, str> {
+    if !value.chars().any(needs_escape) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        push_visible(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+/// C0 and C1 controls, DEL, and Unicode's invisible direction controls.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn push_visible(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if u32::from(c) < 0x100 && needs_escape(c) => {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        }
+        c if needs_escape(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
+}
+
+/// Writes one line of output: the whole line made [`visible`], so that a
+/// value in it (a Name tag, an error's message) can neither act on the
+/// terminal nor start a line of its own. `writeln!`'s arguments, the
+/// stream a `&mut` writer.
+#[macro_export]
+macro_rules! oneline {
+    ($out:expr, $($arg:tt)*) => {
+        $crate::console::write_line($out, ::std::format_args!($($arg)*))
+    };
+}
+
+/// [`oneline!`]'s work.
+pub fn write_line<W: Write + ?Sized>(out: &mut W, args: fmt::Arguments<'_>) -> io::Result<()> {
+    let text = fmt::format(args);
+    writeln!(out, "{}", visible(&text))
+}
+
+/// A terminal stream (stdout, stderr) that lets through the lines and
+/// tabs prepatch writes and makes every other control character visible
+/// ([`visible`]): whatever a message holds, nothing in it reaches the
+/// terminal as a control sequence.
+pub struct Terminal<W: Write>(pub W);
+
+/// Standard output, guarded.
+pub fn stdout() -> Terminal<io::StdoutLock<'static>> {
+    Terminal(io::stdout().lock())
+}
+
+/// Standard error, guarded.
+pub fn stderr() -> Terminal<io::StderrLock<'static>> {
+    Terminal(io::stderr().lock())
+}
+
+impl<W: Write> Write for Terminal<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let safe = |c: char| matches!(c, '\n' | '\t') || !needs_escape(c);
+        if text.chars().all(safe) {
+            self.0.write_all(buf)?;
+        } else {
+            let mut out = String::with_capacity(text.len() + 8);
+            for c in text.chars() {
+                match safe(c) {
+                    true => out.push(c),
+                    false => push_visible(&mut out, c),
+                }
+            }
+            self.0.write_all(out.as_bytes())?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -185,13 +281,16 @@ struct Fields {
     others: Vec<(&'static str, String)>,
 }
 
+/// Each value made visible ([`visible`]): one event is one line, and no
+/// value in it acts on the terminal.
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record(field, format!("{value:?}"));
+        let text = format!("{value:?}");
+        self.record(field, visible(&text).into_owned());
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.record(field, value.to_owned());
+        self.record(field, visible(value).into_owned());
     }
 }
 

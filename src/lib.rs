@@ -34,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod files;
 pub mod journal;
 pub mod model;
 pub mod notify;

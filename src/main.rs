@@ -1,6 +1,7 @@
 //! The binary: parse the flags, start tokio, run the command, and turn its
 //! outcome into the exit code. Everything else is in the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,14 +19,17 @@ fn main() -> ExitCode {
     let runtime = match prepatch::runtime_for(&cli) {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            let _ = writeln!(
+                prepatch::console::stderr(),
+                "error: cannot start the async runtime: {err}"
+            );
             return ExitCode::from(prepatch::error::EXIT_FAILURES);
         }
     };
     match runtime.block_on(prepatch::run(cli)) {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            eprintln!("error: {err}");
+            let _ = prepatch::oneline!(&mut prepatch::console::stderr(), "error: {err}");
             err.exit_code()
         }
     }

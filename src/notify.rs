@@ -59,13 +59,23 @@ pub fn payload(format: NotifyFormat, m: &Message) -> serde_json::Value {
     }
     lines.push(format!("Reports: {}", m.reports));
     match format {
-        NotifyFormat::Slack => serde_json::json!({
-            "text": format!("{title}\n{}", lines.join("\n")),
-            "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": title}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}},
-            ],
-        }),
+        // Slack reads `text` and the section as mrkdwn: a value holding
+        // `<!channel>` or `<https://x|click>` would notify the channel or
+        // show a link; escaped, it is shown as written ("Formatting text
+        // for app surfaces", Escaping text: &, <, >).
+        NotifyFormat::Slack => {
+            let body = slack_escape(&lines.join("\n"));
+            serde_json::json!({
+                "text": format!("{}\n{body}", slack_escape(&title)),
+                "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": title}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+                ],
+            })
+        }
+        // A TextBlock reads Markdown (links among it); a RichTextBlock's
+        // TextRun is plain text (Adaptive Cards, "Text features"): every
+        // line that holds values is one.
         NotifyFormat::Teams => serde_json::json!({
             "type": "message",
             "attachments": [{
@@ -79,7 +89,8 @@ pub fn payload(format: NotifyFormat, m: &Message) -> serde_json::Value {
                         "text": title, "wrap": true,
                     }))
                     .chain(lines.iter().map(|l| serde_json::json!({
-                        "type": "TextBlock", "text": l, "wrap": true,
+                        "type": "RichTextBlock",
+                        "inlines": [{"type": "TextRun", "text": l}],
                     })))
                     .collect::<Vec<_>>(),
                 },
@@ -97,6 +108,14 @@ pub fn payload(format: NotifyFormat, m: &Message) -> serde_json::Value {
             doc
         }
     }
+}
+
+/// Text for Slack's mrkdwn, shown as written: `&`, `<` and `>` are the
+/// characters Slack parses links, mentions and commands from.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Sends `message` to every target that wants its event, all at once.
@@ -281,5 +300,39 @@ mod tests {
         let json = payload(NotifyFormat::Json, &message());
         assert_eq!(json["event"], "failures");
         assert_eq!(json["outcome"], "failures");
+    }
+
+    #[test]
+    fn values_cannot_mention_link_or_format_in_a_chat() {
+        let mut m = message();
+        m.failures = vec![
+            "b i-1 <!channel> <https://evil.example|click here> [click](https://evil.example) & more"
+                .into(),
+        ];
+        let slack = payload(NotifyFormat::Slack, &m);
+        for text in [
+            slack["text"].as_str().unwrap(),
+            slack["blocks"][1]["text"]["text"].as_str().unwrap(),
+        ] {
+            assert!(!text.contains('<') && !text.contains('>'), "{text}");
+            assert!(
+                text.contains("&lt;!channel&gt; &lt;https://evil.example|click here&gt;"),
+                "{text}"
+            );
+            assert!(text.contains("&amp; more"), "{text}");
+        }
+        let teams = payload(NotifyFormat::Teams, &m);
+        let body = teams["attachments"][0]["content"]["body"]
+            .as_array()
+            .unwrap();
+        let markdown: Vec<&serde_json::Value> =
+            body.iter().filter(|b| b["type"] == "TextBlock").collect();
+        assert_eq!(markdown.len(), 1, "the title only: {body:?}");
+        let run = body
+            .iter()
+            .find(|b| b.to_string().contains("evil.example"))
+            .unwrap();
+        assert_eq!(run["type"], "RichTextBlock");
+        assert_eq!(run["inlines"][0]["type"], "TextRun");
     }
 }

@@ -67,8 +67,8 @@ fn fenced(text: &str) -> String {
 
 #[test]
 fn every_yaml_recipe_parses_and_says_what_it_must() {
-    let gha: serde_yaml::Value =
-        serde_yaml::from_str(&read(&docs().join("schedules/github-actions.yml"))).expect("YAML");
+    let gha: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read(&docs().join("schedules/github-actions.yml"))).expect("YAML");
     assert!(gha["on"]["schedule"][0]["cron"].is_string(), "a schedule");
     assert_eq!(
         gha["permissions"]["id-token"].as_str(),
@@ -93,8 +93,8 @@ fn every_yaml_recipe_parses_and_says_what_it_must() {
             );
         }
     }
-    let harness: serde_yaml::Value =
-        serde_yaml::from_str(&read(&docs().join("schedules/harness-step.yml"))).expect("YAML");
+    let harness: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read(&docs().join("schedules/harness-step.yml"))).expect("YAML");
     let rules = harness["pipeline"]["notificationRules"]
         .as_sequence()
         .expect("notification rules");

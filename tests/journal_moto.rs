@@ -624,8 +624,11 @@ async fn restore_in_prod_needs_yes_and_a_second_run_is_locked_out() {
     let db = s.reports().join("prepatch.db");
     let conn = rusqlite::Connection::open(&db).expect("journal");
     conn.execute(
-        "INSERT INTO locks (landing_zone, run_id, pid, heartbeat) VALUES ('lz250prod', 'other-run', 1, '2099-01-01T00:00:00Z')",
-        [],
+        // Held by another process (its own owner token) under another
+        // name for the same account: the lock is the account-region's.
+        "INSERT INTO account_locks (account, region, landing_zone, run_id, owner, pid, heartbeat)
+         VALUES (?1, 'us-east-1', 'prod-by-another-name', 'other-run', 'another-owner', 1, '2099-01-01T00:00:00Z')",
+        [P],
     )
     .expect("lock");
     let out = prepatch(
@@ -636,10 +639,13 @@ async fn restore_in_prod_needs_yes_and_a_second_run_is_locked_out() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("landing zone(s) lz250prod are in use by run other-run"),
+        stderr.contains(
+            "account-region(s) 333333333333 us-east-1 (lz250prod) are in use by run other-run"
+        ),
         "{stderr}"
     );
-    conn.execute("DELETE FROM locks", []).expect("unlock");
+    conn.execute("DELETE FROM account_locks", [])
+        .expect("unlock");
     drop(conn);
 
     let out = prepatch(

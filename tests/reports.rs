@@ -107,7 +107,12 @@ fn fleet(sim: &SimCloud, config: &Config, per_target: usize) -> Vec<InstanceId> 
                         ("Name".into(), format!("srv-{n:03}")),
                         (
                             "Team".into(),
-                            if n % 3 == 0 { "team-blue" } else { "team-red" }.into(),
+                            if n.is_multiple_of(3) {
+                                "team-blue"
+                            } else {
+                                "team-red"
+                            }
+                            .into(),
                         ),
                         ("Patch Group".into(), "web".into()),
                     ])
@@ -119,7 +124,7 @@ fn fleet(sim: &SimCloud, config: &Config, per_target: usize) -> Vec<InstanceId> 
                     } else {
                         InstanceState::Running
                     },
-                    platform: if n % 4 == 0 {
+                    platform: if n.is_multiple_of(4) {
                         Platform::Windows
                     } else {
                         Platform::Linux

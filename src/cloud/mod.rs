@@ -13,7 +13,7 @@ pub mod aws;
 pub mod limit;
 pub mod sim;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -117,18 +117,23 @@ where
 {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
+    // Every token handed out so far: a service that hands one back again
+    // (at once, or after others: A, B, A) would page forever.
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let p = page(token.clone()).await?;
         out.extend(p.items);
         match p.next.filter(|n| !n.is_empty()) {
-            // A service that hands back the token it was given would
-            // page forever.
-            Some(next) if token.as_ref() == Some(&next) => {
+            Some(next) if !seen.insert(next.clone()) => {
                 return Err(CloudError::new(
                     api,
                     ErrorKind::Api,
                     "PaginationLoop",
-                    "the same page token came back twice",
+                    format!(
+                        "page {} gave back a page token it had given before: \
+                         the listing would never end",
+                        seen.len() + 1
+                    ),
                 ));
             }
             Some(next) => token = Some(next),
@@ -538,5 +543,41 @@ mod tests {
             "backup: CreateImage: InvalidParameterValue: bad root device \
              (request id 59a1b8b6-2f4c-4c4e-9d1e-0c6d2b0f1a7e)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_gives_a_token_back_stops_with_an_error() {
+        // A, B, A: each token differs from the one before, and the listing
+        // still never ends.
+        let tokens = ["A", "B", "A", "B"];
+        let mut asked = 0;
+        let result = all_pages(Api::DescribeImages, |_| {
+            let next = tokens.get(asked).map(|t| t.to_string());
+            asked += 1;
+            async move {
+                Ok(Page {
+                    items: vec![1],
+                    next,
+                })
+            }
+        })
+        .await;
+        let e = result.expect_err("a cycle is an error");
+        assert_eq!(e.code, "PaginationLoop");
+        assert_eq!(asked, 3, "stops at the first token seen before");
+        let pages = all_pages(Api::DescribeImages, |t: Option<String>| async move {
+            let next = match t.as_deref() {
+                None => Some("A".to_owned()),
+                Some("A") => Some("B".to_owned()),
+                _ => None,
+            };
+            Ok(Page {
+                items: vec![1],
+                next,
+            })
+        })
+        .await
+        .expect("three pages");
+        assert_eq!(pages.len(), 3);
     }
 }

@@ -558,10 +558,10 @@ pub fn summary_line(plans: &[TargetPlan], deleted: bool) -> String {
 pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<()> {
     for p in plans {
         if let Some(e) = &p.error {
-            writeln!(out, "  {} ({}): FAILED: {e}", p.target, p.target.account)?;
+            crate::oneline!(out, "  {} ({}): FAILED: {e}", p.target, p.target.account)?;
             continue;
         }
-        writeln!(
+        crate::oneline!(
             out,
             "  {} ({}): {} AMIs due, {} kept",
             p.target,
@@ -570,13 +570,13 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
             p.kept
         )?;
         for u in &p.unreadable {
-            writeln!(out, "    left alone: {u}")?;
+            crate::oneline!(out, "    left alone: {u}")?;
         }
         for u in &p.left_alone {
-            writeln!(out, "    LEFT ALONE {u}")?;
+            crate::oneline!(out, "    LEFT ALONE {u}")?;
         }
         for u in &p.pending {
-            writeln!(out, "    not yet: {u}")?;
+            crate::oneline!(out, "    not yet: {u}")?;
         }
         for o in &p.orphans {
             let what = match &o.done {
@@ -584,10 +584,13 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
                 Done::Deleted => "deleted".to_owned(),
                 Done::Failed(e) => format!("FAILED: {e}"),
             };
-            writeln!(
+            crate::oneline!(
                 out,
                 "    {} of {} (run {}), left by {} which is gone: {what}",
-                o.id, o.instance_id, o.run_id, o.ami
+                o.id,
+                o.instance_id,
+                o.run_id,
+                o.ami
             )?;
         }
         for a in &p.amis {
@@ -596,10 +599,14 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
                 Done::Deleted => " -> deregistered".into(),
                 Done::Failed(e) => format!(" -> FAILED: {e}"),
             };
-            writeln!(
+            crate::oneline!(
                 out,
                 "    {} of {} {} (run {}, expires {}){done}",
-                a.ami, a.instance_id, a.name, a.run_id, a.expires_at
+                a.ami,
+                a.instance_id,
+                a.name,
+                a.run_id,
+                a.expires_at
             )?;
             for s in &a.snapshots {
                 let what = match (&s.done, s.delete) {
@@ -608,7 +615,7 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
                     (Done::Deleted, true) => "deleted".into(),
                     (Done::Failed(e), true) => format!("FAILED: {e}"),
                 };
-                writeln!(out, "      {} {what}", s.id)?;
+                crate::oneline!(out, "      {} {what}", s.id)?;
             }
         }
     }
@@ -617,7 +624,7 @@ pub fn write_plan(plans: &[TargetPlan], out: &mut dyn Write) -> std::io::Result<
 
 /// Writes `cleanup.json` into `dir`.
 fn write_report(dir: &Path, id: &str, deleted: bool, plans: &[TargetPlan]) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+    crate::files::create_dir(dir).map_err(|source| Error::Write {
         path: dir.display().to_string(),
         source,
     })?;
@@ -687,7 +694,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
         simulated: false,
         dry_run: !delete,
     };
-    let op = Operation::begin(&journal, &row, delete)?;
+    let op = Operation::begin(&journal, &row, &landing_zones, delete)?;
     let cloud = connect_aws(args.select.profile.clone(), &config).await;
     let dir = ctx.cli.output.output_dir.join(format!("cleanup-{id}"));
     let result = cleanup_with(&cloud, &op, &landing_zones, args, &dir).await;
@@ -725,7 +732,7 @@ pub(super) async fn cleanup_with<C: Cloud>(
     };
     let session = format!("prepatch-{id}");
     let mut plans = plan(&jc, landing_zones, now, &due_now, &session, &witnesses).await;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     let w = stdout_error;
     let mut due = match &criterion {
         Criterion::Expired => format!(

@@ -1,6 +1,7 @@
 //! `prepatch demo`: the whole workflow on a simulated fleet, no AWS
 //! account needed.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -87,12 +88,13 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
             Some(path) => format!("described in {}", path.display()),
             None => format!("seed {}", demo.seed),
         };
-        eprintln!(
+        let _ = writeln!(
+            crate::console::stderr(),
             "prepatch demo: SIMULATED fleet of {instances} instances in {} landing zones ({from}); no AWS account is used and nothing real is touched.",
             landing_zones.len(),
         );
         for f in &injected {
-            eprintln!("  injected fault: {f}");
+            let _ = writeln!(crate::console::stderr(), "  injected fault: {f}");
         }
     }
     let cloud = Paced::new(sim).with_max_in_flight(config.aws.max_concurrency);
@@ -110,15 +112,14 @@ pub async fn run(ctx: &Context<'_>, demo: &DemoArgs) -> Result<Outcome, Error> {
         "{}",
     )
     .await;
-    if demo.after_patch {
-        if let Ok(run) = &outcome {
-            let after =
-                after_patch(ctx, &cloud, &config, &landing_zones, &journal, &options).await?;
-            outcome = Ok(Outcome {
-                failures: run.failures || after.failures,
-                interrupted: run.interrupted || after.interrupted,
-            });
-        }
+    if demo.after_patch
+        && let Ok(run) = &outcome
+    {
+        let after = after_patch(ctx, &cloud, &config, &landing_zones, &journal, &options).await?;
+        outcome = Ok(Outcome {
+            failures: run.failures || after.failures,
+            interrupted: run.interrupted || after.interrupted,
+        });
     }
     // The simulated fleet is freed on the side: at 100,000 instances that
     // takes longer than anything left to do.
@@ -165,6 +166,7 @@ async fn after_patch<C: Cloud>(
                 simulated: true,
                 dry_run: false,
             },
+            landing_zones,
             false,
         )?;
         Ok((id, op))
@@ -174,11 +176,15 @@ async fn after_patch<C: Cloud>(
         failures: false,
         interrupted: false,
     };
-    println!();
+    let _ = writeln!(crate::console::stdout());
     if not_ready.is_empty() {
-        println!("after the patch: every instance is READY, nothing to roll back");
+        let _ = writeln!(
+            crate::console::stdout(),
+            "after the patch: every instance is READY, nothing to roll back"
+        );
     } else {
-        println!(
+        let _ = writeln!(
+            crate::console::stdout(),
             "after the patch: rolling back the {} NOT READY instances to their backups (prepatch rollback --run {run_id} --instances ...)",
             not_ready.len()
         );
@@ -217,10 +223,14 @@ async fn after_patch<C: Cloud>(
         outcome.interrupted |= o.interrupted;
     }
     if ready.is_empty() {
-        println!("after the patch: no READY instance, no backup to release");
+        let _ = writeln!(
+            crate::console::stdout(),
+            "after the patch: no READY instance, no backup to release"
+        );
         return Ok(outcome);
     }
-    println!(
+    let _ = writeln!(
+        crate::console::stdout(),
         "after the patch: releasing the backups of the {} READY instances (prepatch cleanup --run {run_id} --instances ... --yes)",
         ready.len()
     );

@@ -212,7 +212,12 @@ pub async fn execute<C: Cloud>(
         simulated: cloud.is_simulated(),
         dry_run: options.dry_run,
     };
-    let op = Operation::begin(journal, &row, mutating && !cloud.is_simulated())?;
+    let op = Operation::begin(
+        journal,
+        &row,
+        landing_zones,
+        mutating && !cloud.is_simulated(),
+    )?;
     let result = execute_inner(cloud, config, landing_zones, options, out, &op).await;
     if let Err(Error::Refused(why)) = &result {
         notify_refused(config, landing_zones, options, &op, why).await;
@@ -232,7 +237,7 @@ async fn execute_inner<C: Cloud>(
     let (output_dir, summary) = (out.dir, out.summary);
     let journal = &op.journal;
     let dir = output_dir.join(options.run_id.as_str());
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+    crate::files::create_dir(&dir).map_err(|source| Error::Write {
         path: dir.display().to_string(),
         source,
     })?;
@@ -292,7 +297,7 @@ async fn execute_inner<C: Cloud>(
             if !run.notifications.is_empty() {
                 doc["notifications"] = serde_json::json!(run.notifications);
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::console::stdout();
             serde_json::to_writer(&mut out, &doc)
                 .map_err(std::io::Error::other)
                 .and_then(|()| writeln!(out))
@@ -428,7 +433,7 @@ fn print_summary<C: Cloud>(
     dir: &Path,
     journal: &Journal,
 ) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     if run.dry_run {
         print_plan(run, options, &mut out).map_err(|source| Error::Write {
             path: "stdout".into(),
@@ -536,7 +541,7 @@ fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Res
         }
     }
     for ((lz, account), (amis, starts)) in per_lz {
-        writeln!(
+        crate::oneline!(
             out,
             "  {lz} ({account}): would create {amis} AMIs and start {starts} stopped instances"
         )?;
@@ -552,21 +557,21 @@ fn print_plan(run: &Run, options: &Options, out: &mut dyn Write) -> std::io::Res
     let targets: std::collections::BTreeSet<_> =
         run.permission_checks.iter().map(|c| &c.target).collect();
     if denied.is_empty() {
-        writeln!(
+        crate::oneline!(
             out,
             "permissions (EC2 DryRun): {} checks over {} account-regions, all allowed",
             run.permission_checks.len(),
             targets.len()
         )?;
     } else {
-        writeln!(
+        crate::oneline!(
             out,
             "permissions (EC2 DryRun): {} of {} checks refused; fix the role before a real run:",
             denied.len(),
             run.permission_checks.len()
         )?;
         for c in denied {
-            writeln!(
+            crate::oneline!(
                 out,
                 "  {} ({}): ec2:{}: {}",
                 c.target,

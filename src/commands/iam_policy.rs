@@ -23,7 +23,7 @@ pub fn policy(role: PolicyRole, partition: &str) -> String {
 }
 
 pub fn run(args: &IamPolicyArgs) -> Result<Outcome, Error> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     out.write_all(policy(args.role, &args.partition).as_bytes())
         .map_err(stdout_error)?;
     Ok(Outcome::default())

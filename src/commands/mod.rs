@@ -27,7 +27,9 @@ use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, CloudError};
 use crate::config::{self, Config, LandingZone};
-use crate::journal::{HEARTBEAT_EVERY, HeldLock, Journal, NewRun, RunParams, RunRow, Status};
+use crate::journal::{
+    HEARTBEAT_EVERY, HeldLock, Journal, LockKey, NewRun, RunParams, RunRow, Status,
+};
 use crate::model::{Environment, Phase, Plan, Region, RunId};
 use crate::workflow::{Confirmation, Options, Shutdown};
 use crate::{Error, Outcome, error};
@@ -52,6 +54,9 @@ impl<'a> Context<'a> {
             _ => Some(cli.run.select.config.as_path()),
         };
         let config = file.and_then(|f| Config::load(f).ok());
+        if let Some(c) = &config {
+            crate::files::share_with_group(c.reports.group_readable);
+        }
         let journal = match &cli.output.journal {
             Some(j) => j.clone(),
             None => config
@@ -74,6 +79,7 @@ impl<'a> Context<'a> {
             Some(c) if c.source == path => c.clone(),
             _ => Config::load(path)?,
         };
+        crate::files::share_with_group(config.reports.group_readable);
         Ok(with_cli_formats(config, self.cli))
     }
 }
@@ -92,11 +98,19 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// Takes the lock on `row`'s landing zones when `lock` (a command that
-    /// changes AWS), then records the row.
-    pub fn begin(journal: &Arc<Journal>, row: &NewRun<'_>, lock: bool) -> Result<Operation, Error> {
+    /// Takes the lock on the account-regions of `landing_zones` when
+    /// `lock` (a command that changes AWS), then records the row.
+    pub fn begin(
+        journal: &Arc<Journal>,
+        row: &NewRun<'_>,
+        landing_zones: &[LandingZone],
+        lock: bool,
+    ) -> Result<Operation, Error> {
         let lock = match lock {
-            true => Some(journal.hold_lock(row.id, row.landing_zones, HEARTBEAT_EVERY)?),
+            true => {
+                let keys = LockKey::of(landing_zones);
+                Some(journal.hold_lock(row.id, &keys, HEARTBEAT_EVERY)?)
+            }
             false => None,
         };
         journal.begin(row)?;
@@ -488,13 +502,13 @@ fn named<'c>(
             config.source.display()
         )));
     }
-    if let Some(env) = env {
-        if lz.environment != env {
-            return Err(Error::Usage(format!(
-                "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",
-                lz.environment
-            )));
-        }
+    if let Some(env) = env
+        && lz.environment != env
+    {
+        return Err(Error::Usage(format!(
+            "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",
+            lz.environment
+        )));
     }
     Ok(lz)
 }
@@ -512,7 +526,10 @@ pub(crate) fn confirm(what: &str, interactive: bool) -> Confirmation {
             "{what}; pass --yes to confirm (no terminal to ask on)"
         ));
     }
-    eprint!("{what}.\nType 'yes' to go ahead: ");
+    let _ = write!(
+        crate::console::stderr(),
+        "{what}.\nType 'yes' to go ahead: "
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     match std::io::stdin().read_line(&mut answer) {

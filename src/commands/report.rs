@@ -50,7 +50,7 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Error> {
         cli.output.format.clone()
     };
     let dir = cli.output.output_dir.join(run.id.as_str());
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+    crate::files::create_dir(&dir).map_err(|source| Error::Write {
         path: dir.display().to_string(),
         source,
     })?;
@@ -60,7 +60,7 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Error> {
             path: path.display().to_string(),
             source,
         })?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     for p in written {
         writeln!(out, "wrote {}", p.display()).map_err(stdout_error)?;
     }

@@ -451,11 +451,11 @@ pub fn write_summary(
     dry_run: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    writeln!(out, "restore of run {run_id} (restore id {restore_id})")?;
-    writeln!(out, "  {}", summary_line(plans, dry_run))?;
+    crate::oneline!(out, "restore of run {run_id} (restore id {restore_id})")?;
+    crate::oneline!(out, "  {}", summary_line(plans, dry_run))?;
     for p in plans {
         if let Some(e) = &p.error {
-            writeln!(out, "  {} ({}): {e}", p.target, p.target.account)?;
+            crate::oneline!(out, "  {} ({}): {e}", p.target, p.target.account)?;
         }
         for r in &p.rows {
             let show = match r.action {
@@ -470,10 +470,13 @@ pub fn write_summary(
             } else {
                 format!(": {}", r.reason)
             };
-            writeln!(
+            crate::oneline!(
                 out,
                 "  {show:<15} {} ({} {}/{}){reason}",
-                r.instance_id, r.landing_zone, r.account, r.region
+                r.instance_id,
+                r.landing_zone,
+                r.account,
+                r.region
             )?;
         }
     }
@@ -521,6 +524,7 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
             simulated: false,
             dry_run: args.dry_run,
         },
+        &landing_zones,
         !args.dry_run,
     )?;
     let profile = args.profile.clone().or(params.profile.clone());
@@ -573,12 +577,11 @@ fn landing_zones_of(
         }
         // A region the journal has starts in is looked at, whatever the config says now.
         for (l, _, region) in started.by_target.keys() {
-            if *l == lz.name {
-                if let Ok(r) = region.parse::<Region>() {
-                    if !lz.regions.contains(&r) {
-                        lz.regions.push(r);
-                    }
-                }
+            if *l == lz.name
+                && let Ok(r) = region.parse::<Region>()
+                && !lz.regions.contains(&r)
+            {
+                lz.regions.push(r);
             }
         }
         landing_zones.push(lz);
@@ -620,7 +623,7 @@ async fn restore_with<C: Cloud>(
         apply_until(&jc, &mut plans, run_id, wait, &op.shutdown).await;
     }
     crate::report::restore::write(dir, run_id, restore_id, args.dry_run, &plans)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     write_summary(run_id, restore_id, &plans, args.dry_run, &mut out)
         .and_then(|()| writeln!(out, "reports: {}", dir.display()))
         .map_err(|source| Error::Write {

@@ -667,10 +667,10 @@ pub fn write_summary(
     applied: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    writeln!(out, "rollback of run {run_id} (rollback id {rollback_id})")?;
+    crate::oneline!(out, "rollback of run {run_id} (rollback id {rollback_id})")?;
     for p in plans {
         if let Some(e) = &p.error {
-            writeln!(out, "  {} ({}): FAILED: {e}", p.target, p.target.account)?;
+            crate::oneline!(out, "  {} ({}): FAILED: {e}", p.target, p.target.account)?;
         }
         for r in &p.rows {
             let verdict = match r.verdict {
@@ -689,7 +689,7 @@ pub fn write_summary(
                 true => String::new(),
                 false => format!(" from {}", r.ami),
             };
-            writeln!(
+            crate::oneline!(
                 out,
                 "  {:<16} {} ({} {}/{}){from}{task}{verdict}{reason}",
                 r.action.as_str(),
@@ -699,7 +699,7 @@ pub fn write_summary(
                 r.region,
             )?;
             if !r.data_snapshots.is_empty() {
-                writeln!(
+                crate::oneline!(
                     out,
                     "    data volumes not restored; their snapshots: {}",
                     r.data_snapshots.join(", ")
@@ -707,7 +707,7 @@ pub fn write_summary(
             }
         }
     }
-    writeln!(out, "  {}", summary_line(plans, applied))
+    crate::oneline!(out, "  {}", summary_line(plans, applied))
 }
 
 /// `prepatch rollback --run <id>`.
@@ -748,6 +748,7 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<Outcome, Erro
             simulated: false,
             dry_run: args.dry_run,
         },
+        &landing_zones,
         !args.dry_run,
     )?;
     let profile = args.profile.clone().or(params.profile.clone());
@@ -851,7 +852,7 @@ pub(super) async fn rollback_with<C: Cloud>(
         &session,
     )
     .await;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     let w = super::stdout_error;
     write_summary(run_id, rollback_id, &plans, false, &mut out).map_err(w)?;
     let missing = missing(&plans, &wanted);

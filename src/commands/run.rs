@@ -2,6 +2,7 @@
 //! interrupted run's own parameters read back from the journal
 //! (`--resume`).
 
+use std::io::Write;
 use std::sync::Arc;
 
 use super::execute::execute;
@@ -158,7 +159,8 @@ fn resume(ctx: &Context<'_>, which: &str) -> Result<Resumed, Error> {
         yes: ctx.cli.run.phases.yes,
         run_id: Some(row.id.clone()),
     };
-    eprintln!(
+    let _ = writeln!(
+        crate::console::stderr(),
         "resuming run {} (landing zones {}; attempt {})",
         row.id,
         row.landing_zones,

@@ -12,7 +12,7 @@ use crate::{Error, Outcome};
 /// `prepatch runs` and `prepatch runs show <id>`.
 pub fn run(ctx: &Context, args: &RunsArgs) -> Result<Outcome, Error> {
     let journal = Journal::open_existing(&ctx.journal)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     match &args.command {
         None => write_runs(&journal.runs()?, &mut out).map_err(stdout_error)?,
         Some(RunsCommand::Show { run_id }) => {

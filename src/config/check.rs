@@ -89,6 +89,7 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
             Some(names) => formats(&c, "reports.formats", &names)?,
         },
         journal: raw.reports.journal,
+        group_readable: raw.reports.group_readable.unwrap_or(false),
     };
 
     // Relative to the config file's folder, as a reader of it expects.
@@ -149,13 +150,13 @@ fn check_aws(c: &Checker<'_>, raw: RawAws) -> Result<Aws, ConfigError> {
             format!("{max_concurrency} must be between 1 and 256"),
         ));
     }
-    if let Some(url) = &raw.endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(c.err(
-                "aws.endpoint_url",
-                format!("{url:?} is not an http:// or https:// URL"),
-            ));
-        }
+    if let Some(url) = &raw.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(c.err(
+            "aws.endpoint_url",
+            format!("{url:?} is not an http:// or https:// URL"),
+        ));
     }
     Ok(Aws {
         regions,
@@ -490,11 +491,8 @@ fn check_notification(
             ));
         }
     };
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(c.err(
-            at("url_env"),
-            format!("{} does not hold an http:// or https:// URL", n.url_env),
-        ));
+    if let Err(why) = webhook_url_allowed(&url) {
+        return Err(c.err(at("url_env"), format!("{} {why}", n.url_env)));
     }
     let events = match n.events {
         None => NotifyEvent::ALL.into_iter().collect(),
@@ -530,4 +528,57 @@ fn check_notification(
         timeout,
         attempts,
     })
+}
+
+/// A webhook URL goes over TLS: its path is a secret and the summary names
+/// servers. Plain `http://` only to this machine (a local relay or a test).
+/// The error is the rest of a sentence that starts with the variable's
+/// name, and never holds the URL.
+fn webhook_url_allowed(url: &str) -> Result<(), &'static str> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| "does not hold a URL (like https://hooks.slack.com/services/...)")?;
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err(
+            "holds a plain http:// URL: use https:// (plain http is allowed only to localhost or 127.0.0.1)",
+        ),
+        _ => Err("does not hold an https:// URL"),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::webhook_url_allowed;
+
+    #[test]
+    fn webhooks_go_over_tls_but_to_this_machine() {
+        for ok in [
+            "https://hooks.slack.com/services/T0/B0/x",
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://[::1]:9/hook",
+        ] {
+            assert_eq!(webhook_url_allowed(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://hooks.slack.com/services/T0/B0/x",
+            "http://127.0.0.1.evil.example/hook",
+            "ftp://example.com/x",
+            "hooks.slack.com/services",
+            "https://",
+        ] {
+            assert!(webhook_url_allowed(bad).is_err(), "{bad}");
+        }
+    }
 }

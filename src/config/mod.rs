@@ -169,6 +169,9 @@ pub struct Reports {
     pub formats: Vec<Format>,
     /// The run journal (SQLite). Default: `<output-dir>/prepatch.db`.
     pub journal: Option<PathBuf>,
+    /// New report folders and files (and the journal) readable by the
+    /// group as well (0750, 0640). Default: the owner's alone (0700, 0600).
+    pub group_readable: bool,
 }
 
 #[derive(Clone, Debug)]

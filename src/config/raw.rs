@@ -20,7 +20,7 @@ pub(super) fn parse_raw_as<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     // Syntax first, on its own: serde reads lazily and would report a
     // broken document as a type error somewhere inside it.
-    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
         let loc = e.location();
         return Err(ConfigError::Syntax {
             path: path.to_owned(),
@@ -29,7 +29,7 @@ pub(super) fn parse_raw_as<T: serde::de::DeserializeOwned>(
             message: strip_location(&e.to_string()),
         });
     }
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let field = err.path().to_string();
         let inner = err.into_inner();
@@ -54,7 +54,7 @@ pub(super) fn parse_raw_as<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// serde_yaml starts some messages with its own path (`aws: ...`); we
+/// serde_yaml_ng starts some messages with its own path (`aws: ...`); we
 /// print the path ourselves.
 pub(super) fn strip_path(message: &str) -> String {
     match message.split_once(": ") {
@@ -63,7 +63,7 @@ pub(super) fn strip_path(message: &str) -> String {
     }
 }
 
-/// serde_yaml appends " at line L column C"; we print the location ourselves.
+/// serde_yaml_ng appends " at line L column C"; we print the location ourselves.
 pub(super) fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
@@ -141,6 +141,7 @@ pub(super) enum RawPaths {
 pub(super) struct RawReports {
     pub(super) formats: Option<Vec<String>>,
     pub(super) journal: Option<PathBuf>,
+    pub(super) group_readable: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -23,7 +23,7 @@
 //!   the types the journal speaks in.
 //! - `store`: the rows: a run beginning and finishing, each call's intent
 //!   and outcome, the run's parts, and what later commands read back.
-//! - `lock`: one lock per landing zone, kept alive by a heartbeat
+//! - `lock`: one lock per account-region, kept alive by a heartbeat
 //!   ([`Journal::hold_lock`]), refusing a second run while one is alive.
 //! - `writer`: the simulated runs' batching writer thread.
 //! - [`Journaled`]: wraps a [`crate::cloud::Cloud`]: every mutating call
@@ -38,7 +38,7 @@ mod store;
 mod writer;
 
 pub use journaled::Journaled;
-pub use lock::{HEARTBEAT_EVERY, HeldLock};
+pub use lock::{HEARTBEAT_EVERY, HeldLock, LockKey};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ use crate::model::{InstanceId, Target};
 use writer::Writer;
 
 /// The schema this prepatch writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -94,13 +94,6 @@ CREATE TABLE steps (
     error         TEXT
 );
 CREATE INDEX steps_by_run ON steps(run_id, seq);
-CREATE TABLE locks (
-    landing_zone  TEXT PRIMARY KEY,
-    run_id        TEXT NOT NULL,
-    pid           INTEGER NOT NULL,
-    host          TEXT,                   -- where pid runs
-    heartbeat     TEXT NOT NULL
-);
 ";
 
 /// What schema 2 added: a run's account-regions saved apart, each phase
@@ -118,6 +111,24 @@ CREATE TABLE run_parts (
                                           -- a BLOB: that JSON, LZ4-compressed
                                           -- (size-prefixed block)
     PRIMARY KEY (run_id, idx, part)
+);
+";
+
+/// What schema 4 changed: locks are per account and region, held by a
+/// random owner token (schema 1 to 3 locked landing-zone names, held by pid
+/// and hostname).
+const V4_TABLES: &str = "
+DROP TABLE IF EXISTS locks;
+CREATE TABLE account_locks (
+    account       TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    landing_zone  TEXT NOT NULL,          -- the holder's name for it, for messages
+    run_id        TEXT NOT NULL,
+    owner         TEXT NOT NULL,          -- the holding process's random token
+    pid           INTEGER NOT NULL,       -- to tell a dead holder on this host
+    host          TEXT,                   -- where pid runs
+    heartbeat     TEXT NOT NULL,
+    PRIMARY KEY (account, region)
 );
 ";
 
@@ -141,10 +152,10 @@ pub enum JournalError {
     #[error("run journal {path} has no run {run_id}: `prepatch runs` lists them")]
     UnknownRun { path: String, run_id: String },
     #[error(
-        "landing zone(s) {landing_zones} are in use by run {run_id} (pid {pid}, alive, last heartbeat {heartbeat}): wait for it to finish, or stop it"
+        "account-region(s) {account_regions} are in use by run {run_id} (pid {pid}, alive, last heartbeat {heartbeat}): wait for it to finish, or stop it"
     )]
     Locked {
-        landing_zones: String,
+        account_regions: String,
         run_id: String,
         pid: i64,
         heartbeat: String,
@@ -407,12 +418,18 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Opens the journal, creating it (and its directory) when missing.
+    /// A new file is the owner's alone ([`crate::files`]); SQLite gives
+    /// its `-wal` and `-shm` files the database's mode.
     pub fn open_or_create(path: &Path) -> Result<Journal, JournalError> {
+        let open_error = |e: std::io::Error| JournalError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| JournalError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            crate::files::create_dir(dir).map_err(open_error)?;
+        }
+        if !path.is_dir() {
+            crate::files::create_private(path).map_err(open_error)?;
         }
         Self::open_at(path)
     }
@@ -435,7 +452,15 @@ impl Journal {
                 message: "it is a directory".into(),
             });
         }
-        let conn = Connection::open(path).map_err(|e| JournalError::Open {
+        if path.is_symlink() {
+            return Err(JournalError::Open {
+                path: p,
+                message: "it is a symbolic link: pass the file it points at with --journal".into(),
+            });
+        }
+        // No symlink followed, even one planted after the check above.
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| JournalError::Open {
             path: p.clone(),
             message: e.to_string(),
         })?;
@@ -444,6 +469,12 @@ impl Journal {
             message: e.to_string(),
         };
         conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt)?;
+        // A journal is a file anyone with write access to its folder could
+        // have swapped: its schema may not call functions with side
+        // effects from views, triggers or defaults (SQLite, "PRAGMA
+        // trusted_schema").
+        conn.pragma_update(None, "trusted_schema", false)
             .map_err(corrupt)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -468,21 +499,20 @@ impl Journal {
             .map_err(corrupt)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(corrupt)?;
-        if version == 0 {
+        // Each older schema is brought up to this one in one transaction.
+        // Schema 3 only compressed the bodies it writes; schema 2's text
+        // bodies are still read as they are.
+        let upgrade = match version {
+            0 => Some(format!("{SCHEMA} {V2_TABLES} {V4_TABLES}")),
+            1 => Some(format!("{V2_TABLES} {V4_TABLES}")),
+            2 | 3 => Some(V4_TABLES.to_owned()),
+            _ => None,
+        };
+        if let Some(sql) = upgrade {
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} {V2_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(corrupt)?;
-        } else if version == 1 {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {V2_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(corrupt)?;
-        } else if version == 2 {
-            // Schema 3 only compresses the bodies it writes; schema 2's text
-            // bodies are still read as they are.
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(corrupt)?;
         }
         // Journals of prepatch 0.1.0 before this index went: it cost every
         // step an insert, for a lookup now made once per attempt.
@@ -682,46 +712,102 @@ mod tests {
         assert_eq!(started_in(None), None, "an old step names no answer");
     }
 
+    fn keys(names: &[(&str, &str, &str)]) -> Vec<LockKey> {
+        names
+            .iter()
+            .map(|(account, region, lz)| LockKey {
+                account: (*account).to_owned(),
+                region: (*region).to_owned(),
+                landing_zone: (*lz).to_owned(),
+            })
+            .collect()
+    }
+
+    const A: &str = "111111111111";
+    const B: &str = "222222222222";
+
     #[test]
-    fn a_second_live_run_on_the_same_landing_zone_is_refused() {
+    fn a_second_live_run_on_the_same_account_region_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let j = Journal::open_or_create(&dir.path().join("j.db")).expect("open");
-        let lzs = vec!["a".to_owned(), "b".to_owned()];
-        j.lock("r1", &lzs).expect("first lock");
-        // Another live process holds "b": pid 1 (init) is always alive.
-        j.with(|c| c.execute("UPDATE locks SET pid = 1 WHERE landing_zone = 'b'", []))
-            .unwrap();
-        let err = j.lock("r2", &["b".to_owned(), "c".to_owned()]).unwrap_err();
+        j.lock("r1", &keys(&[(A, "eu-west-1", "a"), (B, "eu-west-1", "b")]))
+            .expect("first lock");
+        // Another live owner holds B: pid 1 (init) is always alive.
+        j.with(|c| {
+            c.execute(
+                "UPDATE account_locks SET pid = 1, owner = 'other' WHERE account = ?1",
+                [B],
+            )
+        })
+        .unwrap();
+        // The same account under another landing-zone name is the same lock.
+        let err = j
+            .lock(
+                "r2",
+                &keys(&[(B, "eu-west-1", "b-again"), (A, "us-east-1", "c")]),
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("in use by run r1"), "{err}");
-        // Nothing of r2 was taken.
+        assert!(
+            err.to_string().contains("222222222222 eu-west-1 (b-again)"),
+            "{err}"
+        );
+        // Nothing of r2 was taken; another region of B is free.
         let n: i64 = j
             .with(|c| {
-                c.query_row("SELECT count(*) FROM locks WHERE run_id = 'r2'", [], |r| {
-                    r.get(0)
-                })
+                c.query_row(
+                    "SELECT count(*) FROM account_locks WHERE run_id = 'r2'",
+                    [],
+                    |r| r.get(0),
+                )
             })
             .unwrap();
         assert_eq!(n, 0);
+        j.lock("r2", &keys(&[(B, "us-east-1", "b")]))
+            .expect("another region");
         // A dead pid's lock is stale and taken over.
-        j.with(|c| c.execute("UPDATE locks SET pid = 999999999", []))
+        j.with(|c| c.execute("UPDATE account_locks SET pid = 999999999", []))
             .unwrap();
-        j.lock("r2", &["b".to_owned()])
+        j.lock("r2", &keys(&[(B, "eu-west-1", "b")]))
             .expect("stale lock taken over");
         // Another host's lock: live while its heartbeat is fresh.
         j.with(|c| {
             c.execute(
-                "UPDATE locks SET pid = 999999999, host = 'elsewhere', run_id = 'r3', heartbeat = ?1",
+                "UPDATE account_locks SET pid = 999999999, host = 'elsewhere', owner = 'other', run_id = 'r3', heartbeat = ?1",
                 [now()],
             )
         })
         .unwrap();
-        let err = j.lock("r4", &["b".to_owned()]).unwrap_err();
+        let err = j.lock("r4", &keys(&[(B, "eu-west-1", "b")])).unwrap_err();
         assert!(err.to_string().contains("in use by run r3"), "{err}");
         let old = (Utc::now() - chrono::Duration::minutes(11)).to_rfc3339();
-        j.with(|c| c.execute("UPDATE locks SET heartbeat = ?1", [old]))
+        j.with(|c| c.execute("UPDATE account_locks SET heartbeat = ?1", [old]))
             .unwrap();
-        j.lock("r4", &["b".to_owned()])
+        j.lock("r4", &keys(&[(B, "eu-west-1", "b")]))
             .expect("no heartbeat for 11 minutes: stale");
+    }
+
+    #[test]
+    fn a_lock_is_mine_by_its_owner_token_not_by_pid_and_host() {
+        // Two containers on one host: both pid 1, the same hostname. The
+        // lock of the other is not mine, and it is live (its pid exists).
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = Journal::open_or_create(&dir.path().join("j.db")).expect("open");
+        let k = keys(&[(A, "eu-west-1", "a")]);
+        j.lock("r1", &k).expect("lock");
+        j.with(|c| {
+            c.execute(
+                "UPDATE account_locks SET owner = 'another-container', pid = ?1, host = ?2",
+                params![i64::from(std::process::id()), hostname()],
+            )
+        })
+        .unwrap();
+        let err = j.lock("r2", &k).unwrap_err();
+        assert!(err.to_string().contains("in use by run r1"), "{err}");
+        // Nor does this process's unlock release it.
+        j.unlock("r1").unwrap();
+        assert!(j.lock("r2", &k).is_err(), "still held by its owner");
+        assert_eq!(lock::owner_token().len(), 32);
     }
 
     #[tokio::test]
@@ -729,43 +815,39 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let j =
             std::sync::Arc::new(Journal::open_or_create(&dir.path().join("j.db")).expect("open"));
-        let lzs = vec!["a".to_owned()];
+        let k = keys(&[(A, "eu-west-1", "a")]);
         let heartbeat = |j: &Journal| -> Option<String> {
             j.with(|c| {
-                c.query_row(
-                    "SELECT heartbeat FROM locks WHERE landing_zone = 'a'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()
+                c.query_row("SELECT heartbeat FROM account_locks", [], |r| r.get(0))
+                    .optional()
             })
             .unwrap()
         };
         let held = j
-            .hold_lock("restore-1", &lzs, std::time::Duration::from_millis(20))
+            .hold_lock("restore-1", &k, std::time::Duration::from_millis(20))
             .expect("lock");
         // Age the heartbeat past the stale-lock age, as hours of work would.
         let old = (Utc::now() - chrono::Duration::minutes(11)).to_rfc3339();
-        j.with(|c| c.execute("UPDATE locks SET heartbeat = ?1", [&old]))
+        j.with(|c| c.execute("UPDATE account_locks SET heartbeat = ?1", [&old]))
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let fresh = heartbeat(&j).expect("still locked");
         assert_ne!(fresh, old, "the heartbeat renewed it");
-        // Another host would now see it live.
-        j.with(|c| c.execute("UPDATE locks SET host = 'elsewhere', pid = 999999999", []))
-            .unwrap();
-        let err = j.lock("run-2", &lzs).unwrap_err();
-        assert!(err.to_string().contains("in use by run restore-1"), "{err}");
+        // Another owner on another host would now see it live.
         j.with(|c| {
             c.execute(
-                "UPDATE locks SET host = ?1, pid = ?2",
-                params![hostname(), i64::from(std::process::id())],
+                "UPDATE account_locks SET host = 'elsewhere', pid = 999999999, owner = 'other'",
+                [],
             )
         })
         .unwrap();
+        let err = j.lock("run-2", &k).unwrap_err();
+        assert!(err.to_string().contains("in use by run restore-1"), "{err}");
+        j.with(|c| c.execute("UPDATE account_locks SET owner = ?1", [lock::owner_token()]))
+            .unwrap();
         drop(held);
         assert_eq!(heartbeat(&j), None, "released");
-        j.lock("run-2", &lzs).expect("free again");
+        j.lock("run-2", &k).expect("free again");
     }
 
     #[test]

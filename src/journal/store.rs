@@ -180,12 +180,11 @@ impl Journal {
                     Ok(body) => body,
                     Err(e) => return Ok(Err(format!("account-region {idx}, {part}: {e}"))),
                 };
-                if current.as_ref().is_some_and(|(i, _)| *i != idx) {
-                    if let Some((_, parts)) = current.take() {
-                        if let Err(e) = f(parts) {
-                            return Ok(Err(e));
-                        }
-                    }
+                if current.as_ref().is_some_and(|(i, _)| *i != idx)
+                    && let Some((_, parts)) = current.take()
+                    && let Err(e) = f(parts)
+                {
+                    return Ok(Err(e));
                 }
                 let parts = &mut current
                     .get_or_insert_with(|| (idx, TargetParts::default()))
@@ -198,10 +197,10 @@ impl Journal {
                     other => return Ok(Err(format!("unknown part {other:?}"))),
                 }
             }
-            if let Some((_, parts)) = current {
-                if let Err(e) = f(parts) {
-                    return Ok(Err(e));
-                }
+            if let Some((_, parts)) = current
+                && let Err(e) = f(parts)
+            {
+                return Ok(Err(e));
             }
             Ok(Ok(()))
         })
@@ -298,7 +297,7 @@ impl Journal {
         if r.status == Status::Running {
             let locks: Vec<(i64, Option<String>, String)> = self.with(|c| {
                 let mut stmt =
-                    c.prepare("SELECT pid, host, heartbeat FROM locks WHERE run_id = ?1")?;
+                    c.prepare("SELECT pid, host, heartbeat FROM account_locks WHERE run_id = ?1")?;
                 let rows = stmt
                     .query_map([&r.id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;

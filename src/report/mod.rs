@@ -77,19 +77,15 @@ pub fn write_all(
     })
 }
 
-/// The buffered file a report is written into. A concrete type, not
-/// `dyn Write`: the writers make millions of small writes, and each one
-/// is then an inlined copy into the buffer rather than a virtual call.
-pub type FileWriter = std::io::BufWriter<std::fs::File>;
+pub use crate::files::FileWriter;
 
-/// Writes a file whole or not at all: into a temporary sibling
-/// (`<name>.tmp`), flushed to disk, then renamed over it. On an error the
-/// sibling is removed and the earlier file, if any, is left as it was.
+/// Writes a file whole or not at all, flushed to disk before it is renamed
+/// into place ([`crate::files::replace`]).
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut FileWriter) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    replace_file(path, true, write)
+    crate::files::replace(path, true, write)
 }
 
 /// A file of a run's: written as [`write_atomically`] does, but for a
@@ -101,29 +97,5 @@ pub fn write_run_file(
     simulated: bool,
     write: impl FnOnce(&mut FileWriter) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    replace_file(path, !simulated, write)
-}
-
-fn replace_file(
-    path: &Path,
-    sync: bool,
-    write: impl FnOnce(&mut FileWriter) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(name);
-    let result = (|| {
-        let mut file = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&tmp)?);
-        write(&mut file)?;
-        file.flush()?;
-        if sync {
-            file.get_ref().sync_all()?;
-        }
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::files::replace(path, !simulated, write)
 }

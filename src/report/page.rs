@@ -15,7 +15,7 @@ pub struct Folder(PathBuf);
 
 impl Folder {
     pub fn open(dir: &Path) -> Result<Folder, Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        crate::files::create_dir(dir).map_err(|source| Error::Write {
             path: dir.display().to_string(),
             source,
         })?;

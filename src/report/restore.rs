@@ -25,11 +25,19 @@ pub fn write(
     folder.file("restore.csv", |w| {
         let mut csv = csv::Writer::from_writer(w);
         for r in &rows {
-            // Values from AWS (names) could be spreadsheet formulas.
+            // Every text cell: values from AWS (names, tags, states) could
+            // be spreadsheet formulas.
+            let n = |v: &str| super::csv::neutralise(v).into_owned();
             let r = Row {
-                name: super::csv::neutralise(&r.name).into_owned(),
-                reason: super::csv::neutralise(&r.reason).into_owned(),
-                tag: super::csv::neutralise(&r.tag).into_owned(),
+                landing_zone: n(&r.landing_zone),
+                account: n(&r.account),
+                region: n(&r.region),
+                instance_id: n(&r.instance_id),
+                name: n(&r.name),
+                state_before: n(&r.state_before),
+                state_after: n(&r.state_after),
+                tag: n(&r.tag),
+                reason: n(&r.reason),
                 ..(*r).clone()
             };
             csv.serialize(&r).map_err(io::Error::other)?;

@@ -53,15 +53,15 @@ pub fn write(
         for r in &rows {
             let env = r.environment.to_string();
             let snapshots = r.data_snapshots.join(" ");
-            // Values from AWS (names, reasons) could be spreadsheet formulas.
-            let n = super::csv::neutralise;
-            csv.write_record([
-                n(&r.landing_zone).as_ref(),
+            // Every cell: values from AWS (names, ids, states, reasons)
+            // could be spreadsheet formulas.
+            let cells = [
+                r.landing_zone.as_str(),
                 &r.account,
                 &r.region,
                 &env,
                 &r.instance_id,
-                n(&r.name).as_ref(),
+                &r.name,
                 &r.ami,
                 r.action.as_str(),
                 &r.task_id,
@@ -72,10 +72,11 @@ pub fn write(
                 &r.status_checks,
                 &r.ssm,
                 r.verdict.as_str(),
-                n(&r.reason).as_ref(),
+                &r.reason,
                 &snapshots,
                 rollback_id,
-            ])?;
+            ];
+            csv.write_record(cells.map(super::csv::neutralise).iter().map(|c| c.as_ref()))?;
         }
         csv.flush()
     })?;

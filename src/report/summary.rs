@@ -107,7 +107,7 @@ fn rows(run: &Run) -> BTreeMap<&str, Row> {
 fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     let rows = rows(run);
     writeln!(out)?;
-    writeln!(
+    crate::oneline!(
         out,
         "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>11} {:>6} {:>8} {:>6} {:>10}",
         "landing zone",
@@ -124,7 +124,7 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
         "NOT READY"
     )?;
     for (lz, r) in &rows {
-        writeln!(
+        crate::oneline!(
             out,
             "{:<24} {:>9} {:>8} {:>8} {:>6} {:>7} {:>10} {:>11} {:>6} {:>8} {:>6} {:>10}",
             lz,
@@ -144,7 +144,7 @@ fn landing_zone_table(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     // Why SSM is unknown, once per account-region, not once per instance.
     for t in &run.targets {
         if let Some(e) = &t.ssm_error {
-            writeln!(out, "ssm unknown in {}: {e}", t.target)?;
+            crate::oneline!(out, "ssm unknown in {}: {e}", t.target)?;
         }
     }
     Ok(())
@@ -213,12 +213,12 @@ fn failures(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     let failures = failure_lines(run);
     if !failures.is_empty() {
         writeln!(out)?;
-        writeln!(out, "failures ({}):", failures.len())?;
+        crate::oneline!(out, "failures ({}):", failures.len())?;
         for f in failures.iter().take(SHOWN_FAILURES) {
-            writeln!(out, "  {f}")?;
+            crate::oneline!(out, "  {f}")?;
         }
         if failures.len() > SHOWN_FAILURES {
-            writeln!(
+            crate::oneline!(
                 out,
                 "  ... and {} more (see inventory.csv)",
                 failures.len() - SHOWN_FAILURES

@@ -241,10 +241,10 @@ impl Workflow<'_> {
             for p in [Phase::AmiBackup, Phase::ServerStart, Phase::Validation] {
                 self.skip(&mut run, p, Plan::Skip("dry run".into()));
             }
-        } else if !mutating.is_empty() {
-            if let Confirmation::No(why) = self.guard_prod(&run, &mutating, confirm) {
-                return Err(crate::Error::Refused(why));
-            }
+        } else if !mutating.is_empty()
+            && let Confirmation::No(why) = self.guard_prod(&run, &mutating, confirm)
+        {
+            return Err(crate::Error::Refused(why));
         }
 
         let mut planned = Vec::new();

@@ -227,10 +227,10 @@ impl Answers {
                     Some(Err(_)) => r.ssm = SsmInfo::unknown(),
                     None => {}
                 }
-                if let Some(start) = r.start.as_mut() {
-                    if state != InstanceState::Unknown {
-                        start.final_state = state;
-                    }
+                if let Some(start) = r.start.as_mut()
+                    && state != InstanceState::Unknown
+                {
+                    start.final_state = state;
                 }
                 let ssm = if v.ssm_ping { self.ssm.as_ref() } else { None };
                 check(r, state, ssm, self.status.as_ref(), backup_ran)
@@ -299,10 +299,10 @@ fn check(
     if let Some(p) = ready::state_problem(state) {
         add(Check::State, p.reason, p.transient);
     }
-    if let Some(start) = &r.start {
-        if let Some(e) = &start.error {
-            add(Check::Start, format!("start: {e}"), false);
-        }
+    if let Some(start) = &r.start
+        && let Some(e) = &start.error
+    {
+        add(Check::Start, format!("start: {e}"), false);
     }
     if backup_ran {
         match &r.backup {

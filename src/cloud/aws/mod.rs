@@ -193,10 +193,10 @@ impl Cloud for AwsCloud {
         // guide, "Manage AWS STS in an AWS Region"), which must not cost
         // the whole landing zone.
         let mut regions: Vec<crate::model::Region> = lz.regions.clone();
-        if let Some(home) = lz.regions.first().map(|r| r.partition_home()) {
-            if !regions.contains(&home) {
-                regions.push(home);
-            }
+        if let Some(home) = lz.regions.first().map(|r| r.partition_home())
+            && !regions.contains(&home)
+        {
+            regions.push(home);
         }
         let mut disabled = Vec::new();
         let (sts, (credentials, arn, duration)) = loop {

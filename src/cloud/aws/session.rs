@@ -76,20 +76,21 @@ impl RoleSession {
             .await
             .map_err(|e| api_error(Api::AssumeRole, e));
         calls.record(Api::AssumeRole, &result);
-        if let Err(e) = &result {
-            if duration > CHAINED_SESSION_MAX && duration_refused(e) {
-                tracing::warn!(
-                    role = role_arn,
-                    asked = duration.as_secs(),
-                    error = %e,
-                    "STS refused aws.session_duration for this caller; using 3600 s (sessions are renewed before they expire)"
-                );
-                duration = CHAINED_SESSION_MAX;
-                result = ask(duration)
-                    .await
-                    .map_err(|e| api_error(Api::AssumeRole, e));
-                calls.record(Api::AssumeRole, &result);
-            }
+        if let Err(e) = &result
+            && duration > CHAINED_SESSION_MAX
+            && duration_refused(e)
+        {
+            tracing::warn!(
+                role = role_arn,
+                asked = duration.as_secs(),
+                error = %e,
+                "STS refused aws.session_duration for this caller; using 3600 s (sessions are renewed before they expire)"
+            );
+            duration = CHAINED_SESSION_MAX;
+            result = ask(duration)
+                .await
+                .map_err(|e| api_error(Api::AssumeRole, e));
+            calls.record(Api::AssumeRole, &result);
         }
         let out = result?;
         let Some(c) = out.credentials() else {

@@ -106,7 +106,7 @@ pub fn load(path: &Path, landing_zones: &[LandingZone]) -> Result<SimCloud, Stri
 }
 
 fn parse(text: &str, landing_zones: &[LandingZone]) -> Result<SimCloud, String> {
-    let file: FleetFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let file: FleetFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     let total: u64 = file.instances.iter().map(|g| u64::from(g.count)).sum();
     if total == 0 {
         return Err("the fleet has no instances: add at least one group under `instances`".into());
