@@ -189,8 +189,8 @@ pub struct CleanupArgs {
     #[command(flatten)]
     pub select: Selection,
 
-    /// Instead of prepatch:expires-at: AMIs whose run began more than DAYS
-    /// days ago (the time in the prepatch:run-id tag).
+    /// Instead of prepatch:expires-at: AMIs that AWS says were made more
+    /// than DAYS days ago (their CreationDate).
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub older_than: Option<u32>,
 

@@ -9,6 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2 as ec2;
+use serde_json::json;
 use support::*;
 
 const A: &str = "111111111111";
@@ -251,10 +252,15 @@ async fn cleanup_deletes_only_expired_prepatch_amis_and_their_snapshots() {
             .to_owned()
     };
     let past = "2020-01-01T00:00:00Z";
-    // 0 and 1 expired; 2 not; 3 expired but forged as another tool's.
-    set_tag(&ec2, &ami(0), "prepatch:expires-at", past).await;
-    set_tag(&ec2, &ami(1), "prepatch:expires-at", past).await;
-    set_tag(&ec2, &ami(3), "prepatch:expires-at", past).await;
+    // 0 and 1 made 30 days ago and expired (the run recorded 7 days); 2
+    // made just now with its tag moved into the past, as anyone who can
+    // tag it could: not due, a tag can only keep a backup longer; 3 made
+    // 30 days ago and expired but forged as another tool's.
+    moto.stage
+        .configure(json!({"aged": {ami(0): 30, ami(1): 30, ami(3): 30}}));
+    for n in 0..4 {
+        set_tag(&ec2, &ami(n), "prepatch:expires-at", past).await;
+    }
     set_tag(&ec2, &ami(3), "prepatch:created-by", "othertool").await;
     // An AMI without any tag, made by someone else.
     let untagged = ec2
@@ -305,7 +311,7 @@ async fn cleanup_deletes_only_expired_prepatch_amis_and_their_snapshots() {
     assert_eq!(
         left,
         BTreeSet::from([ami(2), ami(3), untagged.clone()]),
-        "the unexpired, the forged and the untagged AMI stay"
+        "the one not due by its CreationDate, the forged and the untagged AMI stay"
     );
     for n in [0, 1] {
         for snap in snaps(n) {

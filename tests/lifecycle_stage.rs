@@ -187,8 +187,13 @@ async fn ctrl_c_stops_a_cleanup_between_deletions_with_its_report_stage() {
     let moto = Moto::start();
     let s = Scratch::new(&config());
     a_run(&moto, &s, 6, 0).await;
-    // Each request takes a moment: Ctrl-C lands between deletions.
-    moto.stage.configure(json!({"latency_ms": 700}));
+    // The backups made two days ago; each request takes a moment: Ctrl-C
+    // lands between deletions.
+    let ec2 = ec2_in(&moto, A, "us-east-1").await;
+    moto.stage.configure(json!({
+        "aged": aged_images(&ec2, 2).await,
+        "latency_ms": 700,
+    }));
     moto.stage.clear_log();
     let (c, o) = (s.config(), s.reports());
     let cleanup = spawn(

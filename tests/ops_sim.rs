@@ -267,7 +267,7 @@ async fn image(
 }
 
 #[tokio::test(start_paused = true)]
-async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
+async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_creation_sim() {
     let config = config();
     let sim = SimCloud::empty().without_throttling();
     let ids: Vec<InstanceId> = (1..=4)
@@ -313,30 +313,52 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
         .expect("tag");
 
     let lzs = config.landing_zones.clone();
-    let now = chrono::Utc::now();
-    let plans = cleanup::plan(
+    // Age is AWS's CreationDate, whatever the run id says: the 2020 run
+    // ids are not due at 29 days, all four are at 31.
+    let made = chrono::Utc::now();
+    for (days, count) in [(29, 0), (31, 4)] {
+        let plans = cleanup::plan(
+            &cloud,
+            &lzs,
+            made + chrono::Duration::days(days),
+            &cleanup::Criterion::OlderThan(30).into(),
+            "s",
+            &|_| Default::default(),
+        )
+        .await;
+        assert_eq!(
+            plans[0].amis.len(),
+            count,
+            "{days} days: {:?}",
+            plans[0].amis
+        );
+    }
+
+    // Expiry: a week recorded by the journal's runs; their tags in 2020
+    // are earlier than that and only the week counts.
+    let now = made + chrono::Duration::days(8);
+    let week = |_: &str| prepatch::model::Witnesses {
+        retention_days: Some(7),
+        ..Default::default()
+    };
+
+    let early = cleanup::plan(
         &cloud,
         &lzs,
-        now,
-        &cleanup::Criterion::OlderThan(30).into(),
+        made + chrono::Duration::days(6),
+        &cleanup::Criterion::Expired.into(),
         "s",
-        &|_| Default::default(),
+        &week,
     )
     .await;
-    let due: Vec<&str> = plans[0].amis.iter().map(|a| a.ami.as_str()).collect();
-    assert_eq!(due.len(), 3, "{due:?}");
-    assert!(
-        !due.contains(&named_run.as_str()),
-        "no time in its run id: not due by age"
-    );
-
+    assert!(early[0].amis.is_empty(), "{:?}", early[0].amis);
     let mut plans = cleanup::plan(
         &cloud,
         &lzs,
         now,
         &cleanup::Criterion::Expired.into(),
         "s",
-        &|_| Default::default(),
+        &week,
     )
     .await;
     let due: Vec<&str> = plans[0].amis.iter().map(|a| a.ami.as_str()).collect();
@@ -371,7 +393,7 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_the_run_id_sim() {
     let calls = cloud.api_calls().snapshot();
     assert_eq!(
         calls[&Api::DescribeImages].calls,
-        2,
+        4,
         "one per target per plan"
     );
     assert_eq!(calls[&Api::DeregisterImage].calls, 2);

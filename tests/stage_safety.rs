@@ -335,7 +335,13 @@ async fn copies_are_left_alone_and_disabled_backups_are_found_stage() {
         assert_eq!(e.params["IncludeDisabled"], "true", "{:?}", e.params);
     }
 
-    // Cleanup from another machine: a journal without the run.
+    // Cleanup from another machine: a journal without the run, two days
+    // after the backups (and the copy) were made.
+    let mut aged = aged_images(&west, 2).await;
+    for id in [&original, &disabled] {
+        aged[id.as_str()] = json!(2);
+    }
+    moto.stage.configure(json!({ "aged": aged }));
     moto.stage.clear_log();
     let other = s2.dir.path().join("other.db");
     let c = s2.config();
@@ -650,6 +656,20 @@ async fn a_throttling_storm_over_small_pages_ends_as_a_calm_run_stage() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    // Two days later (the test's own look is calm), in the same storm.
+    moto.stage.configure(json!({}));
+    let mut aged = serde_json::Map::new();
+    for account in [A, B] {
+        for region in ["us-east-1", "eu-west-1"] {
+            let ec2 = ec2_in(&moto, account, region).await;
+            if let serde_json::Value::Object(m) = aged_images(&ec2, 2).await {
+                aged.extend(m);
+            }
+        }
+    }
+    let mut later = storm.clone();
+    later["aged"] = aged.into();
+    moto.stage.configure(later);
     let c = s.config();
     moto.stage.clear_log();
     let out = prepatch(

@@ -1,8 +1,10 @@
-//! `prepatch cleanup`: retention. Deregisters prepatch's AMIs whose
-//! `prepatch:expires-at` has passed (or, with `--older-than DAYS`, whose
-//! run began more than DAYS days ago, by the time in the run id; or, with
-//! `--run ID`, every backup of that run, to release them once the patch
-//! went well), and deletes their snapshots. `--instances` narrows any of
+//! `prepatch cleanup`: retention. Deregisters prepatch's AMIs that are due
+//! and deletes their snapshots. Due is when AWS's `CreationDate` plus the
+//! retention the run recorded has passed, or the `prepatch:expires-at` tag
+//! if that is later: a tag can keep a backup longer, never make it go
+//! sooner ([`due_at`]). With `--older-than DAYS`: whose `CreationDate` is
+//! more than DAYS days ago; with `--run ID`: every backup of that run, to
+//! release them once the patch went well. `--instances` narrows any of
 //! these to the backups of the instances named.
 //!
 //! It never touches what prepatch did not make, whatever the flags say.
@@ -27,14 +29,14 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Context, Operation, connect_aws, environments_of, stdout_error};
 use crate::cli::CleanupArgs;
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, CloudError, ImageFilter};
-use crate::config::LandingZone;
+use crate::config::{LandingZone, MIN_RETENTION_DAYS};
 use crate::journal::{Journal, Journaled, NewRun};
 use crate::model::{
     AmiId, Environment, Image, ImageState, Region, RunId, Target, Witness, Witnesses, tag,
@@ -136,14 +138,6 @@ pub struct OrphanPlan {
     pub done: Done,
 }
 
-/// The time a generated run id was made (`20261130T043329Z-6aa8`).
-pub fn run_time(run_id: &str) -> Option<DateTime<Utc>> {
-    let stamp = run_id.get(..16)?;
-    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|t| t.and_utc())
-}
-
 /// Finds the due AMIs and their deletable snapshots in every target.
 /// `witnesses` gives what the journal says of a run (nothing, for a run
 /// it does not have).
@@ -224,16 +218,19 @@ async fn plan_target(
             Vec::new()
         }
     };
-    let is_due = |run_id: &str, expires: Option<&str>| -> Result<bool, String> {
+    let is_due = |run_id: &str,
+                  expires: Option<&str>,
+                  created: Option<DateTime<Utc>>|
+     -> Result<bool, String> {
         Ok(match &wanted.criterion {
             Criterion::Run(run) => run_id == run,
-            Criterion::Expired => match expires.map(|e| (e, e.parse::<DateTime<Utc>>())) {
-                Some((_, Ok(at))) => at <= now,
-                Some((e, Err(_))) => return Err(format!("expires-at {e:?} is not a time")),
-                None => return Err("no expires-at tag".into()),
-            },
+            Criterion::Expired => {
+                let expires = expires.ok_or("no expires-at tag")?;
+                due_at(created, expires, witnesses(run_id).retention_days)? <= now
+            }
             Criterion::OlderThan(days) => {
-                run_time(run_id).is_some_and(|at| now - at > chrono::Duration::days((*days).into()))
+                let created = created.ok_or("AWS gives no creation time")?;
+                now - created > chrono::Duration::days((*days).into())
             }
         })
     };
@@ -255,7 +252,7 @@ async fn plan_target(
                 .push(format!("{}: no run-id or expires-at tag", image.id));
             continue;
         };
-        match is_due(run_id, Some(expires)) {
+        match is_due(run_id, Some(expires), image.created_at) {
             Err(why) => {
                 p.unreadable.push(format!("{}: {why}", image.id));
                 continue;
@@ -284,8 +281,42 @@ async fn plan_target(
     p
 }
 
-/// Whether a backup of a run (its id, its `prepatch:expires-at`) is due.
-type IsDue<'a> = dyn Fn(&str, Option<&str>) -> Result<bool, String> + 'a;
+/// Whether a backup of a run (its id, its `prepatch:expires-at`, when AWS
+/// says it was made) is due.
+type IsDue<'a> = dyn Fn(&str, Option<&str>, Option<DateTime<Utc>>) -> Result<bool, String> + 'a;
+
+/// When a backup may go, by AWS's clock and the run's record: never before
+/// its creation (`CreationDate`, a snapshot's `StartTime`) plus the
+/// retention the run recorded. Its `prepatch:expires-at` tag can put that
+/// later, never earlier: whoever can tag an AMI must not be able to make
+/// it go early. Without the run's record, the tag is believed only if it
+/// is no earlier than the creation plus the shortest retention a config
+/// allows ([`MIN_RETENTION_DAYS`]).
+pub fn due_at(
+    created: Option<DateTime<Utc>>,
+    expires: &str,
+    retention_days: Option<u32>,
+) -> Result<DateTime<Utc>, String> {
+    let tagged = expires
+        .parse::<DateTime<Utc>>()
+        .map_err(|_| format!("expires-at {expires:?} is not a time"))?;
+    let created = created.ok_or("AWS gives no creation time")?;
+    match retention_days {
+        Some(days) => Ok(tagged.max(created + chrono::Duration::days(days.into()))),
+        None => {
+            let floor = created + chrono::Duration::days(MIN_RETENTION_DAYS.into());
+            if tagged < floor {
+                return Err(format!(
+                    "expires-at {expires} is earlier than its creation ({}) plus {MIN_RETENTION_DAYS} day, \
+                     the shortest retention, and the journal does not have its run: not believed \
+                     (cleanup --run <run-id> removes a run's backups)",
+                    created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+            }
+            Ok(tagged)
+        }
+    }
+}
 
 /// Snapshots of prepatch's backups whose AMI is gone: a cleanup that
 /// deregistered the AMI and then failed to delete them (or was stopped
@@ -315,7 +346,7 @@ fn orphans(
         };
         if used.contains(s.id.as_str())
             || (!wanted.instances.is_empty() && !wanted.instances.contains(instance))
-            || is_due(run_id, tag(tag::EXPIRES_AT)) != Ok(true)
+            || is_due(run_id, tag(tag::EXPIRES_AT), s.started_at) != Ok(true)
         {
             continue;
         }
@@ -736,10 +767,10 @@ pub(super) async fn cleanup_with<C: Cloud>(
     let w = stdout_error;
     let mut due = match &criterion {
         Criterion::Expired => format!(
-            "prepatch:expires-at before {}",
+            "expired before {}: CreationDate plus the run's retention, or a later prepatch:expires-at",
             now.format("%Y-%m-%dT%H:%M:%SZ")
         ),
-        Criterion::OlderThan(d) => format!("runs begun more than {d} days ago"),
+        Criterion::OlderThan(d) => format!("made more than {d} days ago, by CreationDate"),
         Criterion::Run(run) => format!("every backup of run {run}"),
     };
     if !args.instances.is_empty() {
@@ -789,10 +820,33 @@ pub(super) async fn cleanup_with<C: Cloud>(
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("a time")
+    }
+
     #[test]
-    fn run_time_reads_generated_ids_only() {
-        let t = run_time("20261130T043329Z-6aa8").expect("a time");
-        assert_eq!(t.to_rfc3339(), "2026-11-30T04:33:29+00:00");
-        assert_eq!(run_time("itest-sigint"), None);
+    fn a_tag_can_keep_a_backup_longer_never_make_it_go_sooner() {
+        let created = Some(at("2026-12-01T00:00:00Z"));
+        // The run recorded 7 days: a tag moved to the next day is not
+        // believed, one moved later is.
+        assert_eq!(
+            due_at(created, "2026-12-02T00:00:00Z", Some(7)),
+            Ok(at("2026-12-08T00:00:00Z"))
+        );
+        assert_eq!(
+            due_at(created, "2026-12-30T00:00:00Z", Some(7)),
+            Ok(at("2026-12-30T00:00:00Z"))
+        );
+        // Without the run's record: the tag stands if it is no earlier than
+        // the creation plus the shortest retention, else it is not believed.
+        assert_eq!(
+            due_at(created, "2026-12-02T00:00:00Z", None),
+            Ok(at("2026-12-02T00:00:00Z"))
+        );
+        let why = due_at(created, "2026-12-01T00:05:00Z", None).unwrap_err();
+        assert!(why.contains("not believed"), "{why}");
+        // Nothing to measure from, nothing readable: no date.
+        assert!(due_at(None, "2026-12-30T00:00:00Z", Some(7)).is_err());
+        assert!(due_at(created, "soon", Some(7)).is_err());
     }
 }

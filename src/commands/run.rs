@@ -39,7 +39,8 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
             params.environments = landing_zones
                 .iter()
                 .map(|lz| (lz.name.clone(), lz.environment.to_string()))
-                .collect()
+                .collect();
+            params.retention_days = Some(config.phases.ami_backup.retention_days);
         }
     }
     let options = options(&config, &phases, cli)?;
@@ -91,6 +92,7 @@ fn params_of(ctx: &Context<'_>) -> RunParams {
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .collect(),
         environments: Default::default(),
+        retention_days: None,
     }
 }
 

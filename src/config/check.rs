@@ -308,10 +308,10 @@ fn external_id(
 /// `workflow.phases`, checked.
 fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
     let retention_days = p.ami_backup.retention_days.unwrap_or(7);
-    if !(1..=3650).contains(&retention_days) {
+    if !(MIN_RETENTION_DAYS..=3650).contains(&retention_days) {
         return Err(c.err(
             "workflow.phases.ami_backup.retention_days",
-            format!("{retention_days} must be between 1 and 3650 days"),
+            format!("{retention_days} must be between {MIN_RETENTION_DAYS} and 3650 days"),
         ));
     }
     Ok(Phases {

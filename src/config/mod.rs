@@ -50,6 +50,11 @@ pub enum ConfigError {
     },
 }
 
+/// The shortest `ami_backup.retention_days` a config may give. Cleanup
+/// believes no `prepatch:expires-at` tag that is earlier than an AMI's
+/// creation plus this, when the journal does not have its run.
+pub const MIN_RETENTION_DAYS: u32 = 1;
+
 /// A checked configuration.
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -214,6 +214,11 @@ pub struct RunParams {
     /// if the config it is given now says otherwise.
     #[serde(default)]
     pub environments: BTreeMap<String, String>,
+    /// `ami_backup.retention_days` when the run began: cleanup never lets
+    /// a backup go before its `CreationDate` plus this, whatever its
+    /// `prepatch:expires-at` tag says. Absent in runs recorded before it.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 impl RunParams {

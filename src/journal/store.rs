@@ -409,8 +409,18 @@ impl Journal {
             .flatten()
             .map(|id| id.as_str().to_owned())
             .collect();
+        let params: Option<String> = self.with(|c| {
+            c.query_row("SELECT params FROM runs WHERE id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        let retention_days = params
+            .and_then(|p| serde_json::from_str::<super::RunParams>(&p).ok())
+            .and_then(|p| p.retention_days);
         Ok(Witnesses {
             known,
+            retention_days,
             by_instance,
             started,
         })

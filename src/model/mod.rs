@@ -471,6 +471,9 @@ pub enum Witness {
 #[derive(Clone, Debug, Default)]
 pub struct Witnesses {
     pub known: bool,
+    /// How long the run meant its backups to live
+    /// (`ami_backup.retention_days` when it began), where it recorded it.
+    pub retention_days: Option<u32>,
     pub by_instance: std::collections::HashMap<String, Witness>,
     pub started: std::collections::HashSet<String>,
 }
@@ -580,6 +583,8 @@ pub struct Snapshot {
     /// `Created by CreateImage(<instance>) for <ami>` (what
     /// [`Snapshot::made_for`] reads). `None` where the cloud gives none.
     pub description: Option<String>,
+    /// When EC2 began it (`StartTime`): its age by AWS's clock.
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl Snapshot {
@@ -788,6 +793,7 @@ mod tests {
             id: "snap-1".into(),
             tags: TagMap::new(),
             description: d.map(str::to_owned),
+            started_at: None,
         };
         assert_eq!(
             s(Some("Created by CreateImage(i-0a0a) for ami-0b0b")).made_for(),

@@ -353,6 +353,18 @@ pub async fn images(ec2: &ec2::Client) -> Vec<ec2::types::Image> {
         .to_vec()
 }
 
+/// The stage's `aged` for every AMI the account owns: made `days` days
+/// ago, by AWS's `CreationDate` (cleanup measures retention from it).
+pub async fn aged_images(ec2: &ec2::Client, days: u32) -> serde_json::Value {
+    images(ec2)
+        .await
+        .iter()
+        .filter_map(|i| i.image_id())
+        .map(|id| (id.to_owned(), serde_json::json!(days)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Instance id -> (state, tags) of every instance.
 pub async fn instances(ec2: &ec2::Client) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
     let out = ec2

@@ -77,6 +77,10 @@ refused with 400 so a typo cannot pass silently):
                   aws:autoscaling:groupName=<group> in moto's model, applied
                   when configured (an unknown instance is refused with 400);
                   a later configuration without it takes the tag off
+    aged          {AMI id: days}: the AMI's CreationDate and its snapshot's
+                  StartTime are that many days earlier in moto's model (from
+                  when the AMI was made), as if it had been made then; a test
+                  device (a clock), for retention
     hooks         [{when: before|after, action, service, account, region,
                   do: start|stop|terminate, instances: [id], times}]: another actor
                   starting or stopping instances around a matching request
@@ -104,7 +108,7 @@ filter, MaxResults 1-50, paging), which moto does not have.
 
 Each behaviour cites the AWS page it follows in a comment beside its code;
 AWS_PAGES below is the table behaviour -> AWS page -> configuration key
-(`stage.py --aws-pages` prints it as markdown). seed, latency_ms and hooks
+(`stage.py --aws-pages` prints it as markdown). seed, latency_ms, aged and hooks
 are test devices and follow no AWS page.
 """
 
@@ -261,6 +265,7 @@ AWS_PAGES: list[tuple[str, str, str]] = [
     ("random generator seed: a test device", "none", "seed"),
     ("latency: a test device", "none", "latency_ms"),
     ("another actor starting/stopping instances: a test device", "none", "hooks"),
+    ("AMIs made days ago (CreationDate, snapshot StartTime moved back): a test device", "none", "aged"),
 ]
 
 
@@ -302,6 +307,7 @@ class Config:
                 "sts",
                 "auto_scaling",
                 "status_checks",
+                "aged",
             },
             "config",
         )
@@ -341,6 +347,11 @@ class Config:
             isinstance(k, str) and isinstance(v, str) and v for k, v in self.auto_scaling.items()
         ):
             raise ConfigError("auto_scaling: {instance id: group name}")
+        self.aged: dict[str, float] = raw.get("aged", {})
+        if not isinstance(self.aged, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and v >= 0 for k, v in self.aged.items()
+        ):
+            raise ConfigError("aged: {AMI id: days, at least 0}")
         self.status_checks: dict[str, dict[str, str]] = {}
         for instance_id, checks in raw.get("status_checks", {}).items():
             checks = _keys(checks, {"system", "instance"}, f"status_checks.{instance_id}")
@@ -516,11 +527,15 @@ class Stage:
         self.busy_counts: dict[str, int] = {}
         # instance id -> the instance tagged with its group (auto_scaling)
         self.asg_tagged: dict[str, tuple[Any, Any]] = {}
+        # AMI id -> (the AMI, its CreationDate and its snapshot's StartTime as
+        # made), for `aged`
+        self.made_at: dict[str, tuple[Any, Any, Any]] = {}
 
     def configure(self, raw: dict[str, Any]) -> None:
         config = Config(raw)
         with self.lock:
             found = find_instances(config.auto_scaling)
+            self.age_images(config.aged)
             self.config = config
             self.rng = random.Random(config.seed)
             self.throttle_counts = [0] * len(config.throttle)
@@ -544,6 +559,23 @@ class Stage:
         for instance_id, (backend, _) in found.items():
             backend.create_tags([instance_id], {ASG_TAG: self.config.auto_scaling[instance_id]})
         self.asg_tagged = found
+
+    # -- aged (a test device: a clock) -------------------------------------------
+
+    def age_images(self, aged: dict[str, float]) -> None:
+        """Moves each AMI's CreationDate (and its snapshot's StartTime) the given
+        days back from when it was made; AMIs configured before and not now get
+        their own times back."""
+        for ami_id in set(aged) - set(self.made_at):
+            ami = find_image(ami_id)
+            snap = getattr(ami, "ebs_snapshot", None)
+            self.made_at[ami_id] = (ami, ami.creation_date, getattr(snap, "start_time", None))
+        for ami_id, (ami, created, started) in self.made_at.items():
+            back = datetime.timedelta(days=aged.get(ami_id, 0))
+            ami.creation_date = created - back if isinstance(created, datetime.datetime) else created
+            snap = getattr(ami, "ebs_snapshot", None)
+            if snap is not None and started is not None:
+                snap.start_time = started - back
 
     # -- visibility (eventual consistency) -------------------------------------
 
@@ -689,6 +721,16 @@ class Stage:
 
 
 STAGE = Stage()
+
+
+def find_image(ami_id: str) -> Any:
+    """The AMI with this id, in any account and region; an unknown id is a
+    configuration error."""
+    for account in dict.values(ec2_backends):
+        for backend in dict.values(account):
+            if ami_id in backend.amis:
+                return backend.amis[ami_id]
+    raise ConfigError(f"aged: no AMI {ami_id}")
 
 
 def find_instances(wanted: dict[str, str]) -> dict[str, tuple[Any, Any]]:

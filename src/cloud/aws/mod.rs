@@ -559,6 +559,7 @@ impl Cloud for AwsCloud {
                         id: s.snapshot_id()?.to_owned(),
                         tags: tags_of(s.tags()),
                         description: s.description().map(str::to_owned),
+                        started_at: time(s.start_time()),
                     })
                 })
                 .collect(),

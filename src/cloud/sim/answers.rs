@@ -462,6 +462,7 @@ impl Cloud for SimCloud {
                     id: id.clone(),
                     tags: tags.clone(),
                     description: None,
+                    started_at: None,
                 })
                 .collect()
         };
