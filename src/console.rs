@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, RwLock};
 
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use tracing::field::{Field, Visit};
@@ -61,10 +61,59 @@ impl Write for LogLine {
     }
 }
 
+/// Credentials as prepatch comes to hold them (the runner's own, each
+/// assumed role's): no log line shows one, whatever its level and whichever
+/// library wrote it (the SDK's trace prints signed requests and STS's
+/// answers).
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Says that `secret` (a secret access key, a session token) must never
+/// reach a log line: it is shown as `<redacted>` wherever it appears.
+pub fn never_log(secret: &str) {
+    // Too short to be a credential, and replacing it would garble lines.
+    if secret.len() < 16 {
+        return;
+    }
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_owned());
+    }
+}
+
+/// The SDK's events that print secrets by design, whatever PREPATCH_LOG
+/// asks for: its traces of signing (the canonical request, with the
+/// session token) and of whole requests and answers (signed headers, STS's
+/// credentials). Dropped before they are formatted; a secret that reaches
+/// a line some other way is redacted there ([`never_log`]).
+pub fn holds_secrets(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() == tracing::Level::TRACE
+        && (meta.target().starts_with("aws_sigv4")
+            || meta
+                .target()
+                .starts_with("aws_smithy_runtime::client::orchestrator"))
+}
+
+/// `line` with every secret [`never_log`] was told of replaced.
+fn redacted(line: &[u8]) -> Cow<'_, [u8]> {
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let text = String::from_utf8_lossy(line);
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(line);
+    }
+    let mut text = text.into_owned();
+    for s in secrets.iter() {
+        text = text.replace(s.as_str(), "<redacted>");
+    }
+    Cow::Owned(text.into_bytes())
+}
+
 impl Drop for LogLine {
     fn drop(&mut self) {
         if self.0.is_empty() {
             return;
+        }
+        if let Cow::Owned(clean) = redacted(&self.0) {
+            self.0 = clean;
         }
         let display = display();
         if display.is_hidden() {
@@ -307,7 +356,46 @@ impl Fields {
 
 #[cfg(test)]
 mod tests {
-    use super::fold;
+    use super::*;
+
+    #[test]
+    fn no_control_in_a_value_reaches_the_terminal() {
+        let hostile = "web\u{1b}[31mRED\u{1b}]0;pwned\u{7}\r\nERROR forged\u{9b}1m\u{202e}txt";
+        let shown = visible(hostile);
+        assert_eq!(
+            shown,
+            r"web\x1b[31mRED\x1b]0;pwned\x07\r\nERROR forged\x9b1m\u{202e}txt"
+        );
+        assert!(!shown.chars().any(needs_escape));
+        assert!(matches!(visible("plain web-01"), Cow::Borrowed(_)));
+        // The stream keeps prepatch's own lines and tabs, nothing else.
+        let mut out = Terminal(Vec::new());
+        write!(out, "a\tb\n{hostile}\n").unwrap();
+        let text = String::from_utf8(out.0).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && c != '\t' && needs_escape(c)),
+            "{text}"
+        );
+        // One line of output is one line, whatever its values hold.
+        let mut out = Vec::new();
+        crate::oneline!(&mut out, "  name {hostile}").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn a_secret_told_of_is_redacted_from_every_log_line() {
+        let token = "FQoGZXIvYXdzEBYaDtest-session-token-0123456789";
+        never_log(token);
+        never_log("short");
+        let line = format!("TRACE x-amz-security-token:{token} and more");
+        let clean = redacted(line.as_bytes());
+        let clean = String::from_utf8_lossy(&clean);
+        assert_eq!(clean, "TRACE x-amz-security-token:<redacted> and more");
+        assert!(matches!(redacted(b"short is fine"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn a_long_line_folds_at_spaces_within_the_width() {

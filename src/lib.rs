@@ -43,6 +43,9 @@ pub mod workflow;
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use cli::{Cli, Command};
 pub use error::{Error, Outcome};
 
@@ -60,7 +63,7 @@ pub fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PREPATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("prepatch={level},warn")));
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // In words, one line each; on a terminal above the bars, through
         // the progress display, without the time the bars already show.
@@ -68,7 +71,11 @@ pub fn init_logging(cli: &Cli) {
             time: !std::io::stderr().is_terminal(),
         })
         .with_writer(console::log_writer)
-        .try_init();
+        .finish()
+        .with(tracing_subscriber::filter::filter_fn(|meta| {
+            !console::holds_secrets(meta)
+        }));
+    let _ = subscriber.try_init();
 }
 
 /// The demo runs on a paused clock, so simulated hours pass in moments;

@@ -310,6 +310,7 @@ mod tests {
                 .into(),
         ];
         let slack = payload(NotifyFormat::Slack, &m);
+        println!("{}", serde_json::to_string_pretty(&slack).unwrap());
         for text in [
             slack["text"].as_str().unwrap(),
             slack["blocks"][1]["text"]["text"].as_str().unwrap(),

@@ -210,6 +210,65 @@ fn runs_lists_a_demo_and_report_rewrites_it_from_the_journal() {
     assert!(err.contains("has no run nope"), "{err}");
 }
 
+/// A journal edited to hold a run id or a landing-zone name that prepatch
+/// never writes (one that climbs out of the reports folder) is refused
+/// before the id names a folder.
+#[test]
+fn a_journal_edited_to_hold_a_path_is_refused_before_it_names_a_folder() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reports = dir.path().join("reports");
+    let o = reports.display().to_string();
+    let out = prepatch(
+        None,
+        None,
+        &[
+            "demo",
+            "--instances",
+            "4",
+            "--faults",
+            "none",
+            "-q",
+            "-o",
+            &o,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let db = rusqlite::Connection::open(reports.join("prepatch.db")).expect("sqlite");
+    let id: String = db
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .expect("the demo's run");
+    // The saved state names the run a path out of the reports folder.
+    db.execute(
+        "UPDATE runs SET snapshot = json_set(snapshot, '$.id', '../../escaped')",
+        [],
+    )
+    .expect("edit");
+    let (code, err) = fails(&["report", "--run", &id, "-o", &o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("holds the run id \"../../escaped\"") && err.contains("prepatch.db"),
+        "{err}"
+    );
+    // The row itself, and a landing-zone name (as a hand edit would,
+    // leaving its steps behind).
+    db.pragma_update(None, "foreign_keys", false)
+        .expect("pragma");
+    db.execute("UPDATE runs SET id = '../../escaped', simulated = 0", [])
+        .expect("edit");
+    let (code, err) = fails(&["restore", "--run", "../../escaped", "-o", &o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds the run id"), "{err}");
+    db.execute(
+        "UPDATE runs SET id = ?1, landing_zones = 'lza,../../x'",
+        [&id],
+    )
+    .expect("edit");
+    let (code, err) = fails(&["restore", "--run", &id, "-o", &o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the landing-zone name \"../../x\""), "{err}");
+    assert!(!dir.path().join("escaped").exists());
+}
+
 /// `demo --after-patch`: in the same simulated world, the NOT READY
 /// instances are rolled back (a failed backup refused, a stopped instance
 /// reported) and the READY ones' backups released, each recorded in the

@@ -127,8 +127,12 @@ async fn restore_stops_what_the_journaled_run_started_and_waits_for_stopped_sim(
             .count(),
         4
     );
-    // The journal has the starts, through the Journaled cloud alone.
-    let started = j.started_instances("run-1").expect("started");
+    // The journal has the starts, through the Journaled cloud alone, and
+    // the run the LaunchTimes it saw after them (as restore reads both).
+    let started = j
+        .started_instances("run-1")
+        .expect("started")
+        .with_launch_times(&run);
     let mut in_journal = started
         .by_target
         .values()

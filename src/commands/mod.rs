@@ -178,6 +178,7 @@ pub(crate) fn past_run(
     let path = &ctx.journal;
     let journal = Arc::new(Journal::open_existing(path)?);
     let row = journal.run(run_id)?;
+    checked_from_journal(&row.id, &row.landing_zones, path)?;
     if row.kind != "run" || row.simulated || row.dry_run {
         return Err(Error::Usage(format!(
             "{} is a {}, not a run {what}",
@@ -206,6 +207,40 @@ pub(crate) fn past_run(
         params,
         config,
     })
+}
+
+/// A run id and landing-zone names read back from the journal, checked
+/// before they name a folder or are matched against the config: a journal
+/// is a file, and one edited to hold `../..` must not turn a report's
+/// folder into someone else's. `landing_zones` is comma-separated, as the
+/// runs table keeps it.
+pub(crate) fn checked_from_journal(
+    run_id: &str,
+    landing_zones: &str,
+    journal: &Path,
+) -> Result<RunId, Error> {
+    let refuse = |what: String| {
+        Error::Usage(format!(
+            "run journal {} holds {what}, which prepatch never writes: the file was changed by hand or by another tool; use another journal (--journal)",
+            journal.display()
+        ))
+    };
+    let id = run_id
+        .parse::<RunId>()
+        .map_err(|_| refuse(format!("the run id {:?}", crate::console::visible(run_id))))?;
+    for name in landing_zones
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        if !config::valid_lz_name(name) {
+            return Err(refuse(format!(
+                "the landing-zone name {:?} in run {id}",
+                crate::console::visible(name)
+            )));
+        }
+    }
+    Ok(id)
 }
 
 /// Tells the end of an after-the-patch command to the notifications that

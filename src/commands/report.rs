@@ -49,7 +49,13 @@ pub fn run(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Error> {
     } else {
         cli.output.format.clone()
     };
-    let dir = cli.output.output_dir.join(run.id.as_str());
+    let landing_zones: Vec<&str> = run
+        .targets
+        .iter()
+        .map(|t| t.target.landing_zone.as_str())
+        .collect();
+    let id = super::checked_from_journal(run.id.as_str(), &landing_zones.join(","), path)?;
+    let dir = cli.output.output_dir.join(id.as_str());
     crate::files::create_dir(&dir).map_err(|source| Error::Write {
         path: dir.display().to_string(),
         source,

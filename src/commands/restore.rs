@@ -134,19 +134,15 @@ async fn plan_target(
 
 /// What restore does with an instance the journal says the run started:
 /// stop it only if its tag agrees, it is running, and EC2's `LaunchTime`
-/// is that start's (`started`: the `LaunchTime` the run saw after it, or
-/// else the journal's time of its answer, within [`LAUNCH_TIME_SLACK`]);
-/// say why otherwise.
+/// is that start's (`started`: the `LaunchTime` the run saw after it,
+/// exactly, or else the journal's time of its answer, within
+/// [`LAUNCH_TIME_SLACK`]); say why otherwise.
 /// `LaunchTime` moves with every start (EC2 API reference, `Instance`:
 /// "the time the instance was launched"; EC2 user guide, "Stop and start
 /// Amazon EC2 instances"), so a later one means someone started the
-/// server again since: it is theirs now, whatever the tag says.
+/// server again since: it is theirs now, whatever the tag says; an earlier
+/// one is a launch before the run's, not the one it made.
 fn decide(found: Option<&Instance>, run_id: &str, started: Option<StartTime>) -> (Action, String) {
-    let restarted = |launched: chrono::DateTime<chrono::Utc>| match started {
-        Some(StartTime::Launched(at)) => (launched > at).then_some(at),
-        Some(StartTime::Answered(at)) => (launched > at + LAUNCH_TIME_SLACK).then_some(at),
-        None => None,
-    };
     let Some(i) = found else {
         return (Action::LeftAlone, "not found in EC2".into());
     };
@@ -154,38 +150,64 @@ fn decide(found: Option<&Instance>, run_id: &str, started: Option<StartTime>) ->
         return (Action::LeftAlone, format!("it is {}", i.state));
     }
     match i.tag(tag::STARTED_BY) {
-        None => (
-            Action::LeftAlone,
-            format!(
-                "the journal says this run started it, but it has no {} tag",
-                tag::STARTED_BY
-            ),
-        ),
-        Some(v) if v != run_id => (
-            Action::LeftAlone,
-            format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
-        ),
-        Some(_) => match (
-            i.state,
-            i.launch_time.and_then(|l| Some((l, restarted(l)?))),
-        ) {
-            (InstanceState::Running | InstanceState::Pending, Some((launched, at))) => (
+        None => {
+            return (
                 Action::LeftAlone,
                 format!(
-                    "started again since this run started it: EC2's LaunchTime {} is after the run's start at {}",
-                    launched.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    "the journal says this run started it, but it has no {} tag",
+                    tag::STARTED_BY
                 ),
-            ),
-            (InstanceState::Running | InstanceState::Pending, _) => {
-                (Action::WouldStop, String::new())
-            }
-            (InstanceState::Stopped | InstanceState::Stopping, _) => {
-                (Action::AlreadyStopped, String::new())
-            }
-            (s, _) => (Action::LeftAlone, format!("it is {s}")),
-        },
+            );
+        }
+        Some(v) if v != run_id => {
+            return (
+                Action::LeftAlone,
+                format!("its {} tag is {v:?}, not this run", tag::STARTED_BY),
+            );
+        }
+        Some(_) => {}
     }
+    match i.state {
+        InstanceState::Stopped | InstanceState::Stopping => {
+            return (Action::AlreadyStopped, String::new());
+        }
+        InstanceState::Running | InstanceState::Pending => {}
+        s => return (Action::LeftAlone, format!("it is {s}")),
+    }
+    let time =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (Some(launched), Some(start)) = (i.launch_time, started) else {
+        return (
+            Action::LeftAlone,
+            "EC2's LaunchTime cannot be held against the run's start (one of them is unknown)"
+                .into(),
+        );
+    };
+    let (at, slack) = match start {
+        StartTime::Launched(at) => (at, chrono::Duration::zero()),
+        StartTime::Answered(at) => (at, LAUNCH_TIME_SLACK),
+    };
+    if launched > at + slack {
+        return (
+            Action::LeftAlone,
+            format!(
+                "started again since this run started it: EC2's LaunchTime {} is after the run's start at {}",
+                time(launched),
+                time(at)
+            ),
+        );
+    }
+    if launched < at - slack {
+        return (
+            Action::LeftAlone,
+            format!(
+                "EC2's LaunchTime {} is before the run's start at {}: not the launch the run made",
+                time(launched),
+                time(at)
+            ),
+        );
+    }
+    (Action::WouldStop, String::new())
 }
 
 /// Stops what the plan says, waits for `stopped` (one `DescribeInstances`
@@ -642,4 +664,63 @@ async fn restore_with<C: Cloud>(
         },
         summary_line(&plans, args.dry_run),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Platform;
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        s.parse().expect("a time")
+    }
+
+    fn running(launched: Option<&str>, tag: Option<&str>) -> Instance {
+        Instance {
+            id: InstanceId::new("i-1"),
+            state: InstanceState::Running,
+            platform: Platform::Linux,
+            instance_type: "t3.micro".into(),
+            private_ip: None,
+            launch_time: launched.map(at),
+            tags: tag
+                .map(|v| (tag::STARTED_BY.to_owned(), v.to_owned()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_stop_needs_the_journals_start_the_tag_and_that_starts_launch_time() {
+        let start = Some(StartTime::Launched(at("2026-12-08T10:00:00Z")));
+        let answered = Some(StartTime::Answered(at("2026-12-08T10:00:30Z")));
+        let mine = Some("run-1");
+        let decide = |i: &Instance, s| decide(Some(i), "run-1", s).0;
+        // The run's own launch: stopped.
+        let own = running(Some("2026-12-08T10:00:00Z"), mine);
+        assert_eq!(decide(&own, start), Action::WouldStop);
+        assert_eq!(
+            decide(&own, answered),
+            Action::WouldStop,
+            "within the slack"
+        );
+        // Started again since, or a launch before the run's: left alone.
+        for launched in ["2026-12-08T11:00:00Z", "2026-12-07T09:00:00Z"] {
+            let i = running(Some(launched), mine);
+            assert_eq!(decide(&i, start), Action::LeftAlone, "{launched}");
+            assert_eq!(decide(&i, answered), Action::LeftAlone, "{launched}");
+        }
+        // The tag alone (another run's, none, or no LaunchTime to hold
+        // against the start) is not enough.
+        assert_eq!(
+            decide(&running(Some("2026-12-08T10:00:00Z"), Some("run-2")), start),
+            Action::LeftAlone
+        );
+        assert_eq!(
+            decide(&running(Some("2026-12-08T10:00:00Z"), None), start),
+            Action::LeftAlone
+        );
+        assert_eq!(decide(&running(None, mine), start), Action::LeftAlone);
+        assert_eq!(decide(&own, None), Action::LeftAlone);
+    }
 }

@@ -120,6 +120,7 @@ fn resume(ctx: &Context<'_>, which: &str) -> Result<Resumed, Error> {
     } else {
         j.run(which)?
     };
+    super::checked_from_journal(&row.id, &row.landing_zones, path)?;
     if row.kind != "run" || row.dry_run || row.simulated {
         return Err(Error::Usage(format!(
             "--resume: {} is a {}{}, not a run that can be resumed",

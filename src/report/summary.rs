@@ -199,8 +199,12 @@ pub fn failure_lines(run: &Run) -> Vec<String> {
         )
         .chain(run.records().filter_map(|r| {
             let v = r.verdict.as_ref().filter(|v| !v.ready)?;
+            let name = match r.instance.name().filter(|n| !n.is_empty()) {
+                Some(n) => format!(" ({n})"),
+                None => String::new(),
+            };
             Some(format!(
-                "{} {}: {}",
+                "{} {}{name}: {}",
                 r.landing_zone,
                 r.instance.id,
                 v.reasons.join("; ")

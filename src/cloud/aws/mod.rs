@@ -94,8 +94,19 @@ impl AwsCloud {
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        let loaded = loader.load().await;
+        // The runner's own secrets, too, never reach a log.
+        let base = match loaded.credentials_provider() {
+            Some(chain) => loaded
+                .to_builder()
+                .credentials_provider(creds::SharedCredentialsProvider::new(session::NeverLogged(
+                    chain,
+                )))
+                .build(),
+            None => loaded,
+        };
         AwsCloud {
-            base: loader.load().await,
+            base,
             session_duration: options.session_duration,
             sessions: Mutex::default(),
             clients: Mutex::default(),

@@ -101,6 +101,8 @@ impl RoleSession {
                 "STS returned no credentials",
             ));
         };
+        crate::console::never_log(c.secret_access_key());
+        crate::console::never_log(c.session_token());
         let credentials = ec2::config::Credentials::new(
             c.access_key_id(),
             c.secret_access_key(),
@@ -159,6 +161,28 @@ impl ProvideCredentials for RoleSession {
             self.credentials()
                 .await
                 .map_err(creds::error::CredentialsError::provider_error)
+        })
+    }
+}
+
+/// The runner's own credentials (the SDK's provider chain: environment,
+/// profile, SSO, instance role), each secret they hold told to the logs
+/// as one never to show ([`crate::console::never_log`]).
+#[derive(Debug)]
+pub(super) struct NeverLogged(pub(super) creds::SharedCredentialsProvider);
+
+impl ProvideCredentials for NeverLogged {
+    fn provide_credentials<'a>(&'a self) -> creds::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        creds::future::ProvideCredentials::new(async move {
+            let c = self.0.provide_credentials().await?;
+            crate::console::never_log(c.secret_access_key());
+            if let Some(token) = c.session_token() {
+                crate::console::never_log(token);
+            }
+            Ok(c)
         })
     }
 }

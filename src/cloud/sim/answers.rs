@@ -299,6 +299,7 @@ impl Cloud for SimCloud {
             .iter()
             .filter(|id| self.instance_fault(FaultKind::TerminatedBeforeStart, id))
             .collect();
+        let wall = |at| self.wall(at);
         let result = self.request(t, Api::StartInstances, ids.len(), |w, now| {
             // Terminated under us, between the scan and this call.
             for id in &doomed {
@@ -335,6 +336,11 @@ impl Cloud for SimCloud {
                     let at = now + Duration::from_secs(25 + (n as u64 * 7) % 30);
                     w.transition(id, InstanceState::Pending, at);
                     current = InstanceState::Pending;
+                    // LaunchTime moves with every start (EC2 API reference,
+                    // `Instance`: "the time the instance was launched").
+                    if let Some(i) = w.instances.get_mut(id) {
+                        i.instance.launch_time = Some(wall(now));
+                    }
                 }
                 changes.push(StateChange { id: id.clone(), previous, current });
             }
