@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::model::Environment;
+
 const EXAMPLES: &str = "\
 Examples:
   prepatch demo                                         the full workflow on a simulated fleet, no AWS needed
@@ -320,10 +322,11 @@ pub struct Selection {
     #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
     pub landing_zones: Vec<String>,
 
-    /// Every enabled landing zone of this environment, or a check that the
-    /// named ones belong to it.
-    #[arg(short, long, value_enum)]
-    pub environment: Option<EnvironmentArg>,
+    /// Every enabled landing zone of this environment (nonprod, preprod,
+    /// prod, or any the config names), or a check that the named ones
+    /// belong to it.
+    #[arg(short, long, value_name = "NAME")]
+    pub environment: Option<Environment>,
 
     /// AWS profile for the base credentials (default: the standard chain).
     #[arg(long, value_name = "NAME")]
@@ -402,12 +405,6 @@ pub enum SummaryFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EnvironmentArg {
-    Nonprod,
-    Prod,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PhaseArg {
     AmiBackup,
     ServerStart,
@@ -434,7 +431,10 @@ mod tests {
             "nonprod",
         ]);
         assert_eq!(cli.run.select.landing_zones, ["lz250nonprod", "cmsnonprod"]);
-        assert_eq!(cli.run.select.environment, Some(EnvironmentArg::Nonprod));
+        assert_eq!(
+            cli.run.select.environment.as_ref().map(|e| e.as_str()),
+            Some("nonprod")
+        );
         let cli = Cli::parse_from([
             "prepatch",
             "--scanner-only",

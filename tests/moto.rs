@@ -535,13 +535,93 @@ async fn prod_changes_without_yes_are_refused_when_no_terminal() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("production landing zone(s) lz250prod") && stderr.contains("pass --yes"),
+        stderr.contains("need confirmation, lz250prod (prod)") && stderr.contains("pass --yes"),
         "{stderr}"
     );
     assert!(
         images(&ec2).await.is_empty(),
         "an AMI was made in prod without confirmation"
     );
+}
+
+/// The team's own environment: preprod landing zones from the original
+/// tool's `preprod_landing_zones.yml`, selected by `--environment preprod`,
+/// guarded as the config says (`confirm`), their backups kept as long as
+/// their environment asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preprod_environment_is_selected_guarded_and_kept_as_the_config_says() {
+    const P: &str = "444444444444";
+    let moto = Moto::start();
+    let ec2 = ec2_in(&moto, P, "us-east-1").await;
+    launch(&ec2, 2, false, &[("Name", "pp")]).await;
+    let s = Scratch::new(&config(
+        "inventory: inventory
+environments:
+  preprod: {confirm: true, retention_days: 10}
+  nonprod: {retention_days: 3}
+",
+    ));
+    let inventory = s.dir.path().join("inventory");
+    std::fs::create_dir(&inventory).expect("mkdir");
+    std::fs::write(
+        inventory.join("preprod_landing_zones.yml"),
+        format!("landing_zones:\n  - name: fotoolspreprod\n    account_id: {P}\n    patch_enabled: true\n"),
+    )
+    .expect("write");
+    let (c, o) = (
+        s.config().display().to_string(),
+        s.reports().display().to_string(),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-e", "preprod", "--skip-validation", "-c", &c, "-o", &o];
+        args.extend_from_slice(extra);
+        prepatch(Some(&moto), None, &args)
+    };
+    let out = run(&[]);
+    let (stdout, stderr) = text(&out);
+    println!("without --yes:\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("need confirmation, fotoolspreprod (preprod)")
+            && stderr.contains("pass --yes"),
+        "{stderr}"
+    );
+    assert!(images(&ec2).await.is_empty(), "nothing made without --yes");
+
+    let out = run(&["--yes", "--run-id", "itest-preprod"]);
+    let (stdout, stderr) = text(&out);
+    println!("with --yes:\n{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let amis = images(&ec2).await;
+    assert_eq!(amis.len(), 2);
+    for ami in &amis {
+        let tags = tag_map(ami.tags());
+        let created: chrono::DateTime<chrono::Utc> = ami
+            .creation_date()
+            .expect("created")
+            .parse()
+            .expect("a time");
+        let expires: chrono::DateTime<chrono::Utc> =
+            tags["prepatch:expires-at"].parse().expect("a time");
+        let days = (expires - created).num_hours() as f64 / 24.0;
+        assert!(
+            (9.9..=10.1).contains(&days),
+            "preprod keeps 10 days: {days}"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.reports().join("itest-preprod/report.json")).expect("report"),
+    )
+    .expect("json");
+    assert_eq!(
+        report["landing_zones"][0]["environment"], "preprod",
+        "{report:#}"
+    );
+    // An environment nobody has is named with the ones there are.
+    let out = prepatch(Some(&moto), None, &["-e", "qa", "-c", &c, "-o", &o]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nonprod|preprod|prod"), "{stderr}");
 }
 
 #[test]

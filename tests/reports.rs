@@ -1033,7 +1033,7 @@ fn rollback_reports_match_their_schemas_and_show_hostile_names_as_text() {
         landing_zone: "data-prod".into(),
         account: "333333333333".into(),
         region: "eu-west-1".into(),
-        environment: prepatch::model::Environment::Prod,
+        environment: "prod".parse().expect("an environment"),
         instance_id: id.into(),
         name: HOSTILE_NAME.into(),
         ami: "ami-0123456789abcdef0".into(),
@@ -1055,7 +1055,7 @@ fn rollback_reports_match_their_schemas_and_show_hostile_names_as_text() {
             account: "333333333333".parse().unwrap(),
             region: "eu-west-1".parse().unwrap(),
         },
-        environment: prepatch::model::Environment::Prod,
+        environment: "prod".parse().expect("an environment"),
         rows: vec![
             row("i-1", Action::RolledBack, Verdict::Ready, ""),
             row("i-2", Action::Refused, Verdict::None, "=cmd|' /C calc'!A0"),

@@ -300,7 +300,10 @@ async fn a_rollback_killed_mid_task_makes_no_second_task_and_prod_needs_yes_stag
     moto.stage.clear_log();
     let (code, _, err) = prepatch_in(&moto, &s, &["rollback", "--run", "rbk-1", "--all"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("production") && err.contains("--yes"), "{err}");
+    assert!(
+        err.contains("need confirmation (lza)") && err.contains("--yes"),
+        "{err}"
+    );
     assert!(tasks_asked(&moto.stage.log()).is_empty());
 
     // Killed while its tasks run (they take 20 s).

@@ -472,7 +472,7 @@ async fn a_config_that_now_says_nonprod_does_not_bypass_the_prod_guard_stage() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("production") && stderr.contains("--yes"),
+        stderr.contains("need confirmation (lza)") && stderr.contains("--yes"),
         "{stderr}"
     );
     assert_eq!(

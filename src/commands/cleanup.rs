@@ -182,7 +182,7 @@ async fn plan_target(
     };
     let mut p = TargetPlan {
         target: target.clone(),
-        environment: lz.environment,
+        environment: lz.environment.clone(),
         amis: Vec::new(),
         kept: 0,
         unreadable: Vec::new(),
@@ -226,7 +226,8 @@ async fn plan_target(
             Criterion::Run(run) => run_id == run,
             Criterion::Expired => {
                 let expires = expires.ok_or("no expires-at tag")?;
-                due_at(created, expires, witnesses(run_id).retention_days)? <= now
+                let retention = witnesses(run_id).retention_for(&target.landing_zone);
+                due_at(created, expires, retention)? <= now
             }
             Criterion::OlderThan(days) => {
                 let created = created.ok_or("AWS gives no creation time")?;
@@ -700,7 +701,7 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
         _ => s.landing_zones.clone(),
     };
     let landing_zones: Vec<LandingZone> =
-        super::select_landing_zones(&config, &names, s.environment, &s.region)?
+        super::select_landing_zones(&config, &names, s.environment.clone(), &s.region)?
             .into_iter()
             .map(LandingZone::with_restore_role)
             .collect();

@@ -16,13 +16,13 @@ pub mod rollback;
 pub mod run;
 pub mod runs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, EnvironmentArg, PhaseArg, PhaseArgs};
+use crate::cli::{Cli, Command, PhaseArg, PhaseArgs};
 use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, CloudError};
@@ -448,13 +448,10 @@ pub(super) fn phase_name(p: PhaseArg) -> &'static str {
 pub fn select_landing_zones(
     config: &Config,
     names: &[String],
-    environment: Option<EnvironmentArg>,
+    environment: Option<Environment>,
     regions: &[String],
 ) -> Result<Vec<LandingZone>, Error> {
-    let env = environment.map(|e| match e {
-        EnvironmentArg::Nonprod => Environment::Nonprod,
-        EnvironmentArg::Prod => Environment::Prod,
-    });
+    let env = environment;
     let known = || {
         config
             .landing_zones
@@ -467,8 +464,9 @@ pub fn select_landing_zones(
     if names.is_empty() {
         let Some(env) = env else {
             return Err(Error::Usage(format!(
-                "name the landing zones to work on with --landing-zones (known: {}), or a whole environment with --environment nonprod|prod",
-                known()
+                "name the landing zones to work on with --landing-zones (known: {}), or a whole environment with --environment {}",
+                known(),
+                environments(config)
             )));
         };
         selected.extend(
@@ -480,13 +478,14 @@ pub fn select_landing_zones(
         );
         if selected.is_empty() {
             return Err(Error::Usage(format!(
-                "no enabled landing zone has environment {env} in {}",
-                config.source.display()
+                "no enabled landing zone has environment {env} in {} (its environments: {})",
+                config.source.display(),
+                environments(config)
             )));
         }
     } else {
         for name in names {
-            let lz = named(config, name.trim(), env, &known)?;
+            let lz = named(config, name.trim(), env.as_ref(), &known)?;
             if !selected.iter().any(|s| s.name == lz.name) {
                 selected.push(lz.clone());
             }
@@ -510,12 +509,36 @@ pub fn select_landing_zones(
     Ok(selected)
 }
 
+/// The landing zones whose changes need confirmation, by name.
+pub(crate) fn needs_confirmation(landing_zones: &[LandingZone]) -> BTreeSet<&str> {
+    landing_zones
+        .iter()
+        .filter(|lz| lz.confirm)
+        .map(|lz| lz.name.as_str())
+        .collect()
+}
+
+/// `a, b, c`.
+pub(crate) fn names_of(names: &BTreeSet<&str>) -> String {
+    names.iter().copied().collect::<Vec<_>>().join(", ")
+}
+
+/// The environments of the config's landing zones, `a|b|c`.
+fn environments(config: &Config) -> String {
+    let names: BTreeSet<&str> = config
+        .landing_zones
+        .iter()
+        .map(|lz| lz.environment.as_str())
+        .collect();
+    names.into_iter().collect::<Vec<_>>().join("|")
+}
+
 /// The landing zone `name`, if it exists, is enabled and (with
 /// `--environment`) belongs to `env`; else why not, in one line.
 fn named<'c>(
     config: &'c Config,
     name: &str,
-    env: Option<Environment>,
+    env: Option<&Environment>,
     known: &dyn Fn() -> String,
 ) -> Result<&'c LandingZone, Error> {
     if !config::valid_lz_name(name) {
@@ -538,7 +561,7 @@ fn named<'c>(
         )));
     }
     if let Some(env) = env
-        && lz.environment != env
+        && lz.environment != *env
     {
         return Err(Error::Usage(format!(
             "landing zone {name} is {}, not {env}: drop --environment or pick {env} landing zones",

@@ -20,7 +20,7 @@ use crate::cloud::limit::Paced;
 use crate::cloud::{Cloud, Scope};
 use crate::config::{Config, LandingZone};
 use crate::journal::{Journaled, NewRun, RunParams, RunRow};
-use crate::model::{Environment, Instance, InstanceId, InstanceState, Region, RunId, Target, tag};
+use crate::model::{Instance, InstanceId, InstanceState, Region, RunId, Target, tag};
 use crate::workflow::poll::Polls;
 use crate::workflow::{Confirmation, Shutdown, for_each_target};
 use crate::{Error, Outcome};
@@ -78,7 +78,7 @@ async fn plan_target(
         started.by_target.get(&key).into_iter().flatten().collect();
     let mut p = TargetPlan {
         target: target.clone(),
-        environment: lz.environment,
+        environment: lz.environment.clone(),
         rows: Vec::new(),
         error: None,
     };
@@ -100,7 +100,7 @@ async fn plan_target(
             landing_zone: lz.name.clone(),
             account: lz.account_id.to_string(),
             region: region.to_string(),
-            environment: lz.environment,
+            environment: lz.environment.clone(),
             instance_id: id.to_string(),
             name: i.and_then(|i| i.name()).unwrap_or_default().to_owned(),
             action,
@@ -531,7 +531,7 @@ pub async fn run(ctx: &Context<'_>, args: &RestoreArgs) -> Result<Outcome, Error
     let mut landing_zones = landing_zones_of(&row, &params, &config, &started)?;
     // Prod by the run's record is prod: a config that now calls a landing
     // zone nonprod does not bypass the guard.
-    params.guard_recorded_prod(&mut landing_zones, &row.environment);
+    params.guard_recorded(&mut landing_zones, &row.environment);
     let restore_id = RunId::generate(chrono::Utc::now()).to_string();
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
     let op = Operation::begin(
@@ -626,15 +626,17 @@ async fn restore_with<C: Cloud>(
     let jc = Journaled::new(cloud, &op.journal, restore_id);
     let session = format!("prepatch-{restore_id}");
     let mut plans = plan(&jc, landing_zones, started, run_id, &session).await;
-    let prod_stops = plans
+    let guarded = super::needs_confirmation(landing_zones);
+    let guarded_stops = plans
         .iter()
-        .filter(|p| p.environment == Environment::Prod)
+        .filter(|p| guarded.contains(p.target.landing_zone.as_str()))
         .flat_map(|p| &p.rows)
         .filter(|r| r.action == Action::WouldStop)
         .count();
-    if !args.dry_run && prod_stops > 0 && !args.yes {
+    if !args.dry_run && guarded_stops > 0 && !args.yes {
         let what = format!(
-            "this restore stops {prod_stops} instances in production landing zone(s) that run {run_id} started"
+            "this restore stops {guarded_stops} instances that run {run_id} started in landing zone(s) that need confirmation ({})",
+            super::names_of(&guarded)
         );
         if let Confirmation::No(why) = super::confirm(&what, super::interactive()) {
             return Err(Error::Refused(why));

@@ -34,8 +34,8 @@ use crate::journal::{Journaled, NewRun, RunParams};
 pub use crate::model::rollback::{Action, Row, TargetPlan, Verdict, summary_line};
 use crate::model::rollback::{RootTask, RootTaskRequest, RootTaskState, client_token};
 use crate::model::{
-    Environment, Image, ImageState, Instance, InstanceId, InstanceState, Region, RunId, SsmPing,
-    StatusChecks, TagMap, Target, Witnesses, ready, tag,
+    Image, ImageState, Instance, InstanceId, InstanceState, Region, RunId, SsmPing, StatusChecks,
+    TagMap, Target, Witnesses, ready, tag,
 };
 use crate::workflow::poll::Polls;
 use crate::workflow::{Confirmation, Shutdown, for_each_target};
@@ -103,7 +103,7 @@ async fn plan_target(
     };
     let mut p = TargetPlan {
         target: target.clone(),
-        environment: lz.environment,
+        environment: lz.environment.clone(),
         rows: Vec::new(),
         error: None,
     };
@@ -155,7 +155,7 @@ async fn plan_target(
             landing_zone: lz.name.clone(),
             account: lz.account_id.to_string(),
             region: region.to_string(),
-            environment: lz.environment,
+            environment: lz.environment.clone(),
             instance_id: id.to_string(),
             name: instance
                 .and_then(|i| i.name())
@@ -724,7 +724,7 @@ pub async fn run(ctx: &Context<'_>, args: &RollbackArgs) -> Result<Outcome, Erro
         "whose backups can be rolled back to",
     )?;
     let mut landing_zones = landing_zones_of(&row.id, &row.landing_zones, &params, &config, args)?;
-    params.guard_recorded_prod(&mut landing_zones, &row.environment);
+    params.guard_recorded(&mut landing_zones, &row.environment);
     let witnesses = journal.backup_witnesses(&row.id)?;
     let rollback_id = RunId::generate(chrono::Utc::now()).to_string();
     let lz_names: Vec<String> = landing_zones.iter().map(|l| l.name.clone()).collect();
@@ -859,24 +859,26 @@ pub(super) async fn rollback_with<C: Cloud>(
     for i in &missing {
         writeln!(out, "  {i}: no backup of run {run_id} in its landing zones").map_err(w)?;
     }
-    let planned = |env: Option<Environment>| {
+    let guarded = super::needs_confirmation(landing_zones);
+    let planned = |only_guarded: bool| {
         plans
             .iter()
-            .filter(|p| env.is_none_or(|e| p.environment == e))
+            .filter(|p| !only_guarded || guarded.contains(p.target.landing_zone.as_str()))
             .flat_map(|p| &p.rows)
             .filter(|r| r.action == Action::WouldRollBack)
             .count()
     };
-    let applied = !args.dry_run && planned(None) > 0;
+    let applied = !args.dry_run && planned(false) > 0;
     if args.dry_run {
         probe(&jc, &mut plans, run_id, &settings).await;
         writeln!(out, "dry run: DryRun checks only, nothing changed:").map_err(w)?;
         write_summary(run_id, rollback_id, &plans, false, &mut out).map_err(w)?;
     } else if applied {
-        let prod = planned(Some(Environment::Prod));
-        if prod > 0 && !args.yes {
+        let guarded_count = planned(true);
+        if guarded_count > 0 && !args.yes {
             let what = format!(
-                "this rollback replaces the root volume of {prod} instances in production landing zone(s) with run {run_id}'s backups"
+                "this rollback replaces the root volume of {guarded_count} instances in landing zone(s) that need confirmation ({}) with run {run_id}'s backups",
+                super::names_of(&guarded)
             );
             if let Confirmation::No(why) = super::confirm(&what, super::interactive()) {
                 return Err(Error::Refused(why));

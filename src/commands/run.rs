@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use super::execute::execute;
 use super::{Context, connect_aws, options, phase_name, select_landing_zones};
-use crate::cli::{EnvironmentArg, PhaseArg, PhaseArgs};
+use crate::cli::{PhaseArg, PhaseArgs};
 use crate::journal::{self, Journal, RunParams};
+use crate::model::Environment;
 use crate::{Error, Outcome};
 
 /// `prepatch` (no subcommand): the run on AWS.
@@ -21,26 +22,35 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
         }
         None => (params_of(ctx), cli.run.phases.clone(), None),
     };
-    let environment = params.environment.as_deref().map(|e| {
-        if e == "prod" {
-            EnvironmentArg::Prod
-        } else {
-            EnvironmentArg::Nonprod
-        }
-    });
+    let environment = match params.environment.as_deref() {
+        Some(e) => Some(e.parse::<Environment>().map_err(Error::Usage)?),
+        None => None,
+    };
     let mut config = ctx.config(&params.config)?;
     config.add_inventory(&params.inventory)?;
     let mut landing_zones =
         select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
     match &resumed {
-        // A resume: prod by the record is prod, whatever the config says now.
-        Some((_, env)) => params.guard_recorded_prod(&mut landing_zones, env),
+        // A resume: what needed confirmation by the record needs it,
+        // whatever the config says now.
+        Some((_, env)) => params.guard_recorded(&mut landing_zones, env),
         None => {
             params.environments = landing_zones
                 .iter()
                 .map(|lz| (lz.name.clone(), lz.environment.to_string()))
                 .collect();
+            params.confirm = Some(
+                landing_zones
+                    .iter()
+                    .filter(|lz| lz.confirm)
+                    .map(|lz| lz.name.clone())
+                    .collect(),
+            );
             params.retention_days = Some(config.phases.ami_backup.retention_days);
+            params.retention = landing_zones
+                .iter()
+                .filter_map(|lz| Some((lz.name.clone(), lz.retention_days?)))
+                .collect();
         }
     }
     let options = options(&config, &phases, cli)?;
@@ -71,10 +81,7 @@ fn params_of(ctx: &Context<'_>) -> RunParams {
     RunParams {
         config: args.select.config.clone(),
         landing_zones: args.select.landing_zones.clone(),
-        environment: args.select.environment.map(|e| match e {
-            EnvironmentArg::Nonprod => "nonprod".to_owned(),
-            EnvironmentArg::Prod => "prod".to_owned(),
-        }),
+        environment: args.select.environment.as_ref().map(|e| e.to_string()),
         regions: args.select.region.clone(),
         profile: args.select.profile.clone(),
         scanner_only: args.phases.scanner_only,
@@ -93,6 +100,8 @@ fn params_of(ctx: &Context<'_>) -> RunParams {
             .collect(),
         environments: Default::default(),
         retention_days: None,
+        retention: Default::default(),
+        confirm: None,
     }
 }
 

@@ -109,8 +109,9 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         .enumerate()
         .map(|(i, n)| check_notification(&c, i, n))
         .collect::<Result<_, _>>()?;
+    let environments = check_environments(&c, raw.environments)?;
 
-    Ok(Config {
+    let mut config = Config {
         source: path.to_owned(),
         aws,
         landing_zones,
@@ -119,8 +120,42 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         reports,
         inventory,
         notifications,
+        environments,
         sha256: String::new(),
-    })
+    };
+    config.apply_environments();
+    Ok(config)
+}
+
+/// `environments:`, checked: each name as a landing zone's environment is
+/// written, each retention in the range `ami_backup.retention_days` has.
+fn check_environments(
+    c: &Checker<'_>,
+    raw: BTreeMap<String, RawEnvironment>,
+) -> Result<BTreeMap<Environment, EnvironmentPolicy>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, e) in raw {
+        let at = |f: &str| format!("environments.{name}.{f}");
+        let env: Environment = name
+            .parse()
+            .map_err(|why: String| c.err(format!("environments.{name}"), why))?;
+        if let Some(days) = e.retention_days
+            && !(MIN_RETENTION_DAYS..=3650).contains(&days)
+        {
+            return Err(c.err(
+                at("retention_days"),
+                format!("{days} must be between {MIN_RETENTION_DAYS} and 3650 days"),
+            ));
+        }
+        out.insert(
+            env.clone(),
+            EnvironmentPolicy {
+                confirm: e.confirm.unwrap_or_else(|| env.is_prod()),
+                retention_days: e.retention_days,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// `aws:`, checked.
@@ -198,15 +233,10 @@ pub(super) fn check_landing_zone(
             ),
         )
     })?;
-    let environment: Environment = lz.environment.parse().map_err(|()| {
-        c.err(
-            at("environment"),
-            format!(
-                "{:?} is not an environment: use nonprod or prod",
-                lz.environment
-            ),
-        )
-    })?;
+    let environment: Environment = lz
+        .environment
+        .parse()
+        .map_err(|why: String| c.err(at("environment"), why))?;
     let regions = match lz.regions {
         Some(r) => c.regions(&at("regions"), r)?,
         None => aws.regions.clone(),
@@ -253,6 +283,10 @@ pub(super) fn check_landing_zone(
     Ok(LandingZone {
         name: lz.name,
         account_id,
+        // Set from `environments:` once every landing zone is read
+        // (`Config::apply_environments`).
+        confirm: environment.is_prod(),
+        retention_days: None,
         environment,
         regions,
         role_arn,

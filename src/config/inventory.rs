@@ -1,6 +1,7 @@
 //! The original tool's inventory files: landing zones kept per
-//! environment in `inventory/nonprod_landing_zones.yml` and
-//! `inventory/prod_landing_zones.yml`, read as they are:
+//! environment in `inventory/nonprod_landing_zones.yml`,
+//! `inventory/prod_landing_zones.yml` (and any other environment's
+//! `<environment>_landing_zones.yml`), read as they are:
 //!
 //! ```yaml
 //! landing_zones:
@@ -47,7 +48,7 @@ fn yes() -> bool {
 }
 
 /// The environment an inventory file is for, by its name:
-/// `prod_landing_zones.yml` is prod, `nonprod_landing_zones.yaml` nonprod.
+/// `prod_landing_zones.yml` is prod, `preprod_landing_zones.yaml` preprod.
 fn environment_of(path: &Path) -> Result<Environment, ConfigError> {
     let name = path
         .file_name()
@@ -62,7 +63,7 @@ fn environment_of(path: &Path) -> Result<Environment, ConfigError> {
         .ok_or_else(|| ConfigError::Invalid {
             path: path.to_owned(),
             field: "(file name)".into(),
-            message: "an inventory file is named for its environment: nonprod_landing_zones.yml or prod_landing_zones.yml".into(),
+            message: "an inventory file is named for its environment: <environment>_landing_zones.yml, like nonprod_landing_zones.yml or preprod_landing_zones.yml".into(),
         })
 }
 
@@ -91,7 +92,9 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
                 return Err(ConfigError::Invalid {
                     path: path.clone(),
                     field: "(folder)".into(),
-                    message: "holds no nonprod_landing_zones.yml or prod_landing_zones.yml".into(),
+                    message:
+                        "holds no <environment>_landing_zones.yml (like nonprod_landing_zones.yml)"
+                            .into(),
                 });
             }
             found.sort();
@@ -167,6 +170,7 @@ impl Config {
                     .push(check_landing_zone(&c, i, lz, &self.aws)?);
             }
         }
+        self.apply_environments();
         Ok(())
     }
 }
@@ -260,7 +264,7 @@ inventory: {}
         let inv = folder(&[("prod_landing_zones.yml", PROD)]);
         let c = config("inventory: [prod_landing_zones.yml]\n", inv.path()).expect("loads");
         assert_eq!(c.landing_zones.len(), 1);
-        assert_eq!(c.landing_zones[0].environment, Environment::Prod);
+        assert!(c.landing_zones[0].environment.is_prod());
     }
 
     #[test]
@@ -319,7 +323,10 @@ inventory: {}
         let e = config("inventory: .\n", empty.path())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("holds no nonprod_landing_zones.yml"), "{e}");
+        assert!(
+            e.contains("holds no <environment>_landing_zones.yml"),
+            "{e}"
+        );
         let e = config("inventory: nowhere/\n", empty.path())
             .unwrap_err()
             .to_string();

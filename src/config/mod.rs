@@ -71,9 +71,22 @@ pub struct Config {
     pub inventory: Vec<PathBuf>,
     /// Where the end of a run is announced.
     pub notifications: Vec<Notification>,
+    /// What each environment the config names asks (`environments:`); an
+    /// environment it does not name needs confirmation if it is `prod`,
+    /// and keeps `ami_backup.retention_days`.
+    pub environments: BTreeMap<Environment, EnvironmentPolicy>,
     /// SHA-256 of the exact text that was parsed, lowercase hex, for the
     /// reports: which config a run used.
     pub sha256: String,
+}
+
+/// What an environment asks of changes to its landing zones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentPolicy {
+    /// Changes need a typed `yes` or `--yes` (default: only for `prod`).
+    pub confirm: bool,
+    /// How long its backups live, in place of `ami_backup.retention_days`.
+    pub retention_days: Option<u32>,
 }
 
 /// A place the end of a run is announced: a chat's incoming webhook or
@@ -198,6 +211,11 @@ pub struct LandingZone {
     pub name: String,
     pub account_id: AccountId,
     pub environment: Environment,
+    /// Changes need confirmation: its environment's `confirm` (a run's
+    /// record can only add it, never take it away).
+    pub confirm: bool,
+    /// Its environment's `retention_days`, if it sets one.
+    pub retention_days: Option<u32>,
     pub regions: Vec<Region>,
     /// The role to assume in the account.
     pub role_arn: String,
@@ -324,6 +342,25 @@ impl Config {
     /// The landing zone with this name.
     pub fn landing_zone(&self, name: &str) -> Option<&LandingZone> {
         self.landing_zones.iter().find(|lz| lz.name == name)
+    }
+
+    /// Sets each landing zone's confirmation and retention from what its
+    /// environment asks (`environments:`; else confirmation for `prod`
+    /// only, and `ami_backup.retention_days`).
+    pub(crate) fn apply_environments(&mut self) {
+        for lz in &mut self.landing_zones {
+            let policy = self.environments.get(&lz.environment);
+            lz.confirm = policy.map_or_else(|| lz.environment.is_prod(), |p| p.confirm);
+            lz.retention_days = policy.and_then(|p| p.retention_days);
+        }
+    }
+
+    /// How many days the backups of the landing zone `name` live: its
+    /// environment's `retention_days`, else `ami_backup.retention_days`.
+    pub fn retention_days(&self, name: &str) -> u32 {
+        self.landing_zone(name)
+            .and_then(|lz| lz.retention_days)
+            .unwrap_or(self.phases.ami_backup.retention_days)
     }
 }
 

@@ -115,6 +115,17 @@ pub(super) struct RawConfig {
     pub(super) inventory: Option<RawPaths>,
     #[serde(default)]
     pub(super) notifications: Vec<RawNotification>,
+    /// Per environment: whether changes need confirmation, how long
+    /// backups live.
+    #[serde(default)]
+    pub(super) environments: BTreeMap<String, RawEnvironment>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnvironment {
+    pub(super) confirm: Option<bool>,
+    pub(super) retention_days: Option<u32>,
 }
 
 #[derive(Deserialize)]

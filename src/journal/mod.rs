@@ -219,24 +219,37 @@ pub struct RunParams {
     /// `prepatch:expires-at` tag says. Absent in runs recorded before it.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Per landing zone, where its environment set its own retention.
+    #[serde(default)]
+    pub retention: BTreeMap<String, u32>,
+    /// The landing zones whose changes needed confirmation when the run
+    /// began (`None` in runs recorded before it was kept: then `prod`
+    /// in `environments` says so).
+    #[serde(default)]
+    pub confirm: Option<Vec<String>>,
 }
 
 impl RunParams {
-    /// The run's record calls this landing zone prod: its own entry, or,
-    /// for a run recorded before entries were kept, any prod in the run's
-    /// environments (`run_environment`, as the runs table keeps it).
-    pub fn recorded_prod(&self, landing_zone: &str, run_environment: &str) -> bool {
+    /// The run's record says this landing zone's changes need
+    /// confirmation: its own entry, or, for a run recorded before entries
+    /// were kept, `prod` as its environment (or any prod in the run's
+    /// environments, `run_environment`, as the runs table keeps it).
+    pub fn recorded_confirm(&self, landing_zone: &str, run_environment: &str) -> bool {
+        if let Some(confirm) = &self.confirm {
+            return confirm.iter().any(|n| n == landing_zone);
+        }
         match self.environments.get(landing_zone) {
             Some(e) => e == "prod",
             None => run_environment.split(',').any(|e| e.trim() == "prod"),
         }
     }
 
-    /// Marks as prod every landing zone the record calls prod.
-    pub fn guard_recorded_prod(&self, landing_zones: &mut [LandingZone], run_environment: &str) {
+    /// Marks as needing confirmation every landing zone the record says
+    /// needed it: a config that now says otherwise does not take it away.
+    pub fn guard_recorded(&self, landing_zones: &mut [LandingZone], run_environment: &str) {
         for lz in landing_zones {
-            if self.recorded_prod(&lz.name, run_environment) {
-                lz.environment = crate::model::Environment::Prod;
+            if self.recorded_confirm(&lz.name, run_environment) {
+                lz.confirm = true;
             }
         }
     }

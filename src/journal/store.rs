@@ -415,12 +415,11 @@ impl Journal {
             })
             .optional()
         })?;
-        let retention_days = params
-            .and_then(|p| serde_json::from_str::<super::RunParams>(&p).ok())
-            .and_then(|p| p.retention_days);
+        let params = params.and_then(|p| serde_json::from_str::<super::RunParams>(&p).ok());
         Ok(Witnesses {
             known,
-            retention_days,
+            retention_days: params.as_ref().and_then(|p| p.retention_days),
+            retention_by_landing_zone: params.map(|p| p.retention).unwrap_or_default(),
             by_instance,
             started,
         })

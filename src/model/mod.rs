@@ -168,40 +168,35 @@ impl Region {
     }
 }
 
-/// Which kind of landing zone: production changes need confirmation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    Nonprod,
-    Prod,
-}
+string_id!(
+    /// A landing zone's environment, named as the team names it (`nonprod`,
+    /// `preprod`, `prod`, `dr`...): letters, digits, `-` and `_`, checked on
+    /// construction. Whether its changes need confirmation, and how long its
+    /// backups live, is the config's to say (`environments:`); by default
+    /// only `prod` needs confirmation.
+    Environment
+);
 
 impl Environment {
-    pub const ALL: [&'static str; 2] = ["nonprod", "prod"];
-}
-
-impl Environment {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Nonprod => "nonprod",
-            Environment::Prod => "prod",
-        }
-    }
-}
-
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    /// `prod`: the one environment that needs confirmation by default.
+    pub fn is_prod(&self) -> bool {
+        self.as_str() == "prod"
     }
 }
 
 impl FromStr for Environment {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "nonprod" => Ok(Environment::Nonprod),
-            "prod" => Ok(Environment::Prod),
-            _ => Err(()),
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Environment(s.into()))
+        } else {
+            Err(format!(
+                "{s:?} is not an environment name: use letters, digits, '-' and '_' (at most 32), like nonprod, preprod or prod"
+            ))
         }
     }
 }
@@ -474,11 +469,21 @@ pub struct Witnesses {
     /// How long the run meant its backups to live
     /// (`ami_backup.retention_days` when it began), where it recorded it.
     pub retention_days: Option<u32>,
+    /// Per landing zone, where its environment set its own retention.
+    pub retention_by_landing_zone: std::collections::BTreeMap<String, u32>,
     pub by_instance: std::collections::HashMap<String, Witness>,
     pub started: std::collections::HashSet<String>,
 }
 
 impl Witnesses {
+    /// How long the run meant the backups of `landing_zone` to live.
+    pub fn retention_for(&self, landing_zone: &str) -> Option<u32> {
+        self.retention_by_landing_zone
+            .get(landing_zone)
+            .copied()
+            .or(self.retention_days)
+    }
+
     /// The journal has a start of this instance by the run.
     pub fn started(&self, instance: &InstanceId) -> bool {
         self.started.contains(instance.as_str())

@@ -124,7 +124,6 @@ fn xml(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Environment;
     use crate::model::restore::Action;
 
     #[test]
@@ -133,7 +132,7 @@ mod tests {
             landing_zone: "lz".into(),
             account: "111111111111".into(),
             region: "eu-west-1".into(),
-            environment: Environment::Nonprod,
+            environment: "nonprod".parse().expect("an environment"),
             instance_id: "i-1".into(),
             name: "<script>alert(1)</script>\u{7}bell".into(),
             action: Action::LeftAlone,

@@ -150,7 +150,7 @@ fn xml(
         w.el("landing_zone", &r.landing_zone)?;
         w.el("account_id", &r.account)?;
         w.el("region", &r.region)?;
-        w.el("environment", &r.environment.to_string())?;
+        w.el("environment", r.environment.as_ref())?;
         w.el("instance_id", &r.instance_id)?;
         w.el("name", &r.name)?;
         w.el("ami", &r.ami)?;

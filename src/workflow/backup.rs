@@ -42,9 +42,10 @@ pub const POLL_MAX: Duration = Duration::from_secs(180);
 
 pub use crate::model::ami_name;
 
-/// When AMIs made now expire (`ami_backup.retention_days`).
-pub(super) fn expiry(wf: &Workflow<'_>) -> DateTime<Utc> {
-    wf.clock.now() + chrono::Duration::days(wf.config.phases.ami_backup.retention_days.into())
+/// When AMIs made now in `landing_zone` expire: its environment's
+/// `retention_days`, else `ami_backup.retention_days`.
+pub(super) fn expiry(wf: &Workflow<'_>, landing_zone: &str) -> DateTime<Utc> {
+    wf.clock.now() + chrono::Duration::days(wf.config.retention_days(landing_zone).into())
 }
 
 /// Tags shared by everything a run creates.
@@ -68,7 +69,7 @@ pub(super) async fn backup_target(wf: &Workflow<'_>, t: &mut TargetRun) -> Tally
     let bar = wf
         .progress
         .bar(Phase::AmiBackup, &t.target, t.records.len() as u64);
-    let expires_at = expiry(wf);
+    let expires_at = expiry(wf, &t.target.landing_zone);
 
     // This run's AMIs from an earlier attempt, by instance.
     let existing: BTreeMap<InstanceId, Image> = match own_images(wf, &t.target).await {

@@ -36,7 +36,7 @@ use crate::cloud::Cloud;
 use crate::config::{Config, LandingZone};
 use crate::model::api::calls_since;
 use crate::model::{
-    Environment, Event, LandingZoneFailure, Phase, PhaseSummary, Plan, Run, RunId, TargetRun,
+    Event, LandingZoneFailure, Phase, PhaseSummary, Plan, Run, RunId, TargetRun,
     run::{PhaseSpan, Slowest},
 };
 use progress::Progress;
@@ -242,7 +242,7 @@ impl Workflow<'_> {
                 self.skip(&mut run, p, Plan::Skip("dry run".into()));
             }
         } else if !mutating.is_empty()
-            && let Confirmation::No(why) = self.guard_prod(&run, &mutating, confirm)
+            && let Confirmation::No(why) = self.guard(landing_zones, &run, &mutating, confirm)
         {
             return Err(crate::Error::Refused(why));
         }
@@ -398,17 +398,24 @@ impl Workflow<'_> {
             .push(event);
     }
 
-    /// Asks for confirmation when a change would touch a prod landing zone.
-    fn guard_prod(
+    /// Asks for confirmation when a change would touch a landing zone
+    /// whose environment needs it (prod, and any the config says).
+    fn guard(
         &self,
+        landing_zones: &[&LandingZone],
         run: &Run,
         mutating: &[Phase],
         confirm: &mut dyn FnMut(&str) -> Confirmation,
     ) -> Confirmation {
+        let guarded: std::collections::BTreeSet<&str> = landing_zones
+            .iter()
+            .filter(|lz| lz.confirm)
+            .map(|lz| lz.name.as_str())
+            .collect();
         let prod: Vec<&TargetRun> = run
             .targets
             .iter()
-            .filter(|t| t.environment == Environment::Prod)
+            .filter(|t| guarded.contains(t.target.landing_zone.as_str()))
             .collect();
         if prod.is_empty() || self.options.assume_yes {
             return Confirmation::Yes;
@@ -426,13 +433,13 @@ impl Workflow<'_> {
         } else {
             0
         };
-        let mut names: Vec<&str> = prod
+        let mut names: Vec<String> = prod
             .iter()
-            .map(|t| t.target.landing_zone.as_str())
+            .map(|t| format!("{} ({})", t.target.landing_zone, t.environment))
             .collect();
         names.dedup();
         confirm(&format!(
-            "this run changes production landing zone(s) {}: it creates up to {amis} AMIs and starts {starts} stopped instances",
+            "this run changes landing zone(s) that need confirmation, {}: it creates up to {amis} AMIs and starts {starts} stopped instances",
             names.join(", ")
         ))
     }

@@ -35,7 +35,11 @@ async fn check_target(
     if backup {
         // The very request the backup sends: its image and snapshot tag
         // specifications need ec2:CreateTags on create.
-        let shared = backup::run_tags(run_id, &t.target.landing_zone, backup::expiry(wf));
+        let shared = backup::run_tags(
+            run_id,
+            &t.target.landing_zone,
+            backup::expiry(wf, &t.target.landing_zone),
+        );
         probes.push(Probe::CreateImage(backup::image_request(
             wf, first, run_id, &shared,
         )));

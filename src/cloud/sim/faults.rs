@@ -208,7 +208,7 @@ impl SimCloud {
         let victim_lz = landing_zones
             .iter()
             .rev()
-            .find(|lz| lz.environment == crate::model::Environment::Nonprod)
+            .find(|lz| lz.environment.as_str() == "nonprod")
             .or(landing_zones.last());
         let (running, stopped): (Vec<InstanceId>, Vec<InstanceId>) = {
             let worlds = self.worlds.lock().unwrap_or_else(|e| e.into_inner());

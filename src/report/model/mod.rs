@@ -348,7 +348,7 @@ pub struct InstanceReport<'a> {
     pub landing_zone: &'a str,
     pub account_id: &'a str,
     pub region: &'a str,
-    pub environment: &'static str,
+    pub environment: &'a str,
     pub instance_id: &'a str,
     /// The `Name` tag.
     pub name: Option<&'a str>,
