@@ -559,6 +559,7 @@ async fn a_preprod_environment_is_selected_guarded_and_kept_as_the_config_says()
 environments:
   preprod: {confirm: true, retention_days: 10}
   nonprod: {retention_days: 3}
+workflow: {phases: {ami_backup: {tags: {managed_by: CMS, cost-centre: \"4711\"}}}}
 ",
     ));
     let inventory = s.dir.path().join("inventory");
@@ -608,7 +609,39 @@ environments:
             (9.9..=10.1).contains(&days),
             "preprod keeps 10 days: {days}"
         );
+        // The team's own tags, beside prepatch's, on the AMI and its
+        // snapshot, from the same CreateImage.
+        assert_eq!(
+            tags.get("managed_by").map(String::as_str),
+            Some("CMS"),
+            "{tags:?}"
+        );
+        assert_eq!(tags.get("cost-centre").map(String::as_str), Some("4711"));
+        let snapshot = ami.block_device_mappings()[0]
+            .ebs()
+            .and_then(|e| e.snapshot_id())
+            .expect("a snapshot");
+        let snap = ec2
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await
+            .expect("snapshot");
+        let snap_tags = tag_map(snap.snapshots()[0].tags());
+        assert_eq!(
+            snap_tags.get("managed_by").map(String::as_str),
+            Some("CMS"),
+            "{snap_tags:?}"
+        );
+        assert_eq!(
+            snap_tags.get("prepatch:created-by").map(String::as_str),
+            Some("prepatch")
+        );
     }
+    assert!(
+        moto.stage.calls("CreateTags").is_empty(),
+        "no CreateTags after CreateImage: the tags come with it"
+    );
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(s.reports().join("itest-preprod/report.json")).expect("report"),
     )

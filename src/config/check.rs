@@ -339,6 +339,47 @@ fn external_id(
     Ok(Some(id))
 }
 
+/// `ami_backup.tags`, checked as EC2 takes tags (EC2 user guide, "Tag your
+/// Amazon EC2 resources", tag restrictions: a key of 1 to 128 characters, a
+/// value of at most 256, no key beginning `aws:`, at most 50 tags on a
+/// resource), and leaving prepatch's own keys (`prepatch:*`, `Name`) to it.
+fn backup_tags(c: &Checker<'_>, raw: BTreeMap<String, String>) -> Result<Tags, ConfigError> {
+    // prepatch writes 6 tags on an AMI, 5 on a snapshot.
+    const ROOM: usize = 50 - 6;
+    if raw.len() > ROOM {
+        return Err(c.err(
+            "workflow.phases.ami_backup.tags",
+            format!(
+                "{} tags: EC2 allows 50 on an AMI and prepatch writes 6, so give at most {ROOM}",
+                raw.len()
+            ),
+        ));
+    }
+    for (key, value) in &raw {
+        let at = format!("workflow.phases.ami_backup.tags.{key}");
+        let lower = key.to_ascii_lowercase();
+        let why = if key.trim().is_empty() || key.chars().count() > 128 {
+            Some("a tag key has 1 to 128 characters".to_owned())
+        } else if lower.starts_with("aws:") {
+            Some("keys beginning aws: are AWS's own; EC2 refuses them".to_owned())
+        } else if lower.starts_with("prepatch:") || key == "Name" {
+            Some(format!(
+                "{key} is prepatch's own tag on its backups; give the team's tags other keys"
+            ))
+        } else if value.chars().count() > 256 {
+            Some("a tag value has at most 256 characters".to_owned())
+        } else if key.chars().chain(value.chars()).any(char::is_control) {
+            Some("tags hold no control characters".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(c.err(at, why));
+        }
+    }
+    Ok(raw.into_iter().collect())
+}
+
 /// `workflow.phases`, checked.
 fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
     let retention_days = p.ami_backup.retention_days.unwrap_or(7);
@@ -365,6 +406,7 @@ fn check_phases(c: &Checker<'_>, p: RawPhases) -> Result<Phases, ConfigError> {
             wait: p.ami_backup.wait.unwrap_or(true),
             deprecate_at_expiry: p.ami_backup.deprecate_at_expiry.unwrap_or(false),
             auto_scaling_members: p.ami_backup.auto_scaling_members.unwrap_or(true),
+            tags: backup_tags(c, p.ami_backup.tags.unwrap_or_default())?,
         },
         server_start: ServerStart {
             enabled: p.server_start.enabled.unwrap_or(true),

@@ -14,7 +14,7 @@ mod check;
 mod inventory;
 mod raw;
 
-use crate::model::TagMap;
+use crate::model::{TagMap, Tags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -258,6 +258,9 @@ pub struct AmiBackup {
     /// Back up instances that belong to an EC2 Auto Scaling group (the
     /// default; each is named in the report as its group's).
     pub auto_scaling_members: bool,
+    /// The team's own tags (`ami_backup.tags`), set on every AMI and its
+    /// snapshots in the same `CreateImage` as prepatch's.
+    pub tags: Tags,
 }
 
 #[derive(Clone, Debug)]
@@ -504,6 +507,57 @@ landing_zones:
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn the_teams_backup_tags_keep_to_what_ec2_takes_and_leave_prepatchs_keys() {
+        let with = |tags: &str| {
+            parse(&format!(
+                "{MINIMAL}workflow: {{phases: {{ami_backup: {{tags: {tags}}}}}}}\n"
+            ))
+        };
+        let c = with("{managed_by: CMS}").expect("loads");
+        assert_eq!(
+            c.phases.ami_backup.tags,
+            vec![("managed_by".to_owned(), "CMS".to_owned())]
+        );
+        for (tags, why) in [
+            ("{\"prepatch:run-id\": x}", "prepatch's own tag"),
+            ("{Name: x}", "prepatch's own tag"),
+            ("{\"aws:owner\": x}", "aws: are AWS's own"),
+            ("{\"AWS:owner\": x}", "aws: are AWS's own"),
+        ] {
+            let err = with(tags).unwrap_err().to_string();
+            assert!(
+                err.contains("workflow.phases.ami_backup.tags.") && err.contains(why),
+                "{tags}: {err}"
+            );
+        }
+        let long = "v".repeat(257);
+        assert!(
+            with(&format!("{{k: {long}}}"))
+                .unwrap_err()
+                .to_string()
+                .contains("256")
+        );
+    }
+
+    #[test]
+    fn environments_set_confirmation_and_retention() {
+        let c = parse(&format!(
+            "{MINIMAL}environments:\n  nonprod: {{confirm: true, retention_days: 3}}\n"
+        ))
+        .expect("loads");
+        let lz = &c.landing_zones[0];
+        assert!(lz.confirm, "nonprod asked for confirmation");
+        assert_eq!(c.retention_days(&lz.name), 3);
+        let c = parse(MINIMAL).expect("loads");
+        assert!(!c.landing_zones[0].confirm, "only prod by default");
+        assert_eq!(c.retention_days(&c.landing_zones[0].name), 7);
+        let err = parse(&MINIMAL.replace("environment: nonprod", "environment: \"pre prod\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an environment name"), "{err}");
     }
 
     #[test]

@@ -228,6 +228,8 @@ pub(super) struct RawAmiBackup {
     pub(super) wait: Option<bool>,
     pub(super) deprecate_at_expiry: Option<bool>,
     pub(super) auto_scaling_members: Option<bool>,
+    /// The team's own tags for every backup and its snapshots.
+    pub(super) tags: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -436,16 +436,21 @@ pub(super) fn image_request(
         .name()
         .map(|n| format!(" ({})", truncate(n, 100)))
         .unwrap_or_default();
-    let tags: TagMap = shared_tags
+    // The team's tags first: prepatch's own keys are never among them
+    // (refused at load), and prepatch's would win if they were.
+    let team = &wf.config.phases.ami_backup.tags;
+    let tags: TagMap = team
         .iter()
+        .chain(shared_tags)
         .cloned()
         .chain([
             (tag::INSTANCE_ID.into(), id.into()),
             ("Name".into(), name.clone()),
         ])
         .collect();
-    let snapshot_tags: TagMap = shared_tags
+    let snapshot_tags: TagMap = team
         .iter()
+        .chain(shared_tags)
         .cloned()
         .chain([(tag::INSTANCE_ID.into(), id.into())])
         .collect();
