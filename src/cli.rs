@@ -68,6 +68,19 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Print the IAM policy a role needs, its ARNs in an AWS partition.
     IamPolicy(IamPolicyArgs),
+    /// List the landing zones the config resolves to (name, account,
+    /// environment, confirmation, retention, regions, where each comes
+    /// from), without touching AWS.
+    LandingZones(LandingZonesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LandingZonesArgs {
+    #[command(flatten)]
+    pub select: Selection,
+    /// As JSON, one object per landing zone.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -220,3 +220,87 @@ fn demo_runs_a_fleet_described_in_yaml() {
         "{stderr}"
     );
 }
+
+/// `prepatch landing-zones`: what a config with the original tool's
+/// inventory files resolves to, touching nothing: the same account listed
+/// under nonprod and prod is one landing zone, guarded as prod, with a
+/// warning naming both files; a preprod file gives preprod landing zones.
+#[test]
+fn landing_zones_lists_what_the_config_resolves_to_and_where_each_is_from() {
+    let s = Scratch::new(
+        "aws: {regions: [ap-southeast-2]}
+inventory: inventory
+environments:
+  preprod: {confirm: true, retention_days: 7}
+  nonprod: {retention_days: 3}
+",
+    );
+    let inv = s.dir.path().join("inventory");
+    std::fs::create_dir(&inv).expect("mkdir");
+    for (file, text) in [
+        (
+            "nonprod_landing_zones.yml",
+            "landing_zones:\n  - name: lz250nonprod\n    account_id: 123456789012\n    patch_enabled: true\n",
+        ),
+        (
+            "prod_landing_zones.yml",
+            "landing_zones:\n  - name: lz250nonprod\n    account_id: 123456789012\n  - name: cmsprod\n    account_id: 210987654321\n",
+        ),
+        (
+            "preprod_landing_zones.yml",
+            "landing_zones:\n  - name: fotoolspreprod\n    account_id: 345678901234\n",
+        ),
+    ] {
+        std::fs::write(inv.join(file), text).expect("write");
+    }
+    let c = s.config().display().to_string();
+    let out = prepatch(None, None, &["landing-zones", "-c", &c, "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let lzs: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let by_name = |n: &str| {
+        lzs.as_array()
+            .expect("a list")
+            .iter()
+            .find(|l| l["name"] == n)
+            .unwrap_or_else(|| panic!("{n} in {lzs:#}"))
+            .clone()
+    };
+    assert_eq!(lzs.as_array().map(Vec::len), Some(3), "{lzs:#}");
+    let twice = by_name("lz250nonprod");
+    assert_eq!(
+        (twice["environment"].as_str(), twice["confirm"].as_bool()),
+        (Some("prod"), Some(true))
+    );
+    assert!(
+        twice["from"]
+            .as_str()
+            .is_some_and(|f| f.contains("nonprod_landing_zones.yml")
+                && f.contains("and")
+                && f.contains("/prod_landing_zones.yml")),
+        "{twice}"
+    );
+    assert!(
+        stderr.contains("lz250nonprod (account 123456789012) is listed in")
+            && stderr.contains("treated as prod"),
+        "{stderr}"
+    );
+    let pre = by_name("fotoolspreprod");
+    assert_eq!(pre["environment"], "preprod");
+    assert_eq!(pre["confirm"], true);
+    assert_eq!(pre["retention_days"], 7);
+    assert_eq!(
+        by_name("cmsprod")["retention_days"],
+        7,
+        "ami_backup's default"
+    );
+    // The table, for a person; selecting by environment as a run does.
+    let out = prepatch(None, None, &["landing-zones", "-c", &c, "-e", "preprod"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("fotoolspreprod") && !stdout.contains("cmsprod"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("1 landing zone(s)"), "{stdout}");
+}

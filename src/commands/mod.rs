@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod demo;
 pub mod execute;
 pub mod iam_policy;
+pub mod landing_zones;
 pub mod report;
 pub mod restore;
 pub mod rollback;
@@ -51,6 +52,7 @@ impl<'a> Context<'a> {
         let file = match &cli.command {
             Some(Command::Demo(d)) => d.config.as_deref(),
             Some(Command::Cleanup(c)) => Some(c.select.config.as_path()),
+            Some(Command::LandingZones(l)) => Some(l.select.config.as_path()),
             _ => Some(cli.run.select.config.as_path()),
         };
         let config = file.and_then(|f| Config::load(f).ok());

@@ -100,7 +100,13 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         Some(RawPaths::Many(ps)) => ps,
     }
     .into_iter()
-    .map(|p| if p.is_absolute() { p } else { base.join(p) })
+    .map(|p| {
+        if p.is_absolute() {
+            p
+        } else {
+            lexical(&base.join(p))
+        }
+    })
     .collect();
 
     let notifications = raw
@@ -125,6 +131,29 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
     };
     config.apply_environments();
     Ok(config)
+}
+
+/// `a/b/../c` as `a/c`, `./a` as `a`: a path as a person writes it, for
+/// messages (no file system asked, so a symlinked folder is taken as
+/// written).
+fn lexical(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// `environments:`, checked: each name as a landing zone's environment is
@@ -287,6 +316,7 @@ pub(super) fn check_landing_zone(
         // (`Config::apply_environments`).
         confirm: environment.is_prod(),
         retention_days: None,
+        origin: format!("{} (landing_zones[{i}])", c.path.display()),
         environment,
         regions,
         role_arn,

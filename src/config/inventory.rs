@@ -14,8 +14,9 @@
 //! `patch_enabled: false` is a disabled landing zone; an account id written
 //! as a YAML number must still have 12 digits (a shorter one lost its
 //! leading zero: quote it). Landing zones from the config and from
-//! inventory files merge; a name defined twice is an error naming both
-//! places.
+//! inventory files merge; a name listed twice with the same account is one
+//! landing zone, the stricter of the two (a warning names both places), and
+//! with another account an error naming both places.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,9 +116,69 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 impl Config {
+    /// A landing zone listed a second time (`here`, after `first`): with
+    /// the same account it is the same landing zone, listed under two
+    /// environments (the original tool's own files list `lz250nonprod` in
+    /// both `nonprod_` and `prod_landing_zones.yml`). It is kept once, as
+    /// the stricter of the two: the environment that needs confirmation
+    /// (else the first), enabled if either is. Another account under the
+    /// same name is an error naming both places.
+    fn merge_twice_listed(
+        &mut self,
+        second: super::LandingZone,
+        first: &str,
+        here: &str,
+        file: &Path,
+        i: usize,
+    ) -> Result<(), ConfigError> {
+        let needs_confirm = |env: &Environment| {
+            self.environments
+                .get(env)
+                .map_or_else(|| env.is_prod(), |p| p.confirm)
+        };
+        let second_strict = needs_confirm(&second.environment);
+        let Some(kept) = self
+            .landing_zones
+            .iter_mut()
+            .find(|l| l.name == second.name)
+        else {
+            return Ok(());
+        };
+        if kept.account_id != second.account_id {
+            return Err(ConfigError::Invalid {
+                path: file.to_owned(),
+                field: format!("landing_zones[{i}].name"),
+                message: format!(
+                    "landing zone {:?} is defined twice with different accounts: {} in {first} and {} in {here}; keep one",
+                    second.name, kept.account_id, second.account_id
+                ),
+            });
+        }
+        let first_env = kept.environment.clone();
+        if second_strict && !needs_confirm(&first_env) {
+            kept.environment = second.environment.clone();
+        }
+        kept.enabled |= second.enabled;
+        kept.origin = format!("{first} and {here}");
+        tracing::warn!(
+            "landing zone {} (account {}) is listed in {first} as {first_env} and in {here} as {}: one landing zone, treated as {}{}",
+            second.name,
+            second.account_id,
+            second.environment,
+            kept.environment,
+            if needs_confirm(&kept.environment) {
+                " (its changes need confirmation)"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
     /// Adds the landing zones of the inventory files (or folders) at
-    /// `paths`. A name the config or another file already defines is an
-    /// error that names both places.
+    /// `paths`. A name the config or another file already defines is the
+    /// same landing zone if its account is the same
+    /// ([`Config::merge_twice_listed`]), else an error naming both places.
     pub fn add_inventory(&mut self, paths: &[PathBuf]) -> Result<(), ConfigError> {
         if paths.is_empty() {
             return Ok(());
@@ -144,17 +205,6 @@ impl Config {
             let c = Checker { path: &file };
             for (i, entry) in raw.landing_zones.into_iter().enumerate() {
                 let here = format!("{} (landing_zones[{i}])", file.display());
-                if let Some(first) = defined.get(&entry.name) {
-                    return Err(ConfigError::Invalid {
-                        path: file.clone(),
-                        field: format!("landing_zones[{i}].name"),
-                        message: format!(
-                            "landing zone {:?} is defined twice: in {first} and in {here}; keep one",
-                            entry.name
-                        ),
-                    });
-                }
-                defined.insert(entry.name.clone(), here);
                 let lz = RawLandingZone {
                     name: entry.name,
                     account_id: entry.account_id,
@@ -166,8 +216,17 @@ impl Config {
                     external_id: None,
                     external_id_env: None,
                 };
-                self.landing_zones
-                    .push(check_landing_zone(&c, i, lz, &self.aws)?);
+                let lz = check_landing_zone(&c, i, lz, &self.aws)?;
+                match defined.get(&lz.name) {
+                    None => {
+                        defined.insert(lz.name.clone(), here);
+                        self.landing_zones.push(lz);
+                    }
+                    Some(first) => {
+                        let first = first.clone();
+                        self.merge_twice_listed(lz, &first, &here, &file, i)?;
+                    }
+                }
             }
         }
         self.apply_environments();
@@ -310,6 +369,32 @@ inventory: {}
         .unwrap_err()
         .to_string();
         assert!(e.contains("config.yml (landing_zones[0])"), "{e}");
+    }
+
+    #[test]
+    fn one_account_listed_under_two_environments_is_one_landing_zone_the_stricter() {
+        // The original tool's own files list lz250nonprod in both, with the
+        // same account (and disabled in one of them).
+        let inv = folder(&[
+            ("nonprod_landing_zones.yml", NONPROD),
+            (
+                "prod_landing_zones.yml",
+                "landing_zones:\n  - {name: lz250nonprod, account_id: 123456789012, patch_enabled: true}\n",
+            ),
+        ]);
+        let c = config("inventory: .\n", inv.path()).expect("loads");
+        let lzs: Vec<_> = c
+            .landing_zones
+            .iter()
+            .filter(|l| l.name == "lz250nonprod")
+            .collect();
+        assert_eq!(lzs.len(), 1, "one landing zone");
+        assert!(
+            lzs[0].environment.is_prod() && lzs[0].confirm,
+            "{:?}",
+            lzs[0]
+        );
+        assert!(lzs[0].enabled, "enabled in one of the files");
     }
 
     #[test]

@@ -216,6 +216,9 @@ pub struct LandingZone {
     pub confirm: bool,
     /// Its environment's `retention_days`, if it sets one.
     pub retention_days: Option<u32>,
+    /// Where it is defined: `<file> (landing_zones[i])`, both places for
+    /// one listed twice.
+    pub origin: String,
     pub regions: Vec<Region>,
     /// The role to assume in the account.
     pub role_arn: String,
