@@ -85,8 +85,9 @@ pub struct LandingZonesArgs {
 
 #[derive(Debug, Args)]
 pub struct IamPolicyArgs {
-    /// Which role's policy: `run` (aws.role_name) or `restore`
-    /// (aws.restore_role_name: restore, rollback and cleanup).
+    /// Which role's policy: `run` (aws.role_name), `restore`
+    /// (aws.restore_role_name: restore, rollback and cleanup) or
+    /// `organizations` (organizations.role_arn: reads the organization).
     #[arg(value_enum)]
     pub role: PolicyRole,
     /// The partition the role lives in: aws, aws-cn (China) or aws-us-gov
@@ -100,6 +101,7 @@ pub struct IamPolicyArgs {
 pub enum PolicyRole {
     Run,
     Restore,
+    Organizations,
 }
 
 #[derive(Debug, Args)]

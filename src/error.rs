@@ -29,6 +29,10 @@ pub enum Error {
     /// The run journal cannot be used.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The organization's accounts could not be read (`organizations:`):
+    /// nothing was done.
+    #[error("organizations: {0}; nothing was changed")]
+    Organizations(String),
     /// Reports could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -40,7 +44,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Write { .. } => ExitCode::from(EXIT_FAILURES),
+            Error::Write { .. } | Error::Organizations(_) => ExitCode::from(EXIT_FAILURES),
             _ => ExitCode::from(EXIT_USAGE),
         }
     }

@@ -103,7 +103,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Some(Command::Rollback(args)) => commands::rollback::run(&ctx, args).await,
         Some(Command::Cleanup(args)) => commands::cleanup::run(&ctx, args).await,
         Some(Command::IamPolicy(args)) => commands::iam_policy::run(args),
-        Some(Command::LandingZones(args)) => commands::landing_zones::run(&ctx, args),
+        Some(Command::LandingZones(args)) => commands::landing_zones::run(&ctx, args).await,
         None => commands::run::run(&ctx).await,
     }
 }

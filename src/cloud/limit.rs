@@ -109,7 +109,12 @@ impl Bucket {
                 (Bucket::StartInstancesResources, instances as f64),
             ],
             Api::DescribeInstanceInformation => vec![(Bucket::SsmDescribe, 1.0)],
-            Api::AssumeRole => vec![],
+            // STS and Organizations: not EC2's buckets.
+            Api::AssumeRole
+            | Api::ListAccounts
+            | Api::ListAccountsForParent
+            | Api::ListOrganizationalUnitsForParent
+            | Api::ListTagsForResource => vec![],
         }
     }
 }

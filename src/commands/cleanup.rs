@@ -682,11 +682,24 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
     let mut config = ctx.config(&args.select.config)?;
     config.add_inventory(&args.select.inventory)?;
     let journal = Arc::new(Journal::open_or_create(&ctx.journal)?);
+    let cloud = connect_aws(args.select.profile.clone(), &config).await;
     let s = &args.select;
+    let recorded = args.run.as_ref().and_then(|run| journal.run(run).ok());
+    match &recorded {
+        // A run's backups: the landing zones it took from the
+        // organization then; else the organization now.
+        Some(row) => {
+            let params: Option<crate::journal::RunParams> = serde_json::from_str(&row.params).ok();
+            config.add_recorded(&params.map(|p| p.discovered).unwrap_or_default())?;
+        }
+        None => {
+            super::discover(&mut config, cloud.inner()).await?;
+        }
+    }
     let names = match &args.run {
         // A run's backups: its own landing zones unless told otherwise.
         Some(run) if s.landing_zones.is_empty() && s.environment.is_none() => {
-            let row = journal.run(run).map_err(|_| {
+            let row = recorded.as_ref().ok_or_else(|| {
                 Error::Usage(format!(
                     "run {run} is not in the journal {}: name its landing zones with --landing-zones",
                     ctx.journal.display()
@@ -727,7 +740,6 @@ pub async fn run(ctx: &Context<'_>, args: &CleanupArgs) -> Result<Outcome, Error
         dry_run: !delete,
     };
     let op = Operation::begin(&journal, &row, &landing_zones, delete)?;
-    let cloud = connect_aws(args.select.profile.clone(), &config).await;
     let dir = ctx.cli.output.output_dir.join(format!("cleanup-{id}"));
     let result = cleanup_with(&cloud, &op, &landing_zones, args, &dir).await;
     op.conclude(&config, "cleanup", result, &dir).await

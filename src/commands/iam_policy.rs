@@ -12,12 +12,14 @@ use crate::{Error, Outcome};
 
 const RUN: &str = include_str!("../../docs/iam-policy.json");
 const RESTORE: &str = include_str!("../../docs/iam-policy-restore-cleanup.json");
+const ORGANIZATIONS: &str = include_str!("../../docs/iam-policy-organizations.json");
 
 /// The policy for `role`, its ARNs in `partition`.
 pub fn policy(role: PolicyRole, partition: &str) -> String {
     let text = match role {
         PolicyRole::Run => RUN,
         PolicyRole::Restore => RESTORE,
+        PolicyRole::Organizations => ORGANIZATIONS,
     };
     text.replace("\"arn:aws:", &format!("\"arn:{partition}:"))
 }
@@ -35,7 +37,11 @@ mod tests {
 
     #[test]
     fn every_arn_is_in_the_partition_asked_for() {
-        for role in [PolicyRole::Run, PolicyRole::Restore] {
+        for role in [
+            PolicyRole::Run,
+            PolicyRole::Restore,
+            PolicyRole::Organizations,
+        ] {
             let text = policy(role, "aws-cn");
             let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
             let arns: Vec<String> = text
@@ -47,14 +53,12 @@ mod tests {
                 arns.iter().all(|a| a.starts_with("arn:aws-cn:")),
                 "{arns:?}"
             );
-            assert_eq!(
-                policy(role, "aws"),
-                if role == PolicyRole::Run {
-                    RUN
-                } else {
-                    RESTORE
-                }
-            );
+            let shipped = match role {
+                PolicyRole::Run => RUN,
+                PolicyRole::Restore => RESTORE,
+                PolicyRole::Organizations => ORGANIZATIONS,
+            };
+            assert_eq!(policy(role, "aws"), shipped);
         }
     }
 }

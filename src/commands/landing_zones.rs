@@ -2,8 +2,10 @@
 //! with the landing-zone selection flags a run takes (`-l`, `-e`,
 //! `--region`, `--inventory`): each one's name, account, environment,
 //! whether its changes need confirmation, how long its backups live, its
-//! regions and role, and where it is defined. Nothing in AWS is called: a
-//! team checks what a config says before a run.
+//! regions and role, and where it is defined. Nothing in AWS is called
+//! but, when the config takes landing zones from AWS Organizations, the
+//! organization's listings (no account is entered, no EC2 called): a team
+//! checks what a config says before a run.
 
 use std::io::Write;
 
@@ -12,10 +14,18 @@ use crate::cli::LandingZonesArgs;
 use crate::config::LandingZone;
 use crate::{Error, Outcome};
 
-pub fn run(ctx: &Context<'_>, args: &LandingZonesArgs) -> Result<Outcome, Error> {
+pub async fn run(ctx: &Context<'_>, args: &LandingZonesArgs) -> Result<Outcome, Error> {
     let s = &args.select;
     let mut config = ctx.config(&s.config)?;
     config.add_inventory(&s.inventory)?;
+    if config.organizations.is_some() {
+        let cloud = super::connect_aws(s.profile.clone(), &config).await;
+        let found = super::discover(&mut config, cloud.inner()).await?;
+        let mut err = crate::console::stderr();
+        for why in &found.skipped {
+            let _ = crate::oneline!(&mut err, "organizations: passed over {why}");
+        }
+    }
     let selected: Vec<LandingZone> = if s.landing_zones.is_empty() && s.environment.is_none() {
         config.landing_zones.clone()
     } else {

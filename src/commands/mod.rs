@@ -203,6 +203,7 @@ pub(crate) fn past_run(
     })?;
     let mut config = ctx.config(config.unwrap_or(&params.config))?;
     config.add_inventory(&params.inventory)?;
+    config.add_recorded(&params.discovered)?;
     Ok(PastRun {
         journal,
         row,
@@ -323,6 +324,34 @@ fn on_ctrl_c() -> Shutdown {
 
 /// The AWS SDK behind EC2's pacing, with at most `aws.max_concurrency`
 /// requests in flight: the cloud of every command that reaches AWS.
+/// Adds the landing zones the config takes from AWS Organizations, read
+/// now; nothing when it takes none. A listing that fails is an error
+/// before anything is changed.
+pub(crate) async fn discover(
+    config: &mut Config,
+    cloud: &AwsCloud,
+) -> Result<config::Discovered, Error> {
+    let Some(org) = &config.organizations else {
+        return Ok(config::Discovered::default());
+    };
+    let tags = !org.account_tags.is_empty()
+        || org.name.reads_tags()
+        || org.environment.reads_tags()
+        || org.regions.as_ref().is_some_and(|r| r.reads_tags());
+    let accounts = cloud
+        .organization_accounts(org.role_arn.as_deref(), &org.ous, tags)
+        .await
+        .map_err(|e| Error::Organizations(format!("cannot list the accounts: {e}")))?;
+    let found = config.add_organization(&accounts)?;
+    tracing::info!(
+        accounts = accounts.len(),
+        landing_zones = found.added.len(),
+        skipped = found.skipped.len(),
+        "organization read"
+    );
+    Ok(found)
+}
+
 pub async fn connect_aws(profile: Option<String>, config: &Config) -> Paced<AwsCloud> {
     Paced::new(
         AwsCloud::connect(AwsOptions {

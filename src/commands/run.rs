@@ -28,6 +28,13 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
     };
     let mut config = ctx.config(&params.config)?;
     config.add_inventory(&params.inventory)?;
+    let cloud = connect_aws(params.profile.clone(), &config).await;
+    // Landing zones from AWS Organizations: read now for a new run (and
+    // recorded with it), the recorded ones for a resume.
+    match &resumed {
+        Some(_) => config.add_recorded(&params.discovered)?,
+        None => params.discovered = super::discover(&mut config, cloud.inner()).await?.added,
+    }
     let mut landing_zones =
         select_landing_zones(&config, &params.landing_zones, environment, &params.regions)?;
     match &resumed {
@@ -58,7 +65,6 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
         Some((j, _)) => j,
         None => Arc::new(Journal::open_or_create(&ctx.journal)?),
     };
-    let cloud = connect_aws(params.profile.clone(), &config).await;
     let params = serde_json::to_string(&params).unwrap_or_default();
     execute(
         &cloud,
@@ -102,6 +108,7 @@ fn params_of(ctx: &Context<'_>) -> RunParams {
         retention_days: None,
         retention: Default::default(),
         confirm: None,
+        discovered: Vec::new(),
     }
 }
 

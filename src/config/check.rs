@@ -116,6 +116,10 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         .map(|(i, n)| check_notification(&c, i, n))
         .collect::<Result<_, _>>()?;
     let environments = check_environments(&c, raw.environments)?;
+    let organizations = match raw.organizations {
+        Some(o) => Some(check_organizations(&c, o, &aws)?),
+        None => None,
+    };
 
     let mut config = Config {
         source: path.to_owned(),
@@ -127,6 +131,7 @@ pub(super) fn check(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> 
         inventory,
         notifications,
         environments,
+        organizations,
         sha256: String::new(),
     };
     config.apply_environments();
@@ -154,6 +159,78 @@ fn lexical(path: &Path) -> std::path::PathBuf {
         out.push(".");
     }
     out
+}
+
+/// `organizations:`, checked: OU and root ids as Organizations writes them,
+/// a role ARN in the regions' partition, account ids, and the rules.
+fn check_organizations(
+    c: &Checker<'_>,
+    raw: RawOrganizations,
+    aws: &Aws,
+) -> Result<Organizations, ConfigError> {
+    // "ou-" then 4-32 lowercase letters or digits, "-", 8-32 more; roots
+    // "r-" then 4-32 (Organizations API reference, ParentId pattern).
+    let id_ok = |id: &str| {
+        let part = |s: &str, lo: usize| {
+            (lo..=32).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        match (id.strip_prefix("ou-"), id.strip_prefix("r-")) {
+            (Some(rest), _) => rest
+                .split_once('-')
+                .is_some_and(|(a, b)| part(a, 4) && part(b, 8)),
+            (_, Some(rest)) => part(rest, 4),
+            _ => false,
+        }
+    };
+    for (i, ou) in raw.ous.iter().enumerate() {
+        if !id_ok(ou) {
+            return Err(c.err(
+                format!("organizations.ous[{i}]"),
+                format!("{ou:?} is not an OU or root id (ou-ab12-cd34ef56, r-ab12)"),
+            ));
+        }
+    }
+    let partition = aws.regions[0].partition();
+    if let Some(arn) = &raw.role_arn {
+        let prefix = format!("arn:{partition}:iam::");
+        if !arn.starts_with(&prefix) || !arn.contains(":role/") {
+            return Err(c.err(
+                "organizations.role_arn",
+                format!("{arn:?} is not a role ARN in partition {partition} ({prefix}<account>:role/<name>)"),
+            ));
+        }
+    }
+    let mut exclude = BTreeSet::new();
+    for (i, a) in raw.exclude.into_iter().enumerate() {
+        let text = match a {
+            RawAccountId::Text(s) => s,
+            RawAccountId::Number(n) => n.to_string(),
+        };
+        let id: AccountId = text.parse().map_err(|()| {
+            c.err(
+                format!("organizations.exclude[{i}]"),
+                format!("{text:?} is not a 12-digit account id (quote it)"),
+            )
+        })?;
+        exclude.insert(id);
+    }
+    let Some(environment) = raw.environment else {
+        return Err(c.err(
+            "organizations.environment",
+            "is required: an environment name for every account (nonprod), or tag:<key> to read it from an account tag",
+        ));
+    };
+    Ok(Organizations {
+        role_arn: raw.role_arn,
+        ous: raw.ous,
+        account_tags: raw.account_tags,
+        exclude,
+        name: Rule::parse(raw.name.as_deref().unwrap_or("account-name")),
+        environment: Rule::parse(&environment),
+        regions: raw.regions.as_deref().map(Rule::parse),
+    })
 }
 
 /// `environments:`, checked: each name as a landing zone's environment is

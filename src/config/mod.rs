@@ -12,7 +12,10 @@
 
 mod check;
 mod inventory;
+mod organizations;
 mod raw;
+
+pub use organizations::{Discovered, RecordedLandingZone};
 
 use crate::model::{TagMap, Tags};
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,9 +78,76 @@ pub struct Config {
     /// environment it does not name needs confirmation if it is `prod`,
     /// and keeps `ami_backup.retention_days`.
     pub environments: BTreeMap<Environment, EnvironmentPolicy>,
+    /// Landing zones taken from AWS Organizations (`organizations:`), found
+    /// when a command asks ([`Config::add_organization`]).
+    pub organizations: Option<Organizations>,
     /// SHA-256 of the exact text that was parsed, lowercase hex, for the
     /// reports: which config a run used.
     pub sha256: String,
+}
+
+/// Where `organizations:` takes landing zones from, and how it names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Organizations {
+    /// The role that reads the organization (management account or
+    /// delegated administrator); else the runner's own credentials.
+    pub role_arn: Option<String>,
+    /// Accounts under these OUs (or roots), recursively; empty: all.
+    pub ous: Vec<String>,
+    /// Only accounts with every one of these tags.
+    pub account_tags: BTreeMap<String, String>,
+    pub exclude: BTreeSet<AccountId>,
+    pub name: Rule,
+    pub environment: Rule,
+    /// `None`: `aws.regions`.
+    pub regions: Option<Rule>,
+}
+
+/// How a landing zone's name, environment or regions come from its
+/// account: an account tag's value, the account's name, or a fixed value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    Tag(String),
+    AccountName,
+    Fixed(String),
+}
+
+impl Rule {
+    /// `tag:<key>`, `account-name`, or a fixed value.
+    pub fn parse(text: &str) -> Rule {
+        match text.strip_prefix("tag:") {
+            Some(key) => Rule::Tag(key.to_owned()),
+            None if text == "account-name" => Rule::AccountName,
+            None => Rule::Fixed(text.to_owned()),
+        }
+    }
+
+    pub fn reads_tags(&self) -> bool {
+        matches!(self, Rule::Tag(_))
+    }
+
+    /// The value for `account`, or why there is none.
+    pub fn value_of(&self, account: &crate::model::OrgAccount) -> Result<String, String> {
+        match self {
+            Rule::Tag(key) => account
+                .tags
+                .get(key)
+                .cloned()
+                .ok_or_else(|| format!("it has no {key} tag")),
+            Rule::AccountName => Ok(account.name.clone()),
+            Rule::Fixed(v) => Ok(v.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Tag(k) => write!(f, "tag:{k}"),
+            Rule::AccountName => f.write_str("account-name"),
+            Rule::Fixed(v) => f.write_str(v),
+        }
+    }
 }
 
 /// What an environment asks of changes to its landing zones.

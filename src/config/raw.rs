@@ -119,6 +119,23 @@ pub(super) struct RawConfig {
     /// backups live.
     #[serde(default)]
     pub(super) environments: BTreeMap<String, RawEnvironment>,
+    /// Landing zones from AWS Organizations.
+    pub(super) organizations: Option<RawOrganizations>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOrganizations {
+    pub(super) role_arn: Option<String>,
+    #[serde(default)]
+    pub(super) ous: Vec<String>,
+    #[serde(default)]
+    pub(super) account_tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) exclude: Vec<RawAccountId>,
+    pub(super) name: Option<String>,
+    pub(super) environment: Option<String>,
+    pub(super) regions: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -227,6 +227,11 @@ pub struct RunParams {
     /// in `environments` says so).
     #[serde(default)]
     pub confirm: Option<Vec<String>>,
+    /// The landing zones the run took from AWS Organizations, as they were
+    /// then: a resume, restore or rollback works on these, not on what the
+    /// organization says now.
+    #[serde(default)]
+    pub discovered: Vec<crate::config::RecordedLandingZone>,
 }
 
 impl RunParams {

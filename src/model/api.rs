@@ -25,6 +25,10 @@ pub enum Api {
     EnableImageDeprecation,
     CreateReplaceRootVolumeTask,
     DescribeReplaceRootVolumeTasks,
+    ListAccounts,
+    ListAccountsForParent,
+    ListOrganizationalUnitsForParent,
+    ListTagsForResource,
 }
 
 impl Api {
@@ -46,6 +50,10 @@ impl Api {
             Api::EnableImageDeprecation => "EnableImageDeprecation",
             Api::CreateReplaceRootVolumeTask => "CreateReplaceRootVolumeTask",
             Api::DescribeReplaceRootVolumeTasks => "DescribeReplaceRootVolumeTasks",
+            Api::ListAccounts => "ListAccounts",
+            Api::ListAccountsForParent => "ListAccountsForParent",
+            Api::ListOrganizationalUnitsForParent => "ListOrganizationalUnitsForParent",
+            Api::ListTagsForResource => "ListTagsForResource",
         }
     }
 }
@@ -56,7 +64,7 @@ impl Api {
         Api::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    pub const ALL: [Api; 16] = [
+    pub const ALL: [Api; 20] = [
         Api::AssumeRole,
         Api::DescribeInstances,
         Api::DescribeInstanceInformation,
@@ -73,6 +81,10 @@ impl Api {
         Api::EnableImageDeprecation,
         Api::CreateReplaceRootVolumeTask,
         Api::DescribeReplaceRootVolumeTasks,
+        Api::ListAccounts,
+        Api::ListAccountsForParent,
+        Api::ListOrganizationalUnitsForParent,
+        Api::ListTagsForResource,
     ];
 }
 

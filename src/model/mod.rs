@@ -168,6 +168,16 @@ impl Region {
     }
 }
 
+/// An account of an AWS Organization, as discovery reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgAccount {
+    pub id: String,
+    pub name: String,
+    /// `ACTIVE`, `SUSPENDED`, `PENDING_CLOSURE`, `CLOSED`... (`Account.State`).
+    pub state: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
 string_id!(
     /// A landing zone's environment, named as the team names it (`nonprod`,
     /// `preprod`, `prod`, `dr`...): letters, digits, `-` and `_`, checked on

@@ -185,8 +185,39 @@ RESTORE_CLEANUP_CALLS = READS + [
          request_tags=TASK_TAGS, allowed=False),
 ]
 
-ROLES = {"run": RUN_CALLS, "restore-cleanup": RESTORE_CLEANUP_CALLS}
-SHIPPED = {"docs/iam-policy.json": "run", "docs/iam-policy-restore-cleanup.json": "restore-cleanup"}
+# The organization reader (organizations.role_arn, or the runner itself):
+# listings only, and tags of accounts only (reference, Organizations:
+# ListAccounts has no resource type; ListAccountsForParent and
+# ListOrganizationalUnitsForParent take organizationalunit and root;
+# ListTagsForResource account, organizationalunit, policy, resourcepolicy, root).
+ORG_ID = "o-exampleorg1"
+MGMT = "999999999999"
+
+
+def org_arn(kind: str, rid: str) -> str:
+    return f"arn:aws:organizations::{MGMT}:{kind}/{ORG_ID}/{rid}"
+
+
+OU = Resource("organizationalunit", org_arn("ou", "ou-ab12-cd34ef56"))
+ROOT = Resource("root", org_arn("root", "r-ab12"))
+ORGANIZATIONS_CALLS = [
+    Call("ListAccounts", "organizations:ListAccounts", [Resource("")]),
+    Call("ListAccountsForParent of an OU", "organizations:ListAccountsForParent", [OU]),
+    Call("ListAccountsForParent of the root", "organizations:ListAccountsForParent", [ROOT]),
+    Call("ListOrganizationalUnitsForParent of an OU", "organizations:ListOrganizationalUnitsForParent", [OU]),
+    Call("ListTagsForResource of an account", "organizations:ListTagsForResource",
+         [Resource("account", org_arn("account", ACCOUNT))]),
+    # What the reader must not do.
+    Call("ListTagsForResource of a policy", "organizations:ListTagsForResource",
+         [Resource("policy", org_arn("policy", "service_control_policy/p-ab12cd34"))], allowed=False),
+]
+
+ROLES = {"run": RUN_CALLS, "restore-cleanup": RESTORE_CLEANUP_CALLS, "organizations": ORGANIZATIONS_CALLS}
+SHIPPED = {
+    "docs/iam-policy.json": "run",
+    "docs/iam-policy-restore-cleanup.json": "restore-cleanup",
+    "docs/iam-policy-organizations.json": "organizations",
+}
 
 
 class Reference:

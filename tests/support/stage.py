@@ -208,6 +208,8 @@ AWS_PAGES: list[tuple[str, str, str]] = [
      D + "IAM/latest/UserGuide/troubleshoot_roles.html", "deny"),
     ("SSM (JSON) deny: 400 AccessDeniedException", D + "systems-manager/latest/APIReference/CommonErrors.html",
      "deny"),
+    ("Organizations (JSON) deny: 400 AccessDeniedException",
+     D + "organizations/latest/APIReference/API_ListAccounts.html", "deny"),
     ("new AMIs read pending", EC2_API + "API_Image.html", "pending.image_seconds"),
     ("started instances read pending, stopped ones stopping",
      D + "AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html", "pending.start_seconds, pending.stop_seconds"),
@@ -1334,7 +1336,9 @@ class Middleware:
             )
         # "AccessDeniedException You do not have sufficient access to perform this
         # action. HTTP Status Code: 400"
-        # https://docs.aws.amazon.com/systems-manager/latest/APIReference/CommonErrors.html
+        # https://docs.aws.amazon.com/systems-manager/latest/APIReference/CommonErrors.html;
+        # Organizations the same: "AccessDeniedException ... HTTP Status Code: 400"
+        # https://docs.aws.amazon.com/organizations/latest/APIReference/API_ListAccounts.html
         if req.json is not None:
             return json_error(
                 400,

@@ -13,6 +13,7 @@
 //!   [`CloudError`]s, and the interceptor that counts every HTTP attempt.
 
 mod convert;
+mod organizations;
 mod session;
 
 use convert::*;
