@@ -252,7 +252,9 @@ organizations:
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("cms-nonprod") && stdout.contains("2 instance(s)"),
+        stdout.contains("cms-nonprod")
+            && stdout.contains("2 instance(s)")
+            && calls(&stdout, "ListAccountsForParent") >= 3,
         "{stdout}"
     );
     let db = rusqlite::Connection::open(s.reports().join("prepatch.db")).expect("journal");

@@ -5,8 +5,9 @@
 //! `ListOrganizationalUnitsForParent`), each with its tags
 //! (`ListTagsForResource`) when a rule reads them. Every listing is read
 //! page by page, one call at a time (Organizations' rate limits are low),
-//! a throttle retried by the SDK's standard retry; a token given back
-//! twice stops the listing ([`crate::cloud::all_pages`]).
+//! a throttle retried by the SDK's standard retry, every attempt counted in
+//! the run's API calls; a token given back twice stops the listing
+//! ([`crate::cloud::all_pages`]).
 //!
 //! Organizations API reference: `ListAccounts`, `ListAccountsForParent`,
 //! `ListOrganizationalUnitsForParent`, `ListTagsForResource`; `Account`
@@ -16,7 +17,7 @@
 use aws_config::retry::RetryConfig;
 use aws_sdk_organizations as org;
 
-use super::convert::api_error;
+use super::convert::{CountAttempts, api_error};
 use super::session::RoleSession;
 use super::{AwsCloud, creds};
 use crate::cloud::{Api, CloudError, Page, all_pages};
@@ -105,7 +106,9 @@ impl AwsCloud {
     async fn organizations(&self, role_arn: Option<&str>) -> Result<org::Client, CloudError> {
         let mut builder = org::config::Builder::from(&self.base)
             .region(org::config::Region::new("us-east-1"))
-            .retry_config(RetryConfig::standard().with_max_attempts(8));
+            .retry_config(RetryConfig::standard().with_max_attempts(8))
+            // Every attempt counted, retries too, as for EC2 and SSM.
+            .interceptor(CountAttempts(std::sync::Arc::clone(&self.calls)));
         if let Some(role) = role_arn {
             let sts = super::sts::Client::new(&self.base);
             let (credentials, _, _) = RoleSession::assume(
