@@ -72,6 +72,22 @@ pub enum Command {
     /// environment, confirmation, retention, regions, where each comes
     /// from), without touching AWS.
     LandingZones(LandingZonesArgs),
+    /// The configuration as prepatch reads it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, every value with where it came
+    /// from (file and line, inventory file, or default).
+    Show(ConfigShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    #[command(flatten)]
+    pub select: Selection,
 }
 
 #[derive(Debug, Args)]

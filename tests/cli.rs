@@ -304,3 +304,52 @@ environments:
     );
     assert!(stdout.trim_end().ends_with("1 landing zone(s)"), "{stdout}");
 }
+
+/// `prepatch config show`: the effective configuration, each value with
+/// its file and line, inventory file, or `default`.
+#[test]
+fn config_show_says_where_every_value_came_from() {
+    let s = Scratch::new(
+        "aws:
+  regions: [eu-west-1]
+landing_zones:
+  - name: lza
+    account_id: \"111111111111\"
+    environment: preprod
+  - {name: lzb, account_id: \"222222222222\", environment: prod, regions: [us-east-1]}
+inventory: inventory
+environments:
+  preprod: {confirm: true, retention_days: 9}
+workflow:
+  phases:
+    ami_backup:
+      retention_days: 4
+",
+    );
+    let inv = s.dir.path().join("inventory");
+    std::fs::create_dir(&inv).expect("mkdir");
+    std::fs::write(
+        inv.join("nonprod_landing_zones.yml"),
+        "landing_zones:\n  - name: lzc\n    account_id: 333333333333\n",
+    )
+    .expect("write");
+    let c = s.config().display().to_string();
+    let out = prepatch(None, None, &["config", "show", "-c", &c]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    println!("{stdout}");
+    for line in [
+        format!("  regions: [eu-west-1]  # {c}:2"),
+        "  role_name: PrePatchRole  # default".to_owned(),
+        format!("  - name: lza  # {c}:4"),
+        format!("    environment: preprod  # {c}:6"),
+        "    # changes need confirmation: yes; backups kept 9 days".to_owned(),
+        format!("    regions: [us-east-1]  # {c}:7"),
+        "    regions: [eu-west-1]  # default".to_owned(),
+        "nonprod_landing_zones.yml (landing_zones[0])".to_owned(),
+        format!("      retention_days: 4  # {c}:14"),
+        "      timeout: 1800  # default".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} in:\n{stdout}");
+    }
+}

@@ -53,6 +53,9 @@ impl<'a> Context<'a> {
             Some(Command::Demo(d)) => d.config.as_deref(),
             Some(Command::Cleanup(c)) => Some(c.select.config.as_path()),
             Some(Command::LandingZones(l)) => Some(l.select.config.as_path()),
+            Some(Command::Config(crate::cli::ConfigCommand::Show(c))) => {
+                Some(c.select.config.as_path())
+            }
             _ => Some(cli.run.select.config.as_path()),
         };
         let config = file.and_then(|f| Config::load(f).ok());

@@ -14,6 +14,7 @@ mod check;
 mod inventory;
 mod organizations;
 mod raw;
+mod show;
 
 pub use organizations::{Discovered, RecordedLandingZone};
 
