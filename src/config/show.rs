@@ -99,8 +99,13 @@ impl Out<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize, path: &str, key: &str, value: impl std::fmt::Display) {
-        let origin = self.origin(path);
+    /// `key: value` under `parent` (a key path; empty at the top).
+    fn value(&mut self, depth: usize, parent: &str, key: &str, value: impl std::fmt::Display) {
+        let path = match parent {
+            "" => key.to_owned(),
+            p => format!("{p}.{key}"),
+        };
+        let origin = self.origin(&path);
         let _ = writeln!(
             self.text,
             "{:width$}{key}: {value}  # {origin}",
@@ -135,26 +140,16 @@ impl Config {
         };
         let a = &self.aws;
         o.section(0, "aws");
-        o.value(1, "aws.regions", "regions", list(&a.regions));
-        o.value(1, "aws.role_name", "role_name", &a.role_name);
+        o.value(1, "aws", "regions", list(&a.regions));
+        o.value(1, "aws", "role_name", &a.role_name);
         if let Some(r) = &a.restore_role_name {
-            o.value(1, "aws.restore_role_name", "restore_role_name", r);
+            o.value(1, "aws", "restore_role_name", r);
         }
-        o.value(
-            1,
-            "aws.session_duration",
-            "session_duration",
-            a.session_duration.as_secs(),
-        );
+        o.value(1, "aws", "session_duration", a.session_duration.as_secs());
         if let Some(u) = &a.endpoint_url {
-            o.value(1, "aws.endpoint_url", "endpoint_url", u);
+            o.value(1, "aws", "endpoint_url", u);
         }
-        o.value(
-            1,
-            "aws.max_concurrency",
-            "max_concurrency",
-            a.max_concurrency,
-        );
+        o.value(1, "aws", "max_concurrency", a.max_concurrency);
 
         o.section(0, "landing_zones");
         for (i, lz) in self.landing_zones.iter().enumerate() {
@@ -167,18 +162,18 @@ impl Config {
             for (env, p) in &self.environments {
                 o.section(1, env.as_str());
                 let at = format!("environments.{env}");
-                o.value(2, &format!("{at}.confirm"), "confirm", p.confirm);
+                o.value(2, &at, "confirm", p.confirm);
                 if let Some(d) = p.retention_days {
-                    o.value(2, &format!("{at}.retention_days"), "retention_days", d);
+                    o.value(2, &at, "retention_days", d);
                 }
             }
         }
         if let Some(org) = &self.organizations {
             o.section(0, "organizations");
             if let Some(r) = &org.role_arn {
-                o.value(1, "organizations.role_arn", "role_arn", r);
+                o.value(1, "organizations", "role_arn", r);
             }
-            o.value(1, "organizations.ous", "ous", list(&org.ous));
+            o.value(1, "organizations", "ous", list(&org.ous));
             let tags: Vec<String> = org
                 .account_tags
                 .iter()
@@ -186,139 +181,61 @@ impl Config {
                 .collect();
             o.value(
                 1,
-                "organizations.account_tags",
+                "organizations",
                 "account_tags",
                 format!("{{{}}}", tags.join(", ")),
             );
             o.value(
                 1,
-                "organizations.exclude",
+                "organizations",
                 "exclude",
                 list(org.exclude.iter().map(|a| quoted(a.as_str()))),
             );
-            o.value(1, "organizations.name", "name", &org.name);
-            o.value(
-                1,
-                "organizations.environment",
-                "environment",
-                &org.environment,
-            );
+            o.value(1, "organizations", "name", &org.name);
+            o.value(1, "organizations", "environment", &org.environment);
             let regions = org
                 .regions
                 .clone()
                 .unwrap_or(Rule::Fixed("aws.regions".into()));
-            o.value(1, "organizations.regions", "regions", regions);
+            o.value(1, "organizations", "regions", regions);
         }
 
         let p = &self.phases;
         let ph = "workflow.phases";
+        let [sc, ab, ss, va] =
+            ["scanner", "ami_backup", "server_start", "validation"].map(|p| format!("{ph}.{p}"));
         o.section(0, "workflow");
         o.section(1, "phases");
         o.section(2, "scanner");
-        o.value(
-            3,
-            &format!("{ph}.scanner.enabled"),
-            "enabled",
-            p.scanner.enabled,
-        );
-        o.value(
-            3,
-            &format!("{ph}.scanner.timeout"),
-            "timeout",
-            p.scanner.timeout.as_secs(),
-        );
+        o.value(3, &sc, "enabled", p.scanner.enabled);
+        o.value(3, &sc, "timeout", p.scanner.timeout.as_secs());
         let b = &p.ami_backup;
         o.section(2, "ami_backup");
-        o.value(3, &format!("{ph}.ami_backup.enabled"), "enabled", b.enabled);
-        o.value(
-            3,
-            &format!("{ph}.ami_backup.retention_days"),
-            "retention_days",
-            b.retention_days,
-        );
-        o.value(
-            3,
-            &format!("{ph}.ami_backup.timeout"),
-            "timeout",
-            b.timeout.as_secs(),
-        );
-        o.value(
-            3,
-            &format!("{ph}.ami_backup.no_reboot"),
-            "no_reboot",
-            b.no_reboot,
-        );
-        o.value(3, &format!("{ph}.ami_backup.wait"), "wait", b.wait);
-        o.value(
-            3,
-            &format!("{ph}.ami_backup.deprecate_at_expiry"),
-            "deprecate_at_expiry",
-            b.deprecate_at_expiry,
-        );
-        o.value(
-            3,
-            &format!("{ph}.ami_backup.auto_scaling_members"),
-            "auto_scaling_members",
-            b.auto_scaling_members,
-        );
+        o.value(3, &ab, "enabled", b.enabled);
+        o.value(3, &ab, "retention_days", b.retention_days);
+        o.value(3, &ab, "timeout", b.timeout.as_secs());
+        o.value(3, &ab, "no_reboot", b.no_reboot);
+        o.value(3, &ab, "wait", b.wait);
+        o.value(3, &ab, "deprecate_at_expiry", b.deprecate_at_expiry);
+        o.value(3, &ab, "auto_scaling_members", b.auto_scaling_members);
         let tags: Vec<String> = b
             .tags
             .iter()
             .map(|(k, v)| format!("{k}: {}", quoted(v)))
             .collect();
-        o.value(
-            3,
-            &format!("{ph}.ami_backup.tags"),
-            "tags",
-            format!("{{{}}}", tags.join(", ")),
-        );
+        o.value(3, &ab, "tags", format!("{{{}}}", tags.join(", ")));
         let s = &p.server_start;
         o.section(2, "server_start");
-        o.value(
-            3,
-            &format!("{ph}.server_start.enabled"),
-            "enabled",
-            s.enabled,
-        );
-        o.value(
-            3,
-            &format!("{ph}.server_start.wait_timeout"),
-            "wait_timeout",
-            s.wait_timeout.as_secs(),
-        );
-        o.value(
-            3,
-            &format!("{ph}.server_start.require_backup"),
-            "require_backup",
-            s.require_backup,
-        );
-        o.value(
-            3,
-            &format!("{ph}.server_start.auto_scaling_members"),
-            "auto_scaling_members",
-            s.auto_scaling_members,
-        );
+        o.value(3, &ss, "enabled", s.enabled);
+        o.value(3, &ss, "wait_timeout", s.wait_timeout.as_secs());
+        o.value(3, &ss, "require_backup", s.require_backup);
+        o.value(3, &ss, "auto_scaling_members", s.auto_scaling_members);
         let v = &p.validation;
         o.section(2, "validation");
-        o.value(3, &format!("{ph}.validation.enabled"), "enabled", v.enabled);
-        o.value(
-            3,
-            &format!("{ph}.validation.health_checks"),
-            "health_checks",
-            v.health_checks,
-        );
-        o.value(
-            3,
-            &format!("{ph}.validation.ssm_ping"),
-            "ssm_ping",
-            v.ssm_ping,
-        );
-        o.value(
-            3,
-            &format!("{ph}.validation.timeout"),
-            "timeout",
-            v.timeout.as_secs(),
-        );
+        o.value(3, &va, "enabled", v.enabled);
+        o.value(3, &va, "health_checks", v.health_checks);
+        o.value(3, &va, "ssm_ping", v.ssm_ping);
+        o.value(3, &va, "timeout", v.timeout.as_secs());
 
         let f = &self.filters;
         o.section(0, "filters");
@@ -332,27 +249,17 @@ impl Config {
                 .collect();
             format!("{{{}}}", parts.join(", "))
         };
+        o.value(1, "filters", "include_tags", tagset(&f.include_tags));
+        o.value(1, "filters", "exclude_tags", tagset(&f.exclude_tags));
         o.value(
             1,
-            "filters.include_tags",
-            "include_tags",
-            tagset(&f.include_tags),
-        );
-        o.value(
-            1,
-            "filters.exclude_tags",
-            "exclude_tags",
-            tagset(&f.exclude_tags),
-        );
-        o.value(
-            1,
-            "filters.include_instance_ids",
+            "filters",
             "include_instance_ids",
             list(&f.include_instance_ids),
         );
         o.value(
             1,
-            "filters.exclude_instance_ids",
+            "filters",
             "exclude_instance_ids",
             list(&f.exclude_instance_ids),
         );
@@ -361,23 +268,18 @@ impl Config {
         o.section(0, "reports");
         o.value(
             1,
-            "reports.formats",
+            "reports",
             "formats",
             list(r.formats.iter().map(|f| f.name())),
         );
         if let Some(j) = &r.journal {
-            o.value(1, "reports.journal", "journal", j.display());
+            o.value(1, "reports", "journal", j.display());
         }
-        o.value(
-            1,
-            "reports.group_readable",
-            "group_readable",
-            r.group_readable,
-        );
+        o.value(1, "reports", "group_readable", r.group_readable);
         if !self.inventory.is_empty() {
             o.value(
                 0,
-                "inventory",
+                "",
                 "inventory",
                 list(self.inventory.iter().map(|p| p.display())),
             );
@@ -392,16 +294,11 @@ impl Config {
                     n.name,
                     o.origin(&format!("{at}.name"))
                 );
-                o.value(2, &format!("{at}.format"), "format", n.format.name());
-                o.value(2, &format!("{at}.url_env"), "url_env", &n.url_env);
-                o.value(
-                    2,
-                    &format!("{at}.events"),
-                    "events",
-                    list(n.events.iter().map(|e| e.name())),
-                );
-                o.value(2, &format!("{at}.timeout"), "timeout", n.timeout.as_secs());
-                o.value(2, &format!("{at}.attempts"), "attempts", n.attempts);
+                o.value(2, &at, "format", n.format.name());
+                o.value(2, &at, "url_env", &n.url_env);
+                o.value(2, &at, "events", list(n.events.iter().map(|e| e.name())));
+                o.value(2, &at, "timeout", n.timeout.as_secs());
+                o.value(2, &at, "attempts", n.attempts);
             }
         }
         o.text
