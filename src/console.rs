@@ -96,6 +96,9 @@ pub fn holds_secrets(meta: &tracing::Metadata<'_>) -> bool {
 /// `line` with every secret [`never_log`] was told of replaced.
 fn redacted(line: &[u8]) -> Cow<'_, [u8]> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if secrets.is_empty() {
+        return Cow::Borrowed(line);
+    }
     let text = String::from_utf8_lossy(line);
     if !secrets.iter().any(|s| text.contains(s.as_str())) {
         return Cow::Borrowed(line);

@@ -105,7 +105,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Some(Command::IamPolicy(args)) => commands::iam_policy::run(args),
         Some(Command::LandingZones(args)) => commands::landing_zones::run(&ctx, args).await,
         Some(Command::Config(cli::ConfigCommand::Show(args))) => {
-            commands::landing_zones::show_config(&ctx, args)
+            commands::config_show::run(&ctx, args)
         }
         None => commands::run::run(&ctx).await,
     }

@@ -342,7 +342,7 @@ async fn cleanup_keeps_untagged_snapshots_and_reads_age_from_creation_sim() {
     // are earlier than that and only the week counts.
     let now = made + chrono::Duration::days(8);
     let week = |_: &str| prepatch::model::Witnesses {
-        retention_days: Some(7),
+        retention: [("app-nonprod".to_owned(), 7)].into_iter().collect(),
         ..Default::default()
     };
 

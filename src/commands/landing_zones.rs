@@ -10,7 +10,7 @@
 use std::io::Write;
 
 use super::{Context, select_landing_zones, stdout_error};
-use crate::cli::{ConfigShowArgs, LandingZonesArgs};
+use crate::cli::LandingZonesArgs;
 use crate::config::LandingZone;
 use crate::{Error, Outcome};
 
@@ -31,7 +31,6 @@ pub async fn run(ctx: &Context<'_>, args: &LandingZonesArgs) -> Result<Outcome, 
     } else {
         select_landing_zones(&config, &s.landing_zones, s.environment.clone(), &s.region)?
     };
-    let retention = |lz: &LandingZone| config.retention_days(&lz.name);
     let mut out = crate::console::stdout();
     if args.json {
         let doc: Vec<serde_json::Value> = selected
@@ -42,7 +41,7 @@ pub async fn run(ctx: &Context<'_>, args: &LandingZonesArgs) -> Result<Outcome, 
                     "account_id": lz.account_id.as_str(),
                     "environment": lz.environment.as_str(),
                     "confirm": lz.confirm,
-                    "retention_days": retention(lz),
+                    "retention_days": lz.retention_days,
                     "regions": lz.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                     "role_arn": lz.role_arn,
                     "enabled": lz.enabled,
@@ -52,37 +51,14 @@ pub async fn run(ctx: &Context<'_>, args: &LandingZonesArgs) -> Result<Outcome, 
             .collect();
         serde_json::to_writer_pretty(&mut out, &doc).map_err(std::io::Error::other)
     } else {
-        table(&selected, &retention, &mut out)
+        table(&selected, &mut out)
     }
     .and_then(|()| writeln!(out))
     .map_err(stdout_error)?;
     Ok(Outcome::default())
 }
 
-/// `prepatch config show`: the effective configuration, each value with
-/// where it came from (the config's own file and line, an inventory file,
-/// or the default). The organization is not read: its rules are shown.
-pub fn show_config(ctx: &Context<'_>, args: &ConfigShowArgs) -> Result<Outcome, Error> {
-    let s = &args.select;
-    let mut config = ctx.config(&s.config)?;
-    config.add_inventory(&s.inventory)?;
-    let text = std::fs::read_to_string(&s.config).map_err(|source| {
-        Error::Config(crate::config::ConfigError::Read {
-            path: s.config.clone(),
-            source,
-        })
-    })?;
-    let mut out = crate::console::stdout();
-    out.write_all(config.show(&text).as_bytes())
-        .map_err(stdout_error)?;
-    Ok(Outcome::default())
-}
-
-fn table(
-    lzs: &[LandingZone],
-    retention: &dyn Fn(&LandingZone) -> u32,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
+fn table(lzs: &[LandingZone], out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<24} {:<12} {:<12} {:<8} {:>9}  {:<8} {:<28} from",
@@ -97,7 +73,7 @@ fn table(
             lz.account_id.as_str(),
             lz.environment.as_str(),
             if lz.confirm { "yes" } else { "no" },
-            retention(lz),
+            lz.retention_days,
             if lz.enabled { "yes" } else { "no" },
             regions.join(","),
             lz.origin

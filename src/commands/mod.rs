@@ -7,6 +7,7 @@
 //! - [`restore`], [`rollback`], [`cleanup`]: after the patch.
 
 pub mod cleanup;
+pub mod config_show;
 pub mod demo;
 pub mod execute;
 pub mod iam_policy;
@@ -337,12 +338,8 @@ pub(crate) async fn discover(
     let Some(org) = &config.organizations else {
         return Ok(config::Discovered::default());
     };
-    let tags = !org.account_tags.is_empty()
-        || org.name.reads_tags()
-        || org.environment.reads_tags()
-        || org.regions.as_ref().is_some_and(|r| r.reads_tags());
     let accounts = cloud
-        .organization_accounts(org.role_arn.as_deref(), &org.ous, tags)
+        .organization_accounts(org.role_arn.as_deref(), &org.ous, org.reads_tags())
         .await
         .map_err(|e| Error::Organizations(format!("cannot list the accounts: {e}")))?;
     let found = config.add_organization(&accounts)?;

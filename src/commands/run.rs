@@ -53,10 +53,9 @@ pub async fn run(ctx: &Context<'_>) -> Result<Outcome, Error> {
                     .map(|lz| lz.name.clone())
                     .collect(),
             );
-            params.retention_days = Some(config.phases.ami_backup.retention_days);
             params.retention = landing_zones
                 .iter()
-                .filter_map(|lz| Some((lz.name.clone(), lz.retention_days?)))
+                .map(|lz| (lz.name.clone(), lz.retention_days))
                 .collect();
         }
     }
@@ -105,7 +104,6 @@ fn params_of(ctx: &Context<'_>) -> RunParams {
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .collect(),
         environments: Default::default(),
-        retention_days: None,
         retention: Default::default(),
         confirm: None,
         discovered: Vec::new(),

@@ -392,7 +392,7 @@ pub(super) fn check_landing_zone(
         // Set from `environments:` once every landing zone is read
         // (`Config::apply_environments`).
         confirm: environment.is_prod(),
-        retention_days: None,
+        retention_days: 0,
         origin: format!("{} (landing_zones[{i}])", c.path.display()),
         environment,
         regions,

@@ -104,6 +104,16 @@ pub struct Organizations {
     pub regions: Option<Rule>,
 }
 
+impl Organizations {
+    /// Whether discovery needs each account's tags.
+    pub fn reads_tags(&self) -> bool {
+        !self.account_tags.is_empty()
+            || self.name.reads_tags()
+            || self.environment.reads_tags()
+            || self.regions.as_ref().is_some_and(Rule::reads_tags)
+    }
+}
+
 /// How a landing zone's name, environment or regions come from its
 /// account: an account tag's value, the account's name, or a fixed value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,8 +295,9 @@ pub struct LandingZone {
     /// Changes need confirmation: its environment's `confirm` (a run's
     /// record can only add it, never take it away).
     pub confirm: bool,
-    /// Its environment's `retention_days`, if it sets one.
-    pub retention_days: Option<u32>,
+    /// How many days its backups live: its environment's
+    /// `retention_days`, else `ami_backup.retention_days`.
+    pub retention_days: u32,
     /// Where it is defined: `<file> (landing_zones[i])`, both places for
     /// one listed twice.
     pub origin: String,
@@ -428,7 +439,9 @@ impl Config {
         for lz in &mut self.landing_zones {
             let policy = self.environments.get(&lz.environment);
             lz.confirm = policy.map_or_else(|| lz.environment.is_prod(), |p| p.confirm);
-            lz.retention_days = policy.and_then(|p| p.retention_days);
+            lz.retention_days = policy
+                .and_then(|p| p.retention_days)
+                .unwrap_or(self.phases.ami_backup.retention_days);
         }
     }
 
@@ -436,8 +449,9 @@ impl Config {
     /// environment's `retention_days`, else `ami_backup.retention_days`.
     pub fn retention_days(&self, name: &str) -> u32 {
         self.landing_zone(name)
-            .and_then(|lz| lz.retention_days)
-            .unwrap_or(self.phases.ami_backup.retention_days)
+            .map_or(self.phases.ami_backup.retention_days, |lz| {
+                lz.retention_days
+            })
     }
 }
 

@@ -153,8 +153,7 @@ impl Config {
 
         o.section(0, "landing_zones");
         for (i, lz) in self.landing_zones.iter().enumerate() {
-            let retention = self.retention_days(&lz.name);
-            landing_zone(&mut o, i, lz, &self.source.display().to_string(), retention);
+            landing_zone(&mut o, i, lz, &self.source.display().to_string());
         }
 
         if !self.environments.is_empty() {
@@ -305,7 +304,7 @@ impl Config {
     }
 }
 
-fn landing_zone(o: &mut Out<'_>, i: usize, lz: &LandingZone, config_file: &str, retention: u32) {
+fn landing_zone(o: &mut Out<'_>, i: usize, lz: &LandingZone, config_file: &str) {
     // A landing zone of an inventory file (or of the organization) says so
     // once, on its name.
     let from_config = lz.origin.starts_with(&format!("{config_file} ("));
@@ -329,8 +328,9 @@ fn landing_zone(o: &mut Out<'_>, i: usize, lz: &LandingZone, config_file: &str, 
     field(o, "enabled", lz.enabled.to_string());
     let _ = writeln!(
         o.text,
-        "    # changes need confirmation: {}; backups kept {retention} days",
+        "    # changes need confirmation: {}; backups kept {} days",
         if lz.confirm { "yes" } else { "no" },
+        lz.retention_days
     );
 }
 

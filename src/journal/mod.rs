@@ -214,12 +214,11 @@ pub struct RunParams {
     /// if the config it is given now says otherwise.
     #[serde(default)]
     pub environments: BTreeMap<String, String>,
-    /// `ami_backup.retention_days` when the run began: cleanup never lets
-    /// a backup go before its `CreationDate` plus this, whatever its
-    /// `prepatch:expires-at` tag says. Absent in runs recorded before it.
-    #[serde(default)]
-    pub retention_days: Option<u32>,
-    /// Per landing zone, where its environment set its own retention.
+    /// How many days each landing zone's backups were to live when the
+    /// run began (its environment's `retention_days`, else
+    /// `ami_backup.retention_days`): cleanup never lets a backup go before
+    /// its `CreationDate` plus this, whatever its `prepatch:expires-at` tag
+    /// says. Empty in runs recorded before it was kept.
     #[serde(default)]
     pub retention: BTreeMap<String, u32>,
     /// The landing zones whose changes needed confirmation when the run

@@ -415,11 +415,13 @@ impl Journal {
             })
             .optional()
         })?;
-        let params = params.and_then(|p| serde_json::from_str::<super::RunParams>(&p).ok());
+        let retention = params
+            .and_then(|p| serde_json::from_str::<super::RunParams>(&p).ok())
+            .map(|p| p.retention)
+            .unwrap_or_default();
         Ok(Witnesses {
             known,
-            retention_days: params.as_ref().and_then(|p| p.retention_days),
-            retention_by_landing_zone: params.map(|p| p.retention).unwrap_or_default(),
+            retention,
             by_instance,
             started,
         })

@@ -476,11 +476,9 @@ pub enum Witness {
 #[derive(Clone, Debug, Default)]
 pub struct Witnesses {
     pub known: bool,
-    /// How long the run meant its backups to live
-    /// (`ami_backup.retention_days` when it began), where it recorded it.
-    pub retention_days: Option<u32>,
-    /// Per landing zone, where its environment set its own retention.
-    pub retention_by_landing_zone: std::collections::BTreeMap<String, u32>,
+    /// How many days the run meant each landing zone's backups to live,
+    /// where it recorded it.
+    pub retention: std::collections::BTreeMap<String, u32>,
     pub by_instance: std::collections::HashMap<String, Witness>,
     pub started: std::collections::HashSet<String>,
 }
@@ -488,10 +486,7 @@ pub struct Witnesses {
 impl Witnesses {
     /// How long the run meant the backups of `landing_zone` to live.
     pub fn retention_for(&self, landing_zone: &str) -> Option<u32> {
-        self.retention_by_landing_zone
-            .get(landing_zone)
-            .copied()
-            .or(self.retention_days)
+        self.retention.get(landing_zone).copied()
     }
 
     /// The journal has a start of this instance by the run.
